@@ -1,0 +1,42 @@
+package replication
+
+import "github.com/linkpop/linkpop/link"
+
+// Applier is the replica a Consumer feeds: the edge's Pebble store. It is
+// the contract between replication and the edge.
+type Applier interface {
+	// Position returns the stream sequence of the last message applied,
+	// or 0 for an empty replica. The Consumer resumes after it.
+	Position() (uint64, error)
+	// Apply stores every change in b whose revision is newer than the
+	// revision the replica holds for that code, records every poison
+	// message in quarantine, and sets the position to b.Through, all in
+	// one atomic, durable batch: after a crash either all of b is applied
+	// or none of it.
+	Apply(b Batch) error
+}
+
+// Batch is a run of consecutive stream messages.
+type Batch struct {
+	// Changes are the decoded, valid events, in stream order.
+	Changes []Entry
+	// Poison are the messages that failed to decode or validate. They are
+	// skipped (quarantined), never applied, and never stop replication.
+	Poison []Poison
+	// Through is the stream sequence of the last message in the batch.
+	Through uint64
+}
+
+// Entry is one valid change event with its stream sequence.
+type Entry struct {
+	Seq    uint64
+	Change link.Change
+}
+
+// Poison is a message that could not be applied.
+type Poison struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+	Err     error
+}

@@ -1,0 +1,95 @@
+// Package devserver runs a NATS server with JetStream inside the process:
+// for `origin -dev`, `make run` and tests. Production points linkpop at an
+// external cluster instead. This package imports nats-server but not
+// nats.go; edges never link it.
+package devserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config says how to run the embedded server.
+type Config struct {
+	// Addr is the client listen address, host:port. Port 0 picks a free
+	// port. The default is "127.0.0.1:0".
+	Addr string
+	// StoreDir holds JetStream's file store. Required.
+	StoreDir string
+	// SyncAlways makes JetStream fsync every write before acknowledging it
+	// (server option sync_interval: always). The default (false) is the
+	// server's own: fsync every two minutes, relying on replication. The
+	// origin's outbox makes the stream rebuildable either way.
+	SyncAlways bool
+	// Debug turns on the server's own logging to stderr.
+	Debug bool
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns *server.Server
+}
+
+// Start starts the server and waits until it accepts clients.
+func Start(cfg Config) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("devserver: StoreDir is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: addr %q: %w", cfg.Addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "linkpop-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      !cfg.Debug,
+		MaxPayload: 1 << 20,
+	}
+	if cfg.SyncAlways {
+		opts.SyncAlways = true
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: %w", err)
+	}
+	if cfg.Debug {
+		ns.ConfigureLogger()
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("devserver: not ready for connections after 10s")
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ClientURL is the nats:// URL clients connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Addr is the host:port the server listens on.
+func (s *Server) Addr() string { return s.ns.Addr().String() }
+
+// Shutdown stops the server and waits for it to exit.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}

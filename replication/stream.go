@@ -1,0 +1,108 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig describes the change stream.
+type StreamConfig struct {
+	// Name of the JetStream stream. The default is "LINKPOP_LINKS".
+	Name string
+	// SubjectPrefix: each link's events go to "<prefix>.<code>". Codes are
+	// valid single subject tokens ([A-Za-z0-9_-]). The default is
+	// "linkpop.links".
+	SubjectPrefix string
+	// Replicas is the stream's replication factor. Production clusters
+	// should use 3. The default is 1.
+	Replicas int
+	// Memory keeps the stream in memory instead of on disk. The default
+	// (false) is file storage.
+	Memory bool
+	// DuplicateWindow is how long JetStream remembers Nats-Msg-Id values to
+	// drop re-published events. The default is 2 minutes.
+	DuplicateWindow time.Duration
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.Name == "" {
+		c.Name = "LINKPOP_LINKS"
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = "linkpop.links"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	return c
+}
+
+// Validate reports every bad field at once.
+func (c StreamConfig) Validate() error {
+	var errs []error
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("stream: Replicas %d outside [1, 5]", c.Replicas))
+	}
+	if c.DuplicateWindow < 0 {
+		errs = append(errs, errors.New("stream: DuplicateWindow must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Subject is the subject that carries the events of one code.
+func (c StreamConfig) Subject(code string) string {
+	return c.withDefaults().SubjectPrefix + "." + code
+}
+
+// MsgID is the Nats-Msg-Id of the event that carries a link's revision: a
+// re-publish of the same event is dropped by the stream's dedup window.
+func MsgID(code string, revision uint64) string {
+	return code + ":" + strconv.FormatUint(revision, 10)
+}
+
+// jsConfig is the JetStream configuration of the change stream. It keeps
+// one message per subject, the newest, so the stream is a compacted
+// snapshot of the link table: a fresh edge replays only live state. A
+// disabled link's last event is its tombstone and is never dropped.
+func (c StreamConfig) jsConfig() jetstream.StreamConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:              c.Name,
+		Description:       "linkpop change stream: latest event per short code",
+		Subjects:          []string{c.SubjectPrefix + ".*"},
+		Retention:         jetstream.LimitsPolicy,
+		MaxMsgsPerSubject: 1,
+		Discard:           jetstream.DiscardOld,
+		Storage:           storage,
+		Replicas:          c.Replicas,
+		Duplicates:        c.DuplicateWindow,
+		MaxMsgSize:        64 << 10,
+		DenyDelete:        true,
+		AllowDirect:       true,
+	}
+}
+
+// EnsureStream creates the change stream, or updates it to this
+// configuration if it exists.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg.jsConfig())
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", cfg.withDefaults().Name, err)
+	}
+	return s, nil
+}
