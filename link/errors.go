@@ -71,3 +71,7 @@ func ErrorField(err error) string {
 	}
 	return ""
 }
+
+// ErrIdempotencyKeyReused: an Idempotency-Key was sent again with a
+// different request.
+var ErrIdempotencyKeyReused = newError("idempotency_key_reused", "Idempotency-Key was already used with a different request")
