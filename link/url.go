@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -71,6 +72,15 @@ func (p URLPolicy) NormalizeURL(raw string) (string, error) {
 		return "", ErrURLSchemeNotAllowed
 	}
 	if !strings.HasPrefix(raw[colon+1:], "//") {
+		return "", ErrInvalidURL
+	}
+	// Percent-encoding in the authority is legal but only ever used to
+	// disguise a host; refuse it rather than decode it.
+	authority := raw[colon+3:]
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority = authority[:i]
+	}
+	if strings.IndexByte(authority, '%') >= 0 {
 		return "", ErrInvalidURL
 	}
 	u, err := url.Parse(raw)
@@ -150,8 +160,16 @@ func canonicalHost(h string) (string, error) {
 		return "", ErrInvalidURL
 	}
 	h = strings.TrimSuffix(h, ".")
+	if !utf8.ValidString(h) {
+		return "", ErrInvalidURL
+	}
 	a, err := idnaProfile.ToASCII(h)
 	if err != nil || a == "" || len(a) > 253 {
+		return "", ErrInvalidURL
+	}
+	// The ASCII form must itself be valid (a fixed point); otherwise the
+	// host held something IDNA maps but does not accept back, e.g. U+FFFD.
+	if again, err := idnaProfile.ToASCII(a); err != nil || again != a {
 		return "", ErrInvalidURL
 	}
 	for i := 0; i < len(a); i++ {

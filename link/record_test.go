@@ -1,0 +1,137 @@
+package link_test
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/proto/linkpb"
+)
+
+func sampleRecord() link.Record {
+	now := time.UnixMilli(1_700_000_000_000).UTC()
+	return link.Record{
+		Code: "abc123", URL: "https://example.com/a?b=c", Redirect: 301, Status: link.StatusActive,
+		CreatedAt: now, UpdatedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour),
+		Revision: 42, Tags: []string{"x", "y"},
+	}
+}
+
+func TestChangeRoundTrip(t *testing.T) {
+	c := link.Change{Op: link.OpUpdate, Record: sampleRecord(), CommittedAt: time.Unix(0, 1_700_000_000_123_456_789)}
+	b, err := link.MarshalChange(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := link.UnmarshalChange(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.CommittedAt.Equal(c.CommittedAt) || !reflect.DeepEqual(got.Record, c.Record) || got.Op != c.Op {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, c)
+	}
+	r := sampleRecord()
+	r.ExpiresAt = time.Time{}
+	rb, err := link.MarshalRecord(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := link.UnmarshalRecord(rb)
+	if err != nil || !r2.ExpiresAt.IsZero() || r2.Code != r.Code {
+		t.Fatalf("record round trip: %+v, %v", r2, err)
+	}
+}
+
+func TestUnmarshalChangeRefuses(t *testing.T) {
+	enc := func(mod func(*linkpb.Change)) []byte {
+		r := sampleRecord()
+		c := link.Change{Op: link.OpCreate, Record: r}
+		b, _ := link.MarshalChange(&c)
+		var pb linkpb.Change
+		if err := proto.Unmarshal(b, &pb); err != nil {
+			t.Fatal(err)
+		}
+		mod(&pb)
+		out, _ := proto.Marshal(&pb)
+		return out
+	}
+	f := func(name string, b []byte, want error) {
+		t.Helper()
+		if _, err := link.UnmarshalChange(b); !errors.Is(err, want) {
+			t.Errorf("%s: err = %v, want %v", name, err, want)
+		}
+	}
+	f("garbage", []byte("\xff\xff\xff\xff"), link.ErrCorrupt)
+	f("oversize", make([]byte, link.MaxEncodedLen+1), link.ErrCorrupt)
+	f("future change schema", enc(func(c *linkpb.Change) { c.SchemaVersion = 2 }), link.ErrUnsupportedSchema)
+	f("future record schema", enc(func(c *linkpb.Change) { c.Record.SchemaVersion = 9 }), link.ErrUnsupportedSchema)
+	f("no record", enc(func(c *linkpb.Change) { c.Record = nil }), link.ErrCorrupt)
+	f("bad op", enc(func(c *linkpb.Change) { c.Op = 9 }), link.ErrCorrupt)
+	f("bad code", enc(func(c *linkpb.Change) { c.Record.Code = "a/b" }), link.ErrCorrupt)
+	f("CRLF url", enc(func(c *linkpb.Change) { c.Record.Url = "https://x/\r\nSet-Cookie: a" }), link.ErrCorrupt)
+	f("javascript url", enc(func(c *linkpb.Change) { c.Record.Url = "javascript:alert(1)" }), link.ErrCorrupt)
+	f("bad redirect", enc(func(c *linkpb.Change) { c.Record.Redirect = 200 }), link.ErrCorrupt)
+	f("bad status", enc(func(c *linkpb.Change) { c.Record.Status = 7 }), link.ErrCorrupt)
+	f("zero revision", enc(func(c *linkpb.Change) { c.Record.Revision = 0 }), link.ErrCorrupt)
+	f("empty", nil, link.ErrUnsupportedSchema)
+}
+
+func TestRecordExpiry(t *testing.T) {
+	r := sampleRecord()
+	if !r.Redirects(r.ExpiresAt.Add(-time.Millisecond)) || r.Redirects(r.ExpiresAt) {
+		t.Fatal("expiry boundary wrong: a link expires at expires_at")
+	}
+	r.ExpiresAt = time.Time{}
+	if !r.Redirects(time.Now().Add(100 * 365 * 24 * time.Hour)) {
+		t.Fatal("link without expiry expired")
+	}
+	r.Status = link.StatusDisabled
+	if r.Redirects(time.Now()) {
+		t.Fatal("disabled link redirects")
+	}
+}
+
+func TestValidateTags(t *testing.T) {
+	f := func(tags []string, ok bool) {
+		t.Helper()
+		if err := link.ValidateTags(tags); (err == nil) != ok {
+			t.Errorf("ValidateTags(%q) = %v, want ok=%v", tags, err, ok)
+		}
+	}
+	f(nil, true)
+	f([]string{"a", "b c", "ünï"}, true)
+	f([]string{""}, false)
+	f([]string{"a", "a"}, false)
+	f([]string{"a\nb"}, false)
+	f([]string{string(make([]byte, 65))}, false)
+	f(make([]string, 17), false)
+}
+
+func FuzzUnmarshalChange(f *testing.F) {
+	r := sampleRecord()
+	good, _ := link.MarshalChange(&link.Change{Op: link.OpCreate, Record: r})
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte("\x08\x02"))
+	f.Add(append([]byte{}, good[:len(good)/2]...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := link.UnmarshalChange(b)
+		if err != nil {
+			if !errors.Is(err, link.ErrCorrupt) && !errors.Is(err, link.ErrUnsupportedSchema) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		// Anything accepted is safe to serve: valid code, header-safe URL.
+		if err := c.Record.Validate(); err != nil {
+			t.Fatalf("accepted invalid record: %v", err)
+		}
+		if err := link.ValidStoredURL(c.Record.URL); err != nil {
+			t.Fatalf("accepted unsafe url %q", c.Record.URL)
+		}
+	})
+}
