@@ -1,0 +1,32 @@
+// Package replica is the edge's local copy of the link table: a Pebble
+// store fed in order by the change stream (it implements
+// replication.Applier) and read on every redirect through an in-memory hot
+// cache, a bloom filter over every code held, and a bounded negative cache.
+//
+// # Key layout
+//
+//	"l/" + code           link.MarshalRecord bytes of the link's latest state
+//	"m/position"          uint64 big endian: stream sequence of the last
+//	                      applied message (the Applier position)
+//	"m/links"             uint64 big endian: number of "l/" keys
+//	"m/quarantined"       uint64 big endian: number of "q/" keys
+//	"q/" + seq (8 bytes   quarantined poison message: uvarint length +
+//	  big endian)         subject, uvarint length + error text, raw bytes
+//	                      truncated to MaxQuarantineData
+//
+// Every Apply writes its changes, its quarantined messages, the counters
+// and the position in one Pebble batch committed with pebble.Sync, so a
+// restart resumes exactly after the last applied batch. Codes are never
+// deleted (a disabled link keeps its record), so the link count and the
+// bloom filter only grow.
+//
+// # Coherence
+//
+// Once Apply or Put returns, no Lookup returns an older value for a code it
+// changed. Writers are serialized; after a commit a writer adds the codes to
+// the bloom filter, bumps a generation counter, then replaces hot-cache
+// entries it finds and drops negative-cache entries. A reader that went to
+// Pebble notes the generation first and inserts into either cache only from
+// inside the cache's per-key compute if the generation is unchanged, so a
+// value read before a commit can never be cached after it.
+package replica

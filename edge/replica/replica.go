@@ -1,0 +1,468 @@
+package replica
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/cockroachdb/pebble/v2"
+	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/maypok86/otter/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// ErrClosed is returned by every call on a closed Replica.
+var ErrClosed = errors.New("replica closed")
+
+// Keys; see the package comment.
+var (
+	linkPrefix        = []byte("l/")
+	linkUpper         = []byte("l0") // '0' follows '/'
+	positionKey       = []byte("m/position")
+	linksKey          = []byte("m/links")
+	quarantinedKey    = []byte("m/quarantined")
+	quarantinePrefix  = []byte("q/")
+	quarantineUpper   = []byte("q0")
+	recordRevisionTag = protowire.Number(9) // linkpb.Record.revision
+)
+
+// Entry is what a redirect needs. It is immutable once returned: share it,
+// never mutate it.
+type Entry struct {
+	URL       string
+	Redirect  int
+	Status    link.Status
+	ExpiresAt time.Time // zero: never expires
+	Revision  uint64
+}
+
+// Redirects reports whether a visitor arriving at now is redirected: the
+// link is active and not expired.
+func (e *Entry) Redirects(now time.Time) bool {
+	return e.Status == link.StatusActive && (e.ExpiresAt.IsZero() || now.Before(e.ExpiresAt))
+}
+
+func entryOf(r *link.Record) *Entry {
+	return &Entry{URL: r.URL, Redirect: r.Redirect, Status: r.Status, ExpiresAt: r.ExpiresAt, Revision: r.Revision}
+}
+
+// Stats is a snapshot of the replica's size and caches.
+type Stats struct {
+	Links           uint64 // codes held
+	Position        uint64 // stream sequence applied through
+	Quarantined     uint64 // poison messages held in quarantine
+	DiskBytes       uint64 // Pebble's disk usage
+	HotEntries      int    // hot cache entries (estimate)
+	NegativeEntries int    // negative cache entries (estimate)
+	BloomBits       uint64 // size of the bloom filter
+}
+
+// Replica is the edge's local copy of the link table. It is safe for
+// concurrent use; writes (Apply, Put) are serialized.
+type Replica struct {
+	db     *pebble.DB
+	log    *slog.Logger
+	set    *metrics.Set
+	gauges []string
+
+	hot   *otter.Cache[string, *Entry]
+	neg   *otter.Cache[string, struct{}]
+	bloom atomic.Pointer[bloom]
+	// gen is bumped after every commit that changed a link; a reader only
+	// caches what it read from Pebble if gen did not move meanwhile.
+	gen atomic.Uint64
+
+	bloomMin    uint64
+	position    atomic.Uint64
+	links       atomic.Uint64
+	quarantined atomic.Uint64
+	diskBytes   atomic.Uint64
+	diskAt      time.Time // last diskBytes refresh; writer only
+
+	// mu guards db against Close: readers of db hold it shared.
+	mu     sync.RWMutex
+	closed atomic.Bool
+	// wmu serializes writers.
+	wmu sync.Mutex
+
+	keyBufs sync.Pool
+
+	mHot, mNegative, mBloom, mDiskHit, mDiskMiss *metrics.Counter
+	mApplied, mSkipped, mQuarantined             *metrics.Counter
+}
+
+// Open opens (creating if needed) the replica's store, reads its position
+// and counters, and builds the bloom filter by scanning the held codes.
+func Open(opts Options) (*Replica, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("open replica: %w", err)
+	}
+	o := opts.withDefaults()
+
+	cache := pebble.NewCache(o.BlockCacheBytes)
+	defer cache.Unref()
+	popts := &pebble.Options{
+		FS:                          o.FS,
+		Cache:                       cache,
+		Logger:                      pebbleLogger{o.Logger},
+		FormatMajorVersion:          pebble.FormatNewest,
+		MemTableSize:                uint64(o.MemTableBytes),
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       2,
+		L0StopWritesThreshold:       1000,
+		LBaseMaxBytes:               64 << 20,
+	}
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+		popts.Levels[i].BlockSize = 32 << 10
+	}
+	popts.EnsureDefaults()
+	db, err := pebble.Open(o.Dir, popts)
+	if err != nil {
+		return nil, fmt.Errorf("open replica: %w", err)
+	}
+	r := &Replica{
+		db:       db,
+		log:      o.Logger,
+		set:      o.Metrics,
+		bloomMin: uint64(o.BloomMinCapacity),
+		hot:      otter.Must(&otter.Options[string, *Entry]{MaximumSize: o.HotCacheEntries}),
+		neg:      otter.Must(&otter.Options[string, struct{}]{MaximumSize: o.NegativeCacheEntries}),
+	}
+	r.keyBufs.New = func() any { return new([]byte) }
+	if err := r.load(); err != nil {
+		r.hot.StopAllGoroutines()
+		r.neg.StopAllGoroutines()
+		return nil, errors.Join(fmt.Errorf("open replica: %w", err), db.Close())
+	}
+	r.registerMetrics()
+	r.log.Info("replica opened", "dir", o.Dir, "links", r.links.Load(), "position", r.position.Load(),
+		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits())
+	return r, nil
+}
+
+// load reads the position and counters and builds the bloom filter.
+func (r *Replica) load() error {
+	for _, m := range []struct {
+		key []byte
+		dst *atomic.Uint64
+	}{{positionKey, &r.position}, {quarantinedKey, &r.quarantined}} {
+		v, err := r.getUint64(m.key)
+		if err != nil {
+			return err
+		}
+		m.dst.Store(v)
+	}
+	stored, err := r.getUint64(linksKey)
+	if err != nil {
+		return err
+	}
+	// Size the filter from the stored count, then fill it from a scan;
+	// the scan's count is the truth.
+	b := newBloom(max(r.bloomMin, 2*stored))
+	n, err := r.fillBloom(b)
+	if err != nil {
+		return err
+	}
+	if n != stored {
+		r.log.Warn("replica link count corrected", "stored", stored, "scanned", n)
+	}
+	if n > b.capacity {
+		b = newBloom(max(r.bloomMin, 2*n))
+		if _, err := r.fillBloom(b); err != nil {
+			return err
+		}
+	}
+	r.links.Store(n)
+	r.bloom.Store(b)
+	r.diskBytes.Store(r.db.Metrics().DiskSpaceUsage())
+	return nil
+}
+
+// fillBloom adds every held code to b and returns how many there are.
+func (r *Replica) fillBloom(b *bloom) (uint64, error) {
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
+	if err != nil {
+		return 0, fmt.Errorf("scan codes: %w", err)
+	}
+	var n uint64
+	for ok := it.First(); ok; ok = it.Next() {
+		code := it.Key()[len(linkPrefix):]
+		b.add(unsafe.String(unsafe.SliceData(code), len(code)))
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return 0, fmt.Errorf("scan codes: %w", err)
+	}
+	return n, nil
+}
+
+func (r *Replica) getUint64(key []byte) (uint64, error) {
+	v, closer, err := r.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read %s: %w: %d bytes", key, link.ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (r *Replica) registerMetrics() {
+	s := r.set
+	lookup := func(result string) *metrics.Counter {
+		return s.GetOrCreateCounter(`linkpop_replica_lookups_total{result="` + result + `"}`)
+	}
+	r.mHot, r.mNegative, r.mBloom = lookup("hot"), lookup("negative"), lookup("bloom")
+	r.mDiskHit, r.mDiskMiss = lookup("disk_hit"), lookup("disk_miss")
+	r.mApplied = s.GetOrCreateCounter("linkpop_replica_applied_total")
+	r.mSkipped = s.GetOrCreateCounter("linkpop_replica_skipped_stale_total")
+	r.mQuarantined = s.GetOrCreateCounter("linkpop_replica_quarantined_total")
+	gauge := func(name string, f func() float64) {
+		// A replica reopened on the same set takes the gauges over.
+		s.UnregisterMetric(name)
+		s.NewGauge(name, f)
+		r.gauges = append(r.gauges, name)
+	}
+	gauge("linkpop_replica_links", func() float64 { return float64(r.links.Load()) })
+	gauge("linkpop_replica_position", func() float64 { return float64(r.position.Load()) })
+	gauge("linkpop_replica_quarantined", func() float64 { return float64(r.quarantined.Load()) })
+	gauge("linkpop_replica_disk_bytes", func() float64 { return float64(r.diskBytes.Load()) })
+	gauge("linkpop_replica_hot_entries", func() float64 { return float64(r.hot.EstimatedSize()) })
+	gauge("linkpop_replica_negative_entries", func() float64 { return float64(r.neg.EstimatedSize()) })
+	gauge("linkpop_replica_bloom_bits", func() float64 { return float64(r.bloom.Load().bits()) })
+}
+
+// Close flushes and closes the store. Calls after Close return ErrClosed.
+func (r *Replica) Close() error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Swap(true) {
+		return ErrClosed
+	}
+	for _, name := range r.gauges {
+		r.set.UnregisterMetric(name)
+	}
+	r.hot.StopAllGoroutines()
+	r.neg.StopAllGoroutines()
+	if err := r.db.Close(); err != nil {
+		return fmt.Errorf("close replica: %w", err)
+	}
+	return nil
+}
+
+// Lookup is the redirect hot path: hot cache, then the bloom filter, then
+// the negative cache, then Pebble. code must be a valid code (the caller
+// checked link.ValidCodeBytes); it is not retained. found is false when the
+// replica does not hold the code. A hot-cache hit and a bloom or negative
+// answer allocate nothing and touch no disk.
+func (r *Replica) Lookup(code []byte) (e *Entry, found bool, err error) {
+	if r.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	k := unsafe.String(unsafe.SliceData(code), len(code))
+	if e, ok := r.hot.GetIfPresent(k); ok {
+		r.mHot.Inc()
+		return e, true, nil
+	}
+	if !r.bloom.Load().mayContain(k) {
+		r.mBloom.Inc()
+		return nil, false, nil
+	}
+	if _, ok := r.neg.GetIfPresent(k); ok {
+		r.mNegative.Inc()
+		return nil, false, nil
+	}
+	return r.lookupDisk(code)
+}
+
+func (r *Replica) lookupDisk(code []byte) (*Entry, bool, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	gen := r.gen.Load()
+	bp := r.keyBufs.Get().(*[]byte)
+	key := append(append((*bp)[:0], linkPrefix...), code...)
+	v, closer, err := r.db.Get(key)
+	*bp = key
+	r.keyBufs.Put(bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		r.mDiskMiss.Inc()
+		r.neg.Compute(string(code), func(_ struct{}, found bool) (struct{}, otter.ComputeOp) {
+			if found || r.gen.Load() != gen {
+				return struct{}{}, otter.CancelOp
+			}
+			return struct{}{}, otter.WriteOp
+		})
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("lookup %q: %w", code, err)
+	}
+	rec, err := link.UnmarshalRecord(v)
+	closer.Close()
+	if err != nil {
+		return nil, false, fmt.Errorf("lookup %q: %w", code, err)
+	}
+	r.mDiskHit.Inc()
+	e := entryOf(&rec)
+	r.hot.Compute(rec.Code, func(old *Entry, found bool) (*Entry, otter.ComputeOp) {
+		if r.gen.Load() != gen || (found && old.Revision >= e.Revision) {
+			return old, otter.CancelOp
+		}
+		return e, otter.WriteOp
+	})
+	return e, true, nil
+}
+
+// Get returns the full record held for code, read from Pebble (admin,
+// status and digest use; not the redirect path).
+func (r *Replica) Get(code string) (link.Record, bool, error) {
+	if !link.ValidCode(code) {
+		return link.Record{}, false, nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed.Load() {
+		return link.Record{}, false, ErrClosed
+	}
+	if !r.bloom.Load().mayContain(code) {
+		return link.Record{}, false, nil
+	}
+	v, closer, err := r.db.Get(linkKey(code))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return link.Record{}, false, nil
+	}
+	if err != nil {
+		return link.Record{}, false, fmt.Errorf("get %q: %w", code, err)
+	}
+	defer closer.Close()
+	rec, err := link.UnmarshalRecord(v)
+	if err != nil {
+		return link.Record{}, false, fmt.Errorf("get %q: %w", code, err)
+	}
+	return rec, true, nil
+}
+
+// Position returns the stream sequence of the last applied message, or 0
+// for an empty replica.
+func (r *Replica) Position() (uint64, error) {
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	return r.position.Load(), nil
+}
+
+// Stats returns a snapshot of the replica's counters.
+func (r *Replica) Stats() Stats {
+	s := Stats{
+		Links:           r.links.Load(),
+		Position:        r.position.Load(),
+		Quarantined:     r.quarantined.Load(),
+		HotEntries:      r.hot.EstimatedSize(),
+		NegativeEntries: r.neg.EstimatedSize(),
+		BloomBits:       r.bloom.Load().bits(),
+	}
+	r.mu.RLock()
+	if !r.closed.Load() {
+		r.diskBytes.Store(r.db.Metrics().DiskSpaceUsage())
+	}
+	r.mu.RUnlock()
+	s.DiskBytes = r.diskBytes.Load()
+	return s
+}
+
+// Digest returns the wrapping sum of link.DigestTerm(code, revision) over
+// every record held, and their count, read from one consistent snapshot.
+// Compared with the origin's digest it detects divergence.
+func (r *Replica) Digest() (sum uint64, count uint64, err error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed.Load() {
+		return 0, 0, ErrClosed
+	}
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
+	if err != nil {
+		return 0, 0, fmt.Errorf("digest: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, 0, errors.Join(fmt.Errorf("digest: %w", err), it.Close())
+		}
+		rev, err := recordRevision(v)
+		if err != nil {
+			return 0, 0, errors.Join(fmt.Errorf("digest %q: %w", it.Key()[len(linkPrefix):], err), it.Close())
+		}
+		code := it.Key()[len(linkPrefix):]
+		sum += link.DigestTerm(unsafe.String(unsafe.SliceData(code), len(code)), rev)
+		count++
+	}
+	if err := it.Close(); err != nil {
+		return 0, 0, fmt.Errorf("digest: %w", err)
+	}
+	return sum, count, nil
+}
+
+func linkKey(code string) []byte {
+	k := make([]byte, 0, len(linkPrefix)+len(code))
+	return append(append(k, linkPrefix...), code...)
+}
+
+// recordRevision reads the revision field of an encoded record without
+// decoding the rest of it.
+func recordRevision(b []byte) (uint64, error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == recordRevisionTag && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+			}
+			return v, nil
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return 0, fmt.Errorf("%w: record without revision", link.ErrCorrupt)
+}
+
+// pebbleLogger sends Pebble's log lines to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Info("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := "pebble: " + fmt.Sprintf(format, args...)
+	p.l.Error(msg)
+	panic(msg)
+}
