@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// OutboxEntry is one committed change event waiting to be published.
+type OutboxEntry struct {
+	// Revision is the origin revision the change produced.
+	Revision uint64
+	// Code is the link's code (the stream subject's last token).
+	Code string
+	// Data is the encoded event (link.MarshalChange output).
+	Data []byte
+	// CommittedAt is when the change was committed.
+	CommittedAt time.Time
+}
+
+// Outbox returns up to limit entries, oldest (lowest revision) first.
+func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	// Start at the oldest live entry: the deleted ones before it are
+	// tombstones an iterator would otherwise step over one by one.
+	lower := outboxKey(s.outbox.lowest(s.rev.Load()))
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: outboxUpper})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	var out []OutboxEntry
+	for it.First(); it.Valid() && len(out) < limit; it.Next() {
+		e, err := decodeOutbox(it.Key(), it.Value())
+		if err != nil {
+			return nil, errors.Join(err, it.Close())
+		}
+		out = append(out, e)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	return out, nil
+}
+
+// OutboxDelete removes published entries. Unknown revisions are ignored.
+// The delete goes through the writer but is not synced on its own: after
+// a crash a lost delete only means the entry is published again, which
+// the stream's dedup window and the edges' revision checks absorb.
+func (s *Store) OutboxDelete(revisions ...uint64) error {
+	if len(revisions) == 0 {
+		return nil
+	}
+	revs := slices.Clone(revisions)
+	slices.Sort(revs)
+	return s.submit(context.Background(), &request{kind: kindOutboxDelete, revisions: slices.Compact(revs)}).err
+}
+
+// OutboxStats returns the number of entries waiting and the commit time
+// of the oldest (zero when empty). It reads memory only.
+func (s *Store) OutboxStats() (depth int, oldest time.Time) {
+	s.outbox.mu.Lock()
+	defer s.outbox.mu.Unlock()
+	if s.outbox.live == 0 {
+		return 0, time.Time{}
+	}
+	return s.outbox.live, time.Unix(0, s.outbox.items[s.outbox.head].at).UTC()
+}
+
+// OutboxNotify returns a channel that receives (capacity 1, never
+// blocking the writer) after each commit that adds outbox entries.
+func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
+
+// outboxDelete adds deletes for sorted revs, one range tombstone per run
+// of consecutive revisions.
+func (t *txn) outboxDelete(revs []uint64) result {
+	for i := 0; i < len(revs); {
+		j := i
+		for j+1 < len(revs) && revs[j+1] == revs[j]+1 {
+			j++
+		}
+		var err error
+		if i == j {
+			err = t.b.Delete(outboxKey(revs[i]), nil)
+		} else {
+			err = t.b.DeleteRange(outboxKey(revs[i]), outboxKey(revs[j]+1), nil)
+		}
+		if err != nil {
+			return result{err: err}
+		}
+		i = j + 1
+	}
+	t.dirty = true
+	t.deleted = append(t.deleted, revs...)
+	return result{}
+}
+
+// outboxIndex mirrors the outbox's revisions and commit times in memory,
+// so OutboxStats is cheap. Entries are appended in revision order and
+// mostly removed from the front.
+type outboxIndex struct {
+	mu    sync.Mutex
+	items []outboxItem
+	head  int // items before head are deleted
+	live  int
+}
+
+type outboxItem struct {
+	rev     uint64
+	at      int64
+	deleted bool
+}
+
+// add appends an entry; the caller holds mu (or owns the index).
+func (x *outboxIndex) add(rev uint64, at int64) {
+	x.items = append(x.items, outboxItem{rev: rev, at: at})
+	x.live++
+}
+
+// remove marks rev deleted; the caller holds mu.
+func (x *outboxIndex) remove(rev uint64) {
+	rest := x.items[x.head:]
+	i := sort.Search(len(rest), func(i int) bool { return rest[i].rev >= rev })
+	if i == len(rest) || rest[i].rev != rev || rest[i].deleted {
+		return
+	}
+	rest[i].deleted = true
+	x.live--
+	for x.head < len(x.items) && x.items[x.head].deleted {
+		x.head++
+	}
+	if x.head == len(x.items) {
+		x.items, x.head = x.items[:0], 0
+	} else if x.head > 1024 && x.head > len(x.items)/2 {
+		x.items = append(x.items[:0], x.items[x.head:]...)
+		x.head = 0
+	}
+}
+
+// lowest returns the revision of the oldest live entry, or last+1 when
+// there is none (last is the last committed revision).
+func (x *outboxIndex) lowest(last uint64) uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.live == 0 {
+		return last + 1
+	}
+	return x.items[x.head].rev
+}

@@ -1,0 +1,661 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// Idempotency identifies a create by its Idempotency-Key.
+type Idempotency struct {
+	// Scope is the API key id the Idempotency-Key belongs to.
+	Scope string
+	// Key is the Idempotency-Key header value.
+	Key string
+	// RequestHash is a hash of the request; the same key with a different
+	// hash is link.ErrIdempotencyKeyReused.
+	RequestHash [32]byte
+}
+
+// CreateRequest is a new link.
+type CreateRequest struct {
+	// Code is the custom code, already validated; "" draws a random code.
+	Code string
+	// URL is the target, already canonical (link.URLPolicy.NormalizeURL).
+	URL string
+	// Redirect is the status; 0 means link.DefaultRedirect.
+	Redirect int
+	// ExpiresAt is when the link stops redirecting; zero never.
+	ExpiresAt time.Time
+	// Tags are the link's tags.
+	Tags []string
+	// Idem, when set, makes a retry of the same request return the first
+	// response.
+	Idem *Idempotency
+}
+
+// UpdateRequest changes a link. Nil fields are left unchanged.
+type UpdateRequest struct {
+	Code     string
+	URL      *string // canonical
+	Redirect *int
+	// ExpiresAt: nil leaves it unchanged; a pointer to the zero time
+	// clears the expiry.
+	ExpiresAt *time.Time
+	Tags      *[]string
+	// IfRevision: 0 updates unconditionally; otherwise the update is
+	// link.ErrRevisionMismatch unless it equals the current revision.
+	IfRevision uint64
+}
+
+// Create commits the link, its change event (outbox) and the idempotency
+// record in one synced batch. replayed is true when the Idempotency-Key was
+// seen before with the same RequestHash; rec is then the snapshot stored at
+// the first create. Errors: link.ErrCodeTaken (the custom code exists,
+// active or disabled: codes are never reused), link.ErrIdempotencyKeyReused
+// (same Scope and Key, different hash).
+func (s *Store) Create(ctx context.Context, req CreateRequest) (rec link.Record, replayed bool, err error) {
+	res := s.submit(ctx, &request{kind: kindCreate, create: req})
+	return res.rec, res.replayed, res.err
+}
+
+// Update applies req. An update that changes nothing returns the record
+// unchanged, without a new revision or change event. Errors:
+// link.ErrNotFound, link.ErrRevisionMismatch.
+func (s *Store) Update(ctx context.Context, req UpdateRequest) (link.Record, error) {
+	res := s.submit(ctx, &request{kind: kindUpdate, update: req})
+	return res.rec, res.err
+}
+
+// Disable sets the link's status to disabled with a new revision and
+// change event. Disabling a disabled link returns it unchanged. ifRevision
+// is as in UpdateRequest. Errors: link.ErrNotFound,
+// link.ErrRevisionMismatch.
+func (s *Store) Disable(ctx context.Context, code string, ifRevision uint64) (link.Record, error) {
+	res := s.submit(ctx, &request{kind: kindDisable, code: code, ifRev: ifRevision})
+	return res.rec, res.err
+}
+
+// SweepIdempotency deletes every idempotency record older than
+// IdempotencyTTL now and returns how many it removed. The writer also
+// sweeps at Open and periodically (every TTL/16, at most hourly).
+func (s *Store) SweepIdempotency(ctx context.Context) (int, error) {
+	res := s.submit(ctx, &request{kind: kindSweep})
+	return res.n, res.err
+}
+
+type reqKind uint8
+
+const (
+	kindCreate reqKind = iota + 1
+	kindUpdate
+	kindDisable
+	kindPutKey
+	kindRevokeKey
+	kindOutboxDelete
+	kindSweep
+)
+
+const (
+	stateQueued int32 = iota
+	stateTaken
+	stateAbandoned
+)
+
+// request is one call waiting for the writer.
+type request struct {
+	ctx   context.Context
+	state atomic.Int32
+	kind  reqKind
+
+	create    CreateRequest
+	update    UpdateRequest
+	code      string
+	ifRev     uint64
+	key       APIKey
+	keyID     string
+	revisions []uint64
+
+	done chan result
+}
+
+type result struct {
+	rec      link.Record
+	replayed bool
+	key      APIKey
+	n        int
+	err      error
+}
+
+// run is the writer: it owns every mutation.
+func (s *Store) run() {
+	defer close(s.done)
+	sweep := time.NewTicker(s.sweepEvery)
+	defer sweep.Stop()
+	for {
+		select {
+		case r := <-s.reqs:
+			s.commitBatch(r)
+		case <-sweep.C:
+			if _, err := s.sweepIdempotency(); err != nil {
+				s.log.Error("idempotency sweep", "err", err)
+			}
+		case <-s.quit:
+			// Close holds no new senders; commit what was handed over.
+			for {
+				select {
+				case r := <-s.reqs:
+					s.commitBatch(r)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// txn is one group commit being built: the Pebble batch and what it
+// changes, so later requests in the batch see earlier ones.
+type txn struct {
+	s     *Store
+	b     *pebble.Batch
+	now   time.Time
+	sync  bool
+	rev   uint64 // last revision assigned
+	links uint64 // link count after the batch
+	dirty bool   // the batch holds writes
+	err   error  // a commit of this group failed: everything fails
+
+	recs    map[string]link.Record // links written in this batch
+	idem    map[string]idemRecord  // idempotency records written in this batch
+	keys    map[string]APIKey      // API keys written, by id
+	hashes  map[[32]byte]string    // hash index entries written
+	added   []outboxMark           // outbox entries added
+	deleted []uint64               // outbox entries deleted
+}
+
+type outboxMark struct {
+	rev uint64
+	at  int64
+}
+
+// commitBatch drains up to MaxBatch requests after first, applies them to
+// one batch, commits it and answers every request.
+func (s *Store) commitBatch(first *request) {
+	if s.hookBatch != nil {
+		s.hookBatch()
+	}
+	reqs := []*request{first}
+drain:
+	for len(reqs) < s.o.MaxBatch {
+		select {
+		case r := <-s.reqs:
+			reqs = append(reqs, r)
+		default:
+			break drain
+		}
+	}
+	t := &txn{
+		s:     s,
+		b:     s.db.NewBatch(),
+		now:   s.o.Now().UTC().Truncate(time.Millisecond),
+		rev:   s.rev.Load(),
+		links: s.links.Load(),
+	}
+	defer t.b.Close()
+	results := make([]result, len(reqs))
+	live := reqs[:0:0]
+	var liveRes []*result
+	for i, r := range reqs {
+		if !r.state.CompareAndSwap(stateQueued, stateTaken) {
+			continue // the caller gave up before the writer got here
+		}
+		results[i] = t.apply(r)
+		live = append(live, r)
+		liveRes = append(liveRes, &results[i])
+	}
+	if len(live) == 0 {
+		return
+	}
+	err := t.commit()
+	if err == nil {
+		err = t.err
+	}
+	s.mBatchSize.Update(float64(len(live)))
+	for i, r := range live {
+		res := *liveRes[i]
+		if err != nil && res.err == nil {
+			res = result{err: err}
+		}
+		r.done <- res
+	}
+}
+
+// apply validates r against the store and the batch so far and, if it
+// succeeds, adds its writes to the batch.
+func (t *txn) apply(r *request) result {
+	if t.err != nil {
+		return result{err: t.err}
+	}
+	switch r.kind {
+	case kindCreate:
+		return t.create(&r.create)
+	case kindUpdate:
+		return t.updateLink(&r.update)
+	case kindDisable:
+		return t.disable(r.code, r.ifRev)
+	case kindPutKey:
+		return t.putKey(r.key)
+	case kindRevokeKey:
+		return t.revokeKey(r.keyID)
+	case kindOutboxDelete:
+		return t.outboxDelete(r.revisions)
+	case kindSweep:
+		// Sweeping commits its own batches; earlier writes of this
+		// group are committed first so the sweep sees them.
+		if err := t.commit(); err != nil {
+			return result{err: err}
+		}
+		t.reset()
+		n, err := t.s.sweepIdempotency()
+		return result{n: n, err: err}
+	}
+	return result{err: fmt.Errorf("unknown request kind %d", r.kind)}
+}
+
+// link returns the link with code as of this batch.
+func (t *txn) link(code string) (link.Record, bool, error) {
+	if rec, ok := t.recs[code]; ok {
+		return rec, true, nil
+	}
+	return t.s.getLink(code)
+}
+
+func (t *txn) create(req *CreateRequest) result {
+	var id string
+	if req.Idem != nil {
+		id = idemID(req.Idem.Scope, req.Idem.Key)
+		prev, ok, err := t.idemRecord(id)
+		if err != nil {
+			return result{err: err}
+		}
+		if ok {
+			if prev.hash != req.Idem.RequestHash {
+				return result{err: link.ErrIdempotencyKeyReused}
+			}
+			return result{rec: prev.rec, replayed: true}
+		}
+	}
+	code := req.Code
+	if code != "" {
+		_, taken, err := t.link(code)
+		if err != nil {
+			return result{err: err}
+		}
+		if taken {
+			return result{err: link.ErrCodeTaken}
+		}
+	} else {
+		var err error
+		if code, err = t.randomCode(); err != nil {
+			return result{err: err}
+		}
+	}
+	redirect := req.Redirect
+	if redirect == 0 {
+		redirect = link.DefaultRedirect
+	}
+	rec := link.Record{
+		Code:      code,
+		URL:       req.URL,
+		Redirect:  redirect,
+		Status:    link.StatusActive,
+		CreatedAt: t.now,
+		UpdatedAt: t.now,
+		ExpiresAt: normTime(req.ExpiresAt),
+		Revision:  t.rev + 1,
+		Tags:      normTags(req.Tags),
+	}
+	var idem *idemRecord
+	if req.Idem != nil {
+		idem = &idemRecord{hash: req.Idem.RequestHash, created: t.now.UnixNano(), rec: rec}
+	}
+	if err := t.writeLink(link.OpCreate, rec, id, idem); err != nil {
+		return result{err: err}
+	}
+	t.links++
+	return result{rec: rec}
+}
+
+// randomCode draws codes until one is free in the store and the batch and
+// not reserved.
+func (t *txn) randomCode() (string, error) {
+	for {
+		code, err := link.RandomCode(t.s.o.CodeLength)
+		if err != nil {
+			return "", err
+		}
+		if t.s.o.Reserved.Contains(code) {
+			continue
+		}
+		_, taken, err := t.link(code)
+		if err != nil {
+			return "", err
+		}
+		if !taken {
+			return code, nil
+		}
+	}
+}
+
+func (t *txn) updateLink(req *UpdateRequest) result {
+	cur, ok, err := t.link(req.Code)
+	if err != nil {
+		return result{err: err}
+	}
+	if !ok {
+		return result{err: link.ErrNotFound}
+	}
+	if req.IfRevision != 0 && req.IfRevision != cur.Revision {
+		return result{err: link.ErrRevisionMismatch}
+	}
+	next := cur
+	if req.URL != nil {
+		next.URL = *req.URL
+	}
+	if req.Redirect != nil {
+		next.Redirect = *req.Redirect
+		if next.Redirect == 0 {
+			next.Redirect = link.DefaultRedirect
+		}
+	}
+	if req.ExpiresAt != nil {
+		next.ExpiresAt = normTime(*req.ExpiresAt)
+	}
+	if req.Tags != nil {
+		next.Tags = normTags(*req.Tags)
+	}
+	if next.URL == cur.URL && next.Redirect == cur.Redirect && next.ExpiresAt.Equal(cur.ExpiresAt) &&
+		slices.Equal(next.Tags, cur.Tags) {
+		return result{rec: cur}
+	}
+	next.UpdatedAt = t.now
+	next.Revision = t.rev + 1
+	if err := t.writeLink(link.OpUpdate, next, "", nil); err != nil {
+		return result{err: err}
+	}
+	return result{rec: next}
+}
+
+func (t *txn) disable(code string, ifRev uint64) result {
+	cur, ok, err := t.link(code)
+	if err != nil {
+		return result{err: err}
+	}
+	if !ok {
+		return result{err: link.ErrNotFound}
+	}
+	if ifRev != 0 && ifRev != cur.Revision {
+		return result{err: link.ErrRevisionMismatch}
+	}
+	if cur.Status == link.StatusDisabled {
+		return result{rec: cur}
+	}
+	next := cur
+	next.Status = link.StatusDisabled
+	next.UpdatedAt = t.now
+	next.Revision = t.rev + 1
+	if err := t.writeLink(link.OpDisable, next, "", nil); err != nil {
+		return result{err: err}
+	}
+	return result{rec: next}
+}
+
+// writeLink adds rec (at revision t.rev+1), its outbox entry and, for a
+// create with an Idempotency-Key, the idempotency record to the batch. It
+// encodes everything before writing anything, so a failure leaves the
+// batch as it was.
+func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord) error {
+	val, err := link.MarshalRecord(&rec)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", rec.Code, err)
+	}
+	change, err := link.MarshalChange(&link.Change{Op: op, Record: rec, CommittedAt: t.now})
+	if err != nil {
+		return fmt.Errorf("encode change %s: %w", rec.Code, err)
+	}
+	var idemVal []byte
+	var prevIdem idemRecord
+	var hadPrev bool
+	if idem != nil {
+		if idemVal, err = encodeIdem(idem); err != nil {
+			return fmt.Errorf("encode idempotency record: %w", err)
+		}
+		// An expired record for the same key may still be on disk: its
+		// expiry index entry goes with it.
+		if prevIdem, hadPrev, err = t.idemRecordAny(id); err != nil {
+			return err
+		}
+	}
+	if err := t.set(linkKey(rec.Code), val); err != nil {
+		return err
+	}
+	if err := t.set(outboxKey(rec.Revision), encodeOutbox(t.now, rec.Code, change)); err != nil {
+		return err
+	}
+	if idem != nil {
+		if hadPrev {
+			if err := t.b.Delete(expiryKey(prevIdem.created, id), nil); err != nil {
+				return err
+			}
+		}
+		if err := t.set(idemKey(id), idemVal); err != nil {
+			return err
+		}
+		if err := t.set(expiryKey(idem.created, id), nil); err != nil {
+			return err
+		}
+		if t.idem == nil {
+			t.idem = map[string]idemRecord{}
+		}
+		t.idem[id] = *idem
+	}
+	if t.recs == nil {
+		t.recs = map[string]link.Record{}
+	}
+	t.recs[rec.Code] = rec
+	t.rev = rec.Revision
+	t.added = append(t.added, outboxMark{rev: rec.Revision, at: t.now.UnixNano()})
+	t.sync = true
+	return nil
+}
+
+func (t *txn) set(key, val []byte) error {
+	t.dirty = true
+	return t.b.Set(key, val, nil)
+}
+
+// idemRecord returns the live (unexpired) idempotency record for id as of
+// this batch.
+func (t *txn) idemRecord(id string) (idemRecord, bool, error) {
+	r, ok, err := t.idemRecordAny(id)
+	if err != nil || !ok {
+		return idemRecord{}, false, err
+	}
+	if t.now.Sub(time.Unix(0, r.created)) >= t.s.o.IdempotencyTTL {
+		return idemRecord{}, false, nil
+	}
+	return r, true, nil
+}
+
+// idemRecordAny returns the idempotency record for id, expired or not.
+func (t *txn) idemRecordAny(id string) (idemRecord, bool, error) {
+	if r, ok := t.idem[id]; ok {
+		return r, true, nil
+	}
+	v, closer, err := t.s.db.Get(idemKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return idemRecord{}, false, nil
+	}
+	if err != nil {
+		return idemRecord{}, false, fmt.Errorf("idempotency record: %w", err)
+	}
+	defer closer.Close()
+	r, err := decodeIdem(v)
+	if err != nil {
+		return idemRecord{}, false, err
+	}
+	return r, true, nil
+}
+
+// commit writes the batch (synced if it holds an acknowledged mutation)
+// and publishes its effects to the in-memory state.
+func (t *txn) commit() error {
+	if !t.dirty {
+		return nil
+	}
+	s := t.s
+	if len(t.added) > 0 {
+		if err := t.b.Set(revisionKey, encodeUint64(t.rev), nil); err != nil {
+			return err
+		}
+		if err := t.b.Set(linksKey, encodeUint64(t.links), nil); err != nil {
+			return err
+		}
+	}
+	opts := pebble.NoSync
+	if t.sync {
+		opts = pebble.Sync
+	}
+	start := time.Now()
+	if err := t.b.Commit(opts); err != nil {
+		s.mCommitErrors.Inc()
+		s.log.Error("store commit", "err", err)
+		t.err = fmt.Errorf("commit: %w", err)
+		return t.err
+	}
+	s.mCommitDuration.UpdateDuration(start)
+	s.commits.Add(1)
+	s.outbox.mu.Lock()
+	for _, m := range t.added {
+		s.outbox.add(m.rev, m.at)
+	}
+	for _, rev := range t.deleted {
+		s.outbox.remove(rev)
+	}
+	s.rev.Store(t.rev)
+	s.links.Store(t.links)
+	s.outbox.mu.Unlock()
+	if len(t.added) > 0 {
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// reset empties t after a commit, for the rest of the group.
+func (t *txn) reset() {
+	t.b.Reset()
+	t.sync, t.dirty = false, false
+	t.recs, t.idem, t.keys, t.hashes = nil, nil, nil, nil
+	t.added, t.deleted = nil, nil
+}
+
+// sweepIdempotency deletes idempotency records created IdempotencyTTL or
+// longer ago, in batches, and returns how many it removed. Only the writer
+// (or Open, before it starts) calls it. The deletes are not synced: a lost
+// sweep is redone.
+func (s *Store) sweepIdempotency() (int, error) {
+	cutoff := s.o.Now().Add(-s.o.IdempotencyTTL).UnixNano()
+	upper := expiryKey(cutoff+1, "")
+	total := 0
+	for {
+		n, err := s.sweepSome(upper, 4096)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sweep idempotency: %w", err)
+		}
+		if n < 4096 {
+			s.mIdemExpiredAdd(total)
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) mIdemExpiredAdd(n int) {
+	if s.mIdemExpired != nil && n > 0 {
+		s.mIdemExpired.Add(n)
+	}
+}
+
+func (s *Store) sweepSome(upper []byte, limit int) (int, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: expiryPrefix, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	n := 0
+	for it.First(); it.Valid() && n < limit; it.Next() {
+		k := it.Key()
+		if len(k) < len(expiryPrefix)+8 {
+			continue
+		}
+		created := int64(binary.BigEndian.Uint64(k[len(expiryPrefix):]))
+		id := string(k[len(expiryPrefix)+8:])
+		if err := b.Delete(k, nil); err != nil {
+			return 0, errors.Join(err, it.Close())
+		}
+		// Delete the record only if it is the one this index entry
+		// names: a reused key has a newer record.
+		v, closer, err := s.db.Get(idemKey(id))
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+		case err != nil:
+			return 0, errors.Join(err, it.Close())
+		default:
+			r, derr := decodeIdem(v)
+			closer.Close()
+			if derr != nil || r.created == created {
+				if err := b.Delete(idemKey(id), nil); err != nil {
+					return 0, errors.Join(err, it.Close())
+				}
+			}
+		}
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, b.Commit(pebble.NoSync)
+}
+
+// normTime is t as a record stores it: UTC, millisecond precision, no
+// monotonic reading.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Millisecond)
+}
+
+// normTags copies tags; an empty list is nil, as a decoded record has it.
+func normTags(tags []string) []string {
+	if len(tags) == 0 {
+		return nil
+	}
+	return slices.Clone(tags)
+}
