@@ -95,6 +95,11 @@ type Replica struct {
 
 	keyBufs sync.Pool
 
+	// afterDiskRead, set only by tests, runs between a Pebble read in
+	// Lookup and the cache insert that follows it: the window the
+	// generation check protects.
+	afterDiskRead func()
+
 	mHot, mNegative, mBloom, mDiskHit, mDiskMiss *metrics.Counter
 	mApplied, mSkipped, mQuarantined             *metrics.Counter
 }
@@ -302,6 +307,9 @@ func (r *Replica) lookupDisk(code []byte) (*Entry, bool, error) {
 	v, closer, err := r.db.Get(key)
 	*bp = key
 	r.keyBufs.Put(bp)
+	if r.afterDiskRead != nil {
+		r.afterDiskRead()
+	}
 	if errors.Is(err, pebble.ErrNotFound) {
 		r.mDiskMiss.Inc()
 		r.neg.Compute(string(code), func(_ struct{}, found bool) (struct{}, otter.ComputeOp) {
