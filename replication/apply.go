@@ -12,7 +12,10 @@ type Applier interface {
 	// revision the replica holds for that code, records every poison
 	// message in quarantine, and sets the position to b.Through, all in
 	// one atomic, durable batch: after a crash either all of b is applied
-	// or none of it.
+	// or none of it. The position is set unconditionally, even when
+	// b.Through is lower than the stored position: after the stream was
+	// deleted and recreated the Consumer replays it from the start, and
+	// the revision checks make that replay harmless.
 	Apply(b Batch) error
 }
 

@@ -1,0 +1,635 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// ErrReplica wraps the errors of Applier.Position and Applier.Apply: the
+// replica (the disk) is broken, and Run stops.
+var ErrReplica = errors.New("replica")
+
+// ErrSubjectMismatch marks a message whose subject does not name the code
+// of the record it carries.
+var ErrSubjectMismatch = errors.New("subject does not match the record's code")
+
+// Reasons a consumer session ends, used as context causes and in logs.
+var (
+	errStalled     = errors.New("stalled: stream is ahead and nothing was applied")
+	errStreamReset = errors.New("stream was reset: its sequences restarted")
+	errSeqGap      = errors.New("consumer sequence gap")
+)
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Stream names the change stream and its subjects. The defaults are
+	// StreamConfig's.
+	Stream StreamConfig
+	// Applier is the replica the consumer applies the stream to. Required.
+	Applier Applier
+	// Logger receives rebuilds, stream resets and quarantined messages.
+	// The default (nil) discards.
+	Logger *slog.Logger
+	// Metrics is the set the consumer registers its linkpop_replication_*
+	// metrics in. The default (nil) is a new set of its own.
+	Metrics *metrics.Set
+	// BatchSize is the most messages handed to one Applier.Apply. The
+	// default is 1000.
+	BatchSize int
+	// BatchWait is how long the consumer waits to fill a batch once one
+	// message is pending. It bounds the latency batching adds. The default
+	// is 2ms.
+	BatchWait time.Duration
+	// StallTimeout: if the stream's last sequence is ahead of the applied
+	// position and nothing was applied for this long, the consumer is
+	// rebuilt. The default is 5s.
+	StallTimeout time.Duration
+	// PollInterval is how often the stream's info (last sequence) is
+	// fetched to measure lag and detect stalls and stream resets. The
+	// default is 1s.
+	PollInterval time.Duration
+	// Heartbeat is the idle heartbeat the server sends on a pull; two
+	// missed heartbeats (a restarted server, a lost consumer) rebuild the
+	// consumer. At least 500ms. The default is 2s.
+	Heartbeat time.Duration
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	c.Stream = c.Stream.withDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 1000
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = 2 * time.Millisecond
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 5 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 2 * time.Second
+	}
+	return c
+}
+
+// Validate reports every bad field at once.
+func (c *ConsumerConfig) Validate() error {
+	var errs []error
+	if err := c.Stream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Applier == nil {
+		errs = append(errs, errors.New("consumer: Applier is required"))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("consumer: BatchSize %d must not be negative", c.BatchSize))
+	}
+	if c.BatchWait < 0 {
+		errs = append(errs, errors.New("consumer: BatchWait must not be negative"))
+	}
+	if c.StallTimeout < 0 {
+		errs = append(errs, errors.New("consumer: StallTimeout must not be negative"))
+	}
+	if c.PollInterval < 0 {
+		errs = append(errs, errors.New("consumer: PollInterval must not be negative"))
+	}
+	if c.Heartbeat != 0 && (c.Heartbeat < 500*time.Millisecond || c.Heartbeat > 15*time.Second) {
+		errs = append(errs, fmt.Errorf("consumer: Heartbeat %v outside [500ms, 15s]", c.Heartbeat))
+	}
+	return errors.Join(errs...)
+}
+
+// ConsumerStatus is a snapshot of a Consumer's progress.
+type ConsumerStatus struct {
+	// Applied is the stream sequence of the last applied message: the
+	// Applier's position at start, then advancing.
+	Applied uint64
+	// StreamLast is the last known stream sequence, 0 if the stream was
+	// never reached.
+	StreamLast uint64
+	// LastApplied is the wall time of the last successful Apply, zero if
+	// none in this process.
+	LastApplied time.Time
+	// LastContact is the last time the stream answered (info or message).
+	LastContact time.Time
+	// Connected reports whether the NATS connection is up.
+	Connected bool
+	// Bootstrapped: the replica had a position at start (a restarted edge
+	// serves from disk at once), or Applied reached the StreamLast
+	// observed at the first contact (a fresh edge finished its replay).
+	Bootstrapped bool
+	// Lag is StreamLast - Applied, 0 if Applied >= StreamLast.
+	Lag uint64
+	// Quarantined counts the poison messages seen by this process.
+	Quarantined uint64
+	// Rebuilds counts the times the watchdog or an error rebuilt the
+	// server-side consumer.
+	Rebuilds uint64
+}
+
+// CaughtUp reports whether the replica is bootstrapped, at most maxLag
+// messages behind, and the stream answered within maxStale.
+func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
+	return s.Bootstrapped && s.Lag <= maxLag && !s.LastContact.IsZero() && time.Since(s.LastContact) <= maxStale
+}
+
+// Consumer applies the change stream to an Applier, in order, resuming
+// after the Applier's position. It reads through ephemeral, flow
+// controlled pull consumers it creates and replaces itself: every
+// (re)creation starts at the Applier's stored position + 1, so nothing is
+// skipped and nothing applied is downloaded again.
+type Consumer struct {
+	cfg ConsumerConfig
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	applied      atomic.Uint64
+	streamLast   atomic.Uint64
+	lastApplied  atomic.Int64 // unix nanoseconds, 0 = never
+	lastContact  atomic.Int64 // unix nanoseconds, 0 = never
+	progressAt   atomic.Int64 // unix nanoseconds of the last apply or session start
+	bootstrapped atomic.Bool
+	quarantined  atomic.Uint64
+	rebuilds     atomic.Uint64
+	resetPending atomic.Bool
+
+	mu            sync.Mutex
+	bootKnown     bool      // bootTarget was observed
+	bootTarget    uint64    // StreamLast at the first contact
+	streamCreated time.Time // creation time of the stream we read
+	abort         context.CancelCauseFunc
+
+	mApplied      *metrics.Gauge
+	mStreamLast   *metrics.Gauge
+	mLag          *metrics.Gauge
+	mSinceApply   *metrics.Gauge
+	mConnected    *metrics.Gauge
+	mAppliedTotal *metrics.Counter
+	mBatches      *metrics.Counter
+	mApplyDur     *metrics.Histogram
+	mPropagation  *metrics.Histogram
+	mRebuilds     *metrics.Counter
+	mQuarantined  *metrics.Counter
+	mResets       *metrics.Counter
+}
+
+// NewConsumer returns a consumer reading the stream over nc. It does not
+// touch the server or the Applier until Run.
+func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("consumer: nil NATS connection")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	s := cfg.Metrics
+	c := &Consumer{
+		cfg:           cfg,
+		nc:            nc,
+		js:            js,
+		log:           cfg.Logger.With("stream", cfg.Stream.Name),
+		mApplied:      s.GetOrCreateGauge("linkpop_replication_applied_seq", nil),
+		mStreamLast:   s.GetOrCreateGauge("linkpop_replication_stream_last_seq", nil),
+		mLag:          s.GetOrCreateGauge("linkpop_replication_lag_messages", nil),
+		mSinceApply:   s.GetOrCreateGauge("linkpop_replication_seconds_since_apply", nil),
+		mConnected:    s.GetOrCreateGauge("linkpop_replication_connected", nil),
+		mAppliedTotal: s.GetOrCreateCounter("linkpop_replication_applied_total"),
+		mBatches:      s.GetOrCreateCounter("linkpop_replication_batches_total"),
+		mApplyDur:     s.GetOrCreateHistogram("linkpop_replication_apply_duration_seconds"),
+		mPropagation:  s.GetOrCreateHistogram("linkpop_replication_propagation_seconds"),
+		mRebuilds:     s.GetOrCreateCounter("linkpop_replication_rebuilds_total"),
+		mQuarantined:  s.GetOrCreateCounter("linkpop_replication_quarantined_total"),
+		mResets:       s.GetOrCreateCounter("linkpop_replication_stream_reset_total"),
+	}
+	return c, nil
+}
+
+// Status returns a snapshot of the consumer's progress. It is cheap and
+// safe for concurrent use.
+func (c *Consumer) Status() ConsumerStatus {
+	s := ConsumerStatus{
+		Applied:      c.applied.Load(),
+		StreamLast:   c.streamLast.Load(),
+		LastApplied:  unixTime(c.lastApplied.Load()),
+		LastContact:  unixTime(c.lastContact.Load()),
+		Connected:    c.nc.IsConnected(),
+		Bootstrapped: c.bootstrapped.Load(),
+		Quarantined:  c.quarantined.Load(),
+		Rebuilds:     c.rebuilds.Load(),
+	}
+	if s.StreamLast > s.Applied {
+		s.Lag = s.StreamLast - s.Applied
+	}
+	return s
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// Run applies the stream until ctx is done, then returns nil. NATS and
+// JetStream failures never end it: it rebuilds its consumer with backoff,
+// forever. It returns an error (wrapping ErrReplica) only when the
+// Applier fails. Run stops every goroutine it started before it returns.
+func (c *Consumer) Run(ctx context.Context) error {
+	pos, err := c.cfg.Applier.Position()
+	if err != nil {
+		return fmt.Errorf("%w: position: %w", ErrReplica, err)
+	}
+	c.applied.Store(pos)
+	if pos > 0 {
+		c.bootstrapped.Store(true)
+	}
+	c.publishGauges()
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.watch(wctx) })
+	defer func() {
+		stopWatch()
+		wg.Wait()
+	}()
+
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
+	for {
+		created, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrReplica) {
+			return err
+		}
+		if created {
+			c.rebuilds.Add(1)
+			c.mRebuilds.Inc()
+			c.log.Warn("replication consumer rebuilt", "err", err, "applied", c.applied.Load())
+			backoff = minBackoff
+		} else {
+			c.log.Warn("replication consumer not created, retrying", "err", err, "retry_in", backoff)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		if !created {
+			backoff = min(2*backoff, maxBackoff)
+		}
+	}
+}
+
+// session creates one server-side consumer at the Applier's position + 1
+// and applies what it delivers until it fails, the watchdog aborts it or
+// ctx is done. created reports whether the consumer was created.
+func (c *Consumer) session(ctx context.Context) (created bool, err error) {
+	pos, err := c.cfg.Applier.Position()
+	if err != nil {
+		return false, fmt.Errorf("%w: position: %w", ErrReplica, err)
+	}
+	c.applied.Store(pos)
+
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", c.cfg.Stream.Name, err)
+	}
+	info := stream.CachedInfo()
+	c.contact()
+	reset := c.observeStream(info, pos)
+	if c.resetPending.Swap(false) {
+		reset = true
+	}
+
+	cc := jetstream.ConsumerConfig{
+		Description:       "linkpop edge replica",
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       pos + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
+	}
+	if pos == 0 || reset {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverAllPolicy, 0
+	}
+	if reset && pos > 0 {
+		c.mResets.Inc()
+		c.log.Error("change stream was reset: its last sequence is behind the replica's position or it was recreated; replaying it from the start",
+			"applied", pos, "stream_last", info.State.LastSeq, "stream_created", info.Created)
+	}
+	rctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	cons, err := stream.CreateConsumer(rctx, cc)
+	cancel()
+	if err != nil {
+		if reset {
+			c.resetPending.Store(true)
+		}
+		return false, fmt.Errorf("create consumer: %w", err)
+	}
+	name := cons.CachedInfo().Name
+	defer c.deleteConsumer(name)
+
+	it, err := cons.Messages(
+		jetstream.PullMaxMessagesWithBytesLimit(c.cfg.BatchSize, 8<<20),
+		jetstream.PullExpiry(max(30*time.Second, 4*c.cfg.Heartbeat)),
+		jetstream.PullHeartbeat(c.cfg.Heartbeat),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true),
+	)
+	if err != nil {
+		return true, fmt.Errorf("consumer %s messages: %w", name, err)
+	}
+	defer it.Stop()
+
+	sctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	c.mu.Lock()
+	c.abort = abort
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.abort = nil
+		c.mu.Unlock()
+	}()
+	c.progressAt.Store(time.Now().UnixNano())
+	c.log.Debug("replication consumer created", "consumer", name, "start_after", pos, "replay", cc.DeliverPolicy == jetstream.DeliverAllPolicy)
+
+	return true, c.consume(sctx, it)
+}
+
+// consume batches the messages of it and applies them until an error.
+func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) error {
+	var (
+		b       Batch
+		lastCon uint64 // consumer sequence of the last message taken
+	)
+	prefix := c.cfg.Stream.SubjectPrefix + "."
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nextErr(ctx, err)
+		}
+		b = Batch{}
+		var pending uint64
+		if err := c.take(&b, msg, prefix, &lastCon, &pending); err != nil {
+			return err
+		}
+		fill, cancel := context.WithTimeout(ctx, c.cfg.BatchWait)
+		var stop error
+		for n := 1; n < c.cfg.BatchSize; n++ {
+			msg, err := it.Next(jetstream.NextContext(fill))
+			if err != nil {
+				if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+					stop = nextErr(ctx, err)
+				}
+				break
+			}
+			if err := c.take(&b, msg, prefix, &lastCon, &pending); err != nil {
+				stop = err
+				break
+			}
+		}
+		cancel()
+		if b.Through > 0 {
+			if err := c.apply(&b, pending); err != nil {
+				return err
+			}
+		}
+		if stop != nil {
+			return stop
+		}
+	}
+}
+
+// nextErr explains why Next failed: the watchdog's reason if it aborted
+// the session, else the iterator's error.
+func nextErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
+	return fmt.Errorf("next message: %w", err)
+}
+
+// take adds msg to b, as a change or as poison. A gap in consumer
+// sequences means the server lost messages for this consumer: take
+// returns errSeqGap without adding msg, and the rebuilt consumer starts
+// again after what was applied.
+func (c *Consumer) take(b *Batch, msg jetstream.Msg, prefix string, lastCon, pending *uint64) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("message metadata: %w", err)
+	}
+	if md.Sequence.Consumer != *lastCon+1 {
+		return fmt.Errorf("%w: got %d after %d", errSeqGap, md.Sequence.Consumer, *lastCon)
+	}
+	*lastCon = md.Sequence.Consumer
+	seq := md.Sequence.Stream
+	b.Through = seq
+	*pending = md.NumPending
+	c.contact()
+
+	subject, data := msg.Subject(), msg.Data()
+	ch, err := link.UnmarshalChange(data)
+	if err == nil {
+		if code, ok := strings.CutPrefix(subject, prefix); !ok || code != ch.Record.Code {
+			err = fmt.Errorf("%w: subject %q, code %q", ErrSubjectMismatch, subject, ch.Record.Code)
+		}
+	}
+	if err != nil {
+		b.Poison = append(b.Poison, Poison{Seq: seq, Subject: subject, Data: data, Err: err})
+		return nil
+	}
+	b.Changes = append(b.Changes, Entry{Seq: seq, Change: ch})
+	return nil
+}
+
+// apply hands b to the Applier and publishes the progress. pending is the
+// number of messages the server still had for this consumer after the
+// last one in b.
+func (c *Consumer) apply(b *Batch, pending uint64) error {
+	start := time.Now()
+	if err := c.cfg.Applier.Apply(*b); err != nil {
+		return fmt.Errorf("%w: apply through %d: %w", ErrReplica, b.Through, err)
+	}
+	now := time.Now()
+	c.mApplyDur.Update(now.Sub(start).Seconds())
+	c.mBatches.Inc()
+	c.mAppliedTotal.Add(len(b.Changes) + len(b.Poison))
+	for _, p := range b.Poison {
+		c.quarantined.Add(1)
+		c.mQuarantined.Inc()
+		c.log.Error("quarantined poison message", "seq", p.Seq, "subject", p.Subject, "bytes", len(p.Data), "err", p.Err)
+	}
+	// Propagation is measured once the replay is over: during it,
+	// now - CommittedAt is the age of the data, not the delay of the
+	// stream.
+	if c.bootstrapped.Load() {
+		for i := range b.Changes {
+			c.mPropagation.Update(now.Sub(b.Changes[i].Change.CommittedAt).Seconds())
+		}
+	}
+	c.applied.Store(b.Through)
+	c.lastApplied.Store(now.UnixNano())
+	c.progressAt.Store(now.UnixNano())
+	if last := b.Through + pending; last > c.streamLast.Load() {
+		c.streamLast.Store(last)
+	}
+	c.checkBootstrap()
+	c.publishGauges()
+	return nil
+}
+
+// contact records that the stream answered.
+func (c *Consumer) contact() {
+	c.lastContact.Store(time.Now().UnixNano())
+}
+
+// observeStream records the stream's state and reports whether the stream
+// was reset relative to applied: its last sequence is behind a position
+// the replica reached before info was requested, or it is a different
+// stream (another creation time) than the one read so far.
+func (c *Consumer) observeStream(info *jetstream.StreamInfo, applied uint64) (reset bool) {
+	last := info.State.LastSeq
+	c.streamLast.Store(last)
+	c.mu.Lock()
+	if !c.bootKnown {
+		c.bootKnown, c.bootTarget = true, last
+	}
+	if !c.streamCreated.IsZero() && !info.Created.Equal(c.streamCreated) {
+		reset = true
+	}
+	c.streamCreated = info.Created
+	c.mu.Unlock()
+	if last < applied {
+		reset = true
+	}
+	c.checkBootstrap()
+	c.publishGauges()
+	return reset
+}
+
+func (c *Consumer) checkBootstrap() {
+	if c.bootstrapped.Load() {
+		return
+	}
+	c.mu.Lock()
+	known, target := c.bootKnown, c.bootTarget
+	c.mu.Unlock()
+	if known && c.applied.Load() >= target {
+		c.bootstrapped.Store(true)
+		c.log.Info("replica bootstrapped", "applied", c.applied.Load())
+	}
+}
+
+func (c *Consumer) publishGauges() {
+	s := c.Status()
+	c.mApplied.Set(float64(s.Applied))
+	c.mStreamLast.Set(float64(s.StreamLast))
+	c.mLag.Set(float64(s.Lag))
+	if !s.LastApplied.IsZero() {
+		c.mSinceApply.Set(time.Since(s.LastApplied).Seconds())
+	}
+	if s.Connected {
+		c.mConnected.Set(1)
+	} else {
+		c.mConnected.Set(0)
+	}
+}
+
+// abortSession ends the running session, if any, with cause.
+func (c *Consumer) abortSession(cause error) {
+	c.mu.Lock()
+	abort := c.abort
+	c.mu.Unlock()
+	if abort != nil {
+		abort(cause)
+	}
+}
+
+// deleteConsumer removes an abandoned consumer from the server, best
+// effort: the server drops it by itself after its InactiveThreshold.
+func (c *Consumer) deleteConsumer(name string) {
+	if !c.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.js.DeleteConsumer(ctx, c.cfg.Stream.Name, name)
+}
+
+// watch refreshes the stream's info every PollInterval. It aborts the
+// session when the stream was reset or when the stream is ahead and
+// nothing was applied for StallTimeout.
+func (c *Consumer) watch(ctx context.Context) {
+	t := time.NewTicker(c.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.poll(ctx)
+	}
+}
+
+func (c *Consumer) poll(ctx context.Context) {
+	defer c.publishGauges()
+	applied := c.applied.Load()
+	rctx, cancel := context.WithTimeout(ctx, max(c.cfg.PollInterval, 2*time.Second))
+	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("stream info", "err", err)
+		}
+		return
+	}
+	c.contact()
+	info := stream.CachedInfo()
+	if c.observeStream(info, applied) && applied > 0 {
+		c.resetPending.Store(true)
+		c.abortSession(errStreamReset)
+		return
+	}
+	since := time.Since(unixTime(c.progressAt.Load()))
+	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout {
+		c.log.Warn("replication stalled", "applied", c.applied.Load(), "stream_last", info.State.LastSeq, "since_progress", since)
+		c.progressAt.Store(time.Now().UnixNano())
+		c.abortSession(errStalled)
+	}
+}
