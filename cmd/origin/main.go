@@ -1,0 +1,218 @@
+// Command origin runs linkpop's origin: the write API (JSON under /v1), the
+// admin listener (/metrics, /healthz, /readyz), the Pebble store and the
+// relay that feeds the JetStream change stream.
+//
+//	origin -data DIR [-listen 127.0.0.1:8081] [-admin 127.0.0.1:9081] [-nats URLS] [-dev] ...
+//	origin republish -data DIR [-nats URLS] [-timeout 2m]
+//
+// `origin republish` re-publishes the whole link table into the stream and
+// exits; it opens the store itself, so the origin must be stopped first
+// (Pebble's directory lock refuses a second process).
+//
+// The bootstrap admin key comes from -admin-key, else LINKPOP_ADMIN_KEY,
+// else DIR/admin.key, generated on the first start; it is printed at
+// start-up unless it was given.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/linkpop/linkpop/origin"
+	"github.com/linkpop/linkpop/replication"
+)
+
+const adminKeyEnv = "LINKPOP_ADMIN_KEY"
+
+func main() {
+	args := os.Args[1:]
+	republish := len(args) > 0 && args[0] == "republish"
+	if republish {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("origin", flag.ExitOnError)
+	opts := registerFlags(fs)
+	timeout := time.Duration(0)
+	if republish {
+		fs.Init("origin republish", flag.ExitOnError)
+		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "give up when NATS or the stream are not reachable within this time")
+	}
+	_ = fs.Parse(args)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "origin: unexpected arguments %q\n", fs.Args())
+		os.Exit(2)
+	}
+	cfg, err := opts.config(fs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if republish {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		n, err := origin.Republish(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "origin republish:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("republished %d links\n", n)
+		return
+	}
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg origin.Config) error {
+	given := cfg.AdminKey != ""
+	srv, err := origin.New(cfg)
+	if err != nil {
+		return err
+	}
+	if !given {
+		how := "stored in"
+		if srv.AdminKeyGenerated() {
+			how = "generated, stored in"
+		}
+		fmt.Printf("admin key: %s   (%s %s)\n", srv.AdminKey(), how, srv.AdminKeyPath())
+	}
+	fmt.Printf("origin API on http://%s/v1, admin on http://%s\n", srv.Addr(), srv.AdminAddr())
+	if u := srv.NATSURL(); u != "" {
+		fmt.Printf("embedded JetStream on %s\n", u)
+	}
+	return srv.Run(ctx)
+}
+
+// flags are the command line options shared by both modes.
+type flags struct {
+	listen, admin, data            string
+	natsURLs, natsCreds, natsToken string
+	stream                         string
+	streamReplicas                 int
+	streamMemory                   bool
+	baseURL                        string
+	codeLength                     int
+	adminKey                       string
+	blockedDomains                 string
+	dev                            bool
+	devNATSAddr                    string
+	logLevel, logFormat            string
+	defaultRateLimit               float64
+	defaultBurst                   int
+	maxBodyBytes                   int64
+	shutdownTimeout                time.Duration
+}
+
+const defaultNATS = "nats://127.0.0.1:4222"
+
+func registerFlags(fs *flag.FlagSet) *flags {
+	f := &flags{}
+	fs.StringVar(&f.listen, "listen", origin.DefaultListen, "API listen address (JSON under /v1)")
+	fs.StringVar(&f.admin, "admin", origin.DefaultAdminListen, "admin listen address: /metrics /healthz /readyz")
+	fs.StringVar(&f.data, "data", "", "data directory: Pebble under DIR/origin, admin key in DIR/admin.key, -dev JetStream under DIR/nats (required)")
+	fs.StringVar(&f.natsURLs, "nats", defaultNATS, "NATS server URLs, comma separated (with -dev: the embedded server)")
+	fs.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file")
+	fs.StringVar(&f.natsToken, "nats-token", "", "NATS auth token")
+	fs.StringVar(&f.stream, "stream", "LINKPOP_LINKS", "JetStream stream name")
+	fs.IntVar(&f.streamReplicas, "stream-replicas", 1, "stream replication factor (3 in production)")
+	fs.BoolVar(&f.streamMemory, "stream-memory", false, "keep the stream in memory instead of on disk")
+	fs.StringVar(&f.baseURL, "base-url", origin.DefaultBaseURL, "public base of short links; its host is refused as a target")
+	fs.IntVar(&f.codeLength, "code-length", 7, "length of random codes")
+	fs.StringVar(&f.adminKey, "admin-key", "", "bootstrap admin API key (default $"+adminKeyEnv+", else DIR/admin.key, generated on the first start)")
+	fs.StringVar(&f.blockedDomains, "blocked-domains", "", "extra domains refused as targets, comma separated")
+	fs.BoolVar(&f.dev, "dev", false, "embed a JetStream server (store DIR/nats) on -dev-nats-addr")
+	fs.StringVar(&f.devNATSAddr, "dev-nats-addr", origin.DefaultDevNATSAddr, "client address of the embedded JetStream server")
+	fs.Float64Var(&f.defaultRateLimit, "rate-limit", origin.DefaultRateLimit, "requests per second for keys minted without a rate_limit (negative: unlimited)")
+	fs.IntVar(&f.defaultBurst, "burst", origin.DefaultBurst, "token bucket size for keys minted without a burst")
+	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", origin.DefaultMaxBodyBytes, "largest request body accepted")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", origin.DefaultShutdownTimeout, "how long in-flight requests may finish at shutdown")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return f
+}
+
+// config turns the flags into an origin.Config.
+func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+
+	logger, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return origin.Config{}, err
+	}
+	key := f.adminKey
+	if key == "" {
+		key = strings.TrimSpace(os.Getenv(adminKeyEnv))
+	}
+	cfg := origin.Config{
+		Listen:      f.listen,
+		AdminListen: f.admin,
+		DataDir:     f.data,
+		NATS: replication.ConnConfig{
+			CredsFile: f.natsCreds,
+			Token:     f.natsToken,
+			Logger:    logger,
+		},
+		Stream: replication.StreamConfig{
+			Name:     f.stream,
+			Replicas: f.streamReplicas,
+			Memory:   f.streamMemory,
+		},
+		BaseURL:          f.baseURL,
+		CodeLength:       f.codeLength,
+		AdminKey:         key,
+		BlockedDomains:   splitList(f.blockedDomains),
+		MaxBodyBytes:     f.maxBodyBytes,
+		DefaultRateLimit: f.defaultRateLimit,
+		DefaultBurst:     f.defaultBurst,
+		ShutdownTimeout:  f.shutdownTimeout,
+		Dev:              f.dev,
+		DevNATSAddr:      f.devNATSAddr,
+		Logger:           logger,
+	}
+	// With -dev, -nats defaults to the embedded server.
+	if !f.dev || set["nats"] {
+		cfg.NATS.URLs = splitList(f.natsURLs)
+	}
+	if f.data == "" {
+		return cfg, errors.New("-data is required")
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}

@@ -1,0 +1,275 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// apiFunc is an API handler: it writes its success answer itself and
+// returns any error for writeError to answer.
+type apiFunc func(w http.ResponseWriter, r *http.Request, p *principal) error
+
+// route is one call of the API.
+type route struct {
+	pattern string // net/http ServeMux pattern: "METHOD /path/{var}"
+	scope   string // scope the key needs
+	body    bool   // reads a JSON body
+	fn      apiFunc
+}
+
+// routeUnmatched labels requests no pattern matched, in metrics and logs.
+const routeUnmatched = "unmatched"
+
+// newAPIHandler builds the API: every route goes through serve, and
+// whatever the mux cannot match is answered as JSON 404 or 405.
+func (s *Server) newAPIHandler() http.Handler {
+	routes := []route{
+		{"POST /v1/links", ScopeLinksWrite, true, s.createLink},
+		{"GET /v1/links", ScopeLinksRead, false, s.listLinks},
+		{"GET /v1/links/{code}", ScopeLinksRead, false, s.getLink},
+		{"PATCH /v1/links/{code}", ScopeLinksWrite, true, s.updateLink},
+		{"DELETE /v1/links/{code}", ScopeLinksWrite, false, s.disableLink},
+		{"POST /v1/keys", ScopeAdmin, true, s.createKey},
+		{"GET /v1/keys", ScopeAdmin, false, s.listKeys},
+		{"DELETE /v1/keys/{id}", ScopeAdmin, false, s.revokeKey},
+	}
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		mux.Handle(rt.pattern, s.instrument(rt.pattern, func(w http.ResponseWriter, r *http.Request) error {
+			return s.serve(w, r, rt)
+		}))
+	}
+	unmatched := s.instrument(routeUnmatched, func(w http.ResponseWriter, r *http.Request) error {
+		return s.unmatched(mux, w, r)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			unmatched.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// unmatched answers a request no route matched with the JSON form of
+// what the mux would have said: 405 with Allow, or 404.
+func (s *Server) unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) error {
+	h, _ := mux.Handler(r)
+	probe := &headerProbe{h: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.h.Get("Allow"))
+		return ErrMethodNotAllowed
+	}
+	return ErrRouteNotFound
+}
+
+// headerProbe records what a handler would answer, without a body.
+type headerProbe struct {
+	h      http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header { return p.h }
+func (p *headerProbe) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (p *headerProbe) WriteHeader(status int) {
+	if p.status == 0 {
+		p.status = status
+	}
+}
+
+// serve authenticates, authorizes and rate-limits one API call, bounds
+// its body and calls the route.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
+	s.storeMu.RLock()
+	defer s.storeMu.RUnlock()
+	if s.closed.Load() {
+		return ErrUnavailable
+	}
+	p, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		info.key = p.id
+	}
+	if !p.has(rt.scope) {
+		return withDetail(ErrForbidden, fmt.Sprintf("this call needs scope %q", rt.scope))
+	}
+	if err := s.allow(w, p); err != nil {
+		return err
+	}
+	if rt.body {
+		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+			return err
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	}
+	return rt.fn(w, r, p)
+}
+
+// instrument wraps one route: it recovers panics, answers the returned
+// error, counts the request in linkpop_origin_requests_total{route,code},
+// times it in linkpop_origin_request_duration_seconds{route} and logs it.
+func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	label := strconv.Quote(routeName)
+	duration := s.metrics.GetOrCreatePrometheusHistogram(`linkpop_origin_request_duration_seconds{route=` + label + `}`)
+	counter := func(status int) *metrics.Counter {
+		return s.metrics.GetOrCreateCounter(`linkpop_origin_requests_total{route=` + label + `,code="` + strconv.Itoa(status) + `"}`)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		info := &reqInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				err := fmt.Errorf("panic: %v", v)
+				if sw.status == 0 {
+					s.writeError(sw, r, err)
+				} else {
+					s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "route", routeName, "err", err)
+				}
+			}
+			if sw.status == 0 {
+				sw.status = http.StatusOK
+			}
+			elapsed := time.Since(start)
+			counter(sw.status).Inc()
+			duration.Update(elapsed.Seconds())
+			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", routeName,
+				"status", sw.status, "duration", elapsed, "key", info.key, "remote", r.RemoteAddr)
+		}()
+		if err := fn(sw, r); err != nil {
+			s.writeError(sw, r, err)
+		}
+	})
+}
+
+// reqInfo collects what the layers under instrument learn about a
+// request, for its log line.
+type reqInfo struct {
+	key string // API key id once authenticated
+}
+
+type reqInfoKey struct{}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// checkContentType accepts a JSON body: no Content-Type at all,
+// application/json, any application/*+json, and
+// application/x-www-form-urlencoded, which is what `curl -d` sends by
+// default (the body is parsed as JSON all the same; Bearer auth makes
+// browser form posts harmless). Everything else is 415.
+func checkContentType(ct string) error {
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ErrUnsupportedMediaType
+	}
+	switch {
+	case mt == "application/json", mt == "application/x-www-form-urlencoded":
+		return nil
+	case strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		return nil
+	}
+	return withDetail(ErrUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not JSON; send application/json", mt))
+}
+
+// readJSON reads the body (already bounded by MaxBytesReader) and decodes
+// exactly one JSON object into v, refusing unknown fields and anything
+// after the object.
+func readJSON(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return withDetail(ErrPayloadTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
+		}
+		return fmt.Errorf("read body: %w", err)
+	}
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	if len(trimmed) == 0 {
+		return withDetail(link.ErrInvalidJSON, "request body is empty; send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		return withDetail(link.ErrInvalidJSON, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return withDetail(link.ErrInvalidJSON, "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into invalid_json with a message that
+// says what was wrong, and the field when one is known.
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return withDetail(link.ErrInvalidJSON, fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn))
+	case errors.As(err, &typ):
+		return link.OnField(typ.Field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("field %q: JSON %s where %s is expected", typ.Field, typ.Value, typ.Type)))
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return withDetail(link.ErrInvalidJSON, "truncated JSON")
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		field, uerr := strconv.Unquote(name)
+		if uerr != nil {
+			field = name
+		}
+		return link.OnField(field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("unknown field %q", field)))
+	}
+	return withDetail(link.ErrInvalidJSON, strings.TrimPrefix(msg, "json: "))
+}

@@ -1,0 +1,427 @@
+package origin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/origin/store"
+)
+
+// List page sizes of GET /v1/links.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
+)
+
+// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+const MaxIdempotencyKeyLen = 255
+
+// linkJSON is the link object of the API. Every field is always present:
+// expires_at is null without an expiry and tags is [] without tags.
+type linkJSON struct {
+	Code      string   `json:"code"`
+	URL       string   `json:"url"`
+	ShortURL  string   `json:"short_url"`
+	Redirect  int      `json:"redirect"`
+	Status    string   `json:"status"`
+	CreatedAt string   `json:"created_at"`
+	UpdatedAt string   `json:"updated_at"`
+	ExpiresAt *string  `json:"expires_at"`
+	Revision  uint64   `json:"revision"`
+	Tags      []string `json:"tags"`
+}
+
+// apiTime is the API's time format: RFC 3339 in UTC, with fractional
+// seconds only when there are some.
+func apiTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func (s *Server) linkObject(r *link.Record) linkJSON {
+	o := linkJSON{
+		Code:      r.Code,
+		URL:       r.URL,
+		ShortURL:  s.shortBase + r.Code,
+		Redirect:  r.Redirect,
+		Status:    r.Status.String(),
+		CreatedAt: apiTime(r.CreatedAt),
+		UpdatedAt: apiTime(r.UpdatedAt),
+		Revision:  r.Revision,
+		Tags:      r.Tags,
+	}
+	if o.Tags == nil {
+		o.Tags = []string{}
+	}
+	if !r.ExpiresAt.IsZero() {
+		e := apiTime(r.ExpiresAt)
+		o.ExpiresAt = &e
+	}
+	return o
+}
+
+// writeLink answers with one link object and its ETag.
+func (s *Server) writeLink(w http.ResponseWriter, status int, r *link.Record) {
+	w.Header().Set("ETag", etag(r.Revision))
+	writeJSON(w, status, s.linkObject(r))
+}
+
+func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
+
+// linkBody is the body of POST and PATCH /v1/links. Fields stay raw so
+// each one is checked by its own rule and reports its own error code.
+type linkBody struct {
+	URL       json.RawMessage `json:"url"`
+	Code      json.RawMessage `json:"code"`
+	Redirect  json.RawMessage `json:"redirect"`
+	ExpiresAt json.RawMessage `json:"expires_at"`
+	Tags      json.RawMessage `json:"tags"`
+}
+
+// patchBody is linkBody without code, which cannot change: a PATCH naming
+// it is refused as an unknown field.
+type patchBody struct {
+	URL       json.RawMessage `json:"url"`
+	Redirect  json.RawMessage `json:"redirect"`
+	ExpiresAt json.RawMessage `json:"expires_at"`
+	Tags      json.RawMessage `json:"tags"`
+}
+
+func isNull(m json.RawMessage) bool { return bytes.Equal(m, []byte("null")) }
+
+// parseURL validates and canonicalises the url field.
+func (s *Server) parseURL(m json.RawMessage) (string, error) {
+	var raw string
+	if m == nil || isNull(m) {
+		return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url is required"))
+	}
+	if err := json.Unmarshal(m, &raw); err != nil {
+		return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url must be a string"))
+	}
+	u, err := s.policy.NormalizeURL(raw)
+	if err != nil {
+		return "", link.OnField("url", err)
+	}
+	return u, nil
+}
+
+// parseRedirect validates the redirect field: 301, 302, 307 or 308.
+func parseRedirect(m json.RawMessage) (int, error) {
+	var n int
+	if err := json.Unmarshal(m, &n); err != nil || !link.ValidRedirect(n) {
+		return 0, link.OnField("redirect", link.ErrInvalidRedirect)
+	}
+	return n, nil
+}
+
+// parseExpiry validates expires_at: an RFC 3339 time in the future,
+// truncated to the millisecond the store keeps. null is the zero time.
+func parseExpiry(m json.RawMessage, now time.Time) (time.Time, error) {
+	if isNull(m) {
+		return time.Time{}, nil
+	}
+	var raw string
+	if err := json.Unmarshal(m, &raw); err != nil {
+		return time.Time{}, link.OnField("expires_at", link.ErrInvalidExpiry)
+	}
+	t, err := time.Parse(time.RFC3339, raw)
+	if err != nil {
+		return time.Time{}, link.OnField("expires_at", link.ErrInvalidExpiry)
+	}
+	t = t.UTC().Truncate(time.Millisecond)
+	if !t.After(now) {
+		return time.Time{}, link.OnField("expires_at", withDetail(link.ErrInvalidExpiry, "expires_at must be in the future"))
+	}
+	return t, nil
+}
+
+// parseTags validates tags: null is none.
+func parseTags(m json.RawMessage) ([]string, error) {
+	if isNull(m) {
+		return []string{}, nil
+	}
+	var tags []string
+	if err := json.Unmarshal(m, &tags); err != nil {
+		return nil, link.OnField("tags", link.ErrInvalidTags)
+	}
+	if err := link.ValidateTags(tags); err != nil {
+		return nil, link.OnField("tags", err)
+	}
+	if tags == nil {
+		tags = []string{}
+	}
+	return tags, nil
+}
+
+// createRequest is a validated POST /v1/links body.
+type createRequest struct {
+	URL       string    `json:"url"`
+	Code      string    `json:"code"`
+	Redirect  int       `json:"redirect"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Tags      []string  `json:"tags"`
+}
+
+func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) {
+	req := createRequest{Redirect: link.DefaultRedirect, Tags: []string{}}
+	var err error
+	if req.URL, err = s.parseURL(b.URL); err != nil {
+		return req, err
+	}
+	if b.Code != nil && !isNull(b.Code) {
+		var code string
+		if json.Unmarshal(b.Code, &code) != nil {
+			return req, link.OnField("code", link.ErrInvalidCode)
+		}
+		if req.Code, err = link.ParseCode(code, s.reserved); err != nil {
+			return req, link.OnField("code", err)
+		}
+	}
+	if b.Redirect != nil && !isNull(b.Redirect) {
+		if req.Redirect, err = parseRedirect(b.Redirect); err != nil {
+			return req, err
+		}
+	}
+	if b.ExpiresAt != nil {
+		if req.ExpiresAt, err = parseExpiry(b.ExpiresAt, now); err != nil {
+			return req, err
+		}
+	}
+	if b.Tags != nil {
+		if req.Tags, err = parseTags(b.Tags); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// hash is the Idempotency-Key fingerprint of a create: SHA-256 of the
+// route and the validated, canonical request, so retries that differ
+// only in whitespace, field order or URL spelling match.
+func (c *createRequest) hash() [32]byte {
+	b, _ := json.Marshal(struct {
+		Route string `json:"route"`
+		*createRequest
+	}{"POST /v1/links", c}) // only strings, ints and a time: cannot fail
+	return sha256.Sum256(b)
+}
+
+// idempotencyKey reads the Idempotency-Key header: absent is "", present
+// must be 1-255 printable ASCII characters.
+func idempotencyKey(h http.Header) (string, error) {
+	vals, ok := h["Idempotency-Key"]
+	if !ok {
+		return "", nil
+	}
+	bad := link.OnField("Idempotency-Key", ErrInvalidIdempotencyKey)
+	if len(vals) != 1 {
+		return "", bad
+	}
+	k := vals[0]
+	if k == "" || len(k) > MaxIdempotencyKeyLen {
+		return "", bad
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c >= 0x7f {
+			return "", bad
+		}
+	}
+	return k, nil
+}
+
+// createLink is POST /v1/links.
+func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal) error {
+	idemKey, err := idempotencyKey(r.Header)
+	if err != nil {
+		return err
+	}
+	var body linkBody
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	req, err := s.parseCreate(&body, time.Now())
+	if err != nil {
+		return err
+	}
+	sreq := store.CreateRequest{
+		Code:      req.Code,
+		URL:       req.URL,
+		Redirect:  req.Redirect,
+		ExpiresAt: req.ExpiresAt,
+		Tags:      req.Tags,
+	}
+	if idemKey != "" {
+		sreq.Idem = &store.Idempotency{Scope: p.id, Key: idemKey, RequestHash: req.hash()}
+	}
+	rec, replayed, err := s.store.Create(r.Context(), sreq)
+	if err != nil {
+		return err
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	w.Header().Set("Location", "/v1/links/"+rec.Code)
+	s.writeLink(w, http.StatusCreated, &rec)
+	return nil
+}
+
+// getLink is GET /v1/links/{code}.
+func (s *Server) getLink(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	code := r.PathValue("code")
+	if !link.ValidCode(code) {
+		return link.ErrNotFound
+	}
+	rec, err := s.store.Get(code)
+	if err != nil {
+		return err
+	}
+	s.writeLink(w, http.StatusOK, &rec)
+	return nil
+}
+
+// updateLink is PATCH /v1/links/{code}.
+func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	code := r.PathValue("code")
+	ifRev, err := ifMatch(r.Header)
+	if err != nil {
+		return err
+	}
+	var body patchBody
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	req := store.UpdateRequest{Code: code, IfRevision: ifRev}
+	n := 0
+	if body.URL != nil {
+		u, err := s.parseURL(body.URL)
+		if err != nil {
+			return err
+		}
+		req.URL, n = &u, n+1
+	}
+	if body.Redirect != nil {
+		rd, err := parseRedirect(body.Redirect)
+		if err != nil {
+			return err
+		}
+		req.Redirect, n = &rd, n+1
+	}
+	if body.ExpiresAt != nil {
+		e, err := parseExpiry(body.ExpiresAt, time.Now())
+		if err != nil {
+			return err
+		}
+		req.ExpiresAt, n = &e, n+1
+	}
+	if body.Tags != nil {
+		t, err := parseTags(body.Tags)
+		if err != nil {
+			return err
+		}
+		req.Tags, n = &t, n+1
+	}
+	if n == 0 {
+		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags")
+	}
+	if !link.ValidCode(code) {
+		return link.ErrNotFound
+	}
+	rec, err := s.store.Update(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	s.writeLink(w, http.StatusOK, &rec)
+	return nil
+}
+
+// disableLink is DELETE /v1/links/{code}: the link is deactivated, never
+// removed, and answered with status "disabled".
+func (s *Server) disableLink(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	code := r.PathValue("code")
+	ifRev, err := ifMatch(r.Header)
+	if err != nil {
+		return err
+	}
+	if !link.ValidCode(code) {
+		return link.ErrNotFound
+	}
+	rec, err := s.store.Disable(r.Context(), code, ifRev)
+	if err != nil {
+		return err
+	}
+	s.writeLink(w, http.StatusOK, &rec)
+	return nil
+}
+
+// ifMatch parses If-Match: a revision, quoted or not (W/ tolerated), or
+// "*" meaning any. It returns 0 for no condition.
+func ifMatch(h http.Header) (uint64, error) {
+	vals, ok := h["If-Match"]
+	if !ok {
+		return 0, nil
+	}
+	bad := link.OnField("If-Match", ErrInvalidIfMatch)
+	if len(vals) != 1 {
+		return 0, bad
+	}
+	v := strings.TrimSpace(vals[0])
+	if v == "*" {
+		return 0, nil
+	}
+	v = strings.TrimPrefix(v, "W/")
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	rev, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || rev == 0 || v[0] == '+' {
+		return 0, bad
+	}
+	return rev, nil
+}
+
+// listJSON is the answer of GET /v1/links.
+type listJSON struct {
+	Links      []linkJSON `json:"links"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// listLinks is GET /v1/links?limit=&cursor=: links ordered by code;
+// next_cursor is null on the last page.
+func (s *Server) listLinks(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	q := r.URL.Query()
+	limit := DefaultListLimit
+	if vals, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(vals[0])
+		if len(vals) != 1 || err != nil || n < 1 || n > MaxListLimit {
+			return link.OnField("limit", ErrInvalidLimit)
+		}
+		limit = n
+	}
+	cursor := ""
+	if vals, ok := q["cursor"]; ok {
+		if len(vals) != 1 || vals[0] == "" {
+			return link.OnField("cursor", store.ErrInvalidCursor)
+		}
+		cursor = vals[0]
+	}
+	recs, next, err := s.store.List(cursor, limit)
+	if errors.Is(err, store.ErrInvalidCursor) {
+		return link.OnField("cursor", err)
+	}
+	if err != nil {
+		return err
+	}
+	out := listJSON{Links: make([]linkJSON, 0, len(recs))}
+	for i := range recs {
+		out.Links = append(out.Links, s.linkObject(&recs[i]))
+	}
+	if next != "" {
+		out.NextCursor = &next
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,416 @@
+package origin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/origin/relay"
+	"github.com/linkpop/linkpop/origin/store"
+	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/devserver"
+)
+
+// ErrAlreadyRun is returned by a second call to Run: a Server serves once.
+var ErrAlreadyRun = errors.New("origin: Run called twice")
+
+// natsConn is what the server needs of the connection replication.Dial
+// returns; only package replication imports nats.go.
+type natsConn interface {
+	IsConnected() bool
+	Close()
+}
+
+// Server is the origin: the API and admin listeners, the store and the
+// relay that feeds the change stream. New acquires every resource (store,
+// listeners, embedded NATS, connection); Run serves until its context ends
+// and releases them in order; Close releases them when Run is never
+// called.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Set
+
+	store *store.Store
+	dev   *devserver.Server
+	nc    natsConn
+	pub   *replication.Publisher
+	relay *relay.Relay
+
+	apiLn, adminLn net.Listener
+	apiSrv         *http.Server
+	adminSrv       *http.Server
+	handler        http.Handler
+
+	policy    link.URLPolicy
+	reserved  link.Reserved
+	shortBase string
+
+	adminKey       string
+	adminKeyHash   [32]byte
+	adminGenerated bool
+	keys           *keyCache
+	limits         *limiters
+
+	// storeMu is held for reading while a request uses the store, and
+	// for writing while release closes it: Pebble must not be read after
+	// Close.
+	storeMu      sync.RWMutex
+	streamReady  atomic.Bool
+	relayRunning atomic.Bool
+	shutting     atomic.Bool
+	closed       atomic.Bool
+	ran          atomic.Bool
+	closeOnce    sync.Once
+	closeErr     error
+}
+
+// New validates cfg and acquires the server's resources: it opens the
+// store, loads or generates the admin key, starts the embedded JetStream
+// server (Dev), connects to NATS (which never fails for an unreachable
+// server: the connection retries in the background) and binds both
+// listeners. Call Run to serve, or Close to release everything unused.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("origin config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   cfg.Metrics,
+		reserved:  link.NewReserved(cfg.Reserved),
+		shortBase: cfg.BaseURL,
+		keys:      newKeyCache(),
+		limits:    newLimiters(),
+	}
+	host, _ := baseHost(cfg.BaseURL) // validated
+	s.policy = link.URLPolicy{BlockedDomains: append([]string{host}, cfg.BlockedDomains...)}
+
+	ok := false
+	defer func() {
+		if !ok {
+			s.release()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := s.loadAdminKey(); err != nil {
+		return nil, err
+	}
+	st, err := openStore(&cfg, s.reserved)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+
+	natsCfg := cfg.NATS
+	if cfg.Dev {
+		dev, err := devserver.Start(devserver.Config{Addr: cfg.DevNATSAddr, StoreDir: filepath.Join(cfg.DataDir, devNATSSubdir)})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		s.dev = dev
+		if len(natsCfg.URLs) == 0 {
+			natsCfg.URLs = []string{dev.ClientURL()}
+		}
+		s.log.Info("embedded JetStream started", "url", dev.ClientURL(), "store", filepath.Join(cfg.DataDir, devNATSSubdir))
+	}
+	if natsCfg.Logger == nil {
+		natsCfg.Logger = cfg.Logger.With("component", "nats")
+	}
+	if natsCfg.Name == "" {
+		natsCfg.Name = "linkpop-origin"
+	}
+	nc, err := replication.Dial(context.Background(), natsCfg)
+	if err != nil {
+		return nil, err
+	}
+	s.nc = nc
+	s.pub, err = replication.NewPublisher(nc, cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	s.relay, err = relay.New(relay.Config{
+		Store:     st,
+		Publisher: s.pub,
+		Logger:    cfg.Logger.With("component", "relay"),
+		Metrics:   cfg.Metrics,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+
+	s.handler = s.newAPIHandler()
+	s.apiSrv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	s.adminSrv = &http.Server{
+		Handler:           s.newAdminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	s.registerGauges()
+
+	if s.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen api: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("listen admin: %w", err)
+	}
+	ok = true
+	return s, nil
+}
+
+// Addr is the address the API listener is bound to.
+func (s *Server) Addr() string { return s.apiLn.Addr().String() }
+
+// AdminAddr is the address the admin listener is bound to.
+func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// NATSURL is the client URL of the embedded JetStream server with Dev, or
+// "" without it.
+func (s *Server) NATSURL() string {
+	if s.dev == nil {
+		return ""
+	}
+	return s.dev.ClientURL()
+}
+
+// AdminKey is the bootstrap admin API key: Config.AdminKey, or the one
+// read from or generated into DataDir/admin.key.
+func (s *Server) AdminKey() string { return s.adminKey }
+
+// AdminKeyGenerated says the admin key was generated by this New call
+// (the first start without a configured key).
+func (s *Server) AdminKeyGenerated() bool { return s.adminGenerated }
+
+// AdminKeyPath is the file a key not given in Config is kept in.
+func (s *Server) AdminKeyPath() string { return filepath.Join(s.cfg.DataDir, adminKeyFile) }
+
+// Handler is the API handler (everything under /v1 and the JSON 404/405
+// answers), for tests and fuzzing that serve it without the listener. It
+// works as soon as New returns.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves the API and admin listeners, publishes the outbox through
+// the relay and keeps trying to create the change stream until it
+// exists. Startup never waits on NATS: writes are accepted and queued in
+// the outbox while it is down. When ctx ends Run stops, in order: both
+// listeners (graceful, bounded by ShutdownTimeout), the relay, the NATS
+// connection, the store and the embedded JetStream server. It returns nil
+// after a clean stop, or the error that stopped it.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) || s.closed.Load() {
+		return ErrAlreadyRun
+	}
+	s.log.Info("origin serving", "api", s.Addr(), "admin", s.AdminAddr(), "base_url", s.shortBase)
+
+	errc := make(chan error, 3)
+	var httpWG sync.WaitGroup
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		httpWG.Add(1)
+		go func() {
+			defer httpWG.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", name, err)
+			}
+		}()
+	}
+	serve("api", s.apiSrv, s.apiLn)
+	serve("admin", s.adminSrv, s.adminLn)
+
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	var relayWG sync.WaitGroup
+	relayWG.Add(2)
+	go func() {
+		defer relayWG.Done()
+		s.ensureStream(relayCtx)
+	}()
+	go func() {
+		defer relayWG.Done()
+		s.relayRunning.Store(true)
+		defer s.relayRunning.Store(false)
+		if err := s.relay.Run(relayCtx); err != nil && relayCtx.Err() == nil {
+			errc <- fmt.Errorf("relay: %w", err)
+		}
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.log.Info("origin stopping")
+	case runErr = <-errc:
+		s.log.Error("origin stopping on error", "err", runErr)
+	}
+	s.shutting.Store(true)
+
+	shutdown := func(name string, srv *http.Server) {
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.log.Warn("listener shutdown cut short", "listener", name, "err", err)
+			_ = srv.Close()
+		}
+	}
+	shutdown("api", s.apiSrv)
+	shutdown("admin", s.adminSrv)
+	httpWG.Wait()
+
+	stopRelay()
+	relayWG.Wait()
+
+	if err := s.release(); err != nil && runErr == nil {
+		runErr = err
+	}
+	s.log.Info("origin stopped")
+	return runErr
+}
+
+// Close releases what New acquired, for a Server whose Run was never
+// called (Run releases everything itself). Closing twice does nothing.
+func (s *Server) Close() error {
+	if s.ran.Load() {
+		return nil
+	}
+	s.ran.Store(true)
+	s.shutting.Store(true)
+	if s.apiLn != nil {
+		_ = s.apiLn.Close()
+	}
+	if s.adminLn != nil {
+		_ = s.adminLn.Close()
+	}
+	return s.release()
+}
+
+// release closes, in order, the listeners Run did not serve, the NATS
+// connection, the store and the embedded server.
+func (s *Server) release() error {
+	s.closeOnce.Do(func() {
+		s.shutting.Store(true)
+		if !s.ran.Load() {
+			for _, ln := range []net.Listener{s.apiLn, s.adminLn} {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
+		}
+		if s.nc != nil {
+			s.nc.Close()
+		}
+		if s.store != nil {
+			s.storeMu.Lock()
+			s.closed.Store(true)
+			s.storeMu.Unlock()
+			if err := s.store.Close(); err != nil {
+				s.closeErr = fmt.Errorf("close store: %w", err)
+			}
+		}
+		if s.dev != nil {
+			s.dev.Shutdown()
+		}
+	})
+	return s.closeErr
+}
+
+// ensureStream creates or updates the change stream, retrying with
+// backoff until it succeeds or ctx ends. The relay retries its publishes
+// meanwhile; nothing waits for this.
+func (s *Server) ensureStream(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.pub.EnsureStream(actx)
+		cancel()
+		if err == nil {
+			s.streamReady.Store(true)
+			s.log.Info("change stream ready")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("change stream not ready; retrying", "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// openStore opens the Pebble store in DataDir/origin.
+func openStore(cfg *Config, reserved link.Reserved) (*store.Store, error) {
+	st, err := store.Open(store.Options{
+		Dir:            filepath.Join(cfg.DataDir, storeSubdir),
+		Logger:         cfg.Logger.With("component", "store"),
+		Metrics:        cfg.Metrics,
+		CodeLength:     cfg.CodeLength,
+		Reserved:       reserved,
+		IdempotencyTTL: cfg.IdempotencyTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// loadAdminKey sets the bootstrap admin key from the config, from
+// DataDir/admin.key, or generates one there.
+func (s *Server) loadAdminKey() error {
+	key := s.cfg.AdminKey
+	if key == "" {
+		path := s.AdminKeyPath()
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			key = strings.TrimSpace(string(b))
+			if err := validAdminKey(key); err != nil {
+				return fmt.Errorf("admin key in %s: %w", path, err)
+			}
+		case errors.Is(err, fs.ErrNotExist):
+			key = "lpk_" + rand.Text()
+			tmp := path + ".tmp"
+			if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+				return fmt.Errorf("write admin key: %w", err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				return fmt.Errorf("write admin key: %w", err)
+			}
+			s.adminGenerated = true
+			s.log.Info("generated the bootstrap admin key", "path", path)
+		default:
+			return fmt.Errorf("read admin key: %w", err)
+		}
+	}
+	s.adminKey = key
+	s.adminKeyHash = sha256.Sum256([]byte(key))
+	return nil
+}
