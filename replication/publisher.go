@@ -3,6 +3,8 @@ package replication
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,6 +17,12 @@ import (
 type Publisher struct {
 	cfg StreamConfig
 	js  jetstream.JetStream
+
+	// ajs is the JetStream context for PublishRawAsync, made on first
+	// use with a bounded ack timeout.
+	asyncOnce sync.Once
+	ajs       jetstream.JetStream
+	ajsErr    error
 }
 
 // NewPublisher returns a publisher on nc. It does not touch the server:
@@ -72,4 +80,52 @@ func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("stream %s info: %w", p.cfg.Name, err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// asyncAckTimeout bounds how long an asynchronous publish waits for the
+// stream's ack before the client fails it, so futures abandoned during an
+// outage do not pile up against the client's pending limit.
+const asyncAckTimeout = 10 * time.Second
+
+// PendingAck is the stream's answer to an asynchronous publish.
+type PendingAck struct {
+	f        jetstream.PubAckFuture
+	code     string
+	revision uint64
+}
+
+// Wait waits for the ack, ctx's end, or the client's ack timeout. It
+// returns what PublishRaw would have.
+func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error) {
+	select {
+	case ack := <-a.f.Ok():
+		return ack.Sequence, ack.Duplicate, nil
+	case err := <-a.f.Err():
+		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, err)
+	case <-ctx.Done():
+		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, ctx.Err())
+	}
+}
+
+// PublishRawAsync sends an encoded change event like PublishRaw but
+// returns without waiting for the ack. Events sent from one goroutine
+// reach the stream in the order they were sent, unless one of them fails:
+// a caller that must keep a code's events in order waits for the earlier
+// event's ack before sending the next for the same code.
+func (p *Publisher) PublishRawAsync(code string, revision uint64, data []byte) (*PendingAck, error) {
+	p.asyncOnce.Do(func() {
+		p.ajs, p.ajsErr = jetstream.New(p.js.Conn(),
+			jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
+			jetstream.WithPublishAsyncMaxPending(4096))
+	})
+	if p.ajsErr != nil {
+		return nil, fmt.Errorf("jetstream: %w", p.ajsErr)
+	}
+	f, err := p.ajs.PublishMsgAsync(&nats.Msg{Subject: p.cfg.Subject(code), Data: data},
+		jetstream.WithMsgID(MsgID(code, revision)),
+		jetstream.WithExpectStream(p.cfg.Name))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
+	}
+	return &PendingAck{f: f, code: code, revision: revision}, nil
 }
