@@ -174,6 +174,12 @@ type Consumer struct {
 	quarantined  atomic.Uint64
 	rebuilds     atomic.Uint64
 	resetPending atomic.Bool
+	// resets counts the sessions that began a replay of a reset stream;
+	// the watchdog ignores a reset it saw across one of them.
+	resets atomic.Uint64
+	// stalePos is the position the last reset replay started from, until
+	// something of the new stream is applied.
+	stalePos atomic.Uint64
 
 	mu            sync.Mutex
 	bootKnown     bool      // bootTarget was observed
@@ -270,6 +276,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if pos > 0 {
 		c.bootstrapped.Store(true)
 	}
+	c.progressAt.Store(time.Now().UnixNano())
 	c.publishGauges()
 
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -330,10 +337,11 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	}
 	info := stream.CachedInfo()
 	c.contact()
+	// stale: pos belongs to a stream that was reset, and nothing of its
+	// successor was applied yet (the replay was interrupted).
+	stale := pos > 0 && pos == c.stalePos.Load()
 	reset := c.observeStream(info, pos)
-	if c.resetPending.Swap(false) {
-		reset = true
-	}
+	reset = c.resetPending.Swap(false) || reset || stale
 
 	cc := jetstream.ConsumerConfig{
 		Description:       "linkpop edge replica",
@@ -348,9 +356,16 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverAllPolicy, 0
 	}
 	if reset && pos > 0 {
-		c.mResets.Inc()
-		c.log.Error("change stream was reset: its last sequence is behind the replica's position or it was recreated; replaying it from the start",
-			"applied", pos, "stream_last", info.State.LastSeq, "stream_created", info.Created)
+		// The stored position means nothing in the new stream: until
+		// the replay applies something, Applied is 0.
+		c.resets.Add(1)
+		c.stalePos.Store(pos)
+		c.applied.Store(0)
+		if !stale {
+			c.mResets.Inc()
+			c.log.Error("change stream was reset: its last sequence is behind the replica's position or it was recreated; replaying it from the start",
+				"position", pos, "stream_last", info.State.LastSeq, "stream_created", info.Created)
+		}
 	}
 	rctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 	cons, err := stream.CreateConsumer(rctx, cc)
@@ -386,7 +401,7 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 		c.mu.Unlock()
 	}()
 	c.progressAt.Store(time.Now().UnixNano())
-	c.log.Debug("replication consumer created", "consumer", name, "start_after", pos, "replay", cc.DeliverPolicy == jetstream.DeliverAllPolicy)
+	c.log.Debug("replication consumer created", "consumer", name, "start_seq", max(cc.OptStartSeq, 1), "applied", pos)
 
 	return true, c.consume(sctx, it)
 }
@@ -503,6 +518,7 @@ func (c *Consumer) apply(b *Batch, pending uint64) error {
 		}
 	}
 	c.applied.Store(b.Through)
+	c.stalePos.Store(0)
 	c.lastApplied.Store(now.UnixNano())
 	c.progressAt.Store(now.UnixNano())
 	if last := b.Through + pending; last > c.streamLast.Load() {
@@ -526,17 +542,15 @@ func (c *Consumer) observeStream(info *jetstream.StreamInfo, applied uint64) (re
 	last := info.State.LastSeq
 	c.streamLast.Store(last)
 	c.mu.Lock()
-	if !c.bootKnown {
+	reset = last < applied || (!c.streamCreated.IsZero() && !info.Created.Equal(c.streamCreated))
+	c.streamCreated = info.Created
+	if !c.bootKnown || reset {
+		// A fresh replica is bootstrapped once it applied what the
+		// stream held at the first contact, or at the reset: a
+		// recreated stream may never reach the old target.
 		c.bootKnown, c.bootTarget = true, last
 	}
-	if !c.streamCreated.IsZero() && !info.Created.Equal(c.streamCreated) {
-		reset = true
-	}
-	c.streamCreated = info.Created
 	c.mu.Unlock()
-	if last < applied {
-		reset = true
-	}
 	c.checkBootstrap()
 	c.publishGauges()
 	return reset
@@ -570,14 +584,17 @@ func (c *Consumer) publishGauges() {
 	}
 }
 
-// abortSession ends the running session, if any, with cause.
-func (c *Consumer) abortSession(cause error) {
+// abortSession ends the running session with cause. It reports false if
+// no session is running (the consumer is being created or backs off).
+func (c *Consumer) abortSession(cause error) bool {
 	c.mu.Lock()
 	abort := c.abort
 	c.mu.Unlock()
-	if abort != nil {
-		abort(cause)
+	if abort == nil {
+		return false
 	}
+	abort(cause)
+	return true
 }
 
 // deleteConsumer removes an abandoned consumer from the server, best
@@ -609,7 +626,7 @@ func (c *Consumer) watch(ctx context.Context) {
 
 func (c *Consumer) poll(ctx context.Context) {
 	defer c.publishGauges()
-	applied := c.applied.Load()
+	resets, applied := c.resets.Load(), c.applied.Load()
 	rctx, cancel := context.WithTimeout(ctx, max(c.cfg.PollInterval, 2*time.Second))
 	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
 	cancel()
@@ -621,15 +638,15 @@ func (c *Consumer) poll(ctx context.Context) {
 	}
 	c.contact()
 	info := stream.CachedInfo()
-	if c.observeStream(info, applied) && applied > 0 {
+	// A reset is acted on only if no replay began while info was on its
+	// way: applied may have been the old stream's position.
+	if c.observeStream(info, applied) && applied > 0 && c.resets.Load() == resets {
 		c.resetPending.Store(true)
 		c.abortSession(errStreamReset)
 		return
 	}
 	since := time.Since(unixTime(c.progressAt.Load()))
-	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout {
-		c.log.Warn("replication stalled", "applied", c.applied.Load(), "stream_last", info.State.LastSeq, "since_progress", since)
-		c.progressAt.Store(time.Now().UnixNano())
-		c.abortSession(errStalled)
+	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout && c.abortSession(errStalled) {
+		c.log.Warn("replication stalled, rebuilding the consumer", "applied", c.applied.Load(), "stream_last", info.State.LastSeq, "since_progress", since)
 	}
 }
