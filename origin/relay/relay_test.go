@@ -279,9 +279,9 @@ func TestRepublishRestoresDeletedStream(t *testing.T) {
 	if err := e.js.DeleteStream(ctx, e.scfg.Name); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.pub.EnsureStream(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// The server may still be removing the old stream's files: a create
+	// right after the delete can fail, and is retried.
+	wait.For(t, 10*time.Second, "stream recreated", func() bool { return e.pub.EnsureStream(ctx) == nil })
 	n, err := e.relay.Republish(ctx)
 	if err != nil || n != len(recs) {
 		t.Fatalf("republish: %d %v, want %d", n, err, len(recs))

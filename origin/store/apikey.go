@@ -108,6 +108,10 @@ func (s *Store) PutAPIKey(ctx context.Context, k APIKey) error {
 // APIKeyByHash returns the key whose secret hashes to hash, revoked or
 // not: callers must check Revoked. link.ErrNotFound if none.
 func (s *Store) APIKeyByHash(hash [32]byte) (APIKey, error) {
+	if !s.enter() {
+		return APIKey{}, ErrClosed
+	}
+	defer s.exit()
 	id, ok, err := s.get(hashKey(hash))
 	if err != nil {
 		return APIKey{}, fmt.Errorf("api key by hash: %w", err)
@@ -144,6 +148,10 @@ func (s *Store) get(key []byte) ([]byte, bool, error) {
 
 // APIKeys returns every key, revoked ones included, ordered by ID.
 func (s *Store) APIKeys() ([]APIKey, error) {
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.exit()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: keyPrefix, UpperBound: keyUpper})
 	if err != nil {
 		return nil, fmt.Errorf("api keys: %w", err)

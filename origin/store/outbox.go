@@ -29,6 +29,10 @@ func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.exit()
 	// Start at the oldest live entry: the deleted ones before it are
 	// tombstones an iterator would otherwise step over one by one.
 	lower := outboxKey(s.outbox.lowest(s.rev.Load()))

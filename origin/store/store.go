@@ -41,10 +41,16 @@ type Store struct {
 	quit chan struct{} // closed by Close: the writer drains and exits
 	done chan struct{} // closed by the writer when it has exited
 
-	closeMu  sync.RWMutex // held for reading while a request is handed over
-	closed   bool
-	closeErr error
-	closeRan bool
+	closeMu   sync.RWMutex // held for reading while a request is handed over
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+
+	// Reads check in with readers and back out once closing is set;
+	// Close waits for the readers in flight before closing Pebble, so a
+	// late read gets ErrClosed instead of touching a closed DB.
+	closing atomic.Bool
+	readers atomic.Int64
 
 	rev     atomic.Uint64 // last committed revision
 	links   atomic.Uint64 // number of links
@@ -183,23 +189,42 @@ func (s *Store) registerMetrics() {
 // handed to it, then closes Pebble. Later calls return ErrClosed. Close is
 // safe to call more than once.
 func (s *Store) Close() error {
-	s.closeMu.Lock()
-	if s.closeRan {
+	s.closeOnce.Do(func() {
+		s.closeMu.Lock()
+		s.closed = true
 		s.closeMu.Unlock()
-		return s.closeErr
-	}
-	s.closeRan, s.closed = true, true
-	s.closeMu.Unlock()
-	close(s.quit)
-	<-s.done
-	if err := s.db.Close(); err != nil {
-		s.closeErr = fmt.Errorf("close store: %w", err)
-	}
+		close(s.quit)
+		<-s.done
+		s.closing.Store(true)
+		for s.readers.Load() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close store: %w", err)
+		}
+	})
 	return s.closeErr
 }
 
+// enter admits a read, or reports false once Close has begun; every
+// admitted read calls exit.
+func (s *Store) enter() bool {
+	s.readers.Add(1)
+	if s.closing.Load() {
+		s.readers.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Store) exit() { s.readers.Add(-1) }
+
 // Get returns the link with code, active or disabled.
 func (s *Store) Get(code string) (link.Record, error) {
+	if !s.enter() {
+		return link.Record{}, ErrClosed
+	}
+	defer s.exit()
 	rec, ok, err := s.getLink(code)
 	if err != nil {
 		return link.Record{}, err
@@ -235,6 +260,10 @@ func (s *Store) List(cursor string, limit int) (recs []link.Record, next string,
 		limit = DefaultListLimit
 	}
 	limit = min(limit, MaxListLimit)
+	if !s.enter() {
+		return nil, "", ErrClosed
+	}
+	defer s.exit()
 	lower := linkPrefix
 	if cursor != "" {
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
@@ -280,8 +309,13 @@ func (s *Store) Links() uint64 { return s.links.Load() }
 func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 // ScanAll calls fn with every link in code order, from one consistent
-// snapshot. It stops at fn's first error and returns it.
+// snapshot. It stops at fn's first error and returns it. Close waits for
+// a scan in progress.
 func (s *Store) ScanAll(fn func(link.Record) error) error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.exit()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
@@ -310,8 +344,14 @@ func (s *Store) Digest() (sum uint64, n uint64, err error) {
 	return sum, n, err
 }
 
-// DiskUsage returns the bytes the store occupies on disk.
-func (s *Store) DiskUsage() uint64 { return s.db.Metrics().DiskSpaceUsage() }
+// DiskUsage returns the bytes the store occupies on disk, 0 once closed.
+func (s *Store) DiskUsage() uint64 {
+	if !s.enter() {
+		return 0
+	}
+	defer s.exit()
+	return s.db.Metrics().DiskSpaceUsage()
+}
 
 // submit hands r to the writer and waits for its answer. If ctx ends
 // before the writer picks r up, r is dropped and ctx's error returned;

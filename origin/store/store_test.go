@@ -336,16 +336,16 @@ func TestGroupCommitBatches(t *testing.T) {
 
 func TestCancelBeforePickupDrops(t *testing.T) {
 	s := openMem(t, Options{})
-	release := make(chan struct{})
+	release, held := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	s.hookBatch = func() { once.Do(func() { <-release }) }
+	s.hookBatch = func() { once.Do(func() { close(held); <-release }) }
 	// The first create occupies the writer.
 	firstDone := make(chan error, 1)
 	go func() {
 		_, _, err := s.Create(context.Background(), CreateRequest{Code: "first", URL: "https://example.com/"})
 		firstDone <- err
 	}()
-	wait.For(t, 5*time.Second, "writer holds the first request", func() bool { return len(s.reqs) == 0 && s.Revision() == 0 })
+	<-held
 	ctx, cancel := context.WithCancel(context.Background())
 	secondDone := make(chan error, 1)
 	go func() {
@@ -643,6 +643,21 @@ func TestReopen(t *testing.T) {
 	}
 	if _, _, err := s.Create(ctx, CreateRequest{URL: "https://example.com/"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("create after close: %v", err)
+	}
+	if _, err := s.Get(recs[0].Code); !errors.Is(err, ErrClosed) {
+		t.Fatalf("get after close: %v", err)
+	}
+	if _, err := s.Outbox(1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("outbox after close: %v", err)
+	}
+	if err := s.OutboxDelete(1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("outbox delete after close: %v", err)
+	}
+	if s.DiskUsage() != 0 {
+		t.Fatal("disk usage after close")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
 	}
 
 	s = openMem(t, Options{Dir: dir})
