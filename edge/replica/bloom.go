@@ -64,6 +64,16 @@ func (b *bloom) addHash(h uint64) {
 	}
 }
 
+// addHashUnshared is addHash for a filter no other goroutine sees yet.
+func (b *bloom) addHashUnshared(h uint64) {
+	base, p := b.locate(h)
+	for i := 0; i < bloomProbes; i++ {
+		bit := p & 511
+		p >>= 9
+		b.words[base+bit>>6] |= 1 << (bit & 63)
+	}
+}
+
 func (b *bloom) mayContainHash(h uint64) bool {
 	base, p := b.locate(h)
 	for i := 0; i < bloomProbes; i++ {

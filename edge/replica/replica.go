@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/maypok86/otter/v2"
@@ -115,21 +116,20 @@ func Open(opts Options) (*Replica, error) {
 	cache := pebble.NewCache(o.BlockCacheBytes)
 	defer cache.Unref()
 	popts := &pebble.Options{
-		FS:                          o.FS,
-		Cache:                       cache,
-		Logger:                      pebbleLogger{o.Logger},
-		FormatMajorVersion:          pebble.FormatNewest,
-		MemTableSize:                uint64(o.MemTableBytes),
+		FS:                 o.FS,
+		Cache:              cache,
+		Logger:             pebbleLogger{o.Logger},
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       uint64(o.MemTableBytes),
+		// Four memtables absorb a bulk replay while one flushes; the
+		// rest are Pebble's defaults.
 		MemTableStopWritesThreshold: 4,
-		L0CompactionThreshold:       2,
-		L0StopWritesThreshold:       1000,
-		LBaseMaxBytes:               64 << 20,
 	}
 	for i := range popts.Levels {
 		popts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
-		popts.Levels[i].BlockSize = 32 << 10
 	}
 	popts.EnsureDefaults()
+	start := time.Now()
 	db, err := pebble.Open(o.Dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("open replica: %w", err)
@@ -143,6 +143,7 @@ func Open(opts Options) (*Replica, error) {
 		neg:      otter.Must(&otter.Options[string, struct{}]{MaximumSize: o.NegativeCacheEntries}),
 	}
 	r.keyBufs.New = func() any { return new([]byte) }
+	opened := time.Now()
 	if err := r.load(); err != nil {
 		r.hot.StopAllGoroutines()
 		r.neg.StopAllGoroutines()
@@ -150,7 +151,8 @@ func Open(opts Options) (*Replica, error) {
 	}
 	r.registerMetrics()
 	r.log.Info("replica opened", "dir", o.Dir, "links", r.links.Load(), "position", r.position.Load(),
-		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits())
+		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits(),
+		"open_took", opened.Sub(start), "scan_took", time.Since(opened))
 	return r, nil
 }
 
@@ -192,7 +194,8 @@ func (r *Replica) load() error {
 	return nil
 }
 
-// fillBloom adds every held code to b and returns how many there are.
+// fillBloom adds every held code to b, which no reader sees yet, and
+// returns how many there are.
 func (r *Replica) fillBloom(b *bloom) (uint64, error) {
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
 	if err != nil {
@@ -200,8 +203,7 @@ func (r *Replica) fillBloom(b *bloom) (uint64, error) {
 	}
 	var n uint64
 	for ok := it.First(); ok; ok = it.Next() {
-		code := it.Key()[len(linkPrefix):]
-		b.add(unsafe.String(unsafe.SliceData(code), len(code)))
+		b.addHashUnshared(xxhash.Sum64(it.Key()[len(linkPrefix):]))
 		n++
 	}
 	if err := it.Close(); err != nil {

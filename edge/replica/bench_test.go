@@ -1,0 +1,189 @@
+package replica
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/replication"
+)
+
+// benchRecords returns n records with distinct 7-character codes and a
+// realistic URL, revisions from first.
+func benchRecords(n int, first uint64) []link.Record {
+	recs := make([]link.Record, n)
+	for i := range recs {
+		code := make([]byte, link.DefaultCodeLen)
+		v := uint64(i) + first
+		for j := range code {
+			code[j] = link.Base62[v%62]
+			v /= 62
+		}
+		rev := first + uint64(i)
+		recs[i] = link.Record{
+			Code:      string(code),
+			URL:       fmt.Sprintf("https://www.example.com/articles/2026/01/some-longer-slug-for-a-realistic-url-%d?utm_source=newsletter&utm_medium=email", rev),
+			Redirect:  302,
+			Status:    link.StatusActive,
+			CreatedAt: t0,
+			UpdatedAt: t0,
+			Revision:  rev,
+			Tags:      []string{"campaign"},
+		}
+	}
+	return recs
+}
+
+// applyAll applies recs in batches of size, sequences from 1, and returns
+// the time spent in Apply.
+func applyAll(tb testing.TB, r *Replica, recs []link.Record, size int) time.Duration {
+	var spent time.Duration
+	for i := 0; i < len(recs); i += size {
+		end := min(i+size, len(recs))
+		b := replication.Batch{Through: uint64(end)}
+		for j := i; j < end; j++ {
+			b.Changes = append(b.Changes, change(uint64(j+1), recs[j]))
+		}
+		start := time.Now()
+		mustApply(tb, r, b)
+		spent += time.Since(start)
+	}
+	return spent
+}
+
+// cpuTime returns the CPU time this process has used, background Pebble
+// work included: a figure less sensitive than wall time to a shared
+// machine.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchLookup(b *testing.B, codes [][]byte, want bool) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, ok, err := benchReplica.Lookup(codes[i%len(codes)]); ok != want || err != nil {
+			b.Fatalf("lookup %s: %v, %v", codes[i%len(codes)], ok, err)
+		}
+		i++
+	}
+}
+
+var benchReplica *Replica
+
+// setupLookup opens a replica on disk holding 100,000 links.
+func setupLookup(b *testing.B, o Options) []link.Record {
+	b.Helper()
+	o.Dir = b.TempDir()
+	benchReplica = open(b, o)
+	recs := benchRecords(100_000, 1)
+	applyAll(b, benchReplica, recs, 1000)
+	return recs
+}
+
+func codesOf(recs []link.Record) [][]byte {
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		out[i] = []byte(r.Code)
+	}
+	return out
+}
+
+func BenchmarkLookupHot(b *testing.B) {
+	recs := setupLookup(b, Options{})[:10_000]
+	codes := codesOf(recs)
+	for _, c := range codes {
+		benchReplica.Lookup(c)
+	}
+	benchLookup(b, codes, true)
+}
+
+func BenchmarkLookupUnknown(b *testing.B) {
+	setupLookup(b, Options{})
+	// Codes of the same shape the replica does not hold.
+	codes := codesOf(benchRecords(10_000, 1_000_000_000))
+	benchLookup(b, codes, false)
+	b.ReportMetric(float64(lookups(benchReplica.set, "bloom"))/float64(b.N), "bloom/op")
+}
+
+func BenchmarkLookupDisk(b *testing.B) {
+	recs := setupLookup(b, Options{HotCacheEntries: 1})
+	benchLookup(b, codesOf(recs), true)
+	b.ReportMetric(float64(lookups(benchReplica.set, "disk_hit"))/float64(b.N), "disk/op")
+}
+
+func BenchmarkApplyBatch1000(b *testing.B) {
+	r := open(b, Options{Dir: b.TempDir()})
+	recs := benchRecords(1000*b.N, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	spent := applyAll(b, r, recs, 1000)
+	b.ReportMetric(float64(len(recs))/spent.Seconds(), "records/s")
+}
+
+// BenchmarkApplyUpdates1000 applies batches of updates to codes the replica
+// holds, so every change reads the held revision from Pebble.
+func BenchmarkApplyUpdates1000(b *testing.B) {
+	r := open(b, Options{Dir: b.TempDir()})
+	const held = 100_000
+	applyAll(b, r, benchRecords(held, 1), 1000)
+	recs := make([]link.Record, 0, 1000*b.N)
+	for len(recs) < 1000*b.N {
+		for _, rec := range benchRecords(held, 1) {
+			rec.Revision += uint64(held + len(recs))
+			recs = append(recs, rec)
+			if len(recs) == cap(recs) {
+				break
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	spent := applyAll(b, r, recs, 1000)
+	b.ReportMetric(float64(len(recs))/spent.Seconds(), "records/s")
+}
+
+// BenchmarkBootstrap1M applies one million links to a fresh replica in
+// batches of 1000, as a new edge replaying the stream does, then reopens
+// it (the Open scan that builds the bloom filter).
+func BenchmarkBootstrap1M(b *testing.B) {
+	const n = 1_000_000
+	recs := benchRecords(n, 1)
+	for b.Loop() {
+		dir := b.TempDir()
+		r, err := Open(Options{Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu := cpuTime()
+		spent := applyAll(b, r, recs, 1000)
+		cpu = cpuTime() - cpu
+		if st := r.Stats(); st.Links != n {
+			b.Fatalf("links = %d, want %d", st.Links, n)
+		}
+		if err := r.Close(); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		r, err = Open(Options{Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		reopen := time.Since(start)
+		if err := r.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(n/spent.Seconds(), "records/s")
+		b.ReportMetric(spent.Seconds(), "apply-s")
+		b.ReportMetric(cpu.Seconds(), "cpu-s")
+		b.ReportMetric(reopen.Seconds(), "reopen-s")
+	}
+}
