@@ -1,0 +1,133 @@
+// Command edge serves linkpop redirects from a local replica of the link
+// table, kept current from the NATS JetStream change stream.
+//
+//	edge -data DIR [-listen 127.0.0.1:8080] [-admin 127.0.0.1:9080] [-nats nats://127.0.0.1:4222]
+//	     [-origin URL -origin-key KEY] [-gossip-bind HOST:PORT -gossip-join HOST:PORT,...]
+//
+// Run "edge -h" for every flag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/linkpop/linkpop/edge"
+	"github.com/linkpop/linkpop/replication"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	var (
+		listen        = fs.String("listen", edge.DefaultListen, "redirect listener `address`")
+		admin         = fs.String("admin", edge.DefaultAdminListen, "admin listener `address` (/metrics /healthz /readyz /status)")
+		data          = fs.String("data", "", "data `dir` holding the replica (required)")
+		natsURLs      = fs.String("nats", "nats://127.0.0.1:4222", "NATS `URLs`, comma separated")
+		natsCreds     = fs.String("nats-creds", "", "NATS credentials `file`")
+		natsToken     = fs.String("nats-token", "", "NATS `token`")
+		stream        = fs.String("stream", "LINKPOP_LINKS", "change stream `name`")
+		origin        = fs.String("origin", "", "origin API base `URL` asked about misses while the replica lags (empty disables)")
+		originKey     = fs.String("origin-key", "", "origin API `key` with links:read, for the fallback")
+		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
+		maxStale      = fs.Duration("max-stale", edge.DefaultMaxStale, "`duration` without contact with the stream before the lag is considered unknown")
+		maxAge        = fs.Duration("max-age", edge.DefaultMaxAge, "Cache-Control max-age `duration` for 301/308 (at most 24h)")
+		hotCache      = fs.Int("hot-cache", edge.DefaultHotCacheEntries, "hot cache `entries`")
+		negativeCache = fs.Int("negative-cache", edge.DefaultNegativeCacheEntries, "negative cache `entries`")
+		blockCache    = fs.Int64("block-cache", edge.DefaultBlockCacheBytes, "Pebble block cache `bytes`")
+		node          = fs.String("node", "", "node `name` in gossip and /status (default host name and listen port)")
+		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
+		gossipJoin    = fs.String("gossip-join", "", "gossip `addresses` of PoP peers to join, comma separated")
+		logLevel      = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+		logFormat     = fs.String("log-format", "text", "log `format`: text or json")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	srv, err := edge.New(edge.Config{
+		Listen:      *listen,
+		AdminListen: *admin,
+		DataDir:     *data,
+		NATS: replication.ConnConfig{
+			URLs:      splitList(*natsURLs),
+			CredsFile: *natsCreds,
+			Token:     *natsToken,
+			Logger:    log.With("component", "nats"),
+		},
+		Stream:               replication.StreamConfig{Name: *stream},
+		OriginURL:            *origin,
+		OriginKey:            *originKey,
+		LagThreshold:         lagThresholdConfig(*lagThreshold),
+		MaxStale:             *maxStale,
+		MaxAge:               *maxAge,
+		HotCacheEntries:      *hotCache,
+		NegativeCacheEntries: *negativeCache,
+		BlockCacheBytes:      *blockCache,
+		NodeName:             *node,
+		GossipBind:           *gossipBind,
+		GossipJoin:           splitList(*gossipJoin),
+		Logger:               log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+// lagThresholdConfig maps the flag (where 0 means no lag tolerated) to
+// Config.LagThreshold (where 0 means the default).
+func lagThresholdConfig(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}

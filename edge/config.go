@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/linkpop/linkpop/replication"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultListen               = "127.0.0.1:8080"
+	DefaultAdminListen          = "127.0.0.1:9080"
+	DefaultLagThreshold         = 1000
+	DefaultMaxStale             = 30 * time.Second
+	DefaultMaxAge               = time.Hour
+	MaxMaxAge                   = 24 * time.Hour
+	DefaultHotCacheEntries      = 1_000_000
+	DefaultNegativeCacheEntries = 100_000
+	DefaultBlockCacheBytes      = 64 << 20
+	DefaultFallbackBudget       = 50
+	DefaultFallbackBurst        = 100
+	DefaultFallbackTimeout      = 500 * time.Millisecond
+)
+
+// Config configures an edge Server. The zero value of every field but
+// DataDir and NATS.URLs is usable; see each field for its default.
+type Config struct {
+	// Listen is the address of the redirect listener (fasthttp). Port 0
+	// picks a free port; Server.Addr reports it. The default is
+	// "127.0.0.1:8080".
+	Listen string
+	// AdminListen is the address of the admin listener serving /metrics,
+	// /healthz, /readyz and /status. Port 0 picks a free port;
+	// Server.AdminAddr reports it. The default is "127.0.0.1:9080".
+	AdminListen string
+	// DataDir holds the replica (a Pebble store in DataDir/replica). It
+	// survives restarts: the edge serves from it at once, before it has
+	// contacted the stream. Required.
+	DataDir string
+
+	// NATS says how to reach the change stream. URLs is required.
+	NATS replication.ConnConfig
+	// Stream names the change stream. The default is
+	// replication.StreamConfig's.
+	Stream replication.StreamConfig
+
+	// OriginURL is the origin API base (for example
+	// "http://127.0.0.1:8081"). While the replica lags, a miss asks the
+	// origin for GET /v1/links/{code}, bounded by FallbackBudget. The
+	// default ("") disables the fallback: a miss is always a 404.
+	OriginURL string
+	// OriginKey is the API key (scope links:read) sent as a Bearer token
+	// to the origin. The default is none.
+	OriginKey string
+
+	// LagThreshold is the number of stream messages the replica may be
+	// behind while a miss still counts as authoritative and /readyz says
+	// ready. The default (0) is 1000; a negative value tolerates no lag.
+	LagThreshold int64
+	// MaxStale is how long the edge may go without contact with the
+	// stream before its lag is considered unknown: it then serves its
+	// last state as stale. The default is 30s.
+	MaxStale time.Duration
+	// MaxAge is the Cache-Control max-age sent with 301 and 308 redirects,
+	// bounded so a changed permanent link heals in browsers. At most 24h.
+	// The default is 1h. 302 and 307 carry "private, max-age=0" so shared
+	// caches never hide clicks.
+	MaxAge time.Duration
+
+	// HotCacheEntries bounds the in-memory cache of resolved links. The
+	// default is 1,000,000.
+	HotCacheEntries int
+	// NegativeCacheEntries bounds the cache of codes known to be absent.
+	// The default is 100,000.
+	NegativeCacheEntries int
+	// BlockCacheBytes is the size of the replica's Pebble block cache. The
+	// default is 64 MiB.
+	BlockCacheBytes int64
+
+	// FallbackBudget is how many origin requests per second the edge may
+	// make across all codes; misses over budget are answered 404 without
+	// asking. The default is 50.
+	FallbackBudget float64
+	// FallbackBurst is the number of origin requests the budget allows at
+	// once. The default is 100.
+	FallbackBurst int
+	// FallbackTimeout bounds one origin request; a timeout answers 404.
+	// The default is 500ms.
+	FallbackTimeout time.Duration
+
+	// NodeName names this edge in gossip and /status. It must be unique
+	// within a PoP. The default is the host name and the redirect port.
+	NodeName string
+	// GossipBind is the host:port memberlist binds (UDP and TCP) to
+	// exchange replication positions with the other edges of its PoP.
+	// Port 0 picks a free port; Server.GossipAddr reports it. The default
+	// ("") disables gossip.
+	GossipBind string
+	// GossipJoin are host:port addresses of other edges' gossip
+	// listeners. Joining is retried in the background while no peer
+	// answers. The default is none.
+	GossipJoin []string
+
+	// Logger receives operational logs. The default (nil) discards them.
+	Logger *slog.Logger
+	// Metrics is the set the server, its replica and its consumer
+	// register their metrics in; /metrics writes it. Use one set per
+	// Server. The default (nil) is a new set.
+	Metrics *metrics.Set
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.LagThreshold == 0 {
+		c.LagThreshold = DefaultLagThreshold
+	}
+	if c.LagThreshold < 0 {
+		c.LagThreshold = 0
+	}
+	if c.MaxStale == 0 {
+		c.MaxStale = DefaultMaxStale
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.HotCacheEntries == 0 {
+		c.HotCacheEntries = DefaultHotCacheEntries
+	}
+	if c.NegativeCacheEntries == 0 {
+		c.NegativeCacheEntries = DefaultNegativeCacheEntries
+	}
+	if c.BlockCacheBytes == 0 {
+		c.BlockCacheBytes = DefaultBlockCacheBytes
+	}
+	if c.FallbackBudget == 0 {
+		c.FallbackBudget = DefaultFallbackBudget
+	}
+	if c.FallbackBurst == 0 {
+		c.FallbackBurst = DefaultFallbackBurst
+	}
+	if c.FallbackTimeout == 0 {
+		c.FallbackTimeout = DefaultFallbackTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+	return c
+}
+
+// Validate reports every bad field at once. Zero fields take their
+// defaults and are valid.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	addr := func(field, v string) {
+		if v == "" {
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad("%s %q: %v", field, v, err)
+		}
+	}
+	addr("Listen", c.Listen)
+	addr("AdminListen", c.AdminListen)
+	addr("GossipBind", c.GossipBind)
+	for _, j := range c.GossipJoin {
+		addr("GossipJoin", j)
+	}
+	if c.DataDir == "" {
+		bad("DataDir is required")
+	}
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Stream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.OriginURL != "" {
+		u, err := url.Parse(c.OriginURL)
+		switch {
+		case err != nil:
+			bad("OriginURL %q: %v", c.OriginURL, err)
+		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+			bad("OriginURL %q: want an absolute http or https URL", c.OriginURL)
+		case u.RawQuery != "" || u.Fragment != "":
+			bad("OriginURL %q: must not carry a query or fragment", c.OriginURL)
+		}
+	}
+	if c.MaxStale < 0 {
+		bad("MaxStale %v must not be negative", c.MaxStale)
+	}
+	if c.MaxAge < 0 || c.MaxAge > MaxMaxAge {
+		bad("MaxAge %v outside (0, %v]", c.MaxAge, MaxMaxAge)
+	}
+	if c.MaxAge > 0 && c.MaxAge < time.Second {
+		bad("MaxAge %v is below one second", c.MaxAge)
+	}
+	if c.HotCacheEntries < 0 {
+		bad("HotCacheEntries %d must not be negative", c.HotCacheEntries)
+	}
+	if c.NegativeCacheEntries < 0 {
+		bad("NegativeCacheEntries %d must not be negative", c.NegativeCacheEntries)
+	}
+	if c.BlockCacheBytes < 0 {
+		bad("BlockCacheBytes %d must not be negative", c.BlockCacheBytes)
+	}
+	if c.FallbackBudget < 0 {
+		bad("FallbackBudget %v must not be negative", c.FallbackBudget)
+	}
+	if c.FallbackBurst < 0 {
+		bad("FallbackBurst %d must not be negative", c.FallbackBurst)
+	}
+	if c.FallbackTimeout < 0 {
+		bad("FallbackTimeout %v must not be negative", c.FallbackTimeout)
+	}
+	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
+		bad("GossipJoin needs GossipBind")
+	}
+	return errors.Join(errs...)
+}

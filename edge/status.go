@@ -1,0 +1,147 @@
+package edge
+
+import (
+	"time"
+)
+
+// Status is the edge's view of its own freshness; /status serves it as
+// JSON.
+type Status struct {
+	// Node is this edge's name.
+	Node string `json:"node"`
+	// Applied is the stream sequence the replica has applied through.
+	Applied uint64 `json:"applied"`
+	// StreamLast is the stream's last sequence as last seen.
+	StreamLast uint64 `json:"stream_last"`
+	// Lag is StreamLast - Applied.
+	Lag uint64 `json:"lag"`
+	// SecondsSinceApply and SecondsSinceContact are the time since the
+	// consumer last applied a batch and last heard from the stream; since
+	// the server started if it has not yet.
+	SecondsSinceApply   float64 `json:"seconds_since_apply"`
+	SecondsSinceContact float64 `json:"seconds_since_contact"`
+	// Connected reports a live NATS connection.
+	Connected bool `json:"connected"`
+	// Bootstrapped reports that the replica holds a complete state of the
+	// stream (now or in an earlier run), so it may serve.
+	Bootstrapped bool `json:"bootstrapped"`
+	// Ready is what /readyz answers: bootstrapped, and either within
+	// LagThreshold of a reachable stream or stale.
+	Ready bool `json:"ready"`
+	// Stale reports that the stream has not been heard from for MaxStale:
+	// the edge serves its last state and its lag is unknown.
+	Stale bool `json:"stale"`
+	// Reason says why in one word: "ok", "stale", "lagging",
+	// "bootstrapping", or "starting" before Run has opened the replica.
+	Reason string `json:"reason"`
+	// Links, Quarantined, HotEntries and NegativeEntries describe the
+	// replica.
+	Links           uint64 `json:"links"`
+	Quarantined     uint64 `json:"quarantined"`
+	HotEntries      int    `json:"hot_entries"`
+	NegativeEntries int    `json:"negative_entries"`
+	// Rebuilds counts replica rebuilds the consumer performed because the
+	// stream no longer held what the replica needed.
+	Rebuilds uint64 `json:"rebuilds"`
+	// Members are the PoP's edges seen through gossip.
+	Members []Member `json:"members,omitempty"`
+}
+
+// health is the part of Status that readiness and gossip need, computed
+// from the consumer alone (no disk access).
+type health struct {
+	applied, streamLast, lag uint64
+	lastApplied, lastContact time.Time
+	connected, bootstrapped  bool
+	ready, stale             bool
+	reason                   string
+	rebuilds                 uint64
+}
+
+func (s *Server) health(now time.Time) health {
+	var h health
+	select {
+	case <-s.started:
+	default:
+		h.reason = "starting"
+		return h
+	}
+	con := s.con.Load()
+	if con == nil {
+		h.applied = s.startPos
+		h.bootstrapped = s.startPos > 0
+	} else {
+		cs := con.Status()
+		// Before the consumer's Run has read the replica's position,
+		// Applied is 0: the position the server opened is a floor.
+		h.applied, h.streamLast, h.lag = max(cs.Applied, s.startPos), cs.StreamLast, cs.Lag
+		h.lastApplied, h.lastContact = cs.LastApplied, cs.LastContact
+		h.connected, h.rebuilds = cs.Connected, cs.Rebuilds
+		// A replica that held a position when the server started was
+		// bootstrapped in an earlier run: it serves that state, stale if
+		// need be, rather than drop out of rotation.
+		h.bootstrapped = cs.Bootstrapped || s.startPos > 0
+	}
+	reachable := h.connected && !h.lastContact.IsZero() && now.Sub(h.lastContact) <= s.cfg.MaxStale
+	switch {
+	case !h.bootstrapped:
+		h.reason = "bootstrapping"
+	case !reachable:
+		h.ready, h.stale, h.reason = true, true, "stale"
+	case h.lag > s.lagThreshold:
+		h.reason = "lagging"
+	default:
+		h.ready, h.reason = true, "ok"
+	}
+	return h
+}
+
+// caughtUp reports whether a miss in the replica is authoritative.
+func (s *Server) caughtUp() bool {
+	con := s.con.Load()
+	return con != nil && con.Status().CaughtUp(s.lagThreshold, s.cfg.MaxStale)
+}
+
+// since returns the seconds from t (or from the start, if t is zero) to now.
+func (s *Server) since(t, now time.Time) float64 {
+	if t.IsZero() {
+		t = s.startAt
+	}
+	if t.IsZero() {
+		return 0
+	}
+	return now.Sub(t).Seconds()
+}
+
+// Status returns a snapshot of the edge's state.
+func (s *Server) Status() Status {
+	now := time.Now()
+	h := s.health(now)
+	st := Status{
+		Node:                s.NodeName(),
+		Applied:             h.applied,
+		StreamLast:          h.streamLast,
+		Lag:                 h.lag,
+		SecondsSinceApply:   s.since(h.lastApplied, now),
+		SecondsSinceContact: s.since(h.lastContact, now),
+		Connected:           h.connected,
+		Bootstrapped:        h.bootstrapped,
+		Ready:               h.ready,
+		Stale:               h.stale,
+		Reason:              h.reason,
+		Rebuilds:            h.rebuilds,
+		Members:             s.Members(),
+	}
+	if rep := s.rep.Load(); rep != nil {
+		rs := rep.Stats()
+		st.Links, st.Quarantined = rs.Links, rs.Quarantined
+		st.HotEntries, st.NegativeEntries = rs.HotEntries, rs.NegativeEntries
+	}
+	return st
+}
+
+// nodeMeta is what this edge announces to its PoP.
+func (s *Server) nodeMeta() nodeMeta {
+	h := s.health(time.Now())
+	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready}
+}
