@@ -50,7 +50,8 @@ func (r *Replica) Apply(b replication.Batch) error {
 		if err := rec.Validate(); err != nil {
 			// The consumer validates events; one that slips through is
 			// quarantined rather than stored under an unusable key.
-			poison = append(poison[:len(poison):len(poison)], replication.Poison{Seq: b.Changes[i].Seq, Err: err})
+			data, _ := link.MarshalChange(&b.Changes[i].Change)
+			poison = append(poison[:len(poison):len(poison)], replication.Poison{Seq: b.Changes[i].Seq, Data: data, Err: err})
 			continue
 		}
 		if j, ok := newest[rec.Code]; ok {
@@ -114,7 +115,7 @@ func (r *Replica) Apply(b replication.Batch) error {
 	}, created)
 	r.mApplied.Add(len(order))
 	r.mSkipped.Add(int(skipped))
-	r.mQuarantined.Add(len(poison))
+	r.mQuarantined.Add(int(quarantined))
 	return nil
 }
 

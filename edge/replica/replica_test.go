@@ -369,12 +369,19 @@ func TestQuarantine(t *testing.T) {
 	if q[2].Seq != 4 || !strings.Contains(q[2].Err, "url") {
 		t.Errorf("q[2] = %+v", q[2])
 	}
+	// The invalid change is kept encoded; it decodes but fails validation.
+	if _, err := link.UnmarshalChange(q[2].Data); !errors.Is(err, link.ErrCorrupt) {
+		t.Errorf("q[2] data decodes with %v, want ErrCorrupt", err)
+	}
 	if q, _ := r.Quarantine(3, 1); len(q) != 1 || q[0].Seq != 3 {
 		t.Errorf("Quarantine(3, 1) = %+v", q)
 	}
 
 	// Replaying the same sequences does not count them twice.
 	mustApply(t, r, replication.Batch{Poison: b.Poison[:1], Through: 2})
+	if got := counter(set, "linkpop_replica_quarantined_total"); got != 3 {
+		t.Errorf("quarantined_total after replay = %d, want 3", got)
+	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
