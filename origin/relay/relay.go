@@ -152,7 +152,9 @@ func New(cfg Config) (*Relay, error) {
 // Run drains the outbox until ctx ends, then returns nil. It wakes on the
 // store's outbox notification and at least every second. While publishing
 // fails it backs off exponentially, makes sure the stream exists and
-// retries from the oldest entry.
+// retries from the oldest entry. Stop Run before closing the store; a
+// store closed under it ends Run with store.ErrClosed. One Relay per
+// store: two would publish the same entries out of order.
 func (r *Relay) Run(ctx context.Context) error {
 	tick := time.NewTicker(idlePoll)
 	defer tick.Stop()
@@ -163,6 +165,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, store.ErrClosed):
+			return fmt.Errorf("relay: %w", err)
 		case err != nil:
 			r.mErrors.Inc()
 			backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)

@@ -199,6 +199,31 @@ func TestCreateGetUpdateDisable(t *testing.T) {
 	sameRecord(t, last.Record, d)
 }
 
+func TestRefusesUnreadableRecords(t *testing.T) {
+	s := openMem(t, Options{})
+	ctx := context.Background()
+	f := func(req CreateRequest, want error, field string) {
+		t.Helper()
+		_, _, err := s.Create(ctx, req)
+		if !errors.Is(err, want) || link.ErrorField(err) != field {
+			t.Fatalf("%+v: err %v, want %v on %q", req, err, want, field)
+		}
+	}
+	f(CreateRequest{Code: "a b", URL: "https://example.com/"}, link.ErrInvalidCode, "code")
+	f(CreateRequest{URL: "ftp://example.com/"}, link.ErrURLSchemeNotAllowed, "url")
+	f(CreateRequest{URL: "https://example.com/\\x"}, link.ErrInvalidURL, "url")
+	f(CreateRequest{URL: "https://example.com/", Redirect: 303}, link.ErrInvalidRedirect, "redirect")
+	f(CreateRequest{URL: "https://example.com/", Tags: []string{"a", "a"}}, link.ErrInvalidTags, "tags")
+	r := mustCreate(t, s, CreateRequest{URL: "https://example.com/"})
+	bad := 999
+	if _, err := s.Update(ctx, UpdateRequest{Code: r.Code, Redirect: &bad}); !errors.Is(err, link.ErrInvalidRedirect) {
+		t.Fatalf("bad redirect update: %v", err)
+	}
+	if s.Revision() != 1 {
+		t.Fatalf("refused requests committed: revision %d", s.Revision())
+	}
+}
+
 func TestRandomCodesAvoidReserved(t *testing.T) {
 	// With a 3-symbol alphabet-sized space blocked by reservation, every
 	// draw must still be a free, unreserved code.

@@ -112,7 +112,6 @@ const (
 
 // request is one call waiting for the writer.
 type request struct {
-	ctx   context.Context
 	state atomic.Int32
 	kind  reqKind
 
@@ -424,6 +423,9 @@ func (t *txn) disable(code string, ifRev uint64) result {
 // encodes everything before writing anything, so a failure leaves the
 // batch as it was.
 func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord) error {
+	if err := checkRecord(&rec); err != nil {
+		return err
+	}
 	val, err := link.MarshalRecord(&rec)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", rec.Code, err)
@@ -641,6 +643,23 @@ func (s *Store) sweepSome(upper []byte, limit int) (int, error) {
 		return 0, nil
 	}
 	return n, b.Commit(pebble.NoSync)
+}
+
+// checkRecord refuses a record a reader would reject as corrupt: callers
+// validate requests, but nothing that cannot be read back is ever
+// committed. The errors are the link package's, on the offending field.
+func checkRecord(r *link.Record) error {
+	switch {
+	case !link.ValidCode(r.Code):
+		return link.OnField("code", link.ErrInvalidCode)
+	case link.ValidStoredURL(r.URL) != nil:
+		return link.OnField("url", link.ValidStoredURL(r.URL))
+	case !link.ValidRedirect(r.Redirect):
+		return link.OnField("redirect", link.ErrInvalidRedirect)
+	case link.ValidateTags(r.Tags) != nil:
+		return link.OnField("tags", link.ErrInvalidTags)
+	}
+	return r.Validate()
 }
 
 // normTime is t as a record stores it: UTC, millisecond precision, no
