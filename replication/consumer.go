@@ -158,7 +158,27 @@ func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
 // after the Applier's position. It reads through ephemeral, flow
 // controlled pull consumers it creates and replaces itself: every
 // (re)creation starts at the Applier's stored position + 1, so nothing is
-// skipped and nothing applied is downloaded again.
+// skipped and nothing applied is downloaded again. A missed heartbeat, a
+// consumer deleted on the server or a gap in its sequences rebuilds it; so
+// does the watchdog when the stream is ahead and nothing is applied for
+// StallTimeout.
+//
+// If the stream was deleted and recreated (its last sequence is behind the
+// replica's position, or its creation time changed while this process
+// watched it), the Consumer replays it from the start: Applied reads 0
+// until the replay applies something, and Applier.Apply receives a Through
+// lower than its stored position. A stream recreated while the edge was
+// down that already holds more messages than the replica's position is not
+// detected; the origin's digests catch that divergence.
+//
+// Metrics (all prefixed linkpop_replication_): applied_seq,
+// stream_last_seq, lag_messages, seconds_since_apply (0 until the first
+// apply in this process), connected (gauges); applied_total (messages,
+// poison included), batches_total, rebuilds_total, quarantined_total,
+// stream_reset_total (counters); apply_duration_seconds and
+// propagation_seconds (now - Change.CommittedAt, observed once
+// bootstrapped, so a replay does not count the data's age) histograms.
+// Gauges are refreshed on every apply and every PollInterval.
 type Consumer struct {
 	cfg ConsumerConfig
 	nc  *nats.Conn
@@ -267,6 +287,7 @@ func unixTime(ns int64) time.Time {
 // JetStream failures never end it: it rebuilds its consumer with backoff,
 // forever. It returns an error (wrapping ErrReplica) only when the
 // Applier fails. Run stops every goroutine it started before it returns.
+// Call it once per Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
 	pos, err := c.cfg.Applier.Position()
 	if err != nil {
