@@ -75,7 +75,7 @@ func (s *Store) OutboxStats() (depth int, oldest time.Time) {
 	if s.outbox.live == 0 {
 		return 0, time.Time{}
 	}
-	return s.outbox.live, time.Unix(0, s.outbox.items[s.outbox.head].at).UTC()
+	return s.outbox.live, time.Unix(0, s.outbox.oldest()).UTC()
 }
 
 // OutboxNotify returns a channel that receives (capacity 1, never
@@ -106,44 +106,67 @@ func (t *txn) outboxDelete(revs []uint64) result {
 	return result{}
 }
 
-// outboxIndex mirrors the outbox's revisions and commit times in memory,
-// so OutboxStats is cheap. Entries are appended in revision order and
-// mostly removed from the front.
+// outboxIndex mirrors the outbox's live revisions and commit times in
+// memory, so OutboxStats is cheap. It holds spans of consecutive live
+// revisions committed at the same time: a group commit's entries form one
+// span and the relay deletes from the front, so a long outage costs one
+// span per group commit, not one item per entry.
 type outboxIndex struct {
 	mu    sync.Mutex
-	items []outboxItem
-	head  int // items before head are deleted
+	spans []outboxSpan // ascending; spans before head are gone
+	head  int
 	live  int
 }
 
-type outboxItem struct {
-	rev     uint64
-	at      int64
-	deleted bool
+// outboxSpan is the live revisions first..last, committed at at.
+type outboxSpan struct {
+	first, last uint64
+	at          int64
 }
 
-// add appends an entry; the caller holds mu (or owns the index).
+// add appends rev, which is above every revision held; the caller holds
+// mu (or owns the index).
 func (x *outboxIndex) add(rev uint64, at int64) {
-	x.items = append(x.items, outboxItem{rev: rev, at: at})
+	if n := len(x.spans); n > x.head {
+		if sp := &x.spans[n-1]; sp.last+1 == rev && sp.at == at {
+			sp.last = rev
+			x.live++
+			return
+		}
+	}
+	x.spans = append(x.spans, outboxSpan{first: rev, last: rev, at: at})
 	x.live++
 }
 
-// remove marks rev deleted; the caller holds mu.
+// remove drops rev if it is live; the caller holds mu.
 func (x *outboxIndex) remove(rev uint64) {
-	rest := x.items[x.head:]
-	i := sort.Search(len(rest), func(i int) bool { return rest[i].rev >= rev })
-	if i == len(rest) || rest[i].rev != rev || rest[i].deleted {
+	rest := x.spans[x.head:]
+	i := sort.Search(len(rest), func(i int) bool { return rest[i].last >= rev })
+	if i == len(rest) || rest[i].first > rev {
 		return
 	}
-	rest[i].deleted = true
 	x.live--
-	for x.head < len(x.items) && x.items[x.head].deleted {
-		x.head++
+	sp := &rest[i]
+	switch {
+	case sp.first == sp.last:
+		if i == 0 {
+			x.head++
+		} else {
+			x.spans = slices.Delete(x.spans, x.head+i, x.head+i+1)
+		}
+	case rev == sp.first:
+		sp.first++
+	case rev == sp.last:
+		sp.last--
+	default:
+		tail := outboxSpan{first: rev + 1, last: sp.last, at: sp.at}
+		sp.last = rev - 1
+		x.spans = slices.Insert(x.spans, x.head+i+1, tail)
 	}
-	if x.head == len(x.items) {
-		x.items, x.head = x.items[:0], 0
-	} else if x.head > 1024 && x.head > len(x.items)/2 {
-		x.items = append(x.items[:0], x.items[x.head:]...)
+	if x.head == len(x.spans) {
+		x.spans, x.head = x.spans[:0], 0
+	} else if x.head > 1024 && x.head > len(x.spans)/2 {
+		x.spans = append(x.spans[:0], x.spans[x.head:]...)
 		x.head = 0
 	}
 }
@@ -156,5 +179,9 @@ func (x *outboxIndex) lowest(last uint64) uint64 {
 	if x.live == 0 {
 		return last + 1
 	}
-	return x.items[x.head].rev
+	return x.spans[x.head].first
 }
+
+// oldest returns the commit time of the oldest live entry; the caller
+// holds mu and has checked live > 0.
+func (x *outboxIndex) oldest() int64 { return x.spans[x.head].at }
