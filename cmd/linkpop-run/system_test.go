@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/internal/leaktest"
+	"github.com/linkpop/linkpop/internal/proctest"
+	"github.com/linkpop/linkpop/internal/wait"
+)
+
+func TestLoadAdminKey(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(adminKeyEnv, "")
+
+	key, source, err := loadAdminKey(dir)
+	if err != nil || len(key) < 16 || !strings.HasSuffix(source, "(new)") {
+		t.Fatalf("first run: key %q, source %q, err %v", key, source, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "admin.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.key: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	again, source, err := loadAdminKey(dir)
+	if err != nil || again != key || source != filepath.Join(dir, "admin.key") {
+		t.Fatalf("second run: key %q (want %q), source %q, err %v", again, key, source, err)
+	}
+
+	t.Setenv(adminKeyEnv, " from-the-environment-0123 ")
+	key, source, err = loadAdminKey(dir)
+	if err != nil || key != "from-the-environment-0123" || source != adminKeyEnv {
+		t.Fatalf("with %s: key %q, source %q, err %v", adminKeyEnv, key, source, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "admin.key")); strings.TrimSpace(string(b)) != again {
+		t.Fatalf("the environment's key overwrote admin.key: %q", b)
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	f := func(writes []string, flush bool, want string) {
+		t.Helper()
+		var out bytes.Buffer
+		w := &prefixWriter{out: &out, prefix: "edge-a | "}
+		for _, s := range writes {
+			if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+				t.Fatalf("Write(%q) = %d, %v", s, n, err)
+			}
+		}
+		if flush {
+			w.flush()
+		}
+		if out.String() != want {
+			t.Fatalf("writes %q: got %q, want %q", writes, out.String(), want)
+		}
+	}
+	f([]string{"one\n"}, false, "edge-a | one\n")
+	f([]string{"one\ntwo\n"}, false, "edge-a | one\nedge-a | two\n")
+	f([]string{"o", "ne\ntw", "o\n"}, false, "edge-a | one\nedge-a | two\n")
+	f([]string{"partial"}, false, "")
+	f([]string{"partial"}, true, "edge-a | partial\n")
+	f([]string{"a\n", "b"}, true, "edge-a | a\nedge-a | b\n")
+	f(nil, true, "")
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := Config{}
+	err := c.validate()
+	if err == nil {
+		t.Fatal("empty config accepted")
+	}
+	for _, want := range []string{"DataDir", "BinDir", "NATS", "at least one edge"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	c = Config{DataDir: "d", BinDir: "b", Layout: DefaultLayout()}
+	if err := c.validate(); err != nil {
+		t.Fatalf("default layout: %v", err)
+	}
+}
+
+// TestSystem builds the real binaries and runs the whole local system on
+// free ports: a link created at the origin redirects on both edges, and
+// keeps redirecting after the origin is SIGKILLed; the death is reported,
+// and stopping ends every child.
+func TestSystem(t *testing.T) {
+	leaktest.Check(t)
+	bin := t.TempDir()
+	began := time.Now()
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/linkpop/linkpop/cmd/origin", "github.com/linkpop/linkpop/cmd/edge")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built origin and edge in %v", time.Since(began).Round(time.Millisecond))
+	t.Setenv(adminKeyEnv, "")
+	free := func() string { return proctest.FreeAddr(t) }
+	cfg := Config{
+		DataDir: t.TempDir(),
+		BinDir:  bin,
+		Layout: Layout{
+			NATS: free(), OriginAPI: free(), OriginAdmin: free(),
+			Edges: []EdgeLayout{
+				{Name: "edge-a", Listen: free(), Admin: free(), Gossip: free()},
+				{Name: "edge-b", Listen: free(), Admin: free(), Gossip: free()},
+			},
+		},
+		Out:         &syncBuffer{},
+		StopTimeout: 15 * time.Second,
+	}
+	out := cfg.Out.(*syncBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("output:\n%s", out.String())
+		}
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			s.stop()
+		}
+	}()
+	usage := s.usage()
+	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage block lacks %q:\n%s", want, usage)
+		}
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- s.wait(ctx) }()
+
+	code := createLink(t, "http://"+cfg.Layout.OriginAPI, s.key, "https://example.com/local-system")
+	redirects := func(edge EdgeLayout) bool {
+		resp, err := noRedirect.Get("http://" + edge.Listen + "/" + code)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusFound && resp.Header.Get("Location") == "https://example.com/local-system"
+	}
+	for _, e := range cfg.Layout.Edges {
+		wait.For(t, 30*time.Second, e.Name+" redirects the new link", func() bool { return redirects(e) })
+	}
+
+	originPID := s.origin.cmd.Process.Pid
+	if err := syscall.Kill(originPID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill origin: %v", err)
+	}
+	<-s.origin.done
+	wait.For(t, 10*time.Second, "the origin's death reported", func() bool {
+		return strings.Contains(out.String(), "origin (pid "+strconv.Itoa(originPID)+") exited")
+	})
+	for _, e := range cfg.Layout.Edges {
+		if !redirects(e) {
+			t.Errorf("%s stopped redirecting when the origin died", e.Name)
+		}
+	}
+
+	cancel()
+	if err := <-waitErr; err != nil {
+		t.Errorf("wait: %v", err)
+	}
+	s.stop()
+	stopped = true
+	for _, c := range s.all() {
+		if !c.exitedNow() {
+			t.Errorf("%s still running after stop", c.name)
+		}
+	}
+	for _, c := range s.edges {
+		if c.err != nil {
+			t.Errorf("%s did not exit cleanly on SIGTERM: %v", c.name, c.err)
+		}
+	}
+}
+
+var noRedirect = &http.Client{
+	Timeout:       5 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func createLink(t *testing.T, origin, key, target string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"url": target})
+	req, _ := http.NewRequest(http.MethodPost, origin+"/v1/links", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("create link: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var o struct {
+		Code string `json:"code"`
+	}
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(raw, &o) != nil || o.Code == "" {
+		t.Fatalf("create link: %d %s", resp.StatusCode, raw)
+	}
+	return o.Code
+}
+
+// syncBuffer is a bytes.Buffer safe for the children's writers and the
+// test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

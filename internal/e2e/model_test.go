@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/internal/leaktest"
+	"github.com/linkpop/linkpop/link"
+)
+
+// TestRandomizedModel drives random creates (random and custom codes, every
+// redirect status, expiries), updates, deactivations and refused duplicate
+// codes through the origin API, keeps what the origin acknowledged in a
+// plain map, and then requires both edges to answer every known code and a
+// set of unknown ones exactly as the map predicts.
+//
+// LINKPOP_E2E_SEED reproduces a run; LINKPOP_E2E_OPS scales it (default
+// 300 operations).
+func TestRandomizedModel(t *testing.T) {
+	leaktest.Check(t)
+	seed := envUint(t, "LINKPOP_E2E_SEED", rand.Uint64())
+	ops := int(envUint(t, "LINKPOP_E2E_OPS", 300))
+	t.Logf("seed %d, %d ops (reproduce with LINKPOP_E2E_SEED=%d)", seed, ops, seed)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+
+	s := newSystem(t)
+	g := &generator{t: t, r: r, api: s.api, m: model{}}
+	for i := 0; i < ops; i++ {
+		g.step(i)
+	}
+	t.Logf("model: %d links (%d created, %d updated, %d deactivated, %d duplicate codes refused)",
+		len(g.m), g.created, g.updated, g.disabled, g.refused)
+
+	// Expiries are either an hour away or under a second away at the
+	// time they were set: wait until the near ones have passed by more
+	// than a second, so no check lands near an expiry.
+	if d := time.Until(g.lastNear); d > -time.Second {
+		time.Sleep(d + time.Second + 10*time.Millisecond)
+	}
+	s.converge(g.m, unknownCodes(r, 50))
+}
+
+// TestPropagation follows one link through its life on both edges.
+func TestPropagation(t *testing.T) {
+	leaktest.Check(t)
+	s := newSystem(t)
+	m := model{}
+
+	o := s.api.create(t, map[string]any{"url": "https://example.com/first"})
+	m[o.Code] = o.want(t)
+	perm := s.api.create(t, map[string]any{"url": "https://example.com/permanent", "code": "perm-link", "redirect": 308})
+	m[perm.Code] = perm.want(t)
+	if m[o.Code].redirect != 302 || m[perm.Code].redirect != 308 {
+		t.Fatalf("redirects %d and %d, want 302 and 308", m[o.Code].redirect, m[perm.Code].redirect)
+	}
+	s.converge(m, []string{"never-created"})
+
+	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+o.Code, map[string]any{"url": "https://example.org/second"})
+	if o.URL != "https://example.org/second" {
+		t.Fatalf("updated url %q", o.URL)
+	}
+	m[o.Code] = o.want(t)
+	s.converge(m, nil)
+
+	o = s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+o.Code, nil)
+	m[o.Code] = o.want(t)
+	if m[o.Code].active {
+		t.Fatalf("deactivated link has status %q", o.Status)
+	}
+	s.converge(m, nil)
+}
+
+// generator performs random operations and keeps the model.
+type generator struct {
+	t   *testing.T
+	r   *rand.Rand
+	api *apiClient
+	m   model
+
+	codes    []string  // every created code, in creation order
+	custom   []string  // the custom ones
+	lastNear time.Time // the latest near expiry set so far
+
+	created, updated, disabled, refused int
+}
+
+func (g *generator) step(i int) {
+	switch p := g.r.IntN(100); {
+	case p < 50 || len(g.codes) == 0:
+		g.create(i)
+	case p < 78:
+		g.update(i)
+	case p < 93:
+		g.disable()
+	default:
+		g.duplicate(i)
+	}
+}
+
+func (g *generator) create(i int) {
+	fields := map[string]any{"url": g.target(i)}
+	if g.r.IntN(10) < 4 {
+		fields["code"] = "m" + randString(g.r, 4+g.r.IntN(10), codeAlphabet)
+	}
+	if rd := g.redirect(); rd != 0 {
+		fields["redirect"] = rd
+	}
+	if exp, ok := g.expiry(false); ok {
+		fields["expires_at"] = exp
+	}
+	o := g.api.create(g.t, fields)
+	g.checkAck(o, fields)
+	if _, dup := g.m[o.Code]; dup {
+		g.t.Fatalf("create %v returned existing code %s", fields, o.Code)
+	}
+	g.m[o.Code] = o.want(g.t)
+	g.codes = append(g.codes, o.Code)
+	if _, ok := fields["code"]; ok {
+		g.custom = append(g.custom, o.Code)
+	}
+	g.created++
+}
+
+func (g *generator) update(i int) {
+	code := g.codes[g.r.IntN(len(g.codes))]
+	fields := map[string]any{}
+	for len(fields) == 0 {
+		if g.r.IntN(2) == 0 {
+			fields["url"] = g.target(i)
+		}
+		if g.r.IntN(3) == 0 {
+			if rd := g.redirect(); rd != 0 {
+				fields["redirect"] = rd
+			}
+		}
+		if g.r.IntN(3) == 0 {
+			if exp, ok := g.expiry(true); ok {
+				fields["expires_at"] = exp
+			}
+		}
+	}
+	o := g.api.mustDo(g.t, http.StatusOK, http.MethodPatch, "/v1/links/"+code, fields)
+	g.checkAck(o, fields)
+	g.m[code] = o.want(g.t)
+	g.updated++
+}
+
+func (g *generator) disable() {
+	code := g.codes[g.r.IntN(len(g.codes))]
+	o := g.api.mustDo(g.t, http.StatusOK, http.MethodDelete, "/v1/links/"+code, nil)
+	if o.Code != code || o.Status != "disabled" {
+		g.t.Fatalf("DELETE %s answered %+v", code, o)
+	}
+	g.m[code] = o.want(g.t)
+	g.disabled++
+}
+
+// duplicate asks for a custom code that is taken: 409, model unchanged.
+func (g *generator) duplicate(i int) {
+	if len(g.custom) == 0 {
+		g.create(i)
+		return
+	}
+	code := g.custom[g.r.IntN(len(g.custom))]
+	status, _, raw, err := g.api.do(http.MethodPost, "/v1/links", map[string]any{"url": g.target(i), "code": code})
+	if err != nil || status != http.StatusConflict || !strings.Contains(string(raw), `"code_taken"`) {
+		g.t.Fatalf("create with taken code %s: %d %s %v, want 409 code_taken", code, status, raw, err)
+	}
+	g.refused++
+}
+
+// checkAck verifies the acknowledged object reflects the request.
+func (g *generator) checkAck(o linkObject, fields map[string]any) {
+	g.t.Helper()
+	if u, ok := fields["url"].(string); ok {
+		want, err := link.URLPolicy{}.NormalizeURL(u)
+		if err != nil {
+			g.t.Fatalf("test target %q is invalid: %v", u, err)
+		}
+		if o.URL != want {
+			g.t.Fatalf("link %s: url %q, want %q", o.Code, o.URL, want)
+		}
+	}
+	if c, ok := fields["code"].(string); ok && o.Code != c {
+		g.t.Fatalf("custom code %q answered as %q", c, o.Code)
+	}
+	if rd, ok := fields["redirect"].(int); ok && o.Redirect != rd {
+		g.t.Fatalf("link %s: redirect %d, want %d", o.Code, o.Redirect, rd)
+	}
+	if o.Revision == 0 {
+		g.t.Fatalf("link %s: revision 0", o.Code)
+	}
+}
+
+// target is a random valid target URL; some have Unicode hosts, stored in
+// IDNA ASCII form.
+func (g *generator) target(i int) string {
+	switch g.r.IntN(10) {
+	case 0:
+		return fmt.Sprintf("https://bücher-%d.example/ä?n=%d", g.r.IntN(3), i)
+	case 1:
+		return fmt.Sprintf("http://Example.COM:80/p/%d#frag", i)
+	default:
+		return fmt.Sprintf("https://example%d.com/%s/%d?q=%s", g.r.IntN(5), randString(g.r, 1+g.r.IntN(12), codeAlphabet), i, randString(g.r, g.r.IntN(6), codeAlphabet))
+	}
+}
+
+// redirect is 0 (leave the default) or one of the four statuses.
+func (g *generator) redirect() int {
+	return []int{0, 0, 301, 302, 307, 308}[g.r.IntN(6)]
+}
+
+// expiry returns an expires_at value to send: an hour away, or under a
+// second away (expired by the time the edges are checked), or, in an
+// update, null to clear it. ok is false for "no expiry field".
+func (g *generator) expiry(update bool) (any, bool) {
+	switch p := g.r.IntN(100); {
+	case p < 15:
+		return time.Now().Add(time.Hour + time.Duration(g.r.IntN(3600))*time.Second).UTC().Format(time.RFC3339Nano), true
+	case p < 30:
+		at := time.Now().Add(300*time.Millisecond + time.Duration(g.r.IntN(500))*time.Millisecond)
+		if at.After(g.lastNear) {
+			g.lastNear = at
+		}
+		return at.UTC().Format(time.RFC3339Nano), true
+	case p < 40 && update:
+		return nil, true
+	}
+	return nil, false
+}
+
+const codeAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+func randString(r *rand.Rand, n int, alphabet string) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return string(b)
+}
+
+// unknownCodes are valid codes no test creates: random codes are 7
+// characters and custom ones start with "m".
+func unknownCodes(r *rand.Rand, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "zz" + randString(r, 9, codeAlphabet)
+	}
+	return out
+}
+
+func envUint(t testing.TB, name string, def uint64) uint64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return n
+}
