@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -143,4 +144,18 @@ func timeParallel(b *testing.B, workers, per int, do func() error) time.Duration
 	}
 	wg.Wait()
 	return time.Since(start)
+}
+
+// BenchmarkLatencyHistogram is what the request duration histogram adds to
+// every request (parallel, so its mutex is contended as in production).
+// Compare it with edge-ns/req of BenchmarkResolveListener.
+func BenchmarkLatencyHistogram(b *testing.B) {
+	h := metrics.NewSet().NewHistogram("linkpop_bench_seconds")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		start := time.Now()
+		for pb.Next() {
+			h.Update(time.Since(start).Seconds())
+		}
+	})
 }

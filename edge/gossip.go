@@ -223,20 +223,25 @@ func (g *gossip) members() []Member {
 	return out
 }
 
-// memberlistLog routes memberlist's "[LEVEL] memberlist: msg" lines to
-// slog: warnings and errors as Warn, the rest as Debug.
+// memberlistLog routes memberlist's "date [LEVEL] memberlist: msg" lines
+// to slog: warnings and errors as Warn, the rest as Debug.
 type memberlistLog struct{ log *slog.Logger }
 
 func (w *memberlistLog) Write(p []byte) (int, error) {
+	line := bytes.TrimSpace(p)
 	level := slog.LevelDebug
-	if i := bytes.IndexByte(p, '['); i >= 0 {
-		rest := p[i:]
-		if bytes.HasPrefix(rest, []byte("[WARN]")) || bytes.HasPrefix(rest, []byte("[ERR]")) {
+	if i := bytes.IndexByte(line, '['); i >= 0 {
+		line = line[i:]
+		if bytes.HasPrefix(line, []byte("[WARN]")) || bytes.HasPrefix(line, []byte("[ERR]")) {
 			level = slog.LevelWarn
 		}
+		if j := bytes.IndexByte(line, ']'); j >= 0 {
+			line = bytes.TrimSpace(line[j+1:])
+		}
+		line = bytes.TrimPrefix(line, []byte("memberlist: "))
 	}
 	if w.log.Enabled(context.Background(), level) {
-		w.log.Log(context.Background(), level, "memberlist", "msg", string(bytes.TrimSpace(p)))
+		w.log.Log(context.Background(), level, "memberlist: "+string(line))
 	}
 	return len(p), nil
 }

@@ -115,7 +115,7 @@ func TestRedirectContract(t *testing.T) {
 		{`linkpop_edge_requests_total{status="404"}`, 18},
 		{`linkpop_edge_requests_total{status="405"}`, 5},
 		{`linkpop_edge_requests_total{status="410"}`, 3},
-		{`linkpop_edge_request_duration_seconds_count`, 35},
+		{`linkpop_edge_request_duration_seconds_count`, 1}, // sampled: 1 request in 8,
 		{`linkpop_edge_ready`, 1},
 		{`linkpop_replica_links`, 7},
 		{`process_resident_memory_bytes`, 1},
