@@ -1,0 +1,196 @@
+package harness
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Markdown renders the report as the tables the README embeds.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	m := r.Machine
+	p("### linkpop benchmark, %s (%s mode)\n\n", r.StartedAt, r.Mode)
+	p("Machine: %d × %s, %s RAM, %s, %s. Load generator: %s. Command: `%s`.\n\n",
+		m.CPUs, orDash(m.CPUModel), bytesStr(m.MemoryBytes), orDash(m.Kernel), m.GoVersion, orDash(m.Wrk), r.Command)
+	p("%s links, base62 codes of %d characters (%d case-insensitive collisions in the first draw, redrawn: nginx map keys and golink IDs ignore case). ",
+		num(r.Dataset.Links), r.Dataset.CodeLength, r.Dataset.CaseCollisions)
+	p("Pinning: %s.\n\n", r.Settings.Pinning)
+
+	if rr := r.Redirect; rr != nil {
+		p("#### Redirects: %s links, keep-alive, wrk -t %d, %g s runs, %d alternated rounds, medians\n\n",
+			num(r.Dataset.Links), r.Settings.WrkThreads, r.Settings.RunSeconds, r.Settings.Rounds)
+		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine.\n\n")
+		var keys []string
+		for _, s := range rr.Summary {
+			k := s.Distribution + "\x00" + strconv.Itoa(s.Connections)
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | peak RSS | ≥400 / socket errors |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, k := range keys {
+			for _, s := range rr.Summary {
+				if s.Distribution+"\x00"+strconv.Itoa(s.Connections) != k {
+					continue
+				}
+				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %s | %d / %d |\n",
+					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.P50Ms, s.P99Ms, s.P999Ms,
+					s.P99DeltaMs, s.CPUCores, s.CPUMicros, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+			}
+		}
+		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---|\n", num(r.Dataset.Links))
+		for _, s := range rr.Systems {
+			check := mix(s.Verify)
+			if s.Skipped != "" {
+				check = "not measured: " + s.Skipped
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", s.Name, mdEscape(s.Description), secs(s.LoadSeconds), secs(s.StartSeconds), bytesStr(s.MemoryLoaded.RSS), mdEscape(check))
+		}
+		for _, s := range rr.Systems {
+			for _, n := range s.Notes {
+				p("\n- %s: %s", s.Name, mdEscape(n))
+			}
+		}
+		p("\n\n")
+	}
+
+	if bs := r.Bootstrap; bs != nil {
+		p("#### Bootstrap and catch-up\n\n| measure | value |\n|---|---:|\n")
+		p("| publish %s links into the stream (async, ≤ %d awaiting ack) | %s (%s/s) |\n", num(bs.Links), bs.PublishConcurrency, secs(bs.PublishSeconds), num(int(bs.PublishPerSecond)))
+		p("| fresh edge → /readyz | %s |\n| fresh edge → whole stream applied | %s |\n", secs(bs.ReadySeconds), secs(bs.CaughtUpSeconds))
+		if bs.RestartReadySeconds > 0 {
+			p("| edge restart with its replica → /readyz | %s |\n", secs(bs.RestartReadySeconds))
+		}
+		if bs.SecondEdgeCaughtUpSeconds > 0 {
+			p("| second fresh edge (origin running) → whole stream applied | %s |\n", secs(bs.SecondEdgeCaughtUpSeconds))
+		}
+		if c := r.Catchup; c != nil {
+			p("| edge down while %s changes were published (%s) → /readyz | %s |\n", num(c.Changes), secs(c.PublishSeconds), secs(c.ReadySeconds))
+			p("| … → lag 0 | %s (%s changes/s) |\n", secs(c.CaughtUpSeconds), num(int(c.ChangesPerSecond)))
+		}
+		p("\n")
+	}
+
+	if f := r.Footprint; f != nil {
+		p("#### Edge footprint at %s links\n\n| measure | value |\n|---|---:|\n", num(f.Links))
+		p("| RSS after bootstrap | %s |\n| RSS after the redirect runs (hot cache %s entries) | %s (%.0f B/link) |\n| peak RSS | %s |\n| replica on disk | %s (%.0f B/link) |\n\n",
+			bytesStr(f.MemoryReady.RSS), num(f.HotCacheEntries), bytesStr(f.MemoryAfterLoad.RSS), f.RSSBytesPerLink,
+			bytesStr(max(f.MemoryAfterLoad.Peak, f.MemoryReady.Peak)), bytesStr(f.DiskBytes), f.DiskBytesPerLink)
+	}
+
+	if f := r.Flood; f != nil && f.Known != nil {
+		p("#### Negative flood: unknown random codes at full speed on one edge\n\n")
+		p("| measure | value |\n|---|---:|\n")
+		p("| unknown codes answered | %s req/s, %s requests, %d not 4xx |\n", num(int(f.UnknownRPS)), num(int(f.Unknown.Requests)), f.UnknownNot404)
+		p("| known-code p99 (%d connections) alone → during the flood | %.2f ms → %.2f ms |\n", r.Settings.FloodKnownConnections, f.KnownP99BaselineMs, f.KnownP99FloodMs)
+		p("| known-code req/s alone → during the flood | %s → %s |\n", num(int(f.Baseline.RPS())), num(int(f.Known.RPS())))
+		p("| edge RSS before → after | %s → %s (%+.1f MiB) |\n\n", bytesStr(f.MemoryBefore.RSS), bytesStr(f.MemoryAfter.RSS), float64(f.RSSGrowthBytes)/(1<<20))
+	}
+
+	if w := r.Writes; w != nil {
+		p("#### Origin writes: creates through the API, each acknowledged after a synced commit\n\n")
+		p("| concurrency | creates/s | p50 ms | p99 ms | max ms | outbox → stream drain after the run | statuses |\n|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, run := range w.Runs {
+			p("| %d | %s | %.2f | %.2f | %.2f | %.1f ms | %s |\n", run.Concurrency, num(int(run.PerSecond)), run.P50Ms, run.P99Ms, run.MaxMs, run.DrainMs, mix(run.Statuses))
+		}
+		p("\n")
+	}
+
+	if pr := r.Propagation; pr != nil {
+		p("#### Propagation to %d edges, %s links, load: %s\n\n", pr.Edges, num(pr.Links), pr.Load)
+		p("| event | edge | count | p50 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|\n")
+		for _, ev := range []struct {
+			name string
+			ls   LatencyStats
+		}{{"create (201) → 302", pr.Create}, {"deactivate → 410", pr.Deactivate}} {
+			a := ev.ls.All
+			p("| %s | every edge | %d | %.2f | %.2f | %.2f |\n", ev.name, a.Count, a.P50Ms, a.P99Ms, a.MaxMs)
+			for _, name := range slices.Sorted(maps.Keys(ev.ls.PerEdge)) {
+				e := ev.ls.PerEdge[name]
+				p("| | %s | %d | %.2f | %.2f | %.2f |\n", name, e.Count, e.P50Ms, e.P99Ms, e.MaxMs)
+			}
+		}
+		if len(pr.Failures) > 0 {
+			p("\nFailures: %s\n", mdEscape(strings.Join(pr.Failures, "; ")))
+		}
+		p("\n")
+	}
+
+	if len(r.Skipped) > 0 || len(r.Errors) > 0 {
+		p("#### Not measured\n\n")
+		for _, k := range slices.Sorted(maps.Keys(r.Skipped)) {
+			p("- %s: skipped, %s\n", k, mdEscape(r.Skipped[k]))
+		}
+		for _, e := range r.Errors {
+			p("- error: %s\n", mdEscape(firstLine(e)))
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+func mix(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func secs(s float64) string {
+	if s == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f s", s)
+}
+
+func bytesStr(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// num formats n with thousands separators.
+func num(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}

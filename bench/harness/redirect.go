@@ -1,0 +1,286 @@
+package harness
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// verifySample is how many known and unknown codes the correctness check
+// requests from each system.
+const verifySample = 200
+
+// redirect is the side-by-side comparison: every system serves the same
+// links and is measured with the same wrk script, in alternated rounds.
+func (h *harness) redirect() error {
+	if h.wrk == "" {
+		return fmt.Errorf("wrk not found: %w", errSkipped)
+	}
+	r := &RedirectReport{}
+	h.rep.Redirect = r
+	var servers []*server
+	defer func() {
+		for _, s := range servers {
+			if s.name != SysLinkpop {
+				s.stop()
+			}
+		}
+	}()
+	for _, name := range h.cfg.Systems {
+		info := SystemInfo{Name: name}
+		s, err := h.startSystem(&info)
+		if err != nil {
+			info.Skipped = err.Error()
+			h.log.Warn("system not measured", "system", name, "err", err)
+		} else {
+			info.MemoryLoaded = readMemory(s.pids())
+			info.Verify, info.VerifyErrors = h.verify(s)
+			if len(info.VerifyErrors) > 0 {
+				info.Skipped = "wrong answers: " + info.VerifyErrors[0]
+				if s.name != SysLinkpop {
+					s.stop()
+				}
+			} else {
+				servers = append(servers, s)
+			}
+		}
+		r.Systems = append(r.Systems, info)
+	}
+	if len(servers) == 0 {
+		return fmt.Errorf("no system could be measured")
+	}
+
+	m := h.cfg.PathsPerFile
+	for _, dist := range h.cfg.Distributions {
+		if h.cfg.Warmup > 0 {
+			for _, s := range servers {
+				run, err := h.measure(s, dist, h.cfg.Connections[0], -1, 0, h.cfg.Warmup)
+				if err != nil {
+					return err
+				}
+				r.Runs = append(r.Runs, run)
+			}
+		}
+		for _, conns := range h.cfg.Connections {
+			for round := range h.cfg.Rounds {
+				// Rotate the order so no system always runs first.
+				order := slices.Clone(servers)
+				k := round % len(order)
+				order = append(order[k:], order[:k]...)
+				offset := round * (m / h.cfg.Rounds)
+				for _, s := range order {
+					h.log.Info("run", "dist", dist, "conns", conns, "round", round+1, "system", s.name)
+					run, err := h.measure(s, dist, conns, round, offset, h.cfg.Duration)
+					if err != nil {
+						return err
+					}
+					r.Runs = append(r.Runs, run)
+				}
+			}
+		}
+	}
+	r.Summary = summarize(r.Runs)
+	h.footprint()
+	return nil
+}
+
+// startSystem starts one system with every link loaded and fills in how.
+func (h *harness) startSystem(info *SystemInfo) (*server, error) {
+	n := len(h.data.codes)
+	switch info.Name {
+	case SysLinkpop:
+		info.Description = "linkpop edge (bin/edge): links published to the change stream with replication.Publisher, replayed by a fresh edge into its Pebble replica"
+		info.LoadSeconds = h.rep.Bootstrap.PublishSeconds + h.rep.Bootstrap.CaughtUpSeconds
+		info.StartSeconds = h.rep.Bootstrap.CaughtUpSeconds
+		info.Notes = append(info.Notes,
+			fmt.Sprintf("publish %.1f s (%.0f/s), fresh edge to /readyz %.1f s, to the whole stream applied %.1f s; start_seconds is the fresh bootstrap (a restart with its replica: see bootstrap)",
+				h.rep.Bootstrap.PublishSeconds, h.rep.Bootstrap.PublishPerSecond, h.rep.Bootstrap.ReadySeconds, h.rep.Bootstrap.CaughtUpSeconds))
+		s := h.edge1.server
+		s.name = SysLinkpop
+		return &s, nil
+	case SysBare302:
+		info.Description = "bare fasthttp server answering every request with the same 302 (bench/cmd/bare302): the ceiling"
+		begin := time.Now()
+		s, err := h.startBare302()
+		info.StartSeconds = time.Since(begin).Seconds()
+		return s, err
+	case SysNginx:
+		if h.nginx == "" {
+			return nil, fmt.Errorf("nginx not found")
+		}
+		info.Description = fmt.Sprintf("%s, worker_processes 1, map $uri of %d links, return 302, access_log off, keepalive_requests 1000000", h.rep.Machine.Nginx, n)
+		dir := filepath.Join(h.cfg.WorkDir, "nginx")
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		begin := time.Now()
+		conf, err := h.writeNginxConfig(dir, addr)
+		if err != nil {
+			return nil, err
+		}
+		gen := time.Since(begin)
+		s, took, err := h.startNginx(dir, addr, conf)
+		if err != nil {
+			return nil, err
+		}
+		info.StartSeconds = took.Seconds()
+		info.LoadSeconds = (gen + took).Seconds()
+		info.Notes = append(info.Notes, fmt.Sprintf("map file written in %.1f s; nginx builds the map hash on every start", gen.Seconds()))
+		return s, nil
+	case SysGolink:
+		if h.golink == "" {
+			return nil, fmt.Errorf("golink binary not found (bench/run.sh builds it; BENCH_SKIP_GOLINK=1 skips it)")
+		}
+		info.Description = fmt.Sprintf("tailscale golink v1.0.0 -dev-listen (net/http, SQLite via modernc.org/sqlite), %d links imported with -snapshot", n)
+		db, err := h.prepareGolink(info)
+		if err != nil {
+			return nil, err
+		}
+		s, took, err := h.startGolink(db)
+		if err != nil {
+			return nil, err
+		}
+		info.StartSeconds = took.Seconds()
+		return s, nil
+	}
+	return nil, fmt.Errorf("unknown system %q", info.Name)
+}
+
+// verify requests a sample of known and unknown codes and checks every
+// answer: the status mix, and the first wrong answers.
+func (h *harness) verify(s *server) (map[string]int, []string) {
+	mix := map[string]int{}
+	var errs []string
+	bad := func(format string, args ...any) {
+		if len(errs) < 5 {
+			errs = append(errs, fmt.Sprintf(format, args...))
+		}
+	}
+	n := len(h.data.codes)
+	step := max(n/verifySample, 1)
+	check := func(code, wantLoc string, want int) {
+		st, loc, _, err := h.get("http://" + s.addr + "/" + code)
+		if err != nil {
+			mix["error"]++
+			bad("GET /%s: %v", code, err)
+			return
+		}
+		mix[strconv.Itoa(st)]++
+		switch {
+		case st != want:
+			bad("GET /%s: %d, want %d", code, st, want)
+		case wantLoc != "" && loc != wantLoc:
+			bad("GET /%s: Location %q, want %q", code, loc, wantLoc)
+		}
+	}
+	for i := 0; i < n; i += step {
+		want := h.data.targets[i]
+		if s.name == SysBare302 {
+			want = ""
+		}
+		check(h.data.codes[i], want, 302)
+	}
+	for range verifySample / 4 {
+		want := 404
+		if s.name == SysBare302 {
+			want = 302
+		}
+		check(h.data.unknownCode(), "", want)
+	}
+	return mix, errs
+}
+
+// measure runs wrk against s once and samples the server's CPU and
+// memory.
+func (h *harness) measure(s *server, dist string, conns, round, offset int, d time.Duration) (RedirectRun, error) {
+	if err := h.ctx.Err(); err != nil {
+		return RedirectRun{}, err
+	}
+	pids := s.pids()
+	cpu0 := cpuSeconds(pids)
+	res, err := h.runWrk(wrkJob{url: s.url(), paths: h.paths[dist], offset: offset, conns: conns, duration: d})
+	if err != nil {
+		return RedirectRun{}, fmt.Errorf("%s %s c=%d: %w", s.name, dist, conns, err)
+	}
+	cpu := cpuSeconds(pids) - cpu0
+	run := RedirectRun{
+		Distribution: dist, Connections: conns, Round: round, System: s.name,
+		RPS: res.RPS(), P50US: res.LatencyUS.P50, P99US: res.LatencyUS.P99, P999US: res.LatencyUS.P999,
+		StatusErrors: res.Errors.Status, SocketErrors: res.SocketErrors(),
+		Memory: readMemory(pids), Wrk: res,
+	}
+	if res.DurationUS > 0 {
+		run.CPUCores = cpu / (float64(res.DurationUS) / 1e6)
+	}
+	if res.Requests > 0 {
+		run.CPUMicrosPerRequest = cpu * 1e6 / float64(res.Requests)
+	}
+	return run, nil
+}
+
+// summarize takes medians over rounds and ratios to bare302 per round.
+func summarize(runs []RedirectRun) []RedirectSummary {
+	type key struct {
+		dist  string
+		conns int
+	}
+	type rk struct {
+		key
+		round int
+	}
+	bare := map[rk]RedirectRun{}
+	var keys []key
+	var systems []string
+	for _, r := range runs {
+		if r.Round < 0 {
+			continue
+		}
+		k := key{r.Distribution, r.Connections}
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+		if !slices.Contains(systems, r.System) {
+			systems = append(systems, r.System)
+		}
+		if r.System == SysBare302 {
+			bare[rk{k, r.Round}] = r
+		}
+	}
+	var out []RedirectSummary
+	for _, k := range keys {
+		for _, sys := range systems {
+			var rps, p50, p99, p999, cpu, cpuReq, ratio, delta []float64
+			s := RedirectSummary{Distribution: k.dist, Connections: k.conns, System: sys}
+			for _, r := range runs {
+				if r.Round < 0 || r.System != sys || r.Distribution != k.dist || r.Connections != k.conns {
+					continue
+				}
+				s.Rounds++
+				rps = append(rps, r.RPS)
+				p50 = append(p50, float64(r.P50US)/1e3)
+				p99 = append(p99, float64(r.P99US)/1e3)
+				p999 = append(p999, float64(r.P999US)/1e3)
+				cpu = append(cpu, r.CPUCores)
+				cpuReq = append(cpuReq, r.CPUMicrosPerRequest)
+				s.PeakRSS = max(s.PeakRSS, r.Memory.Peak)
+				s.StatusErrors += r.StatusErrors
+				s.SocketErrors += r.SocketErrors
+				if b, ok := bare[rk{k, r.Round}]; ok && b.RPS > 0 {
+					ratio = append(ratio, r.RPS/b.RPS)
+					delta = append(delta, float64(r.P99US-b.P99US)/1e3)
+				}
+			}
+			if s.Rounds == 0 {
+				continue
+			}
+			s.RPS, s.P50Ms, s.P99Ms, s.P999Ms = median(rps), median(p50), median(p99), median(p999)
+			s.CPUCores, s.CPUMicros = median(cpu), median(cpuReq)
+			s.RatioRPS, s.P99DeltaMs = median(ratio), median(delta)
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,187 @@
+package harness_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/bench/harness"
+	"github.com/linkpop/linkpop/internal/leaktest"
+)
+
+// TestSmoke runs every section of the benchmark with tiny sizes, so the
+// harness cannot rot: 200 links, 1-second runs, one round, linkpop,
+// bare302 and nginx (golink is left to `make bench`). wrk and nginx are
+// installed by .ci/run; without them the parts that need them are skipped
+// and the report must say so.
+func TestSmoke(t *testing.T) {
+	leaktest.Check(t)
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator),
+		"github.com/linkpop/linkpop/cmd/edge", "github.com/linkpop/linkpop/cmd/origin",
+		"github.com/linkpop/linkpop/bench/cmd/bare302")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	_, wrkErr := exec.LookPath("wrk")
+	haveWrk := wrkErr == nil
+	haveNginx := nginxPath() != ""
+	systems := []string{harness.SysLinkpop, harness.SysBare302}
+	if haveNginx {
+		systems = append(systems, harness.SysNginx)
+	} else {
+		t.Log("nginx not installed: the nginx reference is not smoke-tested (.ci/run installs it)")
+	}
+	if !haveWrk {
+		t.Log("wrk not installed: the redirect and flood sections must report themselves skipped (.ci/run installs wrk)")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := harness.Config{
+		BinDir:                     bin,
+		WorkDir:                    t.TempDir(),
+		Links:                      200,
+		PathsPerFile:               2000,
+		Systems:                    systems,
+		Connections:                []int{8},
+		Duration:                   time.Second,
+		Warmup:                     -1,
+		Rounds:                     1,
+		WriteConcurrency:           []int{1, 4},
+		WriteDuration:              500 * time.Millisecond,
+		PropagationLinks:           20,
+		PropagationWorkers:         4,
+		PropagationLoadConnections: 4,
+		CatchupChanges:             50,
+		FloodDuration:              time.Second,
+		FloodConnections:           8,
+		FloodKnownConnections:      2,
+		Mode:                       "smoke",
+		Command:                    "go test ./bench/harness -run TestSmoke",
+		Logger:                     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	rep, err := harness.Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Errorf("sections failed: %q", rep.Errors)
+	}
+	out := t.TempDir()
+	path, err := rep.WriteFiles(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"latest.json", "latest.md", filepath.Base(path)} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s missing or empty: %v", f, err)
+		}
+	}
+
+	// The JSON has every section.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"machine", "config", "dataset", "bootstrap", "footprint", "catchup", "writes", "propagation"}
+	if haveWrk {
+		want = append(want, "redirect", "flood")
+	} else {
+		for _, s := range []string{harness.SecRedirect, harness.SecFlood} {
+			if rep.Skipped[s] == "" {
+				t.Errorf("wrk missing but section %s not reported skipped", s)
+			}
+		}
+	}
+	for _, k := range want {
+		if len(doc[k]) == 0 || string(doc[k]) == "null" {
+			t.Errorf("report has no %q section", k)
+		}
+	}
+
+	if haveWrk {
+		// Every measured system answered only redirects for known codes.
+		measured := map[string]bool{}
+		for _, s := range rep.Redirect.Summary {
+			measured[s.System] = true
+			if s.StatusErrors != 0 || s.SocketErrors != 0 {
+				t.Errorf("%s %s c=%d: %d status and %d socket errors", s.System, s.Distribution, s.Connections, s.StatusErrors, s.SocketErrors)
+			}
+			if s.RPS <= 0 || s.RatioRPS <= 0 {
+				t.Errorf("%s %s: rps %v ratio %v", s.System, s.Distribution, s.RPS, s.RatioRPS)
+			}
+		}
+		for _, info := range rep.Redirect.Systems {
+			if info.Skipped != "" {
+				t.Errorf("system %s not measured: %s", info.Name, info.Skipped)
+				continue
+			}
+			if !measured[info.Name] {
+				t.Errorf("system %s has no summary", info.Name)
+			}
+			if info.Verify["302"] == 0 {
+				t.Errorf("system %s: no 302 in its check: %v", info.Name, info.Verify)
+			}
+		}
+		if f := rep.Flood; f.UnknownNot404 != 0 || f.Unknown.Requests == 0 {
+			t.Errorf("flood: %d unknown requests, %d not 4xx", f.Unknown.Requests, f.UnknownNot404)
+		}
+	}
+	if p := rep.Propagation; p.Create.All.Count != cfg.PropagationLinks || p.Deactivate.All.Count != cfg.PropagationLinks {
+		t.Errorf("propagation: %d creates and %d deactivations seen on every edge, want %d; failures %q",
+			p.Create.All.Count, p.Deactivate.All.Count, cfg.PropagationLinks, p.Failures)
+	}
+	for _, r := range rep.Writes.Runs {
+		if r.Created == 0 {
+			t.Errorf("writes c=%d: nothing created: %v", r.Concurrency, r.Statuses)
+		}
+	}
+	if c := rep.Catchup; c.CaughtUpSeconds <= 0 {
+		t.Errorf("catch-up not measured: %+v", c)
+	}
+	if f := rep.Footprint; f.DiskBytes <= 0 || f.ReplicaLinksCount < uint64(cfg.Links) {
+		t.Errorf("footprint: %+v", f)
+	}
+	md := rep.Markdown()
+	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Origin writes", "Propagation"}
+	if haveWrk {
+		heads = append(heads, "Redirects", "Negative flood")
+	}
+	for _, h := range heads {
+		if !strings.Contains(md, h) {
+			t.Errorf("markdown lacks %q:\n%s", h, md)
+		}
+	}
+}
+
+func nginxPath() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/nginx", "/sbin/nginx"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// testWriter sends the harness's progress to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
