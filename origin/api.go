@@ -96,8 +96,10 @@ func (p *headerProbe) WriteHeader(status int) {
 	}
 }
 
-// serve authenticates, authorizes and rate-limits one API call, bounds
-// its body and calls the route.
+// serve authenticates, rate-limits and authorizes one API call (a
+// refused call still spends a token, so probing scopes is limited too),
+// bounds its body and calls the route. It holds storeMu for reading
+// throughout, so the store cannot close under a request.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 	s.storeMu.RLock()
 	defer s.storeMu.RUnlock()
@@ -111,11 +113,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
 		info.key = p.id
 	}
-	if !p.has(rt.scope) {
-		return withDetail(ErrForbidden, fmt.Sprintf("this call needs scope %q", rt.scope))
-	}
 	if err := s.allow(w, p); err != nil {
 		return err
+	}
+	if !p.has(rt.scope) {
+		return withDetail(ErrForbidden, fmt.Sprintf("this call needs scope %q", rt.scope))
 	}
 	if rt.body {
 		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/natstest"
+	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -72,6 +73,13 @@ func apiStart(t *testing.T, mod func(*origin.Config)) *apiOrigin {
 			t.Errorf("Run: %v", err)
 		}
 		o.client.CloseIdleConnections()
+	})
+	// Creating the stream races a JetStream shutdown at the end of a short
+	// test (nats-server then leaks the stream's goroutines), so every test
+	// starts with the stream in place.
+	wait.For(t, 20*time.Second, "the change stream to exist", func() bool {
+		_, b := o.readyz()
+		return b["stream"] == "ready"
 	})
 	return o
 }

@@ -343,6 +343,15 @@ func TestShutdownDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
+	wait.For(t, 20*time.Second, "the change stream to exist", func() bool {
+		resp, err := http.Get("http://" + srv.AdminAddr() + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"stream":"ready"`)
+	})
 
 	// With Expect: 100-continue the server says "100 Continue" when the
 	// handler starts reading the body: from then on the request is in
