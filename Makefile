@@ -38,9 +38,10 @@ crash-soak: ## origin crash-durability test with 1,000 SIGKILL trials
 	LINKPOP_CRASH_TRIALS=1000 $(GO) test -count=1 -timeout 120m -run TestCrashDurability -v ./origin/
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for t in $$($(GO) test -list '^Fuzz' ./link/ | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) ./link/ || exit 1; done
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for p in ./link/ ./origin/; do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) $$p || exit 1; done; done
 
 .PHONY: generate
 generate: ## regenerate protobuf code (installs protoc and protoc-gen-go when missing)
