@@ -308,18 +308,23 @@ func checkEdge(name, base string, m model, unknown []string) error {
 		codes = append(codes, c)
 	}
 	slices.Sort(codes)
-	for _, code := range codes {
+	for i, code := range codes {
 		now := time.Now()
 		status, loc, unsure := m[code].answer(now)
 		if unsure {
 			continue
 		}
-		if msg := checkCode(base, code, status, loc); msg != "" {
+		if msg := checkCode(http.MethodGet, base, code, status, loc); msg != "" {
 			bad = append(bad, msg)
+		}
+		if i%4 == 0 { // HEAD answers like GET
+			if msg := checkCode(http.MethodHead, base, code, status, loc); msg != "" {
+				bad = append(bad, msg)
+			}
 		}
 	}
 	for _, code := range unknown {
-		if msg := checkCode(base, code, http.StatusNotFound, ""); msg != "" {
+		if msg := checkCode(http.MethodGet, base, code, http.StatusNotFound, ""); msg != "" {
 			bad = append(bad, msg)
 		}
 	}
@@ -334,20 +339,25 @@ func checkEdge(name, base string, m model, unknown []string) error {
 	return fmt.Errorf("%s: %d mismatches:\n  %s%s", name, len(bad), strings.Join(bad, "\n  "), more)
 }
 
-// checkCode asks base for code and returns "" if the answer matches.
-func checkCode(base, code string, status int, location string) string {
-	resp, err := edgeClient.Get(base + "/" + code)
+// checkCode asks base for code with method (GET or HEAD) and returns ""
+// if the answer matches.
+func checkCode(method, base, code string, status int, location string) string {
+	req, err := http.NewRequest(method, base+"/"+code, nil)
 	if err != nil {
 		return fmt.Sprintf("%s: %v", code, err)
+	}
+	resp, err := edgeClient.Do(req)
+	if err != nil {
+		return fmt.Sprintf("%s %s: %v", method, code, err)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	gotLoc := resp.Header.Get("Location")
 	switch {
 	case resp.StatusCode != status || gotLoc != location:
-		return fmt.Sprintf("%s: got %d %q, want %d %q", code, resp.StatusCode, gotLoc, status, location)
+		return fmt.Sprintf("%s %s: got %d %q, want %d %q", method, code, resp.StatusCode, gotLoc, status, location)
 	case (status == 301 || status == 308) && !strings.Contains(resp.Header.Get("Cache-Control"), "max-age="):
-		return fmt.Sprintf("%s: %d without a bounded Cache-Control (got %q)", code, status, resp.Header.Get("Cache-Control"))
+		return fmt.Sprintf("%s %s: %d without a bounded Cache-Control (got %q)", method, code, status, resp.Header.Get("Cache-Control"))
 	}
 	return ""
 }

@@ -43,7 +43,18 @@ func TestRandomizedModel(t *testing.T) {
 	if d := time.Until(g.lastNear); d > -time.Second {
 		time.Sleep(d + time.Second + 10*time.Millisecond)
 	}
+	t.Logf("expected answers: %v", g.m.tally(time.Now()))
 	s.converge(g.m, unknownCodes(r, 50))
+}
+
+// tally counts the answers the model expects at now, by status.
+func (m model) tally(now time.Time) map[int]int {
+	n := map[int]int{}
+	for _, w := range m {
+		status, _, _ := w.answer(now)
+		n[status]++
+	}
+	return n
 }
 
 // TestPropagation follows one link through its life on both edges.
