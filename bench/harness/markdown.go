@@ -23,7 +23,7 @@ func (r *Report) Markdown() string {
 	if rr := r.Redirect; rr != nil {
 		p("#### Redirects: %s links, keep-alive, wrk -t %d, %g s runs, %d alternated rounds, medians\n\n",
 			num(r.Dataset.Links), r.Settings.WrkThreads, r.Settings.RunSeconds, r.Settings.Rounds)
-		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine.\n\n")
+		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine. Server CPU and wrk CPU are cores used during the run (1.00 = the whole pinned core): whichever is near 1.00 is the limit.\n\n")
 		var keys []string
 		for _, s := range rr.Summary {
 			k := s.Distribution + "\x00" + strconv.Itoa(s.Connections)
@@ -31,16 +31,16 @@ func (r *Report) Markdown() string {
 				keys = append(keys, k)
 			}
 		}
-		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | peak RSS | ≥400 / socket errors |\n")
-		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | wrk CPU | peak RSS | ≥400 / socket errors |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, k := range keys {
 			for _, s := range rr.Summary {
 				if s.Distribution+"\x00"+strconv.Itoa(s.Connections) != k {
 					continue
 				}
-				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %s | %d / %d |\n",
+				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f | %s | %d / %d |\n",
 					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.P50Ms, s.P99Ms, s.P999Ms,
-					s.P99DeltaMs, s.CPUCores, s.CPUMicros, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
 			}
 		}
 		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---|\n", num(r.Dataset.Links))
@@ -57,6 +57,10 @@ func (r *Report) Markdown() string {
 			}
 		}
 		p("\n\n")
+		for _, pr := range rr.Profiles {
+			p("<details><summary>perf profile of %s, %s, %d connections (%s req/s while profiled)</summary>\n\n```\n%s\n\n%s\n```\n</details>\n\n",
+				pr.System, pr.Distribution, pr.Connections, num(int(pr.RPS)), strings.Join(pr.DSOs, "\n"), strings.Join(pr.Symbols, "\n"))
+		}
 	}
 
 	if bs := r.Bootstrap; bs != nil {

@@ -83,6 +83,18 @@ func (h *harness) redirect() error {
 	}
 	r.Summary = summarize(r.Runs)
 	h.footprint()
+	for _, s := range servers {
+		if !slices.Contains(profileSystems, s.name) {
+			continue
+		}
+		h.log.Info("profile", "system", s.name)
+		pr, err := h.profile(s, h.cfg.Distributions[0], slices.Max(h.cfg.Connections))
+		if err != nil {
+			r.ProfileSkipped = err.Error()
+			break
+		}
+		r.Profiles = append(r.Profiles, pr)
+	}
 	return nil
 }
 
@@ -210,7 +222,7 @@ func (h *harness) measure(s *server, dist string, conns, round, offset int, d ti
 		Distribution: dist, Connections: conns, Round: round, System: s.name,
 		RPS: res.RPS(), P50US: res.LatencyUS.P50, P99US: res.LatencyUS.P99, P999US: res.LatencyUS.P999,
 		StatusErrors: res.Errors.Status, SocketErrors: res.SocketErrors(),
-		Memory: readMemory(pids), Wrk: res,
+		LoadCPUCores: res.LoadCores(), Memory: readMemory(pids), Wrk: res,
 	}
 	if res.DurationUS > 0 {
 		run.CPUCores = cpu / (float64(res.DurationUS) / 1e6)
@@ -252,7 +264,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 	var out []RedirectSummary
 	for _, k := range keys {
 		for _, sys := range systems {
-			var rps, p50, p99, p999, cpu, cpuReq, ratio, delta []float64
+			var rps, p50, p99, p999, cpu, cpuReq, load, ratio, delta []float64
 			s := RedirectSummary{Distribution: k.dist, Connections: k.conns, System: sys}
 			for _, r := range runs {
 				if r.Round < 0 || r.System != sys || r.Distribution != k.dist || r.Connections != k.conns {
@@ -265,6 +277,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 				p999 = append(p999, float64(r.P999US)/1e3)
 				cpu = append(cpu, r.CPUCores)
 				cpuReq = append(cpuReq, r.CPUMicrosPerRequest)
+				load = append(load, r.LoadCPUCores)
 				s.PeakRSS = max(s.PeakRSS, r.Memory.Peak)
 				s.StatusErrors += r.StatusErrors
 				s.SocketErrors += r.SocketErrors
@@ -277,7 +290,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 				continue
 			}
 			s.RPS, s.P50Ms, s.P99Ms, s.P999Ms = median(rps), median(p50), median(p99), median(p999)
-			s.CPUCores, s.CPUMicros = median(cpu), median(cpuReq)
+			s.CPUCores, s.CPUMicros, s.LoadCPUCores = median(cpu), median(cpuReq), median(load)
 			s.RatioRPS, s.P99DeltaMs = median(ratio), median(delta)
 			out = append(out, s)
 		}

@@ -95,6 +95,10 @@ type RedirectReport struct {
 	Systems []SystemInfo      `json:"systems"`
 	Summary []RedirectSummary `json:"summary"`
 	Runs    []RedirectRun     `json:"runs"`
+	// Profiles are perf profiles of the edge and bare302 under the same
+	// load, in extra runs; ProfileSkipped says why there are none.
+	Profiles       []*Profile `json:"profiles,omitempty"`
+	ProfileSkipped string     `json:"profile_skipped,omitempty"`
 }
 
 // RedirectRun is one wrk run against one system.
@@ -112,10 +116,13 @@ type RedirectRun struct {
 	SocketErrors int64 `json:"socket_errors"`
 	// CPUCores is the server's CPU seconds per second of the run;
 	// CPUMicrosPerRequest its CPU time per request.
-	CPUCores            float64    `json:"cpu_cores"`
-	CPUMicrosPerRequest float64    `json:"cpu_us_per_request"`
-	Memory              memory     `json:"memory"`
-	Wrk                 *WrkResult `json:"wrk"`
+	CPUCores            float64 `json:"cpu_cores"`
+	CPUMicrosPerRequest float64 `json:"cpu_us_per_request"`
+	// LoadCPUCores is wrk's CPU seconds per second of the run: near 1 per
+	// thread, the load generator limits the run.
+	LoadCPUCores float64    `json:"load_cpu_cores"`
+	Memory       memory     `json:"memory"`
+	Wrk          *WrkResult `json:"wrk"`
 }
 
 // RedirectSummary is the median over rounds of one system at one
@@ -131,6 +138,7 @@ type RedirectSummary struct {
 	P999Ms       float64 `json:"p999_ms"`
 	CPUCores     float64 `json:"cpu_cores"`
 	CPUMicros    float64 `json:"cpu_us_per_request"`
+	LoadCPUCores float64 `json:"load_cpu_cores"`
 	PeakRSS      int64   `json:"peak_rss_bytes"`
 	// RatioRPS is the median over rounds of this system's requests/s
 	// divided by bare302's in the same round; P99DeltaMs likewise for

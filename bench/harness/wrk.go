@@ -30,7 +30,11 @@ type WrkResult struct {
 		Status  int64 `json:"status"`
 		Timeout int64 `json:"timeout"`
 	} `json:"errors"`
-	LatencyUS struct {
+	// RunCPUSeconds is wrk's own CPU time during the run (loading the
+	// paths excluded): near the run's length per thread, the load
+	// generator is at the limit of its core.
+	RunCPUSeconds float64 `json:"run_cpu_seconds"`
+	LatencyUS     struct {
 		Min   int64   `json:"min"`
 		Mean  float64 `json:"mean"`
 		Stdev float64 `json:"stdev"`
@@ -48,6 +52,14 @@ func (w *WrkResult) RPS() float64 {
 		return 0
 	}
 	return float64(w.Requests) / (float64(w.DurationUS) / 1e6)
+}
+
+// LoadCores is wrk's CPU seconds per second of the run.
+func (w *WrkResult) LoadCores() float64 {
+	if w.DurationUS <= 0 {
+		return 0
+	}
+	return w.RunCPUSeconds / (float64(w.DurationUS) / 1e6)
 }
 
 // SocketErrors sums connect, read, write and timeout errors.
