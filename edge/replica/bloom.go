@@ -27,15 +27,18 @@ type bloom struct {
 }
 
 func newBloom(capacity uint64) *bloom {
-	if capacity < 1024 {
-		capacity = 1024
-	}
-	blocks := (capacity*bloomBitsPerKey + 511) / 512
+	capacity = max(capacity, 1024)
+	blocks := bloomBlocks(capacity)
 	return &bloom{
 		words:    make([]uint64, blocks*bloomBlockWords),
 		blocks:   blocks,
 		capacity: capacity,
 	}
+}
+
+// bloomBlocks is the number of blocks of a filter for capacity codes.
+func bloomBlocks(capacity uint64) uint64 {
+	return (capacity*bloomBitsPerKey + 511) / 512
 }
 
 // bits is the size of the filter in bits.

@@ -163,8 +163,20 @@ func TestBloomGrowsAndKeepsEveryCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = open(t, o)
-	if got := r.Stats().BloomBits; got < uint64(2*6000*bloomBitsPerKey) {
-		t.Errorf("reopened bloom has %d bits, want room for twice the 6000 links", got)
+	if got := r.Stats().BloomBits; got != st.BloomBits || r.bloomSource != "saved" {
+		t.Errorf("reopened bloom has %d bits from %s, want the saved %d bits", got, r.bloomSource, st.BloomBits)
+	}
+	check(r)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Without the saved filter, Open sizes one for twice the codes.
+	if err := fs.Remove(fs.PathJoin("replica", bloomFileName)); err != nil {
+		t.Fatal(err)
+	}
+	r = open(t, o)
+	if got := r.Stats().BloomBits; r.bloomSource != "scan" || got < uint64(2*6000*bloomBitsPerKey) {
+		t.Errorf("rescanned bloom has %d bits from %s, want room for twice the 6000 links", got, r.bloomSource)
 	}
 	check(r)
 }

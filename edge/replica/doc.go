@@ -13,6 +13,11 @@
 //	"q/" + seq (8 bytes   quarantined poison message: uvarint length +
 //	  big endian)         subject, uvarint length + error text, raw bytes
 //	                      truncated to MaxQuarantineData
+//	"m/id"                16 random bytes naming the store
+//
+// Next to Pebble's files, "codes.bloom" holds the bloom filter saved by
+// Close; Open loads it instead of scanning every code when it was written
+// for this store and for the current link count (see bloomfile.go).
 //
 // Every Apply writes its changes, its quarantined messages, the counters
 // and the position in one Pebble batch committed with pebble.Sync, so a

@@ -14,6 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/maypok86/otter/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -70,6 +71,9 @@ type Stats struct {
 // concurrent use; writes (Apply, Put) are serialized.
 type Replica struct {
 	db     *pebble.DB
+	fs     vfs.FS
+	dir    string
+	id     []byte // random store id, "m/id"
 	log    *slog.Logger
 	set    *metrics.Set
 	gauges []string
@@ -95,6 +99,9 @@ type Replica struct {
 	wmu sync.Mutex
 
 	keyBufs sync.Pool
+
+	// bloomSource says how Open built the filter: "saved" or "scan".
+	bloomSource string
 
 	// afterDiskRead, set only by tests, runs between a Pebble read in
 	// Lookup and the cache insert that follows it: the window the
@@ -136,6 +143,8 @@ func Open(opts Options) (*Replica, error) {
 	}
 	r := &Replica{
 		db:       db,
+		fs:       o.FS,
+		dir:      o.Dir,
 		log:      o.Logger,
 		set:      o.Metrics,
 		bloomMin: uint64(o.BloomMinCapacity),
@@ -151,7 +160,7 @@ func Open(opts Options) (*Replica, error) {
 	}
 	r.registerMetrics()
 	r.log.Info("replica opened", "dir", o.Dir, "links", r.links.Load(), "position", r.position.Load(),
-		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits(),
+		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits(), "bloom_from", r.bloomSource,
 		"open_took", opened.Sub(start), "scan_took", time.Since(opened))
 	return r, nil
 }
@@ -172,9 +181,22 @@ func (r *Replica) load() error {
 	if err != nil {
 		return err
 	}
+	if r.id, err = r.storeID(); err != nil {
+		return err
+	}
+	b, why := loadBloom(r.fs, r.dir, r.id, stored)
+	if b != nil {
+		r.links.Store(stored)
+		r.bloom.Store(b)
+		r.bloomSource = "saved"
+		r.diskBytes.Store(r.db.Metrics().DiskSpaceUsage())
+		return nil
+	}
+	r.log.Info("replica scans its codes to build the bloom filter", "why", why)
+	r.bloomSource = "scan"
 	// Size the filter from the stored count, then fill it from a scan;
 	// the scan's count is the truth.
-	b := newBloom(max(r.bloomMin, 2*stored))
+	b = newBloom(max(r.bloomMin, 2*stored))
 	n, err := r.fillBloom(b)
 	if err != nil {
 		return err
@@ -266,6 +288,10 @@ func (r *Replica) Close() error {
 	}
 	r.hot.StopAllGoroutines()
 	r.neg.StopAllGoroutines()
+	if err := saveBloom(r.fs, r.dir, r.id, r.links.Load(), r.bloom.Load()); err != nil {
+		// Only the next Open's speed depends on it: that Open scans.
+		r.log.Warn("replica could not save its bloom filter", "err", err)
+	}
 	if err := r.db.Close(); err != nil {
 		return fmt.Errorf("close replica: %w", err)
 	}
