@@ -113,7 +113,8 @@ type Replica struct {
 }
 
 // Open opens (creating if needed) the replica's store, reads its position
-// and counters, and builds the bloom filter by scanning the held codes.
+// and counters, and loads the bloom filter the last Close saved or, if that
+// is missing or stale, builds it by scanning the held codes.
 func Open(opts Options) (*Replica, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("open replica: %w", err)
@@ -161,7 +162,7 @@ func Open(opts Options) (*Replica, error) {
 	r.registerMetrics()
 	r.log.Info("replica opened", "dir", o.Dir, "links", r.links.Load(), "position", r.position.Load(),
 		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits(), "bloom_from", r.bloomSource,
-		"open_took", opened.Sub(start), "scan_took", time.Since(opened))
+		"open_took", opened.Sub(start), "load_took", time.Since(opened))
 	return r, nil
 }
 
