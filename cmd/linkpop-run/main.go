@@ -15,9 +15,9 @@
 // It waits for every component's /readyz, prints the admin key and curl
 // examples, and prefixes each child's output with its name. It runs in the
 // foreground until SIGINT or SIGTERM, then stops the edges and then the
-// origin (SIGTERM, and SIGKILL after a timeout). A child that dies is
-// reported and not restarted; the others keep running, so an edge with its
-// origin gone shows stale-on-error serving.
+// origin (SIGTERM, and SIGKILL after a timeout; a second Ctrl-C does not
+// wait). A child that dies is reported and not restarted; the others keep
+// running, so an edge with its origin gone shows stale-on-error serving.
 //
 // The orchestration lives in this package (system.go): it is a development
 // tool, and its own test drives it end to end on free ports.
@@ -55,6 +55,12 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, restore the default handling: a second
+	// Ctrl-C ends linkpop-run at once, and Pdeathsig stops the children.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	err := run(ctx, Config{
 		DataDir: *dataDir,
 		BinDir:  *binDir,
