@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,7 +54,7 @@ func TestNATSOutage(t *testing.T) {
 		return outageStreamMsgs(ctx, js) == uint64(len(before))
 	})
 	wait.For(t, 30*time.Second, "an empty outbox before the outage", func() bool {
-		return o.metric(t, "linkpop_outbox_depth") == 0
+		return o.metricIs(t, "linkpop_outbox_depth", func(v float64) bool { return v == 0 })
 	})
 	lastBefore := outageLastSeq(t, ctx, js)
 
@@ -72,13 +74,13 @@ func TestNATSOutage(t *testing.T) {
 		written[code] = l.Revision
 	}
 	wait.For(t, 30*time.Second, fmt.Sprintf("outbox depth to reach the %d writes made during the outage", len(written)), func() bool {
-		return o.metric(t, "linkpop_outbox_depth") >= float64(len(written))
+		return o.metricIs(t, "linkpop_outbox_depth", func(v float64) bool { return v >= float64(len(written)) })
 	})
 
 	ns.Restart()
 
 	wait.For(t, time.Minute, "the outbox to drain after JetStream returned", func() bool {
-		return o.metric(t, "linkpop_outbox_depth") == 0
+		return o.metricIs(t, "linkpop_outbox_depth", func(v float64) bool { return v == 0 })
 	})
 	wait.For(t, 30*time.Second, "the stream to hold every link", func() bool {
 		return outageStreamMsgs(ctx, js) == uint64(len(before)+during)
@@ -128,6 +130,7 @@ func outageStart(t *testing.T, ns *natstest.Server) *outageOrigin {
 		DataDir:     t.TempDir(),
 		NATS:        replication.ConnConfig{URLs: []string{ns.URL()}, ReconnectWait: 50 * time.Millisecond},
 		AdminKey:    outageAdminKey,
+		Logger:      slog.New(outageLog{t: t}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,21 +208,31 @@ func (o *outageOrigin) get(t *testing.T, code string) crashLink {
 	return o.do(t, http.MethodGet, "/v1/links/"+code, nil, http.StatusOK)
 }
 
-// metric reads one unlabelled gauge or counter from /metrics.
-func (o *outageOrigin) metric(t *testing.T, name string) float64 {
+// metricIs reads one unlabelled gauge from /metrics and
+// reports whether want(value) holds. A failed scrape is logged and counts
+// as "not yet": the condition is polled again, and a scrape that keeps
+// failing ends in the poll's timeout.
+func (o *outageOrigin) metricIs(t *testing.T, name string, want func(float64) bool) bool {
 	t.Helper()
-	return outageScrape(t, o.client, o.admin, name)
+	v, err := outageScrape(o.client, o.admin, name)
+	if err != nil {
+		t.Logf("scrape %s: %v", name, err)
+		return false
+	}
+	return want(v)
 }
 
 // outageScrape reads the sample called name (without labels) from the
 // Prometheus text at base/metrics.
-func outageScrape(t testing.TB, c *http.Client, base, name string) float64 {
-	t.Helper()
+func outageScrape(c *http.Client, base, name string) (float64, error) {
 	resp, err := c.Get(base + "/metrics")
 	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
+		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
@@ -227,18 +240,45 @@ func outageScrape(t testing.TB, c *http.Client, base, name string) float64 {
 		if !ok {
 			continue
 		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		return f
+		return strconv.ParseFloat(strings.TrimSpace(v), 64)
 	}
 	if err := sc.Err(); err != nil {
-		t.Fatalf("scrape metrics: %v", err)
+		return 0, err
 	}
-	t.Fatalf("metric %s not exported", name)
-	return 0
+	return 0, fmt.Errorf("metric %s not exported", name)
 }
+
+// outageLog sends the origin's warnings and errors, and any panic the
+// HTTP servers recover (logged at debug), to the test log.
+type outageLog struct {
+	t     *testing.T
+	attrs []slog.Attr
+}
+
+func (h outageLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h outageLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn && !strings.Contains(r.Message, "panic") {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "origin %s: %s", r.Level, r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s", a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s", a)
+		return true
+	})
+	h.t.Log(b.String())
+	return nil
+}
+
+func (h outageLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return outageLog{t: h.t, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h outageLog) WithGroup(string) slog.Handler { return h }
 
 func outageStreamMsgs(ctx context.Context, js jetstream.JetStream) uint64 {
 	s, err := js.Stream(ctx, crashStream)
