@@ -83,10 +83,13 @@ type Config struct {
 	// Threads is wrk's thread count. The default is 1: wrk is pinned to
 	// one core.
 	Threads int
-	// Duration is the length of one measured run. The default is 5s.
+	// Duration is the length of one measured run. wrk counts whole
+	// seconds: every wrk duration is rounded up to one. The default is 5s.
 	Duration time.Duration
-	// Warmup is an unreported run per system before its first measured
-	// run. The default is 2s; negative disables it.
+	// Warmup is an unreported run per system before the rounds of each
+	// distribution; linkpop's warm-up then walks the rest of the request
+	// stream once, so its hot cache holds every code the rounds ask for.
+	// The default is 2s; negative disables it.
 	Warmup time.Duration
 	// Rounds is how many times every system is measured per
 	// (distribution, connections); medians are over rounds. The default is

@@ -23,7 +23,7 @@ func (r *Report) Markdown() string {
 	if rr := r.Redirect; rr != nil {
 		p("#### Redirects: %s links, keep-alive, wrk -t %d, %g s runs, %d alternated rounds, medians\n\n",
 			num(r.Dataset.Links), r.Settings.WrkThreads, r.Settings.RunSeconds, r.Settings.Rounds)
-		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine. Server CPU and wrk CPU are cores used during the run (1.00 = the whole pinned core): whichever is near 1.00 is the limit.\n\n")
+		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine. Server CPU and wrk CPU are cores used during the run (1.00 = the whole pinned core): whichever is near 1.00 is the limit. Every system is warmed up before the rounds of each distribution; linkpop's warm-up walks the whole request stream once, so these rows are its steady state with every requested code in its hot cache (a just restarted edge is measured below).\n\n")
 		var keys []string
 		for _, s := range rr.Summary {
 			k := s.Distribution + "\x00" + strconv.Itoa(s.Connections)
@@ -41,6 +41,19 @@ func (r *Report) Markdown() string {
 				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f | %s | %d / %d |\n",
 					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.P50Ms, s.P99Ms, s.P999Ms,
 					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+			}
+		}
+		if c := rr.Cold; c != nil {
+			l, b := c.Linkpop, c.Bare302
+			p("\nEdge just restarted (hot cache and Pebble block cache empty; each request in the run is the first for its code and is read from the replica), %s, %d connections, one run each:\n\n", c.Distribution, c.Connections)
+			p("| system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | server CPU | CPU µs/req | wrk CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			for _, x := range []RedirectRun{l, b} {
+				ratio := 1.0
+				if x.System == SysLinkpop {
+					ratio = c.RatioRPS
+				}
+				p("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", x.System, num(int(x.RPS)), ratio,
+					float64(x.P50US)/1e3, float64(x.P99US)/1e3, float64(x.P999US)/1e3, x.CPUCores, x.CPUMicrosPerRequest, x.LoadCPUCores)
 			}
 		}
 		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---|\n", num(r.Dataset.Links))

@@ -56,11 +56,10 @@ func (h *harness) redirect() error {
 	for _, dist := range h.cfg.Distributions {
 		if h.cfg.Warmup > 0 {
 			for _, s := range servers {
-				run, err := h.measure(s, dist, h.cfg.Connections[0], -1, 0, h.cfg.Warmup)
-				if err != nil {
+				h.log.Info("warm-up", "dist", dist, "system", s.name)
+				if err := h.warmup(r, s, dist); err != nil {
 					return err
 				}
-				r.Runs = append(r.Runs, run)
 			}
 		}
 		for _, conns := range h.cfg.Connections {
@@ -83,18 +82,110 @@ func (h *harness) redirect() error {
 	}
 	r.Summary = summarize(r.Runs)
 	h.footprint()
+	var bare *server
 	for _, s := range servers {
-		if !slices.Contains(profileSystems, s.name) {
+		if s.name == SysBare302 {
+			bare = s
+		}
+		if !slices.Contains(profileSystems, s.name) || r.ProfileSkipped != "" {
 			continue
 		}
 		h.log.Info("profile", "system", s.name)
 		pr, err := h.profile(s, h.cfg.Distributions[0], slices.Max(h.cfg.Connections))
 		if err != nil {
 			r.ProfileSkipped = err.Error()
-			break
+			continue
 		}
 		r.Profiles = append(r.Profiles, pr)
 	}
+	if bare != nil && slices.ContainsFunc(servers, func(s *server) bool { return s.name == SysLinkpop }) {
+		return h.cold(r, bare)
+	}
+	return nil
+}
+
+// warmup brings s to its steady state before the measured rounds of
+// dist: a short run for every system, and for linkpop as many more
+// seconds as it takes to walk the rest of the request stream once, so its
+// hot cache holds every code the rounds ask for (nginx and golink have no
+// per-link cache to fill). Warm-up runs are kept in the report with round
+// -1 and left out of every median.
+func (h *harness) warmup(r *RedirectReport, s *server, dist string) error {
+	conns := h.cfg.Connections[0]
+	run, err := h.measure(s, dist, conns, -1, 0, h.cfg.Warmup)
+	if err != nil {
+		return err
+	}
+	r.Runs = append(r.Runs, run)
+	left := int64(h.cfg.PathsPerFile) - run.Wrk.Requests
+	if s.name != SysLinkpop || left <= 0 || run.RPS <= 0 {
+		return nil
+	}
+	d := time.Duration(float64(left) / run.RPS * float64(time.Second))
+	d = min(max(d.Round(time.Second), time.Second), maxWarmWalk)
+	run, err = h.measure(s, dist, conns, -1, int(run.Wrk.Requests), d)
+	if err != nil {
+		return err
+	}
+	r.Runs = append(r.Runs, run)
+	return nil
+}
+
+// maxWarmWalk bounds linkpop's walk of a request stream during warm-up.
+const maxWarmWalk = 2 * time.Minute
+
+// cold measures the edge right after a restart, its hot cache and Pebble
+// block cache empty: the first requests for each code miss the hot cache
+// and are read from the replica. bare302 runs right after, for the ratio.
+// Then the same again under perf, for the profile of the miss path.
+func (h *harness) cold(r *RedirectReport, bare *server) error {
+	conns := h.cfg.Connections[0]
+	restart := func() (*server, error) {
+		last, err := h.lastSeq()
+		if err != nil {
+			return nil, err
+		}
+		begin := time.Now()
+		e, err := h.restartEdge(h.edge1)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := h.waitEdge(h.ctx, e, begin, last, 10*time.Minute); err != nil {
+			return nil, err
+		}
+		s := e.server
+		s.name = SysLinkpop
+		return &s, nil
+	}
+	h.log.Info("cold: edge restarted, every code a first touch")
+	s, err := restart()
+	if err != nil {
+		return err
+	}
+	c := &ColdReport{Distribution: DistUniform, Connections: conns}
+	if c.Linkpop, err = h.measure(s, DistUniform, conns, 0, 0, h.cfg.Duration); err != nil {
+		return err
+	}
+	if c.Bare302, err = h.measure(bare, DistUniform, conns, 0, 0, h.cfg.Duration); err != nil {
+		return err
+	}
+	if c.Bare302.RPS > 0 {
+		c.RatioRPS = c.Linkpop.RPS / c.Bare302.RPS
+	}
+	r.Cold = c
+	if r.ProfileSkipped != "" {
+		return nil
+	}
+	if s, err = restart(); err != nil {
+		return err
+	}
+	pr, err := h.profile(s, DistUniform, conns)
+	if err != nil {
+		r.ProfileSkipped = err.Error()
+		return nil
+	}
+	pr.System = SysLinkpop + ", restarted (hot cache empty)"
+	r.Profiles = append(r.Profiles, pr)
 	return nil
 }
 

@@ -99,6 +99,19 @@ type RedirectReport struct {
 	// load, in extra runs; ProfileSkipped says why there are none.
 	Profiles       []*Profile `json:"profiles,omitempty"`
 	ProfileSkipped string     `json:"profile_skipped,omitempty"`
+	// Cold is the edge right after a restart, next to bare302.
+	Cold *ColdReport `json:"cold,omitempty"`
+}
+
+// ColdReport is one run of a just restarted edge (hot cache and block
+// cache empty, every request in the run a first touch of its code, read
+// from the replica) and one run of bare302 right after.
+type ColdReport struct {
+	Distribution string      `json:"distribution"`
+	Connections  int         `json:"connections"`
+	Linkpop      RedirectRun `json:"linkpop"`
+	Bare302      RedirectRun `json:"bare302"`
+	RatioRPS     float64     `json:"ratio_rps_to_bare302"`
 }
 
 // RedirectRun is one wrk run against one system.

@@ -52,7 +52,7 @@ func TestSmoke(t *testing.T) {
 		Systems:                    systems,
 		Connections:                []int{8},
 		Duration:                   time.Second,
-		Warmup:                     -1,
+		Warmup:                     time.Second,
 		Rounds:                     1,
 		WriteConcurrency:           []int{1, 4},
 		WriteDuration:              500 * time.Millisecond,
@@ -133,6 +133,9 @@ func TestSmoke(t *testing.T) {
 			if info.Verify["302"] == 0 {
 				t.Errorf("system %s: no 302 in its check: %v", info.Name, info.Verify)
 			}
+		}
+		if c := rep.Redirect.Cold; c == nil || c.Linkpop.RPS <= 0 || c.Linkpop.StatusErrors != 0 || c.RatioRPS <= 0 {
+			t.Errorf("cold run missing or wrong: %+v", c)
 		}
 		if f := rep.Flood; f.UnknownNot404 != 0 || f.Unknown.Requests == 0 {
 			t.Errorf("flood: %d unknown requests, %d not 4xx", f.Unknown.Requests, f.UnknownNot404)

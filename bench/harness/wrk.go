@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -73,7 +74,7 @@ type wrkJob struct {
 	paths    string // request-path file
 	offset   int    // line the first thread starts at
 	conns    int
-	duration time.Duration // 0: until stopped
+	duration time.Duration // whole seconds (wrk's unit), at least 1; 0: until stopped
 }
 
 var wrkSeq atomic.Int64
@@ -111,7 +112,7 @@ func (h *harness) startWrk(j wrkJob) (*wrkRun, error) {
 	}
 	p, err := h.start(name, h.cfg.LoadCPU, env, h.wrk,
 		"-t", strconv.Itoa(threads), "-c", strconv.Itoa(j.conns),
-		"-d", strconv.Itoa(int(d.Seconds()))+"s", "--timeout", "5s",
+		"-d", strconv.Itoa(max(int(math.Ceil(d.Seconds())), 1))+"s", "--timeout", "5s",
 		"-s", script, j.url)
 	if err != nil {
 		return nil, err

@@ -118,6 +118,11 @@ func run(args []string) error {
 	if cfg.BinDir, err = filepath.Abs(cfg.BinDir); err != nil {
 		return err
 	}
+	if cfg.CacheDir != "" {
+		if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
+			return err
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
