@@ -161,8 +161,11 @@ func (s *Store) load() error {
 	return it.Close()
 }
 
-func (s *Store) getUint64(key []byte) (uint64, error) {
-	v, closer, err := s.db.Get(key)
+func (s *Store) getUint64(key []byte) (uint64, error) { return getUint64(s.db, key) }
+
+// getUint64 reads a counter from db or a snapshot of it; 0 if absent.
+func getUint64(r pebble.Reader, key []byte) (uint64, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
 	}
@@ -336,12 +339,74 @@ func (s *Store) ScanAll(fn func(link.Record) error) error {
 // link.DigestTerm over code and revision) and the number of links, from
 // one snapshot, for comparison with an edge's replica.
 func (s *Store) Digest() (sum uint64, n uint64, err error) {
-	err = s.ScanAll(func(r link.Record) error {
-		sum += link.DigestTerm(r.Code, r.Revision)
-		n++
-		return nil
+	d, _, err := s.BucketDigest()
+	return d.Sum, d.Count, err
+}
+
+// BucketDigest returns the bucketed digest of every link and the revision
+// it reflects (the last revision committed when the snapshot was taken),
+// both read from one snapshot. It reads every link, but decodes only its
+// revision.
+func (s *Store) BucketDigest() (d link.Digest, revision uint64, err error) {
+	revision, err = s.scanDigest(func(code string, rev uint64) { d.Add(code, rev) })
+	if err != nil {
+		return link.Digest{}, 0, err
+	}
+	return d, revision, nil
+}
+
+// DigestBucket returns the code and revision of every link in digest
+// bucket i (see link.DigestBucket), in code order, and the revision the
+// snapshot reflects.
+func (s *Store) DigestBucket(i int) (entries []link.DigestEntry, revision uint64, err error) {
+	if i < 0 || i >= link.DigestBuckets {
+		return nil, 0, fmt.Errorf("digest bucket %d outside [0, %d)", i, link.DigestBuckets)
+	}
+	revision, err = s.scanDigest(func(code string, rev uint64) {
+		if link.DigestBucket(code) == i {
+			entries = append(entries, link.DigestEntry{Code: code, Revision: rev})
+		}
 	})
-	return sum, n, err
+	if err != nil {
+		return nil, 0, err
+	}
+	return entries, revision, nil
+}
+
+// scanDigest calls fn with the code and revision of every link, in code
+// order, from one snapshot, and returns the revision of that snapshot.
+// The code passed to fn is its own string.
+func (s *Store) scanDigest(fn func(code string, rev uint64)) (uint64, error) {
+	if !s.enter() {
+		return 0, ErrClosed
+	}
+	defer s.exit()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	revision, err := getUint64(snap, revisionKey)
+	if err != nil {
+		return 0, fmt.Errorf("digest: %w", err)
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
+	if err != nil {
+		return 0, fmt.Errorf("digest: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		code := string(it.Key()[len(linkPrefix):])
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, errors.Join(fmt.Errorf("digest: %w", err), it.Close())
+		}
+		rev, err := link.RecordRevision(v)
+		if err != nil {
+			return 0, errors.Join(fmt.Errorf("digest %q: %w", code, err), it.Close())
+		}
+		fn(code, rev)
+	}
+	if err := it.Close(); err != nil {
+		return 0, fmt.Errorf("digest: %w", err)
+	}
+	return revision, nil
 }
 
 // DiskUsage returns the bytes the store occupies on disk, 0 once closed.
