@@ -42,6 +42,8 @@ func (s *Server) newAPIHandler() http.Handler {
 		{"GET /v1/links/{code}", ScopeLinksRead, false, s.getLink},
 		{"PATCH /v1/links/{code}", ScopeLinksWrite, true, s.updateLink},
 		{"DELETE /v1/links/{code}", ScopeLinksWrite, false, s.disableLink},
+		{"GET /v1/digest", ScopeLinksRead, false, s.digest},
+		{"GET /v1/digest/buckets/{i}", ScopeLinksRead, false, s.digestBucket},
 		{"POST /v1/keys", ScopeAdmin, true, s.createKey},
 		{"GET /v1/keys", ScopeAdmin, false, s.listKeys},
 		{"DELETE /v1/keys/{id}", ScopeAdmin, false, s.revokeKey},

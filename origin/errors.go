@@ -41,6 +41,7 @@ var (
 	ErrInvalidRateLimit      = &Error{http.StatusBadRequest, "invalid_rate_limit", "rate_limit must be a number of requests per second (negative: unlimited)"}
 	ErrInvalidBurst          = &Error{http.StatusBadRequest, "invalid_burst", "burst must be a non-negative integer"}
 	ErrKeyNotFound           = &Error{http.StatusNotFound, "not_found", "no such API key"}
+	ErrInvalidBucket         = &Error{http.StatusBadRequest, "invalid_bucket", "bucket must be an integer in [0, 255]"}
 	ErrInternal              = &Error{http.StatusInternalServerError, "internal", "internal error; it has been logged"}
 )
 

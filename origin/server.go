@@ -66,6 +66,7 @@ type Server struct {
 	adminGenerated bool
 	keys           *keyCache
 	limits         *limiters
+	scans          chan struct{} // digest scan slots; see maxDigestScans
 
 	// storeMu is held for reading while a request uses the store, and
 	// for writing while release closes it: Pebble must not be read after
@@ -98,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 		shortBase: cfg.BaseURL,
 		keys:      newKeyCache(),
 		limits:    newLimiters(),
+		scans:     make(chan struct{}, maxDigestScans),
 	}
 	host, _ := baseHost(cfg.BaseURL) // validated
 	s.policy = link.URLPolicy{BlockedDomains: append([]string{host}, cfg.BlockedDomains...)}
