@@ -163,6 +163,83 @@ func (r *Replica) Put(rec link.Record) (applied bool, err error) {
 	return true, nil
 }
 
+// Overwrite makes the replica hold rec for code, or nothing when rec is
+// nil, whether or not rec is newer: it is how a repair makes a replica
+// equal to the origin (the system of record) when the replica holds a
+// revision the origin does not. To be safe against the stream it acts
+// only if the replica still holds revision held for code (0: holds
+// nothing), and reports false otherwise or when there is nothing to
+// change. It does not move the stream position. When Overwrite returns,
+// Lookup sees the result.
+func (r *Replica) Overwrite(code string, held uint64, rec *link.Record) (changed bool, err error) {
+	if rec != nil {
+		if err := rec.Validate(); err != nil {
+			return false, fmt.Errorf("overwrite: %w", err)
+		}
+		if rec.Code != code {
+			return false, fmt.Errorf("overwrite %q: record is for %q", code, rec.Code)
+		}
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed.Load() {
+		return false, ErrClosed
+	}
+	cur, exists, err := r.heldRevision(code)
+	if err != nil {
+		return false, fmt.Errorf("overwrite: %w", err)
+	}
+	if (exists && cur != held) || (!exists && held != 0) || (!exists && rec == nil) {
+		return false, nil
+	}
+	batch := r.db.NewBatch()
+	defer batch.Close()
+	var created uint64
+	if rec == nil {
+		if err := batch.Delete(linkKey(code), nil); err != nil {
+			return false, fmt.Errorf("overwrite: %w", err)
+		}
+		if err := setUint64(batch, linksKey, r.links.Load()-1); err != nil {
+			return false, fmt.Errorf("overwrite: %w", err)
+		}
+	} else {
+		v, err := link.MarshalRecord(rec)
+		if err != nil {
+			return false, fmt.Errorf("overwrite %q: %w", code, err)
+		}
+		if err := batch.Set(linkKey(code), v, nil); err != nil {
+			return false, fmt.Errorf("overwrite: %w", err)
+		}
+		if !exists {
+			created = 1
+		}
+	}
+	if err := r.commit(batch, created, 0); err != nil {
+		return false, fmt.Errorf("overwrite: %w", err)
+	}
+	if rec == nil {
+		// The code stays in the bloom filter: a false positive costs one
+		// disk read, and the filter is rebuilt at the next growth or scan.
+		r.links.Add(^uint64(0))
+		r.gen.Add(1)
+		r.hot.Invalidate(code)
+	} else {
+		// published keeps newer hot entries; an overwrite may go back in
+		// revision, so the hot entry is dropped instead.
+		r.bloom.Load().add(code)
+		if links := r.links.Load(); created > 0 && links > r.bloom.Load().capacity {
+			r.growBloom(links)
+		}
+		r.gen.Add(1)
+		r.hot.Invalidate(code)
+		r.neg.Invalidate(code)
+	}
+	r.mApplied.Inc()
+	return true, nil
+}
+
 // heldRevision returns the revision the replica holds for code. Writers
 // call it with wmu held, when every committed code is in the bloom filter.
 func (r *Replica) heldRevision(code string) (rev uint64, exists bool, err error) {

@@ -21,9 +21,16 @@
 //
 // Every Apply writes its changes, its quarantined messages, the counters
 // and the position in one Pebble batch committed with pebble.Sync, so a
-// restart resumes exactly after the last applied batch. Codes are never
-// deleted (a disabled link keeps its record), so the link count and the
-// bloom filter only grow.
+// restart resumes exactly after the last applied batch. The stream never
+// deletes a code (a disabled link keeps its record); only a repair
+// (Overwrite) removes a code the origin does not hold, and its code stays
+// in the bloom filter as a harmless false positive.
+//
+// # Digests
+//
+// BucketDigest and DigestBucket read every record's code and revision
+// (not the rest of it) from one snapshot, with the position it reflects,
+// for comparison with the origin's digest (see link.Digest).
 //
 // # Coherence
 //

@@ -16,7 +16,6 @@ import (
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/maypok86/otter/v2"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkpop/linkpop/link"
 )
@@ -26,14 +25,13 @@ var ErrClosed = errors.New("replica closed")
 
 // Keys; see the package comment.
 var (
-	linkPrefix        = []byte("l/")
-	linkUpper         = []byte("l0") // '0' follows '/'
-	positionKey       = []byte("m/position")
-	linksKey          = []byte("m/links")
-	quarantinedKey    = []byte("m/quarantined")
-	quarantinePrefix  = []byte("q/")
-	quarantineUpper   = []byte("q0")
-	recordRevisionTag = protowire.Number(9) // linkpb.Record.revision
+	linkPrefix       = []byte("l/")
+	linkUpper        = []byte("l0") // '0' follows '/'
+	positionKey      = []byte("m/position")
+	linksKey         = []byte("m/links")
+	quarantinedKey   = []byte("m/quarantined")
+	quarantinePrefix = []byte("q/")
+	quarantineUpper  = []byte("q0")
 )
 
 // Entry is what a redirect needs. It is immutable once returned: share it,
@@ -235,8 +233,12 @@ func (r *Replica) fillBloom(b *bloom) (uint64, error) {
 	return n, nil
 }
 
-func (r *Replica) getUint64(key []byte) (uint64, error) {
-	v, closer, err := r.db.Get(key)
+func (r *Replica) getUint64(key []byte) (uint64, error) { return readUint64(r.db, key) }
+
+// readUint64 reads a counter from the store or a snapshot of it; 0 if
+// absent.
+func readUint64(db pebble.Reader, key []byte) (uint64, error) {
+	v, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
 	}
@@ -429,32 +431,76 @@ func (r *Replica) Stats() Stats {
 // every record held, and their count, read from one consistent snapshot.
 // Compared with the origin's digest it detects divergence.
 func (r *Replica) Digest() (sum uint64, count uint64, err error) {
+	d, _, err := r.BucketDigest()
+	return d.Sum, d.Count, err
+}
+
+// BucketDigest returns the bucketed digest of every record held and the
+// stream position it reflects, both read from one snapshot (the position
+// is committed in the same batch as the records it applied).
+func (r *Replica) BucketDigest() (d link.Digest, position uint64, err error) {
+	position, err = r.scanDigest(func(code []byte, rev uint64) {
+		d.Add(unsafe.String(unsafe.SliceData(code), len(code)), rev)
+	})
+	if err != nil {
+		return link.Digest{}, 0, err
+	}
+	return d, position, nil
+}
+
+// DigestBucket returns the code and revision of every record held in
+// digest bucket i (see link.DigestBucket), in code order, and the stream
+// position the snapshot reflects.
+func (r *Replica) DigestBucket(i int) (entries []link.DigestEntry, position uint64, err error) {
+	if i < 0 || i >= link.DigestBuckets {
+		return nil, 0, fmt.Errorf("digest bucket %d outside [0, %d)", i, link.DigestBuckets)
+	}
+	position, err = r.scanDigest(func(code []byte, rev uint64) {
+		if c := unsafe.String(unsafe.SliceData(code), len(code)); link.DigestBucket(c) == i {
+			entries = append(entries, link.DigestEntry{Code: string(code), Revision: rev})
+		}
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return entries, position, nil
+}
+
+// scanDigest calls fn with the code and revision of every record held, in
+// code order, from one snapshot, and returns the position of that
+// snapshot. code is valid only during the call.
+func (r *Replica) scanDigest(fn func(code []byte, rev uint64)) (uint64, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed.Load() {
-		return 0, 0, ErrClosed
+		return 0, ErrClosed
 	}
-	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
+	snap := r.db.NewSnapshot()
+	defer snap.Close()
+	position, err := readUint64(snap, positionKey)
 	if err != nil {
-		return 0, 0, fmt.Errorf("digest: %w", err)
+		return 0, fmt.Errorf("digest: %w", err)
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: linkPrefix, UpperBound: linkUpper})
+	if err != nil {
+		return 0, fmt.Errorf("digest: %w", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
+		code := it.Key()[len(linkPrefix):]
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return 0, 0, errors.Join(fmt.Errorf("digest: %w", err), it.Close())
+			return 0, errors.Join(fmt.Errorf("digest: %w", err), it.Close())
 		}
 		rev, err := recordRevision(v)
 		if err != nil {
-			return 0, 0, errors.Join(fmt.Errorf("digest %q: %w", it.Key()[len(linkPrefix):], err), it.Close())
+			return 0, errors.Join(fmt.Errorf("digest %q: %w", code, err), it.Close())
 		}
-		code := it.Key()[len(linkPrefix):]
-		sum += link.DigestTerm(unsafe.String(unsafe.SliceData(code), len(code)), rev)
-		count++
+		fn(code, rev)
 	}
 	if err := it.Close(); err != nil {
-		return 0, 0, fmt.Errorf("digest: %w", err)
+		return 0, fmt.Errorf("digest: %w", err)
 	}
-	return sum, count, nil
+	return position, nil
 }
 
 func linkKey(code string) []byte {
@@ -464,28 +510,7 @@ func linkKey(code string) []byte {
 
 // recordRevision reads the revision field of an encoded record without
 // decoding the rest of it.
-func recordRevision(b []byte) (uint64, error) {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
-		}
-		b = b[n:]
-		if num == recordRevisionTag && typ == protowire.VarintType {
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
-			}
-			return v, nil
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return 0, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
-		}
-		b = b[n:]
-	}
-	return 0, fmt.Errorf("%w: record without revision", link.ErrCorrupt)
-}
+func recordRevision(b []byte) (uint64, error) { return link.RecordRevision(b) }
 
 // pebbleLogger sends Pebble's log lines to slog.
 type pebbleLogger struct{ l *slog.Logger }
