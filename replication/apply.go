@@ -15,11 +15,15 @@ type Applier interface {
 	// or none of it. The position is set unconditionally, even when
 	// b.Through is lower than the stored position: after the stream was
 	// deleted and recreated the Consumer replays it from the start, and
-	// the revision checks make that replay harmless.
+	// the revision checks make that replay harmless. A Batch with no
+	// messages and Through 0 is a rewind (Consumer.Resync): the position
+	// becomes 0 and every record is kept, so the replay that follows
+	// starts from the first message even after a restart.
 	Apply(b Batch) error
 }
 
-// Batch is a run of consecutive stream messages.
+// Batch is a run of consecutive stream messages, or, with none and
+// Through 0, a rewind.
 type Batch struct {
 	// Changes are the decoded, valid events, in stream order.
 	Changes []Entry

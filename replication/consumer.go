@@ -31,6 +31,7 @@ var (
 	errStalled     = errors.New("stalled: stream is ahead and nothing was applied")
 	errStreamReset = errors.New("stream was reset: its sequences restarted")
 	errSeqGap      = errors.New("consumer sequence gap")
+	errResync      = errors.New("resync requested: replaying the whole stream")
 )
 
 // ConsumerConfig configures a Consumer.
@@ -175,7 +176,7 @@ func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
 // stream_last_seq, lag_messages, seconds_since_apply (0 until the first
 // apply in this process), connected (gauges); applied_total (messages,
 // poison included), batches_total, rebuilds_total, quarantined_total,
-// stream_reset_total (counters); apply_duration_seconds and
+// stream_reset_total, resyncs_total (counters); apply_duration_seconds and
 // propagation_seconds (now - Change.CommittedAt, observed once
 // bootstrapped, so a replay does not count the data's age) histograms.
 // Gauges are refreshed on every apply and every PollInterval.
@@ -200,6 +201,9 @@ type Consumer struct {
 	// stalePos is the position the last reset replay started from, until
 	// something of the new stream is applied.
 	stalePos atomic.Uint64
+	// resyncPending is set by Resync until a session has rewound the
+	// Applier.
+	resyncPending atomic.Bool
 
 	mu            sync.Mutex
 	bootKnown     bool      // bootTarget was observed
@@ -219,6 +223,7 @@ type Consumer struct {
 	mRebuilds     *metrics.Counter
 	mQuarantined  *metrics.Counter
 	mResets       *metrics.Counter
+	mResyncs      *metrics.Counter
 }
 
 // NewConsumer returns a consumer reading the stream over nc. It does not
@@ -253,6 +258,7 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 		mRebuilds:     s.GetOrCreateCounter("linkpop_replication_rebuilds_total"),
 		mQuarantined:  s.GetOrCreateCounter("linkpop_replication_quarantined_total"),
 		mResets:       s.GetOrCreateCounter("linkpop_replication_stream_reset_total"),
+		mResyncs:      s.GetOrCreateCounter("linkpop_replication_resyncs_total"),
 	}
 	return c, nil
 }
@@ -318,6 +324,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if errors.Is(err, ErrReplica) {
 			return err
 		}
+		if errors.Is(err, errResync) {
+			// Not a failure: the next session rewinds and replays.
+			continue
+		}
 		if created {
 			c.rebuilds.Add(1)
 			c.mRebuilds.Inc()
@@ -344,6 +354,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 // and applies what it delivers until it fails, the watchdog aborts it or
 // ctx is done. created reports whether the consumer was created.
 func (c *Consumer) session(ctx context.Context) (created bool, err error) {
+	if c.resyncPending.Swap(false) {
+		// The rewind is durable: a restart in the middle of the replay
+		// resumes it instead of forgetting it.
+		if err := c.cfg.Applier.Apply(Batch{}); err != nil {
+			return false, fmt.Errorf("%w: rewind for resync: %w", ErrReplica, err)
+		}
+		c.mResyncs.Inc()
+		c.log.Info("resync: replaying the whole change stream", "applied_before", c.applied.Load())
+	}
 	pos, err := c.cfg.Applier.Position()
 	if err != nil {
 		return false, fmt.Errorf("%w: position: %w", ErrReplica, err)
@@ -416,6 +435,11 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	c.mu.Lock()
 	c.abort = abort
 	c.mu.Unlock()
+	if c.resyncPending.Load() {
+		// Resync ran before abort was published: it could not end this
+		// session, so the session ends itself.
+		abort(errResync)
+	}
 	defer func() {
 		c.mu.Lock()
 		c.abort = nil
@@ -603,6 +627,18 @@ func (c *Consumer) publishGauges() {
 	} else {
 		c.mConnected.Set(0)
 	}
+}
+
+// Resync makes the consumer replay the whole stream, for a replica that
+// missed or lost changes: the running session ends, and the next one
+// rewinds the Applier to position 0 (an empty Apply, see Applier) before
+// it reads the stream from its first message. The revision checks make
+// the replay harmless, so a resync is idempotent; while it runs Applied
+// and Lag count from 0 as for a fresh replica, but the replica keeps
+// serving what it holds. Safe to call at any time, before or during Run.
+func (c *Consumer) Resync() {
+	c.resyncPending.Store(true)
+	c.abortSession(errResync)
 }
 
 // abortSession ends the running session with cause. It reports false if

@@ -39,6 +39,7 @@ type pebbleApplier struct {
 	seqs    []uint64 // every message sequence, in the order applied
 	poison  []replication.Poison
 	resets  int // batches whose Through was below the stored position
+	rewinds int // empty batches with Through 0 (Consumer.Resync)
 	failErr error
 }
 
@@ -75,6 +76,10 @@ func (a *pebbleApplier) Apply(b replication.Batch) error {
 	defer a.mu.Unlock()
 	if a.failErr != nil {
 		return a.failErr
+	}
+	if len(b.Changes) == 0 && len(b.Poison) == 0 && b.Through == 0 {
+		a.rewinds++
+		return a.db.Set(positionKey, binary.BigEndian.AppendUint64(nil, 0), pebble.Sync)
 	}
 	batch := a.db.NewIndexedBatch()
 	defer batch.Close()
