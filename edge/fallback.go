@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,14 +26,15 @@ var errOrigin = errors.New("origin")
 // and each request has a timeout. Whatever goes wrong, the caller answers
 // 404: a lagging edge never turns an origin outage into errors.
 type fallback struct {
-	linksURL string // ".../v1/links/"
-	auth     string // "Bearer <key>" or ""
-	timeout  time.Duration
-	client   *http.Client
-	rep      *replica.Replica
-	met      *serverMetrics
-	log      *slog.Logger
-	ctx      context.Context // canceled when the server stops
+	linksURL  string // ".../v1/links/"
+	bucketURL string // ".../v1/digest/buckets/", for repairs
+	auth      string // "Bearer <key>" or ""
+	timeout   time.Duration
+	client    *http.Client
+	rep       *replica.Replica
+	met       *serverMetrics
+	log       *slog.Logger
+	ctx       context.Context // canceled when the server stops
 
 	mu     sync.Mutex
 	calls  map[string]*call
@@ -49,8 +51,9 @@ type call struct {
 
 func newFallback(ctx context.Context, cfg *Config, rep *replica.Replica, met *serverMetrics, log *slog.Logger) *fallback {
 	f := &fallback{
-		linksURL: strings.TrimRight(cfg.OriginURL, "/") + "/v1/links/",
-		timeout:  cfg.FallbackTimeout,
+		linksURL:  strings.TrimRight(cfg.OriginURL, "/") + "/v1/links/",
+		bucketURL: strings.TrimRight(cfg.OriginURL, "/") + "/v1/digest/buckets/",
+		timeout:   cfg.FallbackTimeout,
 		client: &http.Client{
 			Transport: &http.Transport{
 				Proxy:               http.ProxyFromEnvironment,
@@ -128,19 +131,19 @@ func (f *fallback) resolve(code []byte) (rec link.Record, ok bool) {
 	return rec, true
 }
 
-// fetch performs GET /v1/links/{code} on the origin.
+// fetch performs GET /v1/links/{code} on the origin, within the
+// fallback's timeout.
 func (f *fallback) fetch(code string) (link.Record, bool, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.linksURL+code, nil)
-	if err != nil {
-		return link.Record{}, false, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if f.auth != "" {
-		req.Header.Set("Authorization", f.auth)
-	}
-	resp, err := f.client.Do(req)
+	return f.getLink(ctx, code)
+}
+
+// getLink performs GET /v1/links/{code} on the origin. found is false
+// for a 404; any other answer but 200 is an error wrapping errOrigin (a
+// *originStatus).
+func (f *fallback) getLink(ctx context.Context, code string) (link.Record, bool, error) {
+	resp, err := f.get(ctx, f.linksURL+code)
 	if err != nil {
 		return link.Record{}, false, err
 	}
@@ -153,7 +156,7 @@ func (f *fallback) fetch(code string) (link.Record, bool, error) {
 		return link.Record{}, false, nil
 	default:
 		_, _ = io.Copy(io.Discard, body)
-		return link.Record{}, false, fmt.Errorf("%w: status %d", errOrigin, resp.StatusCode)
+		return link.Record{}, false, newOriginStatus(resp)
 	}
 	rec, err := decodeOriginLink(body)
 	if err != nil {
@@ -164,6 +167,37 @@ func (f *fallback) fetch(code string) (link.Record, bool, error) {
 	}
 	return rec, true, nil
 }
+
+// get sends an authenticated GET for a JSON answer to the origin.
+func (f *fallback) get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if f.auth != "" {
+		req.Header.Set("Authorization", f.auth)
+	}
+	return f.client.Do(req)
+}
+
+// originStatus is an origin answer with an unexpected status. It wraps
+// errOrigin.
+type originStatus struct {
+	status     int
+	retryAfter time.Duration // from Retry-After, 0 if absent
+}
+
+func newOriginStatus(resp *http.Response) *originStatus {
+	e := &originStatus{status: resp.StatusCode}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.retryAfter = time.Duration(secs) * time.Second
+	}
+	return e
+}
+
+func (e *originStatus) Error() string { return fmt.Sprintf("%v: status %d", errOrigin, e.status) }
+func (e *originStatus) Unwrap() error { return errOrigin }
 
 // maxOriginBody bounds what the edge reads of one origin answer.
 const maxOriginBody = 64 << 10

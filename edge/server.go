@@ -56,6 +56,13 @@ type Server struct {
 	mu                         sync.Mutex
 	name                       string
 	addr, adminAddr, gossipBnd string
+
+	// ops is canceled when Run stops, before the listeners shut down, so
+	// a long admin call (a repair) ends with it.
+	ops      context.Context
+	scanMu   sync.Mutex  // one digest scan at a time
+	repairMu sync.Mutex  // one repair at a time
+	resynced atomic.Bool // a resync dropped the position the server opened
 }
 
 // New validates cfg and returns a Server. Nothing is opened or bound
@@ -244,6 +251,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		CloseOnShutdown:    true,
 		Logger:             fasthttpLogger{s.log.With("component", "admin")},
 	}
+	ops, opsCancel := context.WithCancel(context.Background())
+	s.ops = ops
 	var srvWG sync.WaitGroup
 	serve := func(srv *fasthttp.Server, ln net.Listener, what string) {
 		srvWG.Go(func() {
@@ -264,6 +273,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		srvWG.Wait()
 	})
+	stops = append(stops, opsCancel) // runs before the listeners stop
 
 	s.log.Info("edge serving", "node", name, "listen", s.Addr(), "admin", s.AdminAddr(),
 		"gossip", s.GossipAddr(), "position", s.startPos, "fallback", cfg.OriginURL != "")

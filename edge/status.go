@@ -73,8 +73,12 @@ func (s *Server) health(now time.Time) health {
 	} else {
 		cs := con.Status()
 		// Before the consumer's Run has read the replica's position,
-		// Applied is 0: the position the server opened is a floor.
+		// Applied is 0: the position the server opened is a floor,
+		// until a resync rewinds the replica below it.
 		h.applied, h.streamLast, h.lag = max(cs.Applied, s.startPos), cs.StreamLast, cs.Lag
+		if s.resynced.Load() {
+			h.applied = cs.Applied
+		}
 		h.lastApplied, h.lastContact = cs.LastApplied, cs.LastContact
 		h.connected, h.rebuilds = cs.Connected, cs.Rebuilds
 		// A replica that held a position when the server started was
