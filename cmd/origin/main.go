@@ -4,10 +4,16 @@
 //
 //	origin -data DIR [-listen 127.0.0.1:8081] [-admin 127.0.0.1:9081] [-nats URLS] [-dev] ...
 //	origin republish -data DIR [-nats URLS] [-timeout 2m]
+//	origin verify [-api URL] [-key KEY | -key-file FILE] [-edges URLS] [-wait 10s] [-detail]
 //
 // `origin republish` re-publishes the whole link table into the stream and
 // exits; it opens the store itself, so the origin must be stopped first
 // (Pebble's directory lock refuses a second process).
+//
+// `origin verify` compares each edge's replica with the origin by
+// digest (the origin's GET /v1/digest, each edge's admin GET /digest) and
+// exits 1 if an edge diverged, still lags or is unreachable; see package
+// origin/verify.
 //
 // The bootstrap admin key comes from -admin-key, else LINKPOP_ADMIN_KEY,
 // else DIR/admin.key, generated on the first start; it is printed at
@@ -34,6 +40,12 @@ const adminKeyEnv = "LINKPOP_ADMIN_KEY"
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "verify" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		code := runVerify(ctx, args[1:])
+		stop()
+		os.Exit(code)
+	}
 	republish := len(args) > 0 && args[0] == "republish"
 	if republish {
 		args = args[1:]
