@@ -71,8 +71,9 @@ func (r *Report) Markdown() string {
 		}
 		p("\n\n")
 		for _, pr := range rr.Profiles {
-			p("<details><summary>perf profile of %s, %s, %d connections (%s req/s while profiled)</summary>\n\n```\n%s\n\n%s\n```\n</details>\n\n",
-				pr.System, pr.Distribution, pr.Connections, num(int(pr.RPS)), strings.Join(pr.DSOs, "\n"), strings.Join(pr.Symbols, "\n"))
+			p("<details><summary>perf profile of %s, %s, %d connections (%s req/s while profiled)</summary>\n\n```\n%s\n\nself:\n%s\n\nincluding callees:\n%s\n```\n</details>\n\n",
+				pr.System, pr.Distribution, pr.Connections, num(int(pr.RPS)), strings.Join(pr.DSOs, "\n"),
+				strings.Join(pr.Symbols, "\n"), strings.Join(pr.Inclusive, "\n"))
 		}
 	}
 
