@@ -45,6 +45,7 @@ func TestRandomizedModel(t *testing.T) {
 	}
 	t.Logf("expected answers: %v", g.m.tally(time.Now()))
 	s.converge(g.m, unknownCodes(r, 50))
+	s.checkDigests()
 }
 
 // tally counts the answers the model expects at now, by status.
