@@ -37,8 +37,11 @@ type Config struct {
 	// "127.0.0.1:8080".
 	Listen string
 	// AdminListen is the address of the admin listener serving /metrics,
-	// /healthz, /readyz and /status. Port 0 picks a free port;
-	// Server.AdminAddr reports it. The default is "127.0.0.1:9080".
+	// /healthz, /readyz, /status and /digest, and POST /resync and
+	// /repair. It has no authentication and changes the replica: bind it
+	// to loopback or a management network, never a public one. Port 0
+	// picks a free port; Server.AdminAddr reports it. The default is
+	// "127.0.0.1:9080".
 	AdminListen string
 	// DataDir holds the replica (a Pebble store in DataDir/replica). It
 	// survives restarts: the edge serves from it at once, before it has

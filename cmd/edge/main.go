@@ -33,7 +33,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	var (
 		listen        = fs.String("listen", edge.DefaultListen, "redirect listener `address`")
-		admin         = fs.String("admin", edge.DefaultAdminListen, "admin listener `address` (/metrics /healthz /readyz /status)")
+		admin         = fs.String("admin", edge.DefaultAdminListen, "admin listener `address` (/metrics /healthz /readyz /status /digest, POST /resync /repair; operator-only, never public)")
 		data          = fs.String("data", "", "data `dir` holding the replica (required)")
 		natsURLs      = fs.String("nats", "nats://127.0.0.1:4222", "NATS `URLs`, comma separated")
 		natsCreds     = fs.String("nats-creds", "", "NATS credentials `file`")
