@@ -170,6 +170,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	h.rep.FinishedAt = time.Now().UTC().Format(time.RFC3339)
+	h.rep.Machine.LoadAvgEnd = loadAvg()
 	return h.rep, nil
 }
 

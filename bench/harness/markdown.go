@@ -14,8 +14,8 @@ func (r *Report) Markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	m := r.Machine
 	p("### linkpop benchmark, %s (%s mode)\n\n", r.StartedAt, r.Mode)
-	p("Machine: %d × %s, %s RAM, %s, %s. Load generator: %s. Command: `%s`.\n\n",
-		m.CPUs, orDash(m.CPUModel), bytesStr(m.MemoryBytes), orDash(m.Kernel), m.GoVersion, orDash(m.Wrk), r.Command)
+	p("Machine: %d × %s, %s RAM, %s, %s; load average %s at the start, %s at the end. Load generator: %s. Command: `%s`.\n\n",
+		m.CPUs, orDash(m.CPUModel), bytesStr(m.MemoryBytes), orDash(m.Kernel), m.GoVersion, orDash(m.LoadAvgStart), orDash(m.LoadAvgEnd), orDash(m.Wrk), r.Command)
 	p("%s links, base62 codes of %d characters (%d case-insensitive collisions in the first draw, redrawn: nginx map keys and golink IDs ignore case). ",
 		num(r.Dataset.Links), r.Dataset.CodeLength, r.Dataset.CaseCollisions)
 	p("Pinning: %s.\n\n", r.Settings.Pinning)
@@ -23,7 +23,7 @@ func (r *Report) Markdown() string {
 	if rr := r.Redirect; rr != nil {
 		p("#### Redirects: %s links, keep-alive, wrk -t %d, %g s runs, %d alternated rounds, medians\n\n",
 			num(r.Dataset.Links), r.Settings.WrkThreads, r.Settings.RunSeconds, r.Settings.Rounds)
-		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine. Server CPU and wrk CPU are cores used during the run (1.00 = the whole pinned core): whichever is near 1.00 is the limit. Every system is warmed up before the rounds of each distribution; linkpop's warm-up walks the whole request stream once, so these rows are its steady state with every requested code in its hot cache (a just restarted edge is measured below).\n\n")
+		p("Ratio is the median over rounds of the system's requests/s divided by bare302's in the same round; Δp99 likewise. Only ratios are comparable between runs: the same configuration can vary 2× from one run to the next on a shared machine. Server CPU and wrk CPU are cores used during the run (1.00 = the whole pinned core): whichever is near 1.00 is the limit; when neither is, other processes took the cores and CPU per request (and its ratio to bare302) is the steadier figure. Every system is warmed up before the rounds of each distribution; linkpop's warm-up walks the whole request stream once, so these rows are its steady state with every requested code in its hot cache (a just restarted edge is measured below).\n\n")
 		var keys []string
 		for _, s := range rr.Summary {
 			k := s.Distribution + "\x00" + strconv.Itoa(s.Connections)
@@ -31,16 +31,16 @@ func (r *Report) Markdown() string {
 				keys = append(keys, k)
 			}
 		}
-		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | wrk CPU | peak RSS | ≥400 / socket errors |\n")
-		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | CPU/req vs bare302 | wrk CPU | peak RSS | ≥400 / socket errors |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, k := range keys {
 			for _, s := range rr.Summary {
 				if s.Distribution+"\x00"+strconv.Itoa(s.Connections) != k {
 					continue
 				}
-				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f | %s | %d / %d |\n",
+				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f× | %.2f | %s | %d / %d |\n",
 					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.P50Ms, s.P99Ms, s.P999Ms,
-					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.RatioCPU, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
 			}
 		}
 		if c := rr.Cold; c != nil {

@@ -355,7 +355,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 	var out []RedirectSummary
 	for _, k := range keys {
 		for _, sys := range systems {
-			var rps, p50, p99, p999, cpu, cpuReq, load, ratio, delta []float64
+			var rps, p50, p99, p999, cpu, cpuReq, load, ratio, delta, cpuRatio []float64
 			s := RedirectSummary{Distribution: k.dist, Connections: k.conns, System: sys}
 			for _, r := range runs {
 				if r.Round < 0 || r.System != sys || r.Distribution != k.dist || r.Connections != k.conns {
@@ -375,6 +375,9 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 				if b, ok := bare[rk{k, r.Round}]; ok && b.RPS > 0 {
 					ratio = append(ratio, r.RPS/b.RPS)
 					delta = append(delta, float64(r.P99US-b.P99US)/1e3)
+					if b.CPUMicrosPerRequest > 0 {
+						cpuRatio = append(cpuRatio, r.CPUMicrosPerRequest/b.CPUMicrosPerRequest)
+					}
 				}
 			}
 			if s.Rounds == 0 {
@@ -382,7 +385,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 			}
 			s.RPS, s.P50Ms, s.P99Ms, s.P999Ms = median(rps), median(p50), median(p99), median(p999)
 			s.CPUCores, s.CPUMicros, s.LoadCPUCores = median(cpu), median(cpuReq), median(load)
-			s.RatioRPS, s.P99DeltaMs = median(ratio), median(delta)
+			s.RatioRPS, s.P99DeltaMs, s.RatioCPU = median(ratio), median(delta), median(cpuRatio)
 			out = append(out, s)
 		}
 	}

@@ -47,9 +47,13 @@ type Machine struct {
 	Kernel      string `json:"kernel"`
 	OS          string `json:"os"`
 	GoVersion   string `json:"go_version"`
-	Wrk         string `json:"wrk,omitempty"`
-	Nginx       string `json:"nginx,omitempty"`
-	Golink      string `json:"golink,omitempty"`
+	// LoadAvg is /proc/loadavg when the run started and when it ended:
+	// other processes on the machine.
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
+	Wrk          string `json:"wrk,omitempty"`
+	Nginx        string `json:"nginx,omitempty"`
+	Golink       string `json:"golink,omitempty"`
 }
 
 // Settings is the effective configuration of a run.
@@ -155,9 +159,11 @@ type RedirectSummary struct {
 	PeakRSS      int64   `json:"peak_rss_bytes"`
 	// RatioRPS is the median over rounds of this system's requests/s
 	// divided by bare302's in the same round; P99DeltaMs likewise for
-	// p99 minus bare302's p99.
+	// p99 minus bare302's p99, and RatioCPU for CPU time per request
+	// (steadier than requests/s when other processes take CPU time).
 	RatioRPS     float64 `json:"ratio_rps_to_bare302"`
 	P99DeltaMs   float64 `json:"p99_delta_ms_to_bare302"`
+	RatioCPU     float64 `json:"ratio_cpu_per_request_to_bare302"`
 	StatusErrors int64   `json:"status_errors"`
 	SocketErrors int64   `json:"socket_errors"`
 }
@@ -326,12 +332,22 @@ func machine() Machine {
 			}
 		}
 	}
+	m.LoadAvgStart = loadAvg()
 	if out, err := exec.Command("uname", "-srvm").Output(); err == nil {
 		m.Kernel = strings.TrimSpace(string(out))
 	} else if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // version runs prog with args and returns the first line of its output.
