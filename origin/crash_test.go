@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -81,7 +80,9 @@ func TestCrashDurability(t *testing.T) {
 		"%d requests with unknown outcome, %d idempotent retries, %d links in store and stream",
 		len(l.acked), l.n[crashRandom], l.n[crashCustom], l.n[crashContested], l.n[crashIdem],
 		l.unknown, l.retries, len(links))
-	o.proc.Stop(10 * time.Second)
+	if err := o.proc.Stop(30 * time.Second); err != nil {
+		t.Errorf("origin after SIGTERM: %v, want a clean exit", err)
+	}
 }
 
 const (
@@ -573,40 +574,35 @@ func crashEachEvent(t *testing.T, ctx context.Context, js jetstream.JetStream, f
 	if err != nil {
 		t.Fatalf("ordered consumer: %v", err)
 	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	defer it.Stop()
 	var prev uint64
 	for prev < last {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 		if err != nil {
-			t.Fatalf("fetch: %v", err)
+			t.Fatalf("stream read stopped at seq %d of %d: %v", prev, last, err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				t.Fatalf("message metadata: %v", err)
-			}
-			seq := md.Sequence.Stream
-			if seq <= prev {
-				t.Fatalf("stream sequence %d after %d", seq, prev)
-			}
-			prev = seq
-			c, err := link.UnmarshalChange(m.Data())
-			if err != nil {
-				t.Errorf("seq %d (%s): %v", seq, m.Subject(), err)
-				continue
-			}
-			if m.Subject() != crashSubjects+c.Record.Code {
-				t.Errorf("seq %d: event for %s on subject %s", seq, c.Record.Code, m.Subject())
-			}
-			fn(seq, c)
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatalf("message metadata: %v", err)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			t.Fatalf("fetch: %v", err)
+		seq := md.Sequence.Stream
+		if seq <= prev {
+			t.Fatalf("stream sequence %d after %d", seq, prev)
 		}
-		if n == 0 {
-			t.Fatalf("stream read stalled at seq %d of %d", prev, last)
+		prev = seq
+		c, err := link.UnmarshalChange(m.Data())
+		if err != nil {
+			t.Errorf("seq %d (%s): %v", seq, m.Subject(), err)
+			continue
 		}
+		if m.Subject() != crashSubjects+c.Record.Code {
+			t.Errorf("seq %d: event for %s on subject %s", seq, c.Record.Code, m.Subject())
+		}
+		fn(seq, c)
 	}
 }
 
