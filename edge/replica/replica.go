@@ -16,6 +16,7 @@ import (
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/maypok86/otter/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkpop/linkpop/link"
 )
@@ -50,6 +51,89 @@ func (e *Entry) Redirects(now time.Time) bool {
 	return e.Status == link.StatusActive && (e.ExpiresAt.IsZero() || now.Before(e.ExpiresAt))
 }
 
+// decodeEntry decodes from an encoded record only what a redirect needs,
+// and returns it with a copy of code to key the hot cache; both strings
+// share one allocation. Every record in the store was fully validated
+// (link.UnmarshalRecord) by Apply or Put before it was written, so this
+// checks the framing, the schema version and the fields it reads, not the
+// rest of the record again: decoding the whole record with its timestamps
+// and tags was most of the cost of a hot-cache miss.
+func decodeEntry(code, b []byte) (string, *Entry, error) {
+	var (
+		url                      []byte
+		version, redirect        uint64
+		status, revision, expire uint64
+	)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", nil, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+		}
+		b = b[n:]
+		var dst *uint64
+		switch num {
+		case recordVersionTag:
+			dst = &version
+		case recordRedirectTag:
+			dst = &redirect
+		case recordStatusTag:
+			dst = &status
+		case recordExpiresTag:
+			dst = &expire
+		case recordRevisionTag:
+			dst = &revision
+		case recordURLTag:
+			if typ == protowire.BytesType {
+				v, n := protowire.ConsumeBytes(b)
+				if n < 0 {
+					return "", nil, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+				}
+				url, b = v, b[n:]
+				continue
+			}
+		}
+		if dst != nil && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return "", nil, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+			}
+			*dst, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return "", nil, fmt.Errorf("%w: %v", link.ErrCorrupt, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if version != link.SchemaVersion {
+		return "", nil, fmt.Errorf("%w: record version %d", link.ErrUnsupportedSchema, version)
+	}
+	st := link.Status(status)
+	if len(url) == 0 || !link.ValidRedirect(int(redirect)) || (st != link.StatusActive && st != link.StatusDisabled) {
+		return "", nil, fmt.Errorf("%w: record fields", link.ErrCorrupt)
+	}
+	buf := make([]byte, 0, len(code)+len(url))
+	buf = append(append(buf, code...), url...)
+	s := unsafe.String(unsafe.SliceData(buf), len(buf))
+	e := &Entry{URL: s[len(code):], Redirect: int(redirect), Status: st, Revision: revision}
+	if x := int64(expire); x != 0 {
+		e.ExpiresAt = time.UnixMilli(x).UTC()
+	}
+	return s[:len(code)], e, nil
+}
+
+// Field numbers of link's Record encoding (proto/link.proto) that
+// decodeEntry reads.
+const (
+	recordVersionTag  = protowire.Number(1)
+	recordURLTag      = protowire.Number(3)
+	recordRedirectTag = protowire.Number(4)
+	recordStatusTag   = protowire.Number(5)
+	recordExpiresTag  = protowire.Number(8)
+	recordRevisionTag = protowire.Number(9)
+)
+
 func entryOf(r *link.Record) *Entry {
 	return &Entry{URL: r.URL, Redirect: r.Redirect, Status: r.Status, ExpiresAt: r.ExpiresAt, Revision: r.Revision}
 }
@@ -76,7 +160,7 @@ type Replica struct {
 	set    *metrics.Set
 	gauges []string
 
-	hot   *otter.Cache[string, *Entry]
+	hot   *hotCache
 	neg   *otter.Cache[string, struct{}]
 	bloom atomic.Pointer[bloom]
 	// gen is bumped after every commit that changed a link; a reader only
@@ -147,13 +231,12 @@ func Open(opts Options) (*Replica, error) {
 		log:      o.Logger,
 		set:      o.Metrics,
 		bloomMin: uint64(o.BloomMinCapacity),
-		hot:      otter.Must(&otter.Options[string, *Entry]{MaximumSize: o.HotCacheEntries}),
+		hot:      newHotCache(o.HotCacheEntries),
 		neg:      otter.Must(&otter.Options[string, struct{}]{MaximumSize: o.NegativeCacheEntries}),
 	}
 	r.keyBufs.New = func() any { return new([]byte) }
 	opened := time.Now()
 	if err := r.load(); err != nil {
-		r.hot.StopAllGoroutines()
 		r.neg.StopAllGoroutines()
 		return nil, errors.Join(fmt.Errorf("open replica: %w", err), db.Close())
 	}
@@ -289,7 +372,6 @@ func (r *Replica) Close() error {
 	for _, name := range r.gauges {
 		r.set.UnregisterMetric(name)
 	}
-	r.hot.StopAllGoroutines()
 	r.neg.StopAllGoroutines()
 	if err := saveBloom(r.fs, r.dir, r.id, r.links.Load(), r.bloom.Load()); err != nil {
 		// Only the next Open's speed depends on it: that Open scans.
@@ -354,14 +436,13 @@ func (r *Replica) lookupDisk(code []byte) (*Entry, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("lookup %q: %w", code, err)
 	}
-	rec, err := link.UnmarshalRecord(v)
+	hotKey, e, err := decodeEntry(code, v)
 	closer.Close()
 	if err != nil {
 		return nil, false, fmt.Errorf("lookup %q: %w", code, err)
 	}
 	r.mDiskHit.Inc()
-	e := entryOf(&rec)
-	r.hot.Compute(rec.Code, func(old *Entry, found bool) (*Entry, otter.ComputeOp) {
+	r.hot.Compute(hotKey, func(old *Entry, found bool) (*Entry, otter.ComputeOp) {
 		if r.gen.Load() != gen || (found && old.Revision >= e.Revision) {
 			return old, otter.CancelOp
 		}
