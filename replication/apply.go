@@ -12,7 +12,8 @@ type Applier interface {
 	// revision the replica holds for that code, records every poison
 	// message in quarantine, and sets the position to b.Through, all in
 	// one atomic, durable batch: after a crash either all of b is applied
-	// or none of it. The position is set unconditionally, even when
+	// or none of it. If b.NoSync is set, the batch need not be durable
+	// when Apply returns, but a later durable Apply makes it durable too. The position is set unconditionally, even when
 	// b.Through is lower than the stored position: after the stream was
 	// deleted and recreated the Consumer replays it from the start, and
 	// the revision checks make that replay harmless. A Batch with no
@@ -32,6 +33,15 @@ type Batch struct {
 	Poison []Poison
 	// Through is the stream sequence of the last message in the batch.
 	Through uint64
+	// NoSync allows the Applier to commit b without waiting for the disk:
+	// still atomic (after a crash either all of b and of every batch
+	// applied before it is there, or the position is that of an earlier
+	// batch), but a power loss may lose it. The Consumer sets it only
+	// while it lags behind the stream, where a lost tail is simply read
+	// again from the stored position, and never for the batch that
+	// catches up: see ConsumerConfig.MaxUnsynced. An Applier may ignore
+	// it and always commit durably.
+	NoSync bool
 }
 
 // Entry is one valid change event with its stream sequence.

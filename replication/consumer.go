@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,8 +48,13 @@ type ConsumerConfig struct {
 	// Metrics is the set the consumer registers its linkpop_replication_*
 	// metrics in. The default (nil) is a new set of its own.
 	Metrics *metrics.Set
-	// BatchSize is the most messages handed to one Applier.Apply. The
-	// default is 1000.
+	// BatchSize is the most messages handed to one Applier.Apply, and
+	// the most messages the server sends ahead of the consumer. Messages
+	// are received and decoded while the previous batch is applied; what
+	// arrived meanwhile forms the next batch, so a lagging consumer (a
+	// fresh edge replaying the stream) commits few large batches and a
+	// caught-up one applies each message as soon as it arrives. The
+	// default is 8192.
 	BatchSize int
 	// BatchWait is how long the consumer waits to fill a batch once one
 	// message is pending. It bounds the latency batching adds. The default
@@ -62,6 +68,17 @@ type ConsumerConfig struct {
 	// fetched to measure lag and detect stalls and stream resets. The
 	// default is 1s.
 	PollInterval time.Duration
+	// MaxUnsynced bounds how long batches applied while the consumer lags
+	// may stay not durable (Batch.NoSync): the first batch applied after
+	// this long since the last durable one is durable, and so is every
+	// batch after which nothing more is pending (the one that catches up,
+	// and every batch of a caught-up consumer). Each batch stays atomic
+	// and carries the position, so a crash that loses the unsynced tail
+	// leaves a consistent replica whose position is where the consumer
+	// resumes: the lost messages are read again from the stream. A
+	// process crash loses nothing (the data is in the page cache); a
+	// power loss loses at most this long of replay. The default is 1s.
+	MaxUnsynced time.Duration
 	// Heartbeat is the idle heartbeat the server sends on a pull; two
 	// missed heartbeats (a restarted server, a lost consumer) rebuild the
 	// consumer. At least 500ms. The default is 2s.
@@ -77,7 +94,10 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 		c.Metrics = metrics.NewSet()
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 1000
+		c.BatchSize = 8192
+	}
+	if c.MaxUnsynced == 0 {
+		c.MaxUnsynced = time.Second
 	}
 	if c.BatchWait == 0 {
 		c.BatchWait = 2 * time.Millisecond
@@ -108,6 +128,9 @@ func (c *ConsumerConfig) Validate() error {
 	}
 	if c.BatchWait < 0 {
 		errs = append(errs, errors.New("consumer: BatchWait must not be negative"))
+	}
+	if c.MaxUnsynced < 0 {
+		errs = append(errs, errors.New("consumer: MaxUnsynced must not be negative"))
 	}
 	if c.StallTimeout < 0 {
 		errs = append(errs, errors.New("consumer: StallTimeout must not be negative"))
@@ -451,26 +474,114 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	return true, c.consume(sctx, it)
 }
 
-// consume batches the messages of it and applies them until an error.
+// chunkSize is the most messages the receiving goroutine puts in one
+// chunk; the applying goroutine joins the chunks queued while it applied
+// into one batch of up to BatchSize.
+const chunkSize = 256
+
+// chunk is a run of consecutive messages, decoded, with the number of
+// messages the server still had for the consumer after the last one.
+type chunk struct {
+	b       Batch
+	pending uint64
+}
+
+// consume applies the messages of it until an error. One goroutine
+// receives and decodes messages into chunks (receive); this one joins the
+// chunks queued while it applied the previous batch and applies them, so
+// the network, the decoding and the Applier's commit overlap.
 func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) error {
+	chunks := make(chan chunk, c.cfg.BatchSize/min(c.cfg.BatchSize, chunkSize)+1)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
 	var (
-		b       Batch
-		lastCon uint64 // consumer sequence of the last message taken
+		wg      sync.WaitGroup
+		recvErr error
 	)
+	wg.Go(func() {
+		defer close(chunks)
+		recvErr = c.receive(rctx, it, chunks)
+	})
+
+	var (
+		carry    *chunk    // received but not fitting in the last batch
+		syncedAt time.Time // last durable Apply of this session
+		err      error
+	)
+	for err == nil {
+		var first chunk
+		if carry != nil {
+			first, carry = *carry, nil
+		} else {
+			var ok bool
+			if first, ok = <-chunks; !ok {
+				break
+			}
+		}
+		b, pending := first.b, first.pending
+		if q := len(chunks); q > 0 {
+			b.Changes = slices.Grow(b.Changes, min(c.cfg.BatchSize, len(b.Changes)+q*chunkSize)-len(b.Changes))
+		}
+	join:
+		for len(b.Changes)+len(b.Poison) < c.cfg.BatchSize {
+			select {
+			case next, ok := <-chunks:
+				if !ok {
+					break join
+				}
+				if len(b.Changes)+len(b.Poison)+len(next.b.Changes)+len(next.b.Poison) > c.cfg.BatchSize {
+					carry = &next
+					break join
+				}
+				b.Changes = append(b.Changes, next.b.Changes...)
+				b.Poison = append(b.Poison, next.b.Poison...)
+				b.Through, pending = next.b.Through, next.pending
+			default:
+				break join
+			}
+		}
+		// Unsynced only while more is known to follow: the batch that
+		// catches up, and so every batch of a caught-up consumer, is
+		// durable.
+		more := pending > 0 || carry != nil || len(chunks) > 0
+		b.NoSync = more && time.Since(syncedAt) < c.cfg.MaxUnsynced
+		if err = c.apply(&b, pending); err == nil && !b.NoSync {
+			syncedAt = time.Now()
+		}
+	}
+	// An Apply failed, or receive ended: stop it and let it finish.
+	stop()
+	for range chunks {
+	}
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	return recvErr
+}
+
+// receive takes the messages of it, decodes them and sends them to out in
+// chunks, until an error. A chunk is sent when it is full or when no
+// message came for BatchWait.
+func (c *Consumer) receive(ctx context.Context, it jetstream.MessagesContext, out chan<- chunk) error {
+	var lastCon uint64 // consumer sequence of the last message taken
 	prefix := c.cfg.Stream.SubjectPrefix + "."
+	size := min(c.cfg.BatchSize, chunkSize)
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return nextErr(ctx, err)
 		}
-		b = Batch{}
-		var pending uint64
-		if err := c.take(&b, msg, prefix, &lastCon, &pending); err != nil {
+		var ch chunk
+		if err := c.take(&ch.b, msg, prefix, &lastCon, &ch.pending); err != nil {
 			return err
 		}
+		// Room for what the server holds, not for a full chunk: a
+		// caught-up consumer receives one message at a time.
+		ch.b.Changes = slices.Grow(ch.b.Changes, int(min(uint64(size), ch.pending+1)))
 		fill, cancel := context.WithTimeout(ctx, c.cfg.BatchWait)
 		var stop error
-		for n := 1; n < c.cfg.BatchSize; n++ {
+		for n := 1; n < size; n++ {
 			msg, err := it.Next(jetstream.NextContext(fill))
 			if err != nil {
 				if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
@@ -478,15 +589,18 @@ func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) er
 				}
 				break
 			}
-			if err := c.take(&b, msg, prefix, &lastCon, &pending); err != nil {
+			if err := c.take(&ch.b, msg, prefix, &lastCon, &ch.pending); err != nil {
 				stop = err
 				break
 			}
 		}
 		cancel()
-		if b.Through > 0 {
-			if err := c.apply(&b, pending); err != nil {
-				return err
+		c.contact()
+		if ch.b.Through > 0 {
+			select {
+			case out <- ch:
+			case <-ctx.Done():
+				return nextErr(ctx, ctx.Err())
 			}
 		}
 		if stop != nil {
@@ -520,7 +634,6 @@ func (c *Consumer) take(b *Batch, msg jetstream.Msg, prefix string, lastCon, pen
 	seq := md.Sequence.Stream
 	b.Through = seq
 	*pending = md.NumPending
-	c.contact()
 
 	subject, data := msg.Subject(), msg.Data()
 	ch, err := link.UnmarshalChange(data)

@@ -27,8 +27,12 @@ var _ replication.Applier = (*Replica)(nil)
 // code (within b, the newest revision per code wins), quarantines every
 // poison message, and sets the position to b.Through, even if that is
 // lower than the current position (the stream was reset and is replayed).
-// All of it is one Pebble batch committed with pebble.Sync. When Apply
-// returns, Lookup sees the new values.
+// All of it is one Pebble batch committed with pebble.Sync, or with
+// pebble.NoSync if b.NoSync is set: Pebble's WAL holds the batch as one
+// record, so a crash keeps it whole or drops it (and every later one)
+// whole, with the position of the last batch kept, and the next synced
+// commit makes every earlier one durable too. When Apply returns, Lookup
+// sees the new values.
 func (r *Replica) Apply(b replication.Batch) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -104,7 +108,11 @@ func (r *Replica) Apply(b replication.Batch) error {
 	if err := setUint64(batch, positionKey, b.Through); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	if err := r.commit(batch, created, quarantined); err != nil {
+	sync := pebble.Sync
+	if b.NoSync {
+		sync = pebble.NoSync
+	}
+	if err := r.commit(batch, created, quarantined, sync); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
 	r.position.Store(b.Through)
@@ -155,7 +163,7 @@ func (r *Replica) Put(rec link.Record) (applied bool, err error) {
 	if !exists {
 		created = 1
 	}
-	if err := r.commit(batch, created, 0); err != nil {
+	if err := r.commit(batch, created, 0, pebble.Sync); err != nil {
 		return false, fmt.Errorf("put: %w", err)
 	}
 	r.published(1, func(yield func(*link.Record)) { yield(&rec) }, created)
@@ -216,7 +224,7 @@ func (r *Replica) Overwrite(code string, held uint64, rec *link.Record) (changed
 			created = 1
 		}
 	}
-	if err := r.commit(batch, created, 0); err != nil {
+	if err := r.commit(batch, created, 0, pebble.Sync); err != nil {
 		return false, fmt.Errorf("overwrite: %w", err)
 	}
 	if rec == nil {
@@ -284,9 +292,9 @@ func (r *Replica) quarantine(batch *pebble.Batch, poison []replication.Poison) (
 	return added, nil
 }
 
-// commit adds the counters to batch, commits it durably and refreshes the
-// in-memory counters.
-func (r *Replica) commit(batch *pebble.Batch, created, quarantined uint64) error {
+// commit adds the counters to batch, commits it with sync (pebble.Sync:
+// durably) and refreshes the in-memory counters.
+func (r *Replica) commit(batch *pebble.Batch, created, quarantined uint64, sync *pebble.WriteOptions) error {
 	if created > 0 {
 		if err := setUint64(batch, linksKey, r.links.Load()+created); err != nil {
 			return err
@@ -297,7 +305,7 @@ func (r *Replica) commit(batch *pebble.Batch, created, quarantined uint64) error
 			return err
 		}
 	}
-	if err := batch.Commit(pebble.Sync); err != nil {
+	if err := batch.Commit(sync); err != nil {
 		return err
 	}
 	r.links.Add(created)
