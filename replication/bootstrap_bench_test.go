@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -71,11 +70,6 @@ func BenchmarkBootstrap(b *testing.B) {
 		con, err := replication.NewConsumer(nc, replication.ConsumerConfig{Applier: rep})
 		if err != nil {
 			b.Fatal(err)
-		}
-		if f := os.Getenv("DBG_PROF"); f != "" {
-			pf, _ := os.Create(f)
-			pprof.StartCPUProfile(pf)
-			defer pprof.StopCPUProfile()
 		}
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()

@@ -147,7 +147,9 @@ func (c *ConsumerConfig) Validate() error {
 // ConsumerStatus is a snapshot of a Consumer's progress.
 type ConsumerStatus struct {
 	// Applied is the stream sequence of the last applied message: the
-	// Applier's position at start, then advancing.
+	// Applier's position at start, then advancing. It counts only
+	// durable batches (see MaxUnsynced): a replica restarted after a
+	// crash is at Applied or beyond.
 	Applied uint64
 	// StreamLast is the last known stream sequence, 0 if the stream was
 	// never reached.
@@ -227,6 +229,10 @@ type Consumer struct {
 	// resyncPending is set by Resync until a session has rewound the
 	// Applier.
 	resyncPending atomic.Bool
+	// unsynced is the sequence of the last batch applied without sync
+	// since the last durable one, 0 if none. Only the applying goroutine
+	// uses it.
+	unsynced uint64
 
 	mu            sync.Mutex
 	bootKnown     bool      // bootTarget was observed
@@ -557,7 +563,29 @@ func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) er
 	if err != nil {
 		return err
 	}
+	if err := c.syncApplied(); err != nil {
+		return err
+	}
 	return recvErr
+}
+
+// syncApplied makes the batches applied without sync durable, with an
+// Apply of no message at the last one's sequence, so that a session never
+// ends with Applied behind what the Applier holds.
+func (c *Consumer) syncApplied() error {
+	through := c.unsynced
+	if through == 0 {
+		return nil
+	}
+	if err := c.cfg.Applier.Apply(Batch{Through: through}); err != nil {
+		return fmt.Errorf("%w: sync through %d: %w", ErrReplica, through, err)
+	}
+	c.unsynced = 0
+	c.applied.Store(through)
+	c.stalePos.Store(0)
+	c.checkBootstrap()
+	c.publishGauges()
+	return nil
 }
 
 // receive takes the messages of it, decodes them and sends them to out in
@@ -675,8 +703,15 @@ func (c *Consumer) apply(b *Batch, pending uint64) error {
 			c.mPropagation.Update(now.Sub(b.Changes[i].Change.CommittedAt).Seconds())
 		}
 	}
-	c.applied.Store(b.Through)
-	c.stalePos.Store(0)
+	// Applied and the end of a reset replay count only what is durable;
+	// a later synced batch, or syncApplied, makes this one durable.
+	if b.NoSync {
+		c.unsynced = b.Through
+	} else {
+		c.unsynced = 0
+		c.applied.Store(b.Through)
+		c.stalePos.Store(0)
+	}
 	c.lastApplied.Store(now.UnixNano())
 	c.progressAt.Store(now.UnixNano())
 	if last := b.Through + pending; last > c.streamLast.Load() {

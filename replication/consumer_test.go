@@ -752,7 +752,7 @@ func TestConsumerConfigValidate(t *testing.T) {
 	ok := brokenApplier{}
 	f(replication.ConsumerConfig{Applier: ok})
 	f(replication.ConsumerConfig{}, "Applier")
-	f(replication.ConsumerConfig{Applier: ok, BatchSize: -1, BatchWait: -1}, "BatchSize", "BatchWait")
+	f(replication.ConsumerConfig{Applier: ok, BatchSize: -1, BatchWait: -1, MaxUnsynced: -1}, "BatchSize", "BatchWait", "MaxUnsynced")
 	f(replication.ConsumerConfig{Applier: ok, StallTimeout: -1, PollInterval: -1}, "StallTimeout", "PollInterval")
 	f(replication.ConsumerConfig{Applier: ok, Heartbeat: time.Millisecond}, "Heartbeat")
 	f(replication.ConsumerConfig{Applier: ok, Stream: replication.StreamConfig{Replicas: 9}}, "Replicas")
@@ -832,4 +832,59 @@ func BenchmarkConsumerReplay(b *testing.B) {
 		db.Close()
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// syncRecorder records the NoSync flag and Through of every Apply.
+type syncRecorder struct {
+	*pebbleApplier
+	mu    sync.Mutex
+	calls []replication.Batch // Changes and Poison dropped
+}
+
+func (s *syncRecorder) Apply(b replication.Batch) error {
+	if err := s.pebbleApplier.Apply(b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, replication.Batch{Through: b.Through, NoSync: b.NoSync})
+	s.mu.Unlock()
+	return nil
+}
+
+// A lagging consumer lets batches be applied without sync, but Applied
+// counts only durable ones, and the batch that catches up is durable.
+func TestConsumerLaggingBatchesUnsyncedUntilCaughtUp(t *testing.T) {
+	leaktest.Check(t)
+	e := newEnv(t)
+	want := map[string]uint64{}
+	var last uint64
+	for i := range 200 {
+		code := fmt.Sprintf("lag-%03d", i)
+		last = e.publish(code, 1)
+		want[code] = 1
+	}
+	a := &syncRecorder{pebbleApplier: newPebbleApplier(t)}
+	r := e.startWith(a, func(c *replication.ConsumerConfig) { c.MaxUnsynced = time.Hour })
+	e.converge(r, a.pebbleApplier, want)
+	wait.For(t, 10*time.Second, "applied reaches the stream's last", func() bool { return r.Status().Applied == last })
+	a.mu.Lock()
+	calls := slices.Clone(a.calls)
+	a.mu.Unlock()
+	unsynced := 0
+	for _, c := range calls {
+		if c.NoSync {
+			unsynced++
+		}
+	}
+	// BatchSize is 16: the server had more for the consumer after the
+	// second batch, and MaxUnsynced is an hour.
+	if unsynced == 0 {
+		t.Fatalf("no batch applied without sync in %d applies", len(calls))
+	}
+	if end := calls[len(calls)-1]; end.NoSync || end.Through != last {
+		t.Fatalf("last apply %+v, want a durable one through %d", end, last)
+	}
+	if calls[0].NoSync {
+		t.Fatal("the first batch of the session was not durable")
+	}
 }
