@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -82,6 +83,31 @@ func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// LastMsgID returns the Nats-Msg-Id of the stream's last message, the one
+// JetStream compares Nats-Expected-Last-Msg-Id with, or "" if the stream
+// holds no message.
+func (p *Publisher) LastMsgID(ctx context.Context) (string, error) {
+	s, err := p.js.Stream(ctx, p.cfg.Name)
+	if err != nil {
+		return "", fmt.Errorf("stream %s: %w", p.cfg.Name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("stream %s info: %w", p.cfg.Name, err)
+	}
+	if info.State.Msgs == 0 {
+		return "", nil
+	}
+	m, err := s.GetMsg(ctx, info.State.LastSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("stream %s last message: %w", p.cfg.Name, err)
+	}
+	return m.Header.Get(jetstream.MsgIDHeader), nil
+}
+
 // asyncAckTimeout bounds how long an asynchronous publish waits for the
 // stream's ack before the client fails it, so futures abandoned during an
 // outage do not pile up against the client's pending limit.
@@ -101,6 +127,10 @@ func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error)
 	case ack := <-a.f.Ok():
 		return ack.Sequence, ack.Duplicate, nil
 	case err := <-a.f.Err():
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeWrongLastMsgID {
+			return 0, false, fmt.Errorf("publish %s rev %d: %w: %w", a.code, a.revision, ErrWrongLastMsgID, err)
+		}
 		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, err)
 	case <-ctx.Done():
 		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, ctx.Err())
@@ -113,6 +143,28 @@ func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error)
 // a caller that must keep a code's events in order waits for the earlier
 // event's ack before sending the next for the same code.
 func (p *Publisher) PublishRawAsync(code string, revision uint64, data []byte) (*PendingAck, error) {
+	return p.PublishRawAsyncAfter(code, revision, data, "")
+}
+
+// ErrWrongLastMsgID is what PendingAck.Wait reports when the stream
+// refused an event published with PublishRawAsyncAfter because its last
+// message is not the expected one.
+var ErrWrongLastMsgID = errors.New("stream's last message is not the expected one")
+
+// jsErrCodeWrongLastMsgID is JetStream's error code for a publish whose
+// Nats-Expected-Last-Msg-Id does not match the stream's last message.
+const jsErrCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
+// PublishRawAsyncAfter is PublishRawAsync with an expectation: the stream
+// stores the event only if its last message has the Nats-Msg-Id lastMsgID
+// (see MsgID), and otherwise fails it with ErrWrongLastMsgID. A caller
+// that chains each event to the one before it gets the stream in exactly
+// the order it sends, even when an event in the middle of a window fails:
+// everything after it is refused instead of overtaking it. The stream
+// checks duplicates first, so re-publishing an event already stored
+// returns its duplicate ack whatever lastMsgID says. An empty lastMsgID
+// expects nothing.
+func (p *Publisher) PublishRawAsyncAfter(code string, revision uint64, data []byte, lastMsgID string) (*PendingAck, error) {
 	p.asyncOnce.Do(func() {
 		p.ajs, p.ajsErr = jetstream.New(p.js.Conn(),
 			jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
@@ -121,9 +173,11 @@ func (p *Publisher) PublishRawAsync(code string, revision uint64, data []byte) (
 	if p.ajsErr != nil {
 		return nil, fmt.Errorf("jetstream: %w", p.ajsErr)
 	}
-	f, err := p.ajs.PublishMsgAsync(&nats.Msg{Subject: p.cfg.Subject(code), Data: data},
-		jetstream.WithMsgID(MsgID(code, revision)),
-		jetstream.WithExpectStream(p.cfg.Name))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(MsgID(code, revision)), jetstream.WithExpectStream(p.cfg.Name)}
+	if lastMsgID != "" {
+		opts = append(opts, jetstream.WithExpectLastMsgID(lastMsgID))
+	}
+	f, err := p.ajs.PublishMsgAsync(&nats.Msg{Subject: p.cfg.Subject(code), Data: data}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
 	}

@@ -5,6 +5,12 @@
 // crash anywhere in that sequence leads to a re-publish, never a loss; the
 // stream's dedup window and the edges' revision checks absorb the
 // duplicates.
+//
+// Events are pipelined, yet the stream receives them in revision order,
+// enforced by the server: each event expects the stream's last message to
+// be the event before it (Nats-Expected-Last-Msg-Id). If one fails, every
+// later event in flight is refused instead of landing ahead of it, and
+// the relay resumes from the failed one.
 package relay
 
 import (
@@ -111,8 +117,24 @@ type Relay struct {
 	log *slog.Logger
 
 	// mu serialises publishing: a Run pass and Republish never interleave,
-	// so a code's events reach the stream in revision order.
+	// so a code's events reach the stream in revision order. It guards
+	// last and careful too.
 	mu sync.Mutex
+	// last is the Nats-Msg-Id of the stream's last message as far as the
+	// relay knows ("" for an empty stream); known says whether it knows.
+	// After a failure, a restart or Republish it does not, and reads it
+	// from the stream before the next pass.
+	last  string
+	known bool
+	// careful makes the relay send one event at a time, each after the
+	// previous one's ack, until an event is stored anew: while the stream
+	// answers with duplicates (events stored before a failure or a
+	// restart), its last message stays what it was, so a pipelined event
+	// expecting its predecessor would be refused.
+	careful bool
+	// publishAfter is Publisher.PublishRawAsyncAfter; tests replace it to
+	// make single publishes fail.
+	publishAfter func(code string, rev uint64, data []byte, lastMsgID string) (*replication.PendingAck, error)
 
 	mPublished *metrics.Counter
 	mErrors    *metrics.Counter
@@ -127,7 +149,7 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	r := &Relay{cfg: cfg, log: cfg.Logger}
+	r := &Relay{cfg: cfg, log: cfg.Logger, publishAfter: cfg.Publisher.PublishRawAsyncAfter}
 	set := cfg.Metrics
 	r.mPublished = set.NewCounter("linkpop_relay_published_total")
 	r.mErrors = set.NewCounter("linkpop_relay_errors_total")
@@ -161,12 +183,20 @@ func (r *Relay) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	failing := false
 	for {
-		n, err := r.pass(ctx)
+		n, acked, err := r.pass(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, store.ErrClosed):
 			return fmt.Errorf("relay: %w", err)
+		case errors.Is(err, replication.ErrWrongLastMsgID) && acked > 0:
+			// The stream's last message was not the expected one (an
+			// event answered as a duplicate, a recreated stream): the
+			// pass made progress and the next one starts from the
+			// stream's actual last message, at once.
+			r.mErrors.Inc()
+			r.log.Debug("relay: stream's last message moved, resuming from it", "err", err)
+			continue
 		case err != nil:
 			r.mErrors.Inc()
 			backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
@@ -217,15 +247,15 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // pass publishes up to BatchSize of the oldest outbox entries and deletes
 // the ones acknowledged, in order, up to the first failure. It returns how
-// many entries it read.
-func (r *Relay) pass(ctx context.Context) (int, error) {
+// many entries it read and how many of them it deleted.
+func (r *Relay) pass(ctx context.Context) (n, acked int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	entries, err := r.cfg.Store.Outbox(r.cfg.BatchSize)
 	if err != nil || len(entries) == 0 {
-		return 0, err
+		return 0, 0, err
 	}
-	acked, err := r.publish(ctx, entries, func(i int) {
+	acked, err = r.publish(ctx, entries, func(i int) {
 		r.mLag.Update(max(time.Since(entries[i].CommittedAt).Seconds(), 0))
 	})
 	if acked > 0 {
@@ -234,10 +264,10 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 			revs[i] = entries[i].Revision
 		}
 		if derr := r.cfg.Store.OutboxDelete(revs...); derr != nil {
-			return len(entries), errors.Join(err, fmt.Errorf("outbox delete: %w", derr))
+			return len(entries), 0, errors.Join(err, fmt.Errorf("outbox delete: %w", derr))
 		}
 	}
-	return len(entries), err
+	return len(entries), acked, err
 }
 
 // event is one message to publish.
@@ -252,17 +282,32 @@ type event struct {
 // next event the relay waits for the ack of its previous one, so a failed
 // event can never be overtaken by a newer one of the same code (the
 // stream keeps one message per code, and a later re-publish of the older
-// event would otherwise replace the newer). It returns how many entries,
-// from the first, were acknowledged, and the first error.
+// event would otherwise replace the newer). Each event expects the
+// stream's last message to be the event before it, the first one the
+// stream's last message, so the stream stores them in exactly this order
+// or refuses the rest. It returns how many entries, from the first, were
+// acknowledged, and the first error.
 func (r *Relay) publish(ctx context.Context, entries []store.OutboxEntry, onAck func(i int)) (int, error) {
 	events := make([]event, len(entries))
 	for i, e := range entries {
 		events[i] = event{code: e.Code, rev: e.Revision, data: e.Data}
 	}
-	return r.publishEvents(ctx, events, onAck)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	if !r.known {
+		last, err := r.cfg.Publisher.LastMsgID(ctx)
+		if err != nil {
+			return 0, err
+		}
+		r.last, r.known, r.careful = last, true, true
+	}
+	return r.publishEvents(ctx, events, true, onAck)
 }
 
-func (r *Relay) publishEvents(ctx context.Context, events []event, onAck func(i int)) (int, error) {
+// publishEvents publishes events as a pipelined window, chained to the
+// stream's last message if chained is set (see publish). The relay's
+// knowledge of the stream's last message ends with any failure.
+func (r *Relay) publishEvents(ctx context.Context, events []event, chained bool, onAck func(i int)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	start := time.Now()
@@ -272,8 +317,22 @@ func (r *Relay) publishEvents(ctx context.Context, events []event, onAck func(i 
 	// await waits for acks in order up to and including index i.
 	await := func(i int) error {
 		for ; acked <= i; acked++ {
-			if _, _, err := pending[acked].Wait(ctx); err != nil {
+			_, dup, err := pending[acked].Wait(ctx)
+			if err != nil {
+				// Events still in flight may land after this: what the
+				// stream's last message is has to be read again.
+				r.known = false
 				return err
+			}
+			switch {
+			case !chained:
+			case dup:
+				// The stream's last message did not change; events sent
+				// after this one expected it to, and are refused unless
+				// stored before too. Send the rest one at a time.
+				r.careful = true
+			default:
+				r.last, r.careful = replication.MsgID(events[acked].code, events[acked].rev), false
 			}
 			if inflight[events[acked].code] == acked {
 				delete(inflight, events[acked].code)
@@ -285,14 +344,29 @@ func (r *Relay) publishEvents(ctx context.Context, events []event, onAck func(i 
 		}
 		return nil
 	}
+	expect := r.last
 	for i, e := range events {
 		if j, ok := inflight[e.code]; ok {
 			if err := await(j); err != nil {
 				return acked, err
 			}
 		}
-		p, err := r.cfg.Publisher.PublishRawAsync(e.code, e.rev, e.data)
+		var p *replication.PendingAck
+		var err error
+		if chained {
+			if r.careful {
+				if err := await(i - 1); err != nil {
+					return acked, err
+				}
+				expect = r.last
+			}
+			p, err = r.publishAfter(e.code, e.rev, e.data, expect)
+			expect = replication.MsgID(e.code, e.rev)
+		} else {
+			p, err = r.cfg.Publisher.PublishRawAsync(e.code, e.rev, e.data)
+		}
 		if err != nil {
+			r.known = false
 			if aerr := await(i - 1); aerr != nil {
 				return acked, aerr
 			}
@@ -312,16 +386,19 @@ func (r *Relay) publishEvents(ctx context.Context, events []event, onAck func(i 
 // the link's current revision, committed at its UpdatedAt) into the
 // stream, for a stream that is empty or damaged. It holds off Run's
 // passes while it works, so each code's events stay in revision order.
-// It returns how many links it published.
+// The links go out in code order, without expectations about the
+// stream's last message; the next pass reads it afresh. It returns how
+// many links it published.
 func (r *Relay) Republish(ctx context.Context) (n int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.known = false
 	if err := r.cfg.Publisher.EnsureStream(ctx); err != nil {
 		return 0, fmt.Errorf("republish: %w", err)
 	}
 	batch := make([]event, 0, r.cfg.BatchSize)
 	flush := func() error {
-		acked, err := r.publishEvents(ctx, batch, nil)
+		acked, err := r.publishEvents(ctx, batch, false, nil)
 		n += acked
 		r.mRepub.Add(acked)
 		batch = batch[:0]

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -38,6 +39,13 @@ type env struct {
 // them in reverse order.
 func start(t *testing.T) *env {
 	t.Helper()
+	return startWith(t, nil)
+}
+
+// startWith is start calling before, if not nil, once the store, the
+// stream and the relay exist but before the relay runs.
+func startWith(t *testing.T, before func(e *env)) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	e := &env{ns: natstest.Start(t), scfg: replication.StreamConfig{Name: "LINKS", DuplicateWindow: time.Minute}, set: metrics.NewSet()}
@@ -68,6 +76,9 @@ func start(t *testing.T) *env {
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, AckTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(e)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -164,6 +175,155 @@ func inRevisionOrder(t *testing.T, msgs []jetstream.RawStreamMsg) []uint64 {
 	return revs
 }
 
+// wholeStream reads every message in the stream in sequence order and
+// checks that their revisions strictly increase; it returns them.
+func (e *env) wholeStream(t *testing.T) []uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, e.scfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+		msgs = append(msgs, *m)
+	}
+	revs := inRevisionOrder(t, msgs)
+	for i := 1; i < len(revs); i++ {
+		if revs[i] == revs[i-1] {
+			t.Fatalf("stream holds revision %d twice: %v", revs[i], revs)
+		}
+	}
+	return revs
+}
+
+// createSeq creates n links one after another.
+func (e *env) createSeq(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, _, err := e.st.Create(context.Background(), store.CreateRequest{URL: fmt.Sprintf("https://example.com/s%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wantRevisions checks that revs are exactly 1..n.
+func wantRevisions(t *testing.T, revs []uint64, n int) {
+	t.Helper()
+	if len(revs) != n || revs[0] != 1 || revs[n-1] != uint64(n) {
+		t.Fatalf("stream holds %d events %v, want revisions 1..%d", len(revs), revs, n)
+	}
+}
+
+// A publish that fails in the middle of a window must not be overtaken by
+// the events sent after it: the server refuses them, and the relay
+// resumes from the failed one.
+func TestRelayKeepsOrderWhenAPublishFails(t *testing.T) {
+	leaktest.Check(t)
+	const n = 300
+	var (
+		mu       sync.Mutex
+		attempts = map[uint64]int{}
+	)
+	e := startWith(t, func(e *env) {
+		// The whole outbox is waiting when the relay starts, so its first
+		// pass sends a full window of 64.
+		e.createSeq(t, n)
+		relay.SetPublishAfter(e.relay, func(orig func(string, uint64, []byte, string) (*replication.PendingAck, error),
+			code string, rev uint64, data []byte, last string) (*replication.PendingAck, error) {
+			mu.Lock()
+			attempts[rev]++
+			first := attempts[rev] == 1
+			mu.Unlock()
+			if first && (rev == 30 || rev == 100 || rev == 101 || rev == 200) {
+				// The stream refuses this one: the later events in
+				// flight must not land before its retry.
+				last = "no-such-msg-id"
+			}
+			return orig(code, rev, data, last)
+		})
+	})
+	e.waitDrained(t, 20*time.Second)
+	wantRevisions(t, e.wholeStream(t), n)
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts[30] != 2 || attempts[31] != 2 || attempts[64] != 2 {
+		t.Fatalf("attempts at 30, 31, 64: %d %d %d; the events after a failed one must be sent again",
+			attempts[30], attempts[31], attempts[64])
+	}
+}
+
+// Events already in the stream (acked but not deleted from the outbox
+// before a crash, or whose ack was lost) come back as duplicates, which
+// leave the stream's last message as it was: the relay must still make
+// progress and keep the order.
+func TestRelayResumesAfterEventsAlreadyStored(t *testing.T) {
+	leaktest.Check(t)
+	const n = 200
+	e := startWith(t, func(e *env) {
+		e.createSeq(t, n)
+		entries, err := e.st.Outbox(40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, en := range entries {
+			if _, _, err := e.pub.PublishRaw(ctx, en.Code, en.Revision, en.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	e.waitDrained(t, 20*time.Second)
+	wantRevisions(t, e.wholeStream(t), n)
+}
+
+// A stream deleted and created again (or purged) has another last message
+// than the relay expects: it must not wedge the relay.
+func TestRelayPublishesIntoRecreatedStream(t *testing.T) {
+	leaktest.Check(t)
+	e := start(t)
+	e.createSeq(t, 50)
+	e.waitDrained(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.js.DeleteStream(ctx, e.scfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "stream recreated", func() bool { return e.pub.EnsureStream(ctx) == nil })
+	e.createSeq(t, 30)
+	e.waitDrained(t, 20*time.Second)
+	revs := e.wholeStream(t)
+	if len(revs) != 30 || revs[0] != 51 || revs[29] != 80 {
+		t.Fatalf("recreated stream holds %v, want 51..80", revs)
+	}
+
+	s, err := e.js.Stream(ctx, e.scfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.createSeq(t, 20)
+	e.waitDrained(t, 20*time.Second)
+	revs = e.wholeStream(t)
+	if len(revs) != 20 || revs[0] != 81 || revs[19] != 100 {
+		t.Fatalf("purged stream holds %v, want 81..100", revs)
+	}
+}
 func counter(set *metrics.Set, name string) uint64 { return set.GetOrCreateCounter(name).Get() }
 
 func TestConfigValidate(t *testing.T) {
