@@ -421,6 +421,56 @@ func TestRelaySurvivesOutage(t *testing.T) {
 	if len(revs) != 120 || e.st.Revision() != 121 {
 		t.Fatalf("after the outage the stream has %d codes, store revision %d", len(revs), e.st.Revision())
 	}
+	// Every message in the stream, in sequence order, not just each
+	// code's last: recs[0]'s create was replaced by its update.
+	if all := e.wholeStream(t); len(all) != 120 || all[0] != 1 || all[119] != 121 {
+		t.Fatalf("stream holds %d events %v", len(all), all)
+	}
+}
+
+// The stream disappears while the relay has windows in flight and comes
+// back in the middle of one: the events sent while it was gone fail at
+// once, the ones after it is back must not be stored ahead of them.
+func TestRelayKeepsOrderWhenStreamReturnsMidWindow(t *testing.T) {
+	leaktest.Check(t)
+	const n = 3000
+	e := startWith(t, func(e *env) { e.createSeq(t, n) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wait.For(t, 20*time.Second, "relay publishing", func() bool {
+		return counter(e.set, "linkpop_relay_published_total") >= 300
+	})
+	if err := e.js.DeleteStream(ctx, e.scfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "stream recreated", func() bool { return e.pub.EnsureStream(ctx) == nil })
+	e.waitDrained(t, 30*time.Second)
+	revs := e.wholeStream(t)
+	for i, rev := range revs {
+		if rev != revs[0]+uint64(i) || revs[len(revs)-1] != n {
+			t.Fatalf("recreated stream holds %v, want a run of revisions up to %d", revs, n)
+		}
+	}
+}
+
+// NATS stops while the relay has windows in flight: whatever was sent
+// but not stored, and whatever the client buffered to send on reconnect,
+// must not land out of order.
+func TestRelayKeepsOrderAcrossOutageMidWindow(t *testing.T) {
+	leaktest.Check(t)
+	const n = 3000
+	e := startWith(t, func(e *env) { e.createSeq(t, n) })
+	wait.For(t, 20*time.Second, "relay publishing", func() bool {
+		return counter(e.set, "linkpop_relay_published_total") >= 100
+	})
+	e.ns.Stop()
+	errs := counter(e.set, "linkpop_relay_errors_total")
+	wait.For(t, 20*time.Second, "relay errors while NATS is down", func() bool {
+		return counter(e.set, "linkpop_relay_errors_total") > errs
+	})
+	e.ns.Restart()
+	e.waitDrained(t, 30*time.Second)
+	wantRevisions(t, e.wholeStream(t), n)
 }
 
 func TestRepublishRestoresDeletedStream(t *testing.T) {
