@@ -33,10 +33,17 @@ func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
 		return nil, ErrClosed
 	}
 	defer s.exit()
+	// Read only what is durable. Pebble makes a batch visible to readers
+	// once it is in the memtable, before its WAL write is synced (see
+	// commitPipeline.publish); a relay that published such an entry and
+	// then lost it to a crash would put a link in the stream that the
+	// store never had. s.rev advances only after a synced commit returns,
+	// so entries up to it are on disk.
+	durable := s.rev.Load()
 	// Start at the oldest live entry: the deleted ones before it are
 	// tombstones an iterator would otherwise step over one by one.
-	lower := outboxKey(s.outbox.lowest(s.rev.Load()))
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: outboxUpper})
+	lower := outboxKey(s.outbox.lowest(durable))
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: outboxKey(durable + 1)})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
