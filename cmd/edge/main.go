@@ -12,10 +12,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
+	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/linkpop/linkpop/edge"
@@ -62,7 +61,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	log, err := newLogger(*logLevel, *logFormat)
+	log, err := cli.NewLogger(*logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -71,7 +70,7 @@ func run(args []string) error {
 		AdminListen: *admin,
 		DataDir:     *data,
 		NATS: replication.ConnConfig{
-			URLs:      splitList(*natsURLs),
+			URLs:      cli.SplitList(*natsURLs),
 			CredsFile: *natsCreds,
 			Token:     *natsToken,
 			Logger:    log.With("component", "nats"),
@@ -87,7 +86,7 @@ func run(args []string) error {
 		BlockCacheBytes:      *blockCache,
 		NodeName:             *node,
 		GossipBind:           *gossipBind,
-		GossipJoin:           splitList(*gossipJoin),
+		GossipJoin:           cli.SplitList(*gossipJoin),
 		Logger:               log,
 	})
 	if err != nil {
@@ -105,29 +104,4 @@ func lagThresholdConfig(n int64) int64 {
 		return -1
 	}
 	return n
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }

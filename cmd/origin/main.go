@@ -25,7 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
+	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"os"
 	"os/signal"
 	"strings"
@@ -160,7 +160,7 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 
-	logger, err := newLogger(f.logLevel, f.logFormat)
+	logger, err := cli.NewLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		return origin.Config{}, err
 	}
@@ -185,7 +185,7 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 		BaseURL:          f.baseURL,
 		CodeLength:       f.codeLength,
 		AdminKey:         key,
-		BlockedDomains:   splitList(f.blockedDomains),
+		BlockedDomains:   cli.SplitList(f.blockedDomains),
 		MaxBodyBytes:     f.maxBodyBytes,
 		DefaultRateLimit: f.defaultRateLimit,
 		DefaultBurst:     f.defaultBurst,
@@ -196,35 +196,10 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 	}
 	// With -dev, -nats defaults to the embedded server.
 	if !f.dev || set["nats"] {
-		cfg.NATS.URLs = splitList(f.natsURLs)
+		cfg.NATS.URLs = cli.SplitList(f.natsURLs)
 	}
 	if f.data == "" {
 		return cfg, errors.New("-data is required")
 	}
 	return cfg, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }

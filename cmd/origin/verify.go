@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"os"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ func runVerify(ctx context.Context, args []string) int {
 	cfg := verify.Config{
 		OriginURL: *api,
 		OriginKey: k,
-		Edges:     splitList(*edges),
+		Edges:     cli.SplitList(*edges),
 		Wait:      max(*wait, time.Nanosecond),
 		Interval:  *interval,
 		Detail:    *detail,
