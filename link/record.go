@@ -77,6 +77,7 @@ type Record struct {
 	ExpiresAt time.Time // zero: never expires
 	Revision  uint64    // origin revision of the last mutation
 	Tags      []string
+	MaxVisits uint64 // clicks after which the origin disables the link; 0: no limit
 }
 
 // Expired reports whether the link has an expiry at or before now.
@@ -255,6 +256,7 @@ func recordToPB(r *Record) *linkpb.Record {
 		UpdatedAtUnixMs: r.UpdatedAt.UnixMilli(),
 		Revision:        r.Revision,
 		Tags:            r.Tags,
+		MaxVisits:       r.MaxVisits,
 	}
 	if !r.ExpiresAt.IsZero() {
 		pb.ExpiresAtUnixMs = r.ExpiresAt.UnixMilli()
@@ -275,6 +277,7 @@ func recordFromPB(pb *linkpb.Record) (Record, error) {
 		UpdatedAt: time.UnixMilli(pb.UpdatedAtUnixMs).UTC(),
 		Revision:  pb.Revision,
 		Tags:      pb.Tags,
+		MaxVisits: pb.MaxVisits,
 	}
 	if pb.ExpiresAtUnixMs != 0 {
 		r.ExpiresAt = time.UnixMilli(pb.ExpiresAtUnixMs).UTC()

@@ -1,5 +1,6 @@
-// Wire schema of linkpop's stored link record and of the change event the
-// origin publishes to the change stream. Every message carries
+// Wire schema of linkpop's stored link record, of the change event the
+// origin publishes to the change stream, and of the click batches edges ship
+// to the click stream. Every message carries
 // schema_version: a reader refuses versions it does not know rather than
 // guess (see link.SchemaVersion).
 
@@ -143,8 +144,10 @@ type Record struct {
 	ExpiresAtUnixMs int64 `protobuf:"varint,8,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
 	// Origin revision of the mutation that produced this state; strictly
 	// increasing across all links.
-	Revision      uint64   `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
-	Tags          []string `protobuf:"bytes,10,rep,name=tags,proto3" json:"tags,omitempty"`
+	Revision uint64   `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
+	Tags     []string `protobuf:"bytes,10,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Clicks after which the origin disables the link; 0 means no limit.
+	MaxVisits     uint64 `protobuf:"varint,11,opt,name=max_visits,json=maxVisits,proto3" json:"max_visits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +252,13 @@ func (x *Record) GetTags() []string {
 	return nil
 }
 
+func (x *Record) GetMaxVisits() uint64 {
+	if x != nil {
+		return x.MaxVisits
+	}
+	return 0
+}
+
 // Change is one committed mutation: the full new state of the link, so an
 // edge can apply it without reading anything else. Changes for one code are
 // applied only if their revision is newer than what the edge holds.
@@ -321,12 +331,297 @@ func (x *Change) GetCommittedAtUnixNano() int64 {
 	return 0
 }
 
+// ClickBatch is one flush of one edge's click aggregates, shipped to the
+// click stream (LINKPOP_CLICKS). An edge numbers its batches 1, 2, 3, ...
+// per instance and ships them in that order, so the collector applies a
+// batch only if its seq is the next one it expects from (edge, instance):
+// a redelivered batch never counts twice. A batch is sent every flush
+// interval even when it holds no clicks: its through_unix_ms is the edge's
+// flush-through mark, from which the collector computes complete_through.
+type ClickBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// Name of the edge, unique in the fleet and stable across restarts; a
+	// single NATS subject token ([A-Za-z0-9_-]).
+	Edge string `protobuf:"bytes,2,opt,name=edge,proto3" json:"edge,omitempty"`
+	// Random identity of the edge's click journal, made when it is first
+	// created: an edge whose disk was replaced starts a new sequence under a
+	// new instance rather than reusing numbers.
+	Instance string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Batch number within (edge, instance), starting at 1, without gaps.
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Every click this edge answered before this instant (Unix ms) is in this
+	// batch or an earlier one.
+	ThroughUnixMs int64 `protobuf:"varint,5,opt,name=through_unix_ms,json=throughUnixMs,proto3" json:"through_unix_ms,omitempty"`
+	// Clicks this edge answered but could not keep (a bound was hit) since
+	// the previous batch. They are reported, never silently lost.
+	Dropped uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Aggregates, at most one entry per (code, minute).
+	Links         []*LinkMinute `protobuf:"bytes,7,rep,name=links,proto3" json:"links,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClickBatch) Reset() {
+	*x = ClickBatch{}
+	mi := &file_linkpop_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClickBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClickBatch) ProtoMessage() {}
+
+func (x *ClickBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_linkpop_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClickBatch.ProtoReflect.Descriptor instead.
+func (*ClickBatch) Descriptor() ([]byte, []int) {
+	return file_linkpop_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ClickBatch) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *ClickBatch) GetEdge() string {
+	if x != nil {
+		return x.Edge
+	}
+	return ""
+}
+
+func (x *ClickBatch) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ClickBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ClickBatch) GetThroughUnixMs() int64 {
+	if x != nil {
+		return x.ThroughUnixMs
+	}
+	return 0
+}
+
+func (x *ClickBatch) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ClickBatch) GetLinks() []*LinkMinute {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+// LinkMinute aggregates the clicks on one code within one UTC minute.
+type LinkMinute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Code  string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Start of the minute, Unix seconds, a multiple of 60.
+	MinuteUnix int64 `protobuf:"varint,2,opt,name=minute_unix,json=minuteUnix,proto3" json:"minute_unix,omitempty"`
+	// Redirects answered to non-bot requests.
+	Clicks uint64 `protobuf:"varint,3,opt,name=clicks,proto3" json:"clicks,omitempty"`
+	// Redirects answered to known crawlers and link previewers.
+	Bots uint64 `protobuf:"varint,4,opt,name=bots,proto3" json:"bots,omitempty"`
+	// Distinct keyed visitor hashes among the clicks (bots excluded).
+	Visitors []uint64 `protobuf:"fixed64,5,rep,packed,name=visitors,proto3" json:"visitors,omitempty"`
+	// Breakdowns of the clicks (bots excluded, except devices, whose "bot"
+	// key counts the bots).
+	Referrers     []*KeyCount `protobuf:"bytes,6,rep,name=referrers,proto3" json:"referrers,omitempty"`
+	Countries     []*KeyCount `protobuf:"bytes,7,rep,name=countries,proto3" json:"countries,omitempty"`
+	Devices       []*KeyCount `protobuf:"bytes,8,rep,name=devices,proto3" json:"devices,omitempty"`
+	Browsers      []*KeyCount `protobuf:"bytes,9,rep,name=browsers,proto3" json:"browsers,omitempty"`
+	Os            []*KeyCount `protobuf:"bytes,10,rep,name=os,proto3" json:"os,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkMinute) Reset() {
+	*x = LinkMinute{}
+	mi := &file_linkpop_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkMinute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkMinute) ProtoMessage() {}
+
+func (x *LinkMinute) ProtoReflect() protoreflect.Message {
+	mi := &file_linkpop_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkMinute.ProtoReflect.Descriptor instead.
+func (*LinkMinute) Descriptor() ([]byte, []int) {
+	return file_linkpop_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LinkMinute) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *LinkMinute) GetMinuteUnix() int64 {
+	if x != nil {
+		return x.MinuteUnix
+	}
+	return 0
+}
+
+func (x *LinkMinute) GetClicks() uint64 {
+	if x != nil {
+		return x.Clicks
+	}
+	return 0
+}
+
+func (x *LinkMinute) GetBots() uint64 {
+	if x != nil {
+		return x.Bots
+	}
+	return 0
+}
+
+func (x *LinkMinute) GetVisitors() []uint64 {
+	if x != nil {
+		return x.Visitors
+	}
+	return nil
+}
+
+func (x *LinkMinute) GetReferrers() []*KeyCount {
+	if x != nil {
+		return x.Referrers
+	}
+	return nil
+}
+
+func (x *LinkMinute) GetCountries() []*KeyCount {
+	if x != nil {
+		return x.Countries
+	}
+	return nil
+}
+
+func (x *LinkMinute) GetDevices() []*KeyCount {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *LinkMinute) GetBrowsers() []*KeyCount {
+	if x != nil {
+		return x.Browsers
+	}
+	return nil
+}
+
+func (x *LinkMinute) GetOs() []*KeyCount {
+	if x != nil {
+		return x.Os
+	}
+	return nil
+}
+
+type KeyCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyCount) Reset() {
+	*x = KeyCount{}
+	mi := &file_linkpop_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCount) ProtoMessage() {}
+
+func (x *KeyCount) ProtoReflect() protoreflect.Message {
+	mi := &file_linkpop_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCount.ProtoReflect.Descriptor instead.
+func (*KeyCount) Descriptor() ([]byte, []int) {
+	return file_linkpop_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *KeyCount) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_linkpop_proto protoreflect.FileDescriptor
 
 const file_linkpop_proto_rawDesc = "" +
 	"\n" +
 	"\rlinkpop.proto\x12\n" +
-	"linkpop.v1\"\xd4\x02\n" +
+	"linkpop.v1\"\xf3\x02\n" +
 	"\x06Record\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x10\n" +
@@ -338,12 +633,40 @@ const file_linkpop_proto_rawDesc = "" +
 	"\x12expires_at_unix_ms\x18\b \x01(\x03R\x0fexpiresAtUnixMs\x12\x1a\n" +
 	"\brevision\x18\t \x01(\x04R\brevision\x12\x12\n" +
 	"\x04tags\x18\n" +
-	" \x03(\tR\x04tags\"\xb0\x01\n" +
+	" \x03(\tR\x04tags\x12\x1d\n" +
+	"\n" +
+	"max_visits\x18\v \x01(\x04R\tmaxVisits\"\xb0\x01\n" +
 	"\x06Change\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1e\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x0e.linkpop.v1.OpR\x02op\x12*\n" +
 	"\x06record\x18\x03 \x01(\v2\x12.linkpop.v1.RecordR\x06record\x123\n" +
-	"\x16committed_at_unix_nano\x18\x04 \x01(\x03R\x13committedAtUnixNano*H\n" +
+	"\x16committed_at_unix_nano\x18\x04 \x01(\x03R\x13committedAtUnixNano\"\xe5\x01\n" +
+	"\n" +
+	"ClickBatch\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
+	"\x04edge\x18\x02 \x01(\tR\x04edge\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12&\n" +
+	"\x0fthrough_unix_ms\x18\x05 \x01(\x03R\rthroughUnixMs\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\x12,\n" +
+	"\x05links\x18\a \x03(\v2\x16.linkpop.v1.LinkMinuteR\x05links\"\xf9\x02\n" +
+	"\n" +
+	"LinkMinute\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1f\n" +
+	"\vminute_unix\x18\x02 \x01(\x03R\n" +
+	"minuteUnix\x12\x16\n" +
+	"\x06clicks\x18\x03 \x01(\x04R\x06clicks\x12\x12\n" +
+	"\x04bots\x18\x04 \x01(\x04R\x04bots\x12\x1a\n" +
+	"\bvisitors\x18\x05 \x03(\x06R\bvisitors\x122\n" +
+	"\treferrers\x18\x06 \x03(\v2\x14.linkpop.v1.KeyCountR\treferrers\x122\n" +
+	"\tcountries\x18\a \x03(\v2\x14.linkpop.v1.KeyCountR\tcountries\x12.\n" +
+	"\adevices\x18\b \x03(\v2\x14.linkpop.v1.KeyCountR\adevices\x120\n" +
+	"\bbrowsers\x18\t \x03(\v2\x14.linkpop.v1.KeyCountR\bbrowsers\x12$\n" +
+	"\x02os\x18\n" +
+	" \x03(\v2\x14.linkpop.v1.KeyCountR\x02os\"2\n" +
+	"\bKeyCount\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count*H\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x13\n" +
@@ -368,22 +691,31 @@ func file_linkpop_proto_rawDescGZIP() []byte {
 }
 
 var file_linkpop_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_linkpop_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_linkpop_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_linkpop_proto_goTypes = []any{
-	(Status)(0),    // 0: linkpop.v1.Status
-	(Op)(0),        // 1: linkpop.v1.Op
-	(*Record)(nil), // 2: linkpop.v1.Record
-	(*Change)(nil), // 3: linkpop.v1.Change
+	(Status)(0),        // 0: linkpop.v1.Status
+	(Op)(0),            // 1: linkpop.v1.Op
+	(*Record)(nil),     // 2: linkpop.v1.Record
+	(*Change)(nil),     // 3: linkpop.v1.Change
+	(*ClickBatch)(nil), // 4: linkpop.v1.ClickBatch
+	(*LinkMinute)(nil), // 5: linkpop.v1.LinkMinute
+	(*KeyCount)(nil),   // 6: linkpop.v1.KeyCount
 }
 var file_linkpop_proto_depIdxs = []int32{
 	0, // 0: linkpop.v1.Record.status:type_name -> linkpop.v1.Status
 	1, // 1: linkpop.v1.Change.op:type_name -> linkpop.v1.Op
 	2, // 2: linkpop.v1.Change.record:type_name -> linkpop.v1.Record
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: linkpop.v1.ClickBatch.links:type_name -> linkpop.v1.LinkMinute
+	6, // 4: linkpop.v1.LinkMinute.referrers:type_name -> linkpop.v1.KeyCount
+	6, // 5: linkpop.v1.LinkMinute.countries:type_name -> linkpop.v1.KeyCount
+	6, // 6: linkpop.v1.LinkMinute.devices:type_name -> linkpop.v1.KeyCount
+	6, // 7: linkpop.v1.LinkMinute.browsers:type_name -> linkpop.v1.KeyCount
+	6, // 8: linkpop.v1.LinkMinute.os:type_name -> linkpop.v1.KeyCount
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_linkpop_proto_init() }
@@ -397,7 +729,7 @@ func file_linkpop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_linkpop_proto_rawDesc), len(file_linkpop_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
