@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -76,36 +77,7 @@ func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", p.cfg.Name, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", p.cfg.Name, err)
-	}
-	return info.State.LastSeq, nil
-}
-
-// LastMsgID returns the Nats-Msg-Id of the stream's last message, the one
-// JetStream compares Nats-Expected-Last-Msg-Id with, or "" if the stream
-// holds no message.
-func (p *Publisher) LastMsgID(ctx context.Context) (string, error) {
-	s, err := p.js.Stream(ctx, p.cfg.Name)
-	if err != nil {
-		return "", fmt.Errorf("stream %s: %w", p.cfg.Name, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return "", fmt.Errorf("stream %s info: %w", p.cfg.Name, err)
-	}
-	if info.State.Msgs == 0 {
-		return "", nil
-	}
-	m, err := s.GetMsg(ctx, info.State.LastSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("stream %s last message: %w", p.cfg.Name, err)
-	}
-	return m.Header.Get(jetstream.MsgIDHeader), nil
+	return s.CachedInfo().State.LastSeq, nil
 }
 
 // asyncAckTimeout bounds how long an asynchronous publish waits for the
@@ -127,44 +99,71 @@ func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error)
 	case ack := <-a.f.Ok():
 		return ack.Sequence, ack.Duplicate, nil
 	case err := <-a.f.Err():
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeWrongLastMsgID {
-			return 0, false, fmt.Errorf("publish %s rev %d: %w: %w", a.code, a.revision, ErrWrongLastMsgID, err)
-		}
-		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, err)
+		return 0, false, publishErr(a.code, a.revision, err)
 	case <-ctx.Done():
 		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, ctx.Err())
 	}
 }
 
 // PublishRawAsync sends an encoded change event like PublishRaw but
-// returns without waiting for the ack. Events sent from one goroutine
-// reach the stream in the order they were sent, unless one of them fails:
-// a caller that must keep a code's events in order waits for the earlier
-// event's ack before sending the next for the same code.
+// returns without waiting for the ack and without any expectation about
+// the stream's last message: events that fail can be overtaken by later
+// ones. Loaders that fill a stream whose order does not matter use it;
+// everything that must keep the stream in order publishes through a
+// Chain.
 func (p *Publisher) PublishRawAsync(code string, revision uint64, data []byte) (*PendingAck, error) {
-	return p.PublishRawAsyncAfter(code, revision, data, "")
+	return p.publishAsync(code, revision, data, nil)
 }
 
-// ErrWrongLastMsgID is what PendingAck.Wait reports when the stream
-// refused an event published with PublishRawAsyncAfter because its last
-// message is not the expected one.
-var ErrWrongLastMsgID = errors.New("stream's last message is not the expected one")
+// ErrWrongLastSequence is what PendingAck.Wait reports when the stream
+// refused an event published with PublishRawAsyncAt because its last
+// sequence is not the expected one (JetStream error 10071).
+var ErrWrongLastSequence = errors.New("stream's last sequence is not the expected one")
 
-// jsErrCodeWrongLastMsgID is JetStream's error code for a publish whose
-// Nats-Expected-Last-Msg-Id does not match the stream's last message.
-const jsErrCodeWrongLastMsgID jetstream.ErrorCode = 10070
+// ErrDuplicateInProcess is what PendingAck.Wait reports when an event with
+// the same Nats-Msg-Id is still being stored, typically during a stream
+// leader change (JetStream error 10158). Send it again a little later: it
+// is then either stored (a duplicate ack) or not.
+var ErrDuplicateInProcess = errors.New("an event with the same id is still being stored")
 
-// PublishRawAsyncAfter is PublishRawAsync with an expectation: the stream
-// stores the event only if its last message has the Nats-Msg-Id lastMsgID
-// (see MsgID), and otherwise fails it with ErrWrongLastMsgID. A caller
-// that chains each event to the one before it gets the stream in exactly
-// the order it sends, even when an event in the middle of a window fails:
-// everything after it is refused instead of overtaking it. The stream
-// checks duplicates first, so re-publishing an event already stored
-// returns its duplicate ack whatever lastMsgID says. An empty lastMsgID
-// expects nothing.
-func (p *Publisher) PublishRawAsyncAfter(code string, revision uint64, data []byte, lastMsgID string) (*PendingAck, error) {
+// JetStream error codes the publisher tells apart.
+const (
+	jsErrCodeWrongLastSequence jetstream.ErrorCode = 10071
+	jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+)
+
+// publishErr wraps a publish error with the event and, for the refusals a
+// Chain handles, with its sentinel.
+func publishErr(code string, revision uint64, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jsErrCodeWrongLastSequence:
+			return fmt.Errorf("publish %s rev %d: %w: %w", code, revision, ErrWrongLastSequence, err)
+		case jsErrCodeDuplicateInProcess:
+			return fmt.Errorf("publish %s rev %d: %w: %w", code, revision, ErrDuplicateInProcess, err)
+		}
+	}
+	return fmt.Errorf("publish %s rev %d: %w", code, revision, err)
+}
+
+// PublishRawAsyncAt is PublishRawAsync with an expectation: the stream
+// stores the event only if its last sequence is lastSeq (the header
+// Nats-Expected-Last-Sequence), and otherwise fails it with
+// ErrWrongLastSequence. The stream leader checks it before proposing the
+// event to its replicas, against the stream and the events already in
+// flight, so a caller may pipeline: the i-th event after a known tail T
+// expects T+i-1. The stream checks duplicates first, so re-publishing an
+// event already stored returns its duplicate ack whatever lastSeq says.
+//
+// The publisher never sends Nats-Expected-Last-Msg-Id: on nats-server
+// 2.14 and later one mismatch of that header leaves a replicated stream
+// without a leader (see the regression test in r3_test.go).
+func (p *Publisher) PublishRawAsyncAt(code string, revision uint64, data []byte, lastSeq uint64) (*PendingAck, error) {
+	return p.publishAsync(code, revision, data, &lastSeq)
+}
+
+func (p *Publisher) publishAsync(code string, revision uint64, data []byte, lastSeq *uint64) (*PendingAck, error) {
 	p.asyncOnce.Do(func() {
 		p.ajs, p.ajsErr = jetstream.New(p.js.Conn(),
 			jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
@@ -174,12 +173,57 @@ func (p *Publisher) PublishRawAsyncAfter(code string, revision uint64, data []by
 		return nil, fmt.Errorf("jetstream: %w", p.ajsErr)
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(MsgID(code, revision)), jetstream.WithExpectStream(p.cfg.Name)}
-	if lastMsgID != "" {
-		opts = append(opts, jetstream.WithExpectLastMsgID(lastMsgID))
+	if lastSeq != nil {
+		opts = append(opts, jetstream.WithExpectLastSequence(*lastSeq))
 	}
 	f, err := p.ajs.PublishMsgAsync(&nats.Msg{Subject: p.cfg.Subject(code), Data: data}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
 	}
 	return &PendingAck{f: f, code: code, revision: revision}, nil
+}
+
+// StoredRevision returns the revision of the event the stream holds for
+// code (its newest: the stream keeps one per code), and found = false if
+// it holds none. The stream leader answers, not a possibly lagging
+// replica (direct gets are not used), so the answer includes every event
+// the stream has acknowledged.
+func (p *Publisher) StoredRevision(ctx context.Context, code string) (rev uint64, found bool, err error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{p.cfg.Subject(code)})
+	if err != nil {
+		return 0, false, err
+	}
+	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.cfg.Name, req)
+	if err != nil {
+		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, err)
+	}
+	var resp struct {
+		Message *struct {
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, false, nil
+	case resp.Error != nil:
+		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, resp.Error)
+	case resp.Message == nil:
+		return 0, false, fmt.Errorf("stream %s get %s: empty answer", p.cfg.Name, code)
+	}
+	c, err := link.UnmarshalChange(resp.Message.Data)
+	if err != nil {
+		// Not an event this publisher could have sent: nothing of code's
+		// is known to be stored.
+		return 0, false, nil
+	}
+	if c.Record.Code != code {
+		return 0, false, nil
+	}
+	return c.Record.Revision, true, nil
 }

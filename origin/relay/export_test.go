@@ -2,14 +2,13 @@ package relay
 
 import "github.com/linkpop/linkpop/replication"
 
-// SetPublishAfter replaces how r publishes a chained event; f gets the
+// SetPublishAt replaces how r publishes one event of its chain; f gets the
 // original to call.
-func SetPublishAfter(r *Relay, f func(orig func(code string, rev uint64, data []byte, lastMsgID string) (*replication.PendingAck, error),
-	code string, rev uint64, data []byte, lastMsgID string) (*replication.PendingAck, error)) {
+func SetPublishAt(r *Relay, f func(orig replication.SendFunc, code string, rev uint64, data []byte, lastSeq uint64) (*replication.PendingAck, error)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	orig := r.publishAfter
-	r.publishAfter = func(code string, rev uint64, data []byte, lastMsgID string) (*replication.PendingAck, error) {
-		return f(orig, code, rev, data, lastMsgID)
+	orig := r.publishAt
+	r.publishAt = func(code string, rev uint64, data []byte, lastSeq uint64) (*replication.PendingAck, error) {
+		return f(orig, code, rev, data, lastSeq)
 	}
 }

@@ -7,10 +7,12 @@
 // duplicates.
 //
 // Events are pipelined, yet the stream receives them in revision order,
-// enforced by the server: each event expects the stream's last message to
-// be the event before it (Nats-Expected-Last-Msg-Id). If one fails, every
-// later event in flight is refused instead of landing ahead of it, and
-// the relay resumes from the failed one.
+// enforced by the stream leader: the relay publishes through a
+// replication.Chain, so each event expects the stream's last sequence to
+// be the one its predecessor landed at (Nats-Expected-Last-Sequence). If
+// one fails, every later event in flight is refused instead of landing
+// ahead of it; the relay re-reads the stream's tail, skips the entries
+// already stored and resumes from the failed one.
 package relay
 
 import (
@@ -118,23 +120,12 @@ type Relay struct {
 
 	// mu serialises publishing: a Run pass and Republish never interleave,
 	// so a code's events reach the stream in revision order. It guards
-	// last and careful too.
-	mu sync.Mutex
-	// last is the Nats-Msg-Id of the stream's last message as far as the
-	// relay knows ("" for an empty stream); known says whether it knows.
-	// After a failure, a restart or Republish it does not, and reads it
-	// from the stream before the next pass.
-	last  string
-	known bool
-	// careful makes the relay send one event at a time, each after the
-	// previous one's ack, until an event is stored anew: while the stream
-	// answers with duplicates (events stored before a failure or a
-	// restart), its last message stays what it was, so a pipelined event
-	// expecting its predecessor would be refused.
-	careful bool
-	// publishAfter is Publisher.PublishRawAsyncAfter; tests replace it to
-	// make single publishes fail.
-	publishAfter func(code string, rev uint64, data []byte, lastMsgID string) (*replication.PendingAck, error)
+	// chain too.
+	mu    sync.Mutex
+	chain *replication.Chain
+	// publishAt is Publisher.PublishRawAsyncAt; tests replace it to make
+	// single publishes fail.
+	publishAt replication.SendFunc
 
 	mPublished *metrics.Counter
 	mErrors    *metrics.Counter
@@ -149,7 +140,10 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	r := &Relay{cfg: cfg, log: cfg.Logger, publishAfter: cfg.Publisher.PublishRawAsyncAfter}
+	r := &Relay{cfg: cfg, log: cfg.Logger, publishAt: cfg.Publisher.PublishRawAsyncAt}
+	r.chain = replication.NewChain(cfg.Publisher, func(code string, rev uint64, data []byte, lastSeq uint64) (*replication.PendingAck, error) {
+		return r.publishAt(code, rev, data, lastSeq)
+	})
 	set := cfg.Metrics
 	r.mPublished = set.NewCounter("linkpop_relay_published_total")
 	r.mErrors = set.NewCounter("linkpop_relay_errors_total")
@@ -189,11 +183,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case errors.Is(err, store.ErrClosed):
 			return fmt.Errorf("relay: %w", err)
-		case errors.Is(err, replication.ErrWrongLastMsgID) && acked > 0:
-			// The stream's last message was not the expected one (an
-			// event answered as a duplicate, a recreated stream): the
-			// pass made progress and the next one starts from the
-			// stream's actual last message, at once.
+		case errors.Is(err, replication.ErrWrongLastSequence) && acked > 0:
+			// The stream's last sequence was not the expected one (an
+			// event answered as a duplicate): the pass made progress and
+			// the next one starts from the stream's actual tail, at once.
 			r.mErrors.Inc()
 			r.log.Debug("relay: stream's last message moved, resuming from it", "err", err)
 			continue
@@ -270,146 +263,83 @@ func (r *Relay) pass(ctx context.Context) (n, acked int, err error) {
 	return len(entries), acked, err
 }
 
-// event is one message to publish.
-type event struct {
-	code string
-	rev  uint64
-	data []byte
-}
-
-// publish sends entries as a pipelined window and waits for their acks in
-// order. A code never has two events in flight: before sending a code's
-// next event the relay waits for the ack of its previous one, so a failed
-// event can never be overtaken by a newer one of the same code (the
-// stream keeps one message per code, and a later re-publish of the older
-// event would otherwise replace the newer). Each event expects the
-// stream's last message to be the event before it, the first one the
-// stream's last message, so the stream stores them in exactly this order
-// or refuses the rest. It returns how many entries, from the first, were
-// acknowledged, and the first error.
+// publish sends entries through the chain as one pipelined window (see
+// replication.Chain) and returns how many entries, from the first, are in
+// the stream, and the first error.
 func (r *Relay) publish(ctx context.Context, entries []store.OutboxEntry, onAck func(i int)) (int, error) {
-	events := make([]event, len(entries))
+	events := make([]replication.Event, len(entries))
 	for i, e := range entries {
-		events[i] = event{code: e.Code, rev: e.Revision, data: e.Data}
+		events[i] = replication.Event{Code: e.Code, Revision: e.Revision, Data: e.Data}
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
-	defer cancel()
-	if !r.known {
-		last, err := r.cfg.Publisher.LastMsgID(ctx)
-		if err != nil {
-			return 0, err
-		}
-		r.last, r.known, r.careful = last, true, true
-	}
-	return r.publishEvents(ctx, events, true, onAck)
+	return r.publishEvents(ctx, events, onAck)
 }
 
-// publishEvents publishes events as a pipelined window, chained to the
-// stream's last message if chained is set (see publish). The relay's
-// knowledge of the stream's last message ends with any failure.
-func (r *Relay) publishEvents(ctx context.Context, events []event, chained bool, onAck func(i int)) (int, error) {
+// publishEvents publishes one window through the chain within AckTimeout.
+func (r *Relay) publishEvents(ctx context.Context, events []replication.Event, onAck func(i int)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	start := time.Now()
-	pending := make([]*replication.PendingAck, len(events))
-	inflight := make(map[string]int, len(events)) // code → index of its unacked event
-	acked := 0
-	// await waits for acks in order up to and including index i.
-	await := func(i int) error {
-		for ; acked <= i; acked++ {
-			_, dup, err := pending[acked].Wait(ctx)
-			if err != nil {
-				// Events still in flight may land after this: what the
-				// stream's last message is has to be read again.
-				r.known = false
-				return err
-			}
-			switch {
-			case !chained:
-			case dup:
-				// The stream's last message did not change; events sent
-				// after this one expected it to, and are refused unless
-				// stored before too. Send the rest one at a time.
-				r.careful = true
-			default:
-				r.last, r.careful = replication.MsgID(events[acked].code, events[acked].rev), false
-			}
-			if inflight[events[acked].code] == acked {
-				delete(inflight, events[acked].code)
-			}
-			r.mPublished.Inc()
-			if onAck != nil {
-				onAck(acked)
-			}
+	n, err := r.chain.Publish(ctx, events, func(i int) {
+		r.mPublished.Inc()
+		if onAck != nil {
+			onAck(i)
 		}
-		return nil
+	})
+	if err == nil {
+		r.mPublish.UpdateDuration(start)
 	}
-	expect := r.last
-	for i, e := range events {
-		if j, ok := inflight[e.code]; ok {
-			if err := await(j); err != nil {
-				return acked, err
-			}
-		}
-		var p *replication.PendingAck
-		var err error
-		if chained {
-			if r.careful {
-				if err := await(i - 1); err != nil {
-					return acked, err
-				}
-				expect = r.last
-			}
-			p, err = r.publishAfter(e.code, e.rev, e.data, expect)
-			expect = replication.MsgID(e.code, e.rev)
-		} else {
-			p, err = r.cfg.Publisher.PublishRawAsync(e.code, e.rev, e.data)
-		}
-		if err != nil {
-			r.known = false
-			if aerr := await(i - 1); aerr != nil {
-				return acked, aerr
-			}
-			return acked, err
-		}
-		pending[i] = p
-		inflight[e.code] = i
-	}
-	if err := await(len(events) - 1); err != nil {
-		return acked, err
-	}
-	r.mPublish.UpdateDuration(start)
-	return acked, nil
+	return n, err
 }
 
 // Republish publishes every link's current state (an OpUpdate event at
 // the link's current revision, committed at its UpdatedAt) into the
 // stream, for a stream that is empty or damaged. It holds off Run's
 // passes while it works, so each code's events stay in revision order.
-// The links go out in code order, without expectations about the
-// stream's last message; the next pass reads it afresh. It returns how
-// many links it published.
+// The links go out in code order through the same chain as the outbox
+// (expected last sequence, resync after a failure): links the stream
+// already holds at their current revision are skipped after a failure,
+// never stored twice. The next pass re-reads the stream's tail. It
+// returns how many links are in the stream.
 func (r *Relay) Republish(ctx context.Context) (n int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.known = false
+	r.chain.Reset()
+	defer r.chain.Reset()
 	if err := r.cfg.Publisher.EnsureStream(ctx); err != nil {
 		return 0, fmt.Errorf("republish: %w", err)
 	}
-	batch := make([]event, 0, r.cfg.BatchSize)
+	batch := make([]replication.Event, 0, r.cfg.BatchSize)
+	// flush publishes batch, retrying what is not in the stream yet with
+	// backoff (the chain resyncs first) until ctx ends.
 	flush := func() error {
-		acked, err := r.publishEvents(ctx, batch, false, nil)
-		n += acked
-		r.mRepub.Add(acked)
-		batch = batch[:0]
-		return err
+		rest := batch
+		for backoff := time.Duration(0); ; {
+			acked, err := r.publishEvents(ctx, rest, nil)
+			n += acked
+			r.mRepub.Add(acked)
+			rest = rest[acked:]
+			if err == nil {
+				batch = batch[:0]
+				return nil
+			}
+			r.mErrors.Inc()
+			if acked == 0 {
+				backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
+			} else {
+				backoff = 0
+			}
+			r.log.Debug("relay: republish batch failed, retrying", "err", err, "backoff", backoff)
+			if !sleep(ctx, backoff) {
+				return err
+			}
+		}
 	}
 	err = r.cfg.Store.ScanAll(func(rec link.Record) error {
 		data, err := link.MarshalChange(&link.Change{Op: link.OpUpdate, Record: rec, CommittedAt: rec.UpdatedAt})
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", rec.Code, err)
 		}
-		batch = append(batch, event{code: rec.Code, rev: rec.Revision, data: data})
+		batch = append(batch, replication.Event{Code: rec.Code, Revision: rec.Revision, Data: data})
 		if len(batch) == cap(batch) {
 			return flush()
 		}
@@ -419,7 +349,6 @@ func (r *Relay) Republish(ctx context.Context) (n int, err error) {
 		err = flush()
 	}
 	if err != nil {
-		r.mErrors.Inc()
 		return n, fmt.Errorf("republish: %w", err)
 	}
 	r.log.Info("relay: republished every link", "links", n)

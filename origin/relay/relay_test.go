@@ -241,8 +241,8 @@ func TestRelayKeepsOrderWhenAPublishFails(t *testing.T) {
 		// The whole outbox is waiting when the relay starts, so its first
 		// pass sends a full window of 64.
 		e.createSeq(t, n)
-		relay.SetPublishAfter(e.relay, func(orig func(string, uint64, []byte, string) (*replication.PendingAck, error),
-			code string, rev uint64, data []byte, last string) (*replication.PendingAck, error) {
+		relay.SetPublishAt(e.relay, func(orig replication.SendFunc,
+			code string, rev uint64, data []byte, last uint64) (*replication.PendingAck, error) {
 			mu.Lock()
 			attempts[rev]++
 			first := attempts[rev] == 1
@@ -250,7 +250,7 @@ func TestRelayKeepsOrderWhenAPublishFails(t *testing.T) {
 			if first && (rev == 30 || rev == 100 || rev == 101 || rev == 200) {
 				// The stream refuses this one: the later events in
 				// flight must not land before its retry.
-				last = "no-such-msg-id"
+				last += 1000
 			}
 			return orig(code, rev, data, last)
 		})
