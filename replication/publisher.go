@@ -128,7 +128,7 @@ var ErrDuplicateInProcess = errors.New("an event with the same id is still being
 
 // JetStream error codes the publisher tells apart.
 const (
-	jsErrCodeWrongLastSequence jetstream.ErrorCode = 10071
+	jsErrCodeWrongLastSequence  jetstream.ErrorCode = 10071
 	jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
 )
 
