@@ -1,4 +1,5 @@
-// Package natstest starts an embedded JetStream server for tests: loopback,
+// Package natstest starts embedded JetStream servers for tests: one server
+// (Start) or an in-process cluster (StartCluster), on loopback,
 // random port, store in t.TempDir(), shut down by t.Cleanup. Stop and
 // Restart simulate an outage on the same address and store.
 package natstest
