@@ -36,8 +36,11 @@ type clusterEnv struct {
 	corrupt  map[uint64]bool
 	attempts map[uint64]int
 
-	// relay lifecycle
-	stopRelay func()
+	// relay lifecycle; relayErrors counts the publish failures of every
+	// relay started
+	stopRelay   func()
+	relaySet    *metrics.Set
+	relayErrors atomic.Int64
 
 	// headers seen on the stream's subjects by a plain subscriber
 	seen, seenMsgID, missingSeq, missingID atomic.Int64
@@ -134,7 +137,8 @@ func startCluster(t *testing.T) *clusterEnv {
 // would.
 func (ce *clusterEnv) startRelay(t *testing.T) {
 	t.Helper()
-	r, err := relay.New(relay.Config{Store: ce.st, Publisher: ce.pub, Metrics: metrics.NewSet(), BatchSize: 64,
+	set := metrics.NewSet()
+	r, err := relay.New(relay.Config{Store: ce.st, Publisher: ce.pub, Metrics: set, BatchSize: 64,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, AckTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +153,7 @@ func (ce *clusterEnv) startRelay(t *testing.T) {
 		ce.mu.Unlock()
 		return orig(code, rev, data, last)
 	})
-	ce.relay = r
+	ce.relay, ce.relaySet = r, set
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -158,13 +162,21 @@ func (ce *clusterEnv) startRelay(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("relay run: %v", err)
 		}
+		ce.relayErrors.Add(int64(counter(set, "linkpop_relay_errors_total")))
+		ce.relaySet = metrics.NewSet()
 		ce.stopRelay = func() {}
 	}
 }
 
-// creating creates links from four goroutines until the returned stop is
-// called, which waits for them and returns how many they created. Every
-// create must succeed: the store does not depend on NATS.
+// failures is how many passes of every relay started have failed.
+func (ce *clusterEnv) failures() int64 {
+	return ce.relayErrors.Load() + int64(counter(ce.relaySet, "linkpop_relay_errors_total"))
+}
+
+// creating creates links from four goroutines, each about one every 5ms
+// and at most 2,000, until the returned stop is called, which waits for
+// them and returns how many they created. Every create must succeed: the
+// store does not depend on NATS.
 func (ce *clusterEnv) creating(t *testing.T) (stop func() int) {
 	var (
 		wg   sync.WaitGroup
@@ -173,7 +185,7 @@ func (ce *clusterEnv) creating(t *testing.T) (stop func() int) {
 	)
 	for g := range 4 {
 		wg.Go(func() {
-			for i := 0; ; i++ {
+			for i := 0; i < 2000; i++ {
 				select {
 				case <-quit:
 					return
@@ -184,8 +196,8 @@ func (ce *clusterEnv) creating(t *testing.T) (stop func() int) {
 					return
 				}
 				n.Add(1)
-				if i%8 == 7 {
-					time.Sleep(time.Millisecond) // let the relay see windows of varied sizes
+				if i%4 == 3 {
+					time.Sleep(20 * time.Millisecond) // bursts of four: windows of varied sizes
 				}
 			}
 		})
@@ -231,6 +243,8 @@ func (ce *clusterEnv) check(t *testing.T) {
 			return err == nil && d.Equal(&want)
 		})
 	}
+	t.Logf("revision %d: stream exact and in order, edges converged; relay publish failures so far: %d",
+		ce.st.Revision(), ce.failures())
 	if n := ce.seenMsgID.Load(); n != 0 {
 		t.Fatalf("%d of %d publishes carried Nats-Expected-Last-Msg-Id", n, ce.seen.Load())
 	}
@@ -307,13 +321,21 @@ func TestRelayOnR3Cluster(t *testing.T) {
 	})
 
 	t.Run("one server restarts", func(t *testing.T) {
-		for _, pick := range []string{"follower", "leader"} {
+		for _, pick := range []string{"a follower", "the leader", "the relay's own"} {
 			stop := ce.creating(t)
 			ce.waitStreamAt(t, ce.st.Revision()+30)
 			i := ce.c.WaitStreamLeader(ce.scfg.Name)
-			if pick == "follower" {
+			switch pick {
+			case "a follower":
 				i = (i + 1) % ce.c.Size()
+			case "the relay's own":
+				for j := range ce.c.Size() {
+					if ce.nc.ConnectedUrl() == ce.c.URL(j) {
+						i = j
+					}
+				}
 			}
+			t.Logf("restarting n%d, %s server", i, pick)
 			ce.c.Restart(i)
 			ce.waitStreamAt(t, ce.st.Revision()+30)
 			stop()
