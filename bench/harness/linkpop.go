@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/linkpop/linkpop/link"
@@ -13,8 +12,8 @@ import (
 	"github.com/linkpop/linkpop/replication/devserver"
 )
 
-// publishWindow is how many asynchronous publishes may await their ack
-// while loading the stream.
+// publishWindow is how many events one pipelined window of the chain
+// carries while loading the stream.
 const publishWindow = 2048
 
 func runtimeCPUs() int { return runtime.NumCPU() }
@@ -92,55 +91,51 @@ func (h *harness) change(op link.Op, i int, rev uint64, url string, at time.Time
 	}
 }
 
-// publish publishes n changes made by mk with asynchronous publishes,
-// at most publishWindow awaiting their ack; one goroutine waits for the
-// acks in order.
+// publish publishes n changes made by mk the way the origin's relay does:
+// through a replication.Chain (expected last sequence, resync after a
+// failure), in windows of publishWindow. A window that fails is sent
+// again from its first event not in the stream, a few times.
 func (h *harness) publish(n int, mk func(i int) link.Change) error {
-	ctx, cancel := context.WithCancel(h.ctx)
-	defer cancel()
-	acks := make(chan *replication.PendingAck, publishWindow)
-	var (
-		wg       sync.WaitGroup
-		ackErr   error
-		lastProg = time.Now()
-	)
-	wg.Go(func() {
-		for a := range acks {
-			if ackErr != nil {
-				continue
+	chain := replication.NewChain(h.pub, nil)
+	window := make([]replication.Event, 0, publishWindow)
+	lastProg := time.Now()
+	flush := func() error {
+		rest := window
+		for attempt := 0; len(rest) > 0; attempt++ {
+			ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+			done, err := chain.Publish(ctx, rest, nil)
+			cancel()
+			rest = rest[done:]
+			if err == nil {
+				break
 			}
-			actx, acancel := context.WithTimeout(ctx, time.Minute)
-			if _, _, err := a.Wait(actx); err != nil {
-				ackErr = err
-				cancel()
+			if attempt == 5 || h.ctx.Err() != nil {
+				return fmt.Errorf("publish: %w", err)
 			}
-			acancel()
+			h.log.Warn("publish window failed, resending the rest", "err", err, "left", len(rest))
 		}
-	})
-	var err error
-	for i := 0; i < n && ctx.Err() == nil; i++ {
+		window = window[:0]
+		return nil
+	}
+	for i := 0; i < n && h.ctx.Err() == nil; i++ {
 		c := mk(i)
-		var data []byte
-		if data, err = link.MarshalChange(&c); err != nil {
-			break
+		data, err := link.MarshalChange(&c)
+		if err != nil {
+			return fmt.Errorf("publish: %w", err)
 		}
-		var a *replication.PendingAck
-		if a, err = h.pub.PublishRawAsync(c.Record.Code, c.Record.Revision, data); err != nil {
-			break
+		window = append(window, replication.Event{Code: c.Record.Code, Revision: c.Record.Revision, Data: data})
+		if len(window) == cap(window) {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		acks <- a
 		if time.Since(lastProg) > 10*time.Second {
 			lastProg = time.Now()
 			h.log.Info("publishing", "done", i, "of", n)
 		}
 	}
-	close(acks)
-	wg.Wait()
-	switch {
-	case err != nil:
-		return fmt.Errorf("publish: %w", err)
-	case ackErr != nil:
-		return fmt.Errorf("publish: %w", ackErr)
+	if err := flush(); err != nil {
+		return err
 	}
 	return h.ctx.Err()
 }

@@ -172,7 +172,7 @@ type RedirectSummary struct {
 type BootstrapReport struct {
 	Links int `json:"links"`
 	// PublishSeconds is publishing every link into the stream
-	// (replication.Publisher, PublishConcurrency in flight).
+	// (replication.Chain, windows of PublishConcurrency events).
 	PublishSeconds     float64 `json:"publish_seconds"`
 	PublishPerSecond   float64 `json:"publish_per_second"`
 	PublishConcurrency int     `json:"publish_concurrency"`
