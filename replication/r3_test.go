@@ -40,7 +40,7 @@ func startR3(t *testing.T) *r3 {
 }
 
 // publisher makes an R3 change stream named name and a publisher on it.
-func (r *r3) publisher(t *testing.T, name string) (*replication.Publisher, replication.StreamConfig) {
+func (r *r3) publisher(t testing.TB, name string) (*replication.Publisher, replication.StreamConfig) {
 	t.Helper()
 	cfg := replication.StreamConfig{Name: name, SubjectPrefix: "test." + name, Replicas: 3}
 	p, err := replication.NewPublisher(r.nc, cfg)
@@ -56,7 +56,7 @@ func (r *r3) publisher(t *testing.T, name string) (*replication.Publisher, repli
 	return p, cfg
 }
 
-func encoded(t *testing.T, code string, rev uint64) []byte {
+func encoded(t testing.TB, code string, rev uint64) []byte {
 	t.Helper()
 	now := time.Now().UTC()
 	data, err := link.MarshalChange(&link.Change{Op: link.OpCreate, CommittedAt: now, Record: link.Record{

@@ -37,6 +37,7 @@ type Cluster struct {
 	dirs  []string
 	ports []int // client ports
 	cport []int // cluster (route) ports
+	mod   []func(i int, o *server.Options)
 
 	mu   sync.Mutex
 	srvs []*server.Server // nil while stopped
@@ -44,13 +45,15 @@ type Cluster struct {
 
 // StartCluster starts an n-server cluster and waits until it has a meta
 // leader and every server is current, failing t after
-// ClusterReadyTimeout.
-func StartCluster(t testing.TB, n int) *Cluster {
+// ClusterReadyTimeout. Each mod, if any, may change server i's options
+// (on every start of it) before the server is made: benchmarks turn
+// SyncAlways off to compare.
+func StartCluster(t testing.TB, n int, mod ...func(i int, o *server.Options)) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("natstest: cluster of %d servers", n)
 	}
-	c := &Cluster{t: t, name: "linkpop-test", srvs: make([]*server.Server, n)}
+	c := &Cluster{t: t, name: "linkpop-test", srvs: make([]*server.Server, n), mod: mod}
 	ports := reservePorts(t, 2*n)
 	for i := range n {
 		c.dirs = append(c.dirs, t.TempDir())
@@ -97,7 +100,7 @@ func (c *Cluster) options(i int) *server.Options {
 	for _, p := range c.cport {
 		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
 	}
-	return &server.Options{
+	o := &server.Options{
 		ServerName: fmt.Sprintf("n%d", i),
 		Host:       "127.0.0.1",
 		Port:       c.ports[i],
@@ -116,6 +119,10 @@ func (c *Cluster) options(i int) *server.Options {
 		// skips its own): clustering needs configured routes.
 		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
 	}
+	for _, m := range c.mod {
+		m(i, o)
+	}
+	return o
 }
 
 func (c *Cluster) start(i int) {
