@@ -153,8 +153,10 @@ func publishErr(code string, revision uint64, err error) error {
 // ErrWrongLastSequence. The stream leader checks it before proposing the
 // event to its replicas, against the stream and the events already in
 // flight, so a caller may pipeline: the i-th event after a known tail T
-// expects T+i-1. The stream checks duplicates first, so re-publishing an
-// event already stored returns its duplicate ack whatever lastSeq says.
+// expects T+i-1. A replicated stream's leader checks duplicates first (an
+// event already stored, sent again, gets its duplicate ack whatever
+// lastSeq says); a single server checks lastSeq first (ErrWrongLastSequence).
+// Chain handles both.
 //
 // The publisher never sends Nats-Expected-Last-Msg-Id: on nats-server
 // 2.14 and later one mismatch of that header leaves a replicated stream

@@ -124,6 +124,11 @@ func TestR3ExpectedHeaders(t *testing.T) {
 		}
 	})
 
+	t.Run("chain after a foreign append", func(t *testing.T) {
+		p, cfg := r.publisher(t, "FOREIGN")
+		chainAfterForeignAppend(t, chainEnvOn(p, r.js, cfg))
+	})
+
 	t.Run("wrong last msg id wedges the stream", func(t *testing.T) {
 		const name = "WEDGE"
 		_, cfg := r.publisher(t, name)
