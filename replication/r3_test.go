@@ -52,7 +52,7 @@ func (r *r3) publisher(t testing.TB, name string) (*replication.Publisher, repli
 		defer cancel()
 		return p.EnsureStream(ctx) == nil
 	})
-	r.c.WaitStreamLeader(name)
+	r.c.WaitStreamLeader(t, name)
 	return p, cfg
 }
 

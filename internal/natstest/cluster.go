@@ -1,8 +1,12 @@
 package natstest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/linkpop/linkpop/internal/proctest"
 	"github.com/linkpop/linkpop/internal/wait"
 )
 
@@ -37,10 +42,26 @@ type Cluster struct {
 	dirs  []string
 	ports []int // client ports
 	cport []int // cluster (route) ports
+	mport []int // monitoring (HTTP) ports, used by child processes
 	mod   []func(i int, o *server.Options)
+	bin   string // the nats-server binary, child processes only
 
-	mu   sync.Mutex
-	srvs []*server.Server // nil while stopped
+	mu      sync.Mutex
+	members []member // nil while stopped
+}
+
+// member is one running server, in this process or a child.
+type member interface {
+	metaLeader() bool
+	// current: JetStream is current with the meta leader.
+	current() bool
+	streamLeader(stream string) bool
+	// streamCurrent: the replica of stream it holds, if any, is current
+	// with the stream's leader; up lists the running servers by name.
+	streamCurrent(stream string, up map[string]bool) bool
+	// stop shuts the server down in order; kill crashes it.
+	stop()
+	kill()
 }
 
 // StartCluster starts an n-server cluster and waits until it has a meta
@@ -53,21 +74,49 @@ func StartCluster(t testing.TB, n int, mod ...func(i int, o *server.Options)) *C
 	if n < 1 {
 		t.Fatalf("natstest: cluster of %d servers", n)
 	}
-	c := &Cluster{t: t, name: "linkpop-test", srvs: make([]*server.Server, n), mod: mod}
-	ports := reservePorts(t, 2*n)
+	c := newCluster(t, n)
+	c.mod = mod
+	c.startAll()
+	return c
+}
+
+// StartClusterProcesses is StartCluster with every server a child process
+// of the test (nats-server built from the module's pinned version), so
+// that Kill is a real SIGKILL: a crash, where the in-process Stop is an
+// orderly shutdown in which a leader hands its leadership over. A killed
+// stream leader is replaced after the servers' election timeout (seconds).
+func StartClusterProcesses(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("natstest: cluster of %d servers", n)
+	}
+	c := newCluster(t, n)
+	c.bin = proctest.Build(t, "github.com/nats-io/nats-server/v2")
+	c.startAll()
+	return c
+}
+
+func newCluster(t testing.TB, n int) *Cluster {
+	c := &Cluster{t: t, name: "linkpop-test", members: make([]member, n)}
+	ports := reservePorts(t, 3*n)
 	for i := range n {
 		c.dirs = append(c.dirs, t.TempDir())
-		c.ports = append(c.ports, ports[2*i])
-		c.cport = append(c.cport, ports[2*i+1])
+		c.ports = append(c.ports, ports[3*i])
+		c.cport = append(c.cport, ports[3*i+1])
+		c.mport = append(c.mport, ports[3*i+2])
 	}
 	t.Cleanup(c.Shutdown)
+	return c
+}
+
+func (c *Cluster) startAll() {
+	c.t.Helper()
 	// Start all before waiting for any: a server waits for its routes to
 	// form a quorum.
-	for i := range n {
-		c.start(i)
+	for i := range c.Size() {
+		c.start(c.t, i)
 	}
-	c.WaitReady()
-	return c
+	c.WaitReady(c.t)
 }
 
 // reservePorts returns n distinct free loopback ports. The listeners are
@@ -125,19 +174,25 @@ func (c *Cluster) options(i int) *server.Options {
 	return o
 }
 
-func (c *Cluster) start(i int) {
-	c.t.Helper()
-	s, err := server.NewServer(c.options(i))
-	if err != nil {
-		c.t.Fatalf("natstest: server n%d: %v", i, err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		c.t.Fatalf("natstest: server n%d not ready for connections", i)
+func (c *Cluster) start(t testing.TB, i int) {
+	t.Helper()
+	var m member
+	if c.bin != "" {
+		m = c.startProcess(t, i)
+	} else {
+		s, err := server.NewServer(c.options(i))
+		if err != nil {
+			t.Fatalf("natstest: server n%d: %v", i, err)
+		}
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			s.Shutdown()
+			t.Fatalf("natstest: server n%d not ready for connections", i)
+		}
+		m = inProcess{s}
 	}
 	c.mu.Lock()
-	c.srvs[i] = s
+	c.members[i] = m
 	c.mu.Unlock()
 }
 
@@ -157,20 +212,26 @@ func (c *Cluster) URLs() []string {
 	return urls
 }
 
-// Server is server i, or nil while it is stopped: for checks this package
-// does not offer.
+// Name is server i's server_name.
+func (c *Cluster) Name(i int) string { return fmt.Sprintf("n%d", i) }
+
+// Server is server i, or nil while it is stopped or if it runs as a child
+// process: for checks this package does not offer.
 func (c *Cluster) Server(i int) *server.Server {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.srvs[i]
+	if s, ok := c.members[i].(inProcess); ok {
+		return s.s
+	}
+	return nil
 }
 
 // running returns the running servers by index.
-func (c *Cluster) running() map[int]*server.Server {
+func (c *Cluster) running() map[int]member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := make(map[int]*server.Server, len(c.srvs))
-	for i, s := range c.srvs {
+	m := make(map[int]member, len(c.members))
+	for i, s := range c.members {
 		if s != nil {
 			m[i] = s
 		}
@@ -178,33 +239,46 @@ func (c *Cluster) running() map[int]*server.Server {
 	return m
 }
 
-// Stop shuts server i down and waits until it is down; its clients
-// reconnect to the others. Stopping a stopped server does nothing. An
-// in-process shutdown is orderly: a leader hands its leadership over
-// before it goes, as it does on SIGTERM.
-func (c *Cluster) Stop(i int) {
+// take removes server i from the running ones and returns it (nil if it
+// was not running).
+func (c *Cluster) take(i int) member {
 	c.mu.Lock()
-	s := c.srvs[i]
-	c.srvs[i] = nil
-	c.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	c.members[i] = nil
+	return m
+}
+
+// Stop shuts server i down in order and waits until it is down; its
+// clients reconnect to the others. A leader hands its leadership over
+// before it goes, as on SIGTERM. Stopping a stopped server does nothing.
+func (c *Cluster) Stop(i int) {
+	if m := c.take(i); m != nil {
+		m.stop()
+	}
+}
+
+// Kill crashes server i: SIGKILL for a child process, nothing written or
+// handed over. In-process servers cannot crash; for them Kill is Stop.
+func (c *Cluster) Kill(i int) {
+	if m := c.take(i); m != nil {
+		m.kill()
 	}
 }
 
 // Restart stops server i if it runs, starts it again with the same name,
-// store and ports, and waits until the cluster is ready (WaitReady).
-func (c *Cluster) Restart(i int) {
-	c.t.Helper()
+// store and ports, and waits until the cluster is ready (WaitReady),
+// failing t if it is not.
+func (c *Cluster) Restart(t testing.TB, i int) {
+	t.Helper()
 	c.Stop(i)
-	c.start(i)
-	c.WaitReady()
+	c.start(t, i)
+	c.WaitReady(t)
 }
 
 // Shutdown stops every server. t.Cleanup calls it.
 func (c *Cluster) Shutdown() {
-	for i := range c.srvs {
+	for i := range c.members {
 		c.Stop(i)
 	}
 }
@@ -212,15 +286,15 @@ func (c *Cluster) Shutdown() {
 // WaitReady waits until one running server is the meta leader and every
 // running server's JetStream is current, failing t after
 // ClusterReadyTimeout.
-func (c *Cluster) WaitReady() {
-	c.t.Helper()
-	c.waitFor("meta leader and every server current", func() bool {
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	wait.For(t, ClusterReadyTimeout, "natstest: meta leader and every server current", func() bool {
 		leaders := 0
 		for _, s := range c.running() {
-			if !s.JetStreamIsCurrent() {
+			if !s.current() {
 				return false
 			}
-			if s.JetStreamIsLeader() {
+			if s.metaLeader() {
 				leaders++
 			}
 		}
@@ -232,7 +306,7 @@ func (c *Cluster) WaitReady() {
 // no running server leads it.
 func (c *Cluster) StreamLeader(stream string) int {
 	for i, s := range c.running() {
-		if s.JetStreamIsStreamLeader(account, stream) {
+		if s.streamLeader(stream) {
 			return i
 		}
 	}
@@ -242,16 +316,21 @@ func (c *Cluster) StreamLeader(stream string) int {
 // WaitStreamLeader waits until stream has a leader and every running
 // server that holds a replica of it is current, and returns the leader's
 // index; it fails t after ClusterReadyTimeout.
-func (c *Cluster) WaitStreamLeader(stream string) int {
-	c.t.Helper()
+func (c *Cluster) WaitStreamLeader(t testing.TB, stream string) int {
+	t.Helper()
 	leader := -1
-	c.waitFor("stream "+stream+" leader and current replicas", func() bool {
+	wait.For(t, ClusterReadyTimeout, "natstest: stream "+stream+" leader and current replicas", func() bool {
 		leader = c.StreamLeader(stream)
 		if leader < 0 {
 			return false
 		}
-		for _, s := range c.running() {
-			if s.JetStreamIsStreamAssigned(account, stream) && !s.JetStreamIsStreamCurrent(account, stream) {
+		running := c.running()
+		up := make(map[string]bool, len(running))
+		for i := range running {
+			up[c.Name(i)] = true
+		}
+		for _, s := range running {
+			if !s.streamCurrent(stream, up) {
 				return false
 			}
 		}
@@ -260,21 +339,164 @@ func (c *Cluster) WaitStreamLeader(stream string) int {
 	return leader
 }
 
-// KillStreamLeader stops the server leading stream and waits until
-// another server leads it. It returns the stopped server's index; bring
-// it back with Restart.
-func (c *Cluster) KillStreamLeader(stream string) int {
-	c.t.Helper()
-	old := c.WaitStreamLeader(stream)
-	c.Stop(old)
-	c.waitFor("stream "+stream+" to elect another leader", func() bool {
+// KillStreamLeader kills (see Kill) the server leading stream and waits
+// until another server leads it. It returns the killed server's index;
+// bring it back with Restart. It fails t after ClusterReadyTimeout.
+func (c *Cluster) KillStreamLeader(t testing.TB, stream string) int {
+	t.Helper()
+	old := c.WaitStreamLeader(t, stream)
+	c.Kill(old)
+	wait.For(t, ClusterReadyTimeout, "natstest: stream "+stream+" to elect another leader", func() bool {
 		l := c.StreamLeader(stream)
 		return l >= 0 && l != old
 	})
 	return old
 }
 
-func (c *Cluster) waitFor(what string, cond func() bool) {
-	c.t.Helper()
-	wait.For(c.t, ClusterReadyTimeout, "natstest: "+what, cond)
+// inProcess is a server running in the test's process.
+type inProcess struct{ s *server.Server }
+
+func (m inProcess) metaLeader() bool { return m.s.JetStreamIsLeader() }
+
+func (m inProcess) current() bool { return m.s.JetStreamIsCurrent() }
+
+func (m inProcess) streamLeader(stream string) bool {
+	return m.s.JetStreamIsStreamLeader(account, stream)
 }
+
+func (m inProcess) streamCurrent(stream string, _ map[string]bool) bool {
+	return !m.s.JetStreamIsStreamAssigned(account, stream) || m.s.JetStreamIsStreamCurrent(account, stream)
+}
+
+func (m inProcess) stop() {
+	m.s.Shutdown()
+	m.s.WaitForShutdown()
+}
+
+func (m inProcess) kill() { m.stop() }
+
+// startProcess writes server i's configuration (the same settings as
+// options) and starts it as a child process.
+func (c *Cluster) startProcess(t testing.TB, i int) member {
+	t.Helper()
+	var routes []string
+	for _, p := range c.cport {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
+max_payload: 1MB
+jetstream { store_dir: %q, sync_interval: always }
+cluster {
+  name: %s
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+`, c.Name(i), c.ports[i], c.mport[i], c.dirs[i], c.name, c.cport[i], strings.Join(routes, ", "))
+	path := filepath.Join(c.dirs[i], "nats-server.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	m := &process{name: c.Name(i), size: c.Size(), base: fmt.Sprintf("http://127.0.0.1:%d", c.mport[i]),
+		http: &http.Client{Timeout: time.Second}}
+	// The child lives as long as the cluster, not the (sub)test restarting
+	// it.
+	m.p = proctest.Start(c.t, proctest.Spec{Name: c.Name(i), Path: c.bin, Args: []string{"-c", path}, Quiet: true})
+	deadline := time.Now().Add(10 * time.Second)
+	for !m.get("/healthz?js-enabled-only=true", nil) {
+		if exited, err := m.p.Exited(); exited || time.Now().After(deadline) {
+			m.p.Kill()
+			t.Fatalf("natstest: server %s did not come up (exited %v: %v)", m.name, exited, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m
+}
+
+// process is a server running as a child process, watched through its
+// monitoring endpoints.
+type process struct {
+	name string
+	size int // servers in the cluster
+	base string
+	http *http.Client
+	p    *proctest.Process
+}
+
+// get fetches path and decodes it into v if v is not nil; it reports
+// whether the answer was 200 and decoded.
+func (m *process) get(path string, v any) bool {
+	resp, err := m.http.Get(m.base + path)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	if v == nil {
+		return true
+	}
+	return json.NewDecoder(resp.Body).Decode(v) == nil
+}
+
+func (m *process) metaLeader() bool {
+	var info server.JSInfo
+	return m.get("/jsz", &info) && info.Meta != nil && info.Meta.Leader == m.name
+}
+
+// current: healthy towards the meta leader, which it knows, in a cluster
+// of the full size (else a stream create may find "no suitable peers").
+func (m *process) current() bool {
+	var info server.JSInfo
+	return m.get("/healthz?js-server-only=true", nil) && m.get("/jsz", &info) &&
+		info.Meta != nil && info.Meta.Leader != "" && info.Meta.Size == m.size
+}
+
+// streamDetail is stream as this server sees it.
+func (m *process) streamDetail(stream string) (server.StreamDetail, bool) {
+	var info server.JSInfo
+	if !m.get("/jsz?accounts=true&streams=true", &info) {
+		return server.StreamDetail{}, false
+	}
+	for _, a := range info.AccountDetails {
+		for _, sd := range a.Streams {
+			if a.Name == account && sd.Name == stream && sd.Cluster != nil {
+				return sd, true
+			}
+		}
+	}
+	return server.StreamDetail{}, false
+}
+
+func (m *process) streamLeader(stream string) bool {
+	sd, ok := m.streamDetail(stream)
+	return ok && sd.Cluster.Leader == m.name
+}
+
+// streamCurrent is decided by the leader, which knows how far behind each
+// replica is: every running one must be current. (The server's own
+// stream health check also covers the stream's consumers, which a test's
+// clients may be rebuilding.)
+func (m *process) streamCurrent(stream string, up map[string]bool) bool {
+	sd, ok := m.streamDetail(stream)
+	if !ok {
+		return false
+	}
+	if sd.Cluster.Leader != m.name {
+		return true
+	}
+	for _, r := range sd.Cluster.Replicas {
+		if up[r.Name] && (!r.Current || r.Offline) {
+			return false
+		}
+	}
+	return true
+}
+
+// stop sends SIGTERM; a server that has not exited 10s later is killed,
+// and is down either way.
+func (m *process) stop() { _ = m.p.Stop(10 * time.Second) }
+
+func (m *process) kill() { m.p.Kill() }

@@ -26,6 +26,7 @@ import (
 // a three-server cluster, and two edges (replica + consumer) applying it.
 type clusterEnv struct {
 	*env
+	t     *testing.T // the test that owns the env (subtests share it)
 	c     *natstest.Cluster
 	edges []*replica.Replica
 
@@ -46,9 +47,9 @@ type clusterEnv struct {
 	seen, seenMsgID, missingSeq, missingID atomic.Int64
 }
 
-func startCluster(t *testing.T) *clusterEnv {
+func startCluster(t *testing.T, c *natstest.Cluster) *clusterEnv {
 	t.Helper()
-	ce := &clusterEnv{c: natstest.StartCluster(t, 3), corrupt: map[uint64]bool{}, attempts: map[uint64]int{}}
+	ce := &clusterEnv{t: t, c: c, corrupt: map[uint64]bool{}, attempts: map[uint64]int{}}
 	ce.env = &env{scfg: replication.StreamConfig{Name: "LINKS_R3", Replicas: 3, DuplicateWindow: time.Minute}, set: metrics.NewSet()}
 	e := ce.env
 	dial := func(name string) *nats.Conn {
@@ -72,7 +73,7 @@ func startCluster(t *testing.T) *clusterEnv {
 		defer cancel()
 		return e.pub.EnsureStream(ctx) == nil
 	})
-	ce.c.WaitStreamLeader(e.scfg.Name)
+	ce.c.WaitStreamLeader(t, e.scfg.Name)
 
 	// Every message published on the stream's subjects, as sent.
 	sniff := dial("sniffer")
@@ -160,7 +161,7 @@ func (ce *clusterEnv) startRelay(t *testing.T) {
 	ce.stopRelay = func() {
 		stop()
 		if err := <-done; err != nil {
-			t.Errorf("relay run: %v", err)
+			ce.t.Errorf("relay run: %v", err)
 		}
 		ce.relayErrors.Add(int64(counter(set, "linkpop_relay_errors_total")))
 		ce.relaySet = metrics.NewSet()
@@ -231,7 +232,7 @@ func (ce *clusterEnv) check(t *testing.T) {
 	// Writes made after the fault get through.
 	ce.createSeq(t, 5)
 	ce.waitDrained(t, 60*time.Second)
-	ce.c.WaitStreamLeader(ce.scfg.Name) // every replica current: reads below see the whole stream
+	ce.c.WaitStreamLeader(t, ce.scfg.Name) // every replica current: reads below see the whole stream
 	wantRevisions(t, ce.wholeStream(t), int(ce.st.Revision()))
 	want, rev, err := ce.st.BucketDigest()
 	if err != nil {
@@ -264,7 +265,7 @@ func (ce *clusterEnv) check(t *testing.T) {
 // ends with check.
 func TestRelayOnR3Cluster(t *testing.T) {
 	leaktest.Check(t)
-	ce := startCluster(t)
+	ce := startCluster(t, natstest.StartCluster(t, 3))
 	ce.createSeq(t, 20)
 	ce.check(t)
 
@@ -295,12 +296,12 @@ func TestRelayOnR3Cluster(t *testing.T) {
 	t.Run("stream leader killed", func(t *testing.T) {
 		stop := ce.creating(t)
 		ce.waitStreamAt(t, ce.st.Revision()+50)
-		old := ce.c.KillStreamLeader(ce.scfg.Name)
+		old := ce.c.KillStreamLeader(t, ce.scfg.Name)
 		ce.waitStreamAt(t, ce.st.Revision()+50) // the new leader takes writes
 		stop()
 		ce.check(t)
-		ce.c.Restart(old)
-		ce.c.WaitStreamLeader(ce.scfg.Name)
+		ce.c.Restart(t, old)
+		ce.c.WaitStreamLeader(t, ce.scfg.Name)
 		ce.check(t)
 	})
 
@@ -321,25 +322,65 @@ func TestRelayOnR3Cluster(t *testing.T) {
 	})
 
 	t.Run("one server restarts", func(t *testing.T) {
+		// A follower, the leader (which hands its leadership over first)
+		// and the server the relay is connected to (the client reconnects
+		// and flushes what it buffered), each stopped and started again.
 		for _, pick := range []string{"a follower", "the leader", "the relay's own"} {
 			stop := ce.creating(t)
 			ce.waitStreamAt(t, ce.st.Revision()+30)
-			i := ce.c.WaitStreamLeader(ce.scfg.Name)
+			i := ce.c.WaitStreamLeader(t, ce.scfg.Name)
 			switch pick {
 			case "a follower":
 				i = (i + 1) % ce.c.Size()
 			case "the relay's own":
-				for j := range ce.c.Size() {
-					if ce.nc.ConnectedUrl() == ce.c.URL(j) {
-						i = j
-					}
-				}
+				i = ce.relayServer()
 			}
 			t.Logf("restarting n%d, %s server", i, pick)
-			ce.c.Restart(i)
+			ce.c.Restart(t, i)
 			ce.waitStreamAt(t, ce.st.Revision()+30)
 			stop()
 			ce.check(t)
 		}
 	})
+}
+
+// relayServer is the index of the server the relay's connection is on.
+func (ce *clusterEnv) relayServer() int {
+	for j := range ce.c.Size() {
+		if ce.nc.ConnectedUrl() == ce.c.URL(j) {
+			return j
+		}
+	}
+	return 0
+}
+
+// The same on servers that are child processes, crashed with SIGKILL: a
+// leader that dies without handing over (its in-flight proposals lost or
+// committed by the next leader after an election timeout), and the
+// server the relay is connected to dying under its pipelined window.
+func TestRelayOnR3ClusterCrash(t *testing.T) {
+	leaktest.Check(t)
+	ce := startCluster(t, natstest.StartClusterProcesses(t, 3))
+	ce.createSeq(t, 20)
+	ce.check(t)
+	for _, victim := range []string{"stream leader", "relay's server"} {
+		t.Run("SIGKILL "+victim, func(t *testing.T) {
+			stop := ce.creating(t)
+			ce.waitStreamAt(t, ce.st.Revision()+50)
+			var i int
+			if victim == "stream leader" {
+				i = ce.c.KillStreamLeader(t, ce.scfg.Name)
+			} else {
+				i = ce.relayServer()
+				ce.c.Kill(i)
+			}
+			t.Logf("killed n%d", i)
+			ce.waitStreamAt(t, ce.st.Revision()+50) // two servers take writes
+			stop()
+			ce.check(t)
+			ce.c.Restart(t, i)
+			ce.c.WaitStreamLeader(t, ce.scfg.Name)
+			ce.check(t)
+		})
+	}
 }
