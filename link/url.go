@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -341,7 +342,10 @@ func parseIPv4(h string) (string, error) {
 }
 
 // parseIPv4Number is the WHATWG URL IPv4 number parser ("" is not a
-// number; "0x" alone is zero). Values beyond 2^32 fail.
+// number; "0x" alone is zero). ok reports the syntax; a value too large
+// for uint64 saturates, so the range checks of parseIPv4 refuse it (the
+// standard parses with arbitrary precision: "0x100000010" is a number,
+// and too large an address).
 func parseIPv4Number(s string) (uint64, bool) {
 	if s == "" {
 		return 0, false
@@ -356,11 +360,14 @@ func parseIPv4Number(s string) (uint64, bool) {
 	if s == "" {
 		return 0, true
 	}
-	n, err := strconv.ParseUint(s, base, 64)
-	if err != nil || n > 1<<32 || s[0] == '+' || s[0] == '-' {
+	if s[0] == '+' || s[0] == '-' || s[0] == '_' {
 		return 0, false
 	}
-	return n, true
+	n, err := strconv.ParseUint(s, base, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return math.MaxUint64, true
+	}
+	return n, err == nil
 }
 
 // blocked reports whether host (canonical) or any domain it is a

@@ -167,6 +167,9 @@ func TestNormalizeURLHostClasses(t *testing.T) {
 		{"http://256.0.0.1/", "", link.ErrInvalidURL},
 		{"http://1.2.3.256/", "", link.ErrInvalidURL},
 		{"http://4294967296/", "", link.ErrInvalidURL},
+		{"http://0X100000010/", "", link.ErrInvalidURL},             // a number, too large
+		{"http://99999999999999999999999/", "", link.ErrInvalidURL}, // beyond uint64
+		{"http://1.0x10000000000000000000/", "", link.ErrInvalidURL},
 		{"http://09.0.0.1/", "", link.ErrInvalidURL}, // 9 is not octal
 		{"http://0xg.1/", "", link.ErrInvalidURL},    // ends in a number, not IPv4
 		{"http://1.0xg/", "http://1.0xg/", nil},      // does not end in a number: a name

@@ -42,6 +42,9 @@ func storedHost(t testing.TB, stored string) string {
 func checkBrowserHost(t testing.TB, raw, stored string) {
 	t.Helper()
 	ours := storedHost(t, stored)
+	if signedNumberLabel(ours) {
+		return
+	}
 	got, err := browserHost(stored)
 	if err != nil || got != ours {
 		t.Fatalf("stored %q: browser host %q (%v), linkpop host %q", stored, got, err, ours)
@@ -85,4 +88,40 @@ var hostCorpus = []string{
 	"https://r3---sn-abc.googlevideo.com/", "https://ab--cd.example/", "https://-a-.example/",
 	"https://a-.example/", "https://-/", "https://a_b.example.com/", "http://A./", "HTTP://Example.COM:80/",
 	"https://example.com:443/", "https://example.com:08443/", "https://\u0430pple.com/", "http://a.b.c.d.e/",
+}
+
+// signedNumberLabel reports whether host's last label is one that
+// nlnwa/whatwg-url v0.6.2 wrongly takes for an IPv4 number: it parses the
+// parts with strconv.ParseInt, which accepts a sign, where the standard's
+// IPv4 number parser fails on any character that is not a digit of the
+// radix. By the standard "http://-0/" is the domain "-0" (what linkpop
+// stores), and the library's 0.0.0.0 is its bug, so such hosts are left
+// to the table in TestBrowserHostTable.
+func signedNumberLabel(host string) bool {
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	switch {
+	case len(last) >= 2 && (last[:2] == "0x" || last[:2] == "0X"):
+		last = last[2:]
+	case len(last) >= 2 && last[0] == '0':
+		last = last[1:]
+	}
+	return last != "" && (last[0] == '-' || last[0] == '+')
+}
+
+// TestBrowserHostTable: hosts the library gets wrong, with the standard's
+// answer (WHATWG URL, "IPv4 number parser": a character that is not a
+// radix-R digit is a failure, so these do not end in a number).
+func TestBrowserHostTable(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://-0/":       "http://-0/",
+		"http://a.-1/":     "http://a.-1/",
+		"http://0x-1/":     "http://0x-1/",
+		"http://0-1.b/":    "http://0-1.b/",
+		"http://1.2.3.-4/": "http://1.2.3.-4/",
+	} {
+		got, err := link.URLPolicy{}.NormalizeURL(raw)
+		if err != nil || got != want {
+			t.Errorf("NormalizeURL(%q) = %q, %v; want %q", raw, got, err, want)
+		}
+	}
 }
