@@ -32,6 +32,20 @@ var idnaProfile = idna.New(
 	idna.Transitional(false),
 )
 
+// std3Profile is idnaProfile with the STD3 rules: it refuses Unicode
+// labels holding symbols that are, or decompose to, ASCII punctuation
+// ("≠" is "=" with a combining stroke). Browsers resolve some of them;
+// no real site needs them, and like ASCII punctuation in a host they
+// serve only deception.
+var std3Profile = idna.New(
+	idna.MapForLookup(),
+	idna.BidiRule(),
+	idna.ValidateLabels(true),
+	idna.CheckHyphens(false),
+	idna.StrictDomainName(true),
+	idna.Transitional(false),
+)
+
 // URLPolicy says which targets are acceptable beyond the syntax rules.
 // The zero value blocks nothing; NewURLPolicy builds one with a blocklist.
 type URLPolicy struct {
@@ -200,7 +214,8 @@ func (p URLPolicy) NormalizeURL(raw string) (string, error) {
 //   - Labels are letters, digits, '-' (anywhere, as browsers allow: "ab--cd",
 //     "r3---sn-abc", "-a-") and '_'. Every other character is refused,
 //     including those browsers tolerate but no DNS name holds ('!', '$',
-//     '*', '~', ...), percent-encoding, and zone identifiers.
+//     '*', '~', ...), Unicode symbols the STD3 rules disallow ("≠"),
+//     percent-encoding, and zone identifiers.
 //   - At most 253 bytes in ASCII form.
 func CanonicalHost(h string) (string, error) {
 	if h == "" || !utf8.ValidString(h) {
@@ -229,6 +244,13 @@ func CanonicalHost(h string) (string, error) {
 	// host held something IDNA maps but does not accept back, e.g. U+FFFD.
 	if again, err := idnaProfile.ToASCII(a); err != nil || again != a {
 		return "", ErrInvalidURL
+	}
+	// Its xn-- labels must hold no STD3-disallowed symbol. '_', allowed
+	// above, is set aside for this check.
+	if strings.Contains(a, "xn--") {
+		if _, err := std3Profile.ToASCII(strings.ReplaceAll(a, "_", "x")); err != nil {
+			return "", ErrInvalidURL
+		}
 	}
 	if endsInNumber(a) {
 		return parseIPv4(a)
