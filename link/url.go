@@ -245,11 +245,16 @@ func CanonicalHost(h string) (string, error) {
 	if again, err := idnaProfile.ToASCII(a); err != nil || again != a {
 		return "", ErrInvalidURL
 	}
-	// Its xn-- labels must hold no STD3-disallowed symbol. '_', allowed
-	// above, is set aside for this check.
+	// Its xn-- labels must hold no STD3-disallowed symbol ('_' included:
+	// it is allowed in ASCII labels only, where real sites use it).
 	if strings.Contains(a, "xn--") {
-		if _, err := std3Profile.ToASCII(strings.ReplaceAll(a, "_", "x")); err != nil {
-			return "", ErrInvalidURL
+		for label := range strings.SplitSeq(a, ".") {
+			if !strings.HasPrefix(label, "xn--") {
+				continue
+			}
+			if _, err := std3Profile.ToASCII(label); err != nil {
+				return "", ErrInvalidURL
+			}
 		}
 	}
 	if endsInNumber(a) {

@@ -200,6 +200,8 @@ func TestNormalizeURLHostClasses(t *testing.T) {
 		{"https://xn--zz.example/", "", link.ErrInvalidURL}, // invalid punycode
 		{"https://a≠b.example/", "", link.ErrInvalidURL},    // STD3-disallowed symbol
 		{"http://Xn--0ChB0000A/", "", link.ErrInvalidURL},
+		{"http://xn--_-dha/", "", link.ErrInvalidURL}, // '_' inside a Unicode label
+		{"http://ä_b.example/", "", link.ErrInvalidURL},
 		{"https://a_b.münchen.de/", "https://a_b.xn--mnchen-3ya.de/", nil},
 		// Trailing dots: one is dropped, more are empty labels.
 		{"http://A./", "http://a/", nil},
