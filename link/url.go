@@ -212,7 +212,7 @@ func (p URLPolicy) NormalizeURL(raw string) (string, error) {
 //     "2130706433", "0x7f.1", "0177.0.0.1", "127.000.000.001"); it is
 //     written in dotted decimal, and refused if it is not a valid address.
 //   - Labels are letters, digits, '-' (anywhere, as browsers allow: "ab--cd",
-//     "r3---sn-abc", "-a-") and '_'. Every other character is refused,
+//     "r3---sn-abc", "-a-") and, in names without Unicode labels, '_'. Every other character is refused,
 //     including those browsers tolerate but no DNS name holds ('!', '$',
 //     '*', '~', ...), Unicode symbols the STD3 rules disallow ("≠"),
 //     percent-encoding, and zone identifiers.
@@ -245,16 +245,12 @@ func CanonicalHost(h string) (string, error) {
 	if again, err := idnaProfile.ToASCII(a); err != nil || again != a {
 		return "", ErrInvalidURL
 	}
-	// Its xn-- labels must hold no STD3-disallowed symbol ('_' included:
-	// it is allowed in ASCII labels only, where real sites use it).
+	// A name with Unicode (xn--) labels must pass the STD3 rules whole:
+	// no disallowed symbol in its Unicode labels, and no '_' anywhere in
+	// it ('_' is allowed in all-ASCII names only, where real sites use it).
 	if strings.Contains(a, "xn--") {
-		for label := range strings.SplitSeq(a, ".") {
-			if !strings.HasPrefix(label, "xn--") {
-				continue
-			}
-			if _, err := std3Profile.ToASCII(label); err != nil {
-				return "", ErrInvalidURL
-			}
+		if _, err := std3Profile.ToASCII(a); err != nil {
+			return "", ErrInvalidURL
 		}
 	}
 	if endsInNumber(a) {

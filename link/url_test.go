@@ -202,7 +202,9 @@ func TestNormalizeURLHostClasses(t *testing.T) {
 		{"http://Xn--0ChB0000A/", "", link.ErrInvalidURL},
 		{"http://xn--_-dha/", "", link.ErrInvalidURL}, // '_' inside a Unicode label
 		{"http://ä_b.example/", "", link.ErrInvalidURL},
-		{"https://a_b.münchen.de/", "https://a_b.xn--mnchen-3ya.de/", nil},
+		{"https://a_b.münchen.de/", "", link.ErrInvalidURL}, // '_' only in all-ASCII names
+		{"http://xn--80a._/", "", link.ErrInvalidURL},
+		{"https://a_b.example.de/", "https://a_b.example.de/", nil},
 		// Trailing dots: one is dropped, more are empty labels.
 		{"http://A./", "http://a/", nil},
 		{"http://A../", "", link.ErrInvalidURL},
