@@ -37,11 +37,27 @@ bench: ## run the benchmark suite against its references; report in bench/result
 crash-soak: ## origin crash-durability test with 1,000 SIGKILL trials
 	LINKPOP_CRASH_TRIALS=1000 $(GO) test -count=1 -timeout 120m -run TestCrashDurability -v ./origin/
 
+# Fuzz targets run one at a time. A finding fails the run: the minimiser
+# gets FUZZMINIMIZE (5s) and no more, so a worker cannot spend the whole
+# run shrinking a failure and report PASS; the failing input lands in the
+# package's testdata/fuzz/ to be committed with the fix.
+FUZZ_PKGS     := ./link/ ./origin/
+FUZZMINIMIZE  ?= 5s
+# fuzz-soak runs each target for this many executions.
+SOAK_EXECS    ?= 10000000
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for p in ./link/ ./origin/; do \
+	@for p in $(FUZZ_PKGS); do \
 		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) $$p || exit 1; done; done
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) -fuzzminimizetime $(FUZZMINIMIZE) $$p || exit 1; done; done
+
+.PHONY: fuzz-soak
+fuzz-soak: ## run every fuzz target for SOAK_EXECS executions each (default 10^7; hours)
+	@for p in $(FUZZ_PKGS); do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			echo "== $$t ($$p): $(SOAK_EXECS) executions"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(SOAK_EXECS)x -fuzzminimizetime $(FUZZMINIMIZE) -timeout 0 $$p || exit 1; done; done
 
 .PHONY: generate
 generate: ## regenerate protobuf code (installs protoc and protoc-gen-go when missing)

@@ -80,6 +80,11 @@ func TestStaleOnError(t *testing.T) {
 	if s := b.Status(); s.Applied < seq || s.Stale || !s.Connected {
 		t.Errorf("after the outage: %+v", s)
 	}
+	// It resumed because the connection came back, not because the stall
+	// watchdog gave up on the consumer.
+	if s := b.Status(); s.Stalls != 0 {
+		t.Errorf("resumed by the stall watchdog after the outage: %+v", s)
+	}
 	servesAll(b.Addr())
 }
 

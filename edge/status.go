@@ -40,9 +40,15 @@ type Status struct {
 	Quarantined     uint64 `json:"quarantined"`
 	HotEntries      int    `json:"hot_entries"`
 	NegativeEntries int    `json:"negative_entries"`
-	// Rebuilds counts replica rebuilds the consumer performed because the
-	// stream no longer held what the replica needed.
-	Rebuilds uint64 `json:"rebuilds"`
+	// ConsumerRecreations counts the times the replication consumer
+	// replaced a delivering server-side consumer: after a NATS reconnect
+	// (at once; a restarted server has lost it), missed heartbeats, a
+	// deleted consumer, a sequence gap or a stall. See
+	// replication.ConsumerStatus.
+	ConsumerRecreations uint64 `json:"consumer_recreations"`
+	// Stalls counts the times the stall watchdog found the stream ahead
+	// and nothing applied for its timeout; a healthy edge shows 0.
+	Stalls uint64 `json:"stalls"`
 	// Members are the PoP's edges seen through gossip.
 	Members []Member `json:"members,omitempty"`
 }
@@ -55,7 +61,7 @@ type health struct {
 	connected, bootstrapped  bool
 	ready, stale             bool
 	reason                   string
-	rebuilds                 uint64
+	recreations, stalls      uint64
 }
 
 func (s *Server) health(now time.Time) health {
@@ -80,7 +86,7 @@ func (s *Server) health(now time.Time) health {
 			h.applied = cs.Applied
 		}
 		h.lastApplied, h.lastContact = cs.LastApplied, cs.LastContact
-		h.connected, h.rebuilds = cs.Connected, cs.Rebuilds
+		h.connected, h.recreations, h.stalls = cs.Connected, cs.ConsumerRecreations, cs.Stalls
 		// A replica that held a position when the server started was
 		// bootstrapped in an earlier run: it serves that state, stale if
 		// need be, rather than drop out of rotation.
@@ -133,7 +139,8 @@ func (s *Server) Status() Status {
 		Ready:               h.ready,
 		Stale:               h.stale,
 		Reason:              h.reason,
-		Rebuilds:            h.rebuilds,
+		ConsumerRecreations: h.recreations,
+		Stalls:              h.stalls,
 		Members:             s.Members(),
 	}
 	if rep := s.rep.Load(); rep != nil {

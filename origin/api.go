@@ -3,7 +3,6 @@ package origin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/linkpop/linkpop/link"
 )
@@ -224,16 +225,16 @@ func checkContentType(ct string) error {
 }
 
 // readJSON reads the body (already bounded by MaxBytesReader) and decodes
-// exactly one JSON object into v, refusing unknown fields and anything
-// after the object.
+// exactly one JSON object into v, a struct of jsontext.Value fields. It is
+// the one place request bodies are decoded. Member names are matched
+// exactly (case-sensitively: "URL" is not "url"); unknown and duplicate
+// names, anything after the object and a body that breaks off are
+// refused. Invalid UTF-8 is let through to the field it is in, so each
+// field refuses it with its own code (decodeValue is strict).
 func readJSON(r *http.Request, v any) error {
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return withDetail(ErrPayloadTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
-		}
-		return fmt.Errorf("read body: %w", err)
+		return bodyReadError(err)
 	}
 	trimmed := bytes.TrimLeft(b, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -242,38 +243,56 @@ func readJSON(r *http.Request, v any) error {
 	if trimmed[0] != '{' {
 		return withDetail(link.ErrInvalidJSON, "request body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
+	err = jsonv2.Unmarshal(trimmed, v,
+		jsonv2.RejectUnknownMembers(true),
+		jsonv2.MatchCaseInsensitiveNames(false),
+		jsontext.AllowDuplicateNames(false),
+		jsontext.AllowInvalidUTF8(true))
+	if err != nil {
 		return jsonError(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return withDetail(link.ErrInvalidJSON, "unexpected data after the JSON object")
-	}
 	return nil
+}
+
+// decodeValue decodes one field's raw value into v: strict JSON, invalid
+// UTF-8 and lone surrogates refused.
+func decodeValue(m jsontext.Value, v any) error {
+	if len(m) == 0 {
+		return io.ErrUnexpectedEOF
+	}
+	return jsonv2.Unmarshal(m, v)
+}
+
+// bodyReadError classifies an error reading the request body: too large
+// is 413; anything else (a chunked body with a bad chunk size or no last
+// chunk, a body shorter than its Content-Length, a connection that broke
+// off) is the client's doing: 400 malformed_request.
+func bodyReadError(err error) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return withDetail(ErrPayloadTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
+	}
+	return withDetail(ErrMalformedRequest, "the request body could not be read: it is shorter than its Content-Length or its chunked encoding is broken")
 }
 
 // jsonError turns a decoding error into invalid_json with a message that
 // says what was wrong, and the field when one is known.
 func jsonError(err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
+	var sem *jsonv2.SemanticError
+	var syn *jsontext.SyntacticError
 	switch {
-	case errors.As(err, &syn):
-		return withDetail(link.ErrInvalidJSON, fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn))
-	case errors.As(err, &typ):
-		return link.OnField(typ.Field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("field %q: JSON %s where %s is expected", typ.Field, typ.Value, typ.Type)))
+	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
+		field := sem.JSONPointer.LastToken()
+		return link.OnField(field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("unknown field %q (names are case-sensitive)", field)))
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		field := syn.JSONPointer.LastToken()
+		return link.OnField(field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("duplicate field %q", field)))
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return withDetail(link.ErrInvalidJSON, "truncated JSON")
+	case errors.As(err, &syn):
+		return withDetail(link.ErrInvalidJSON, fmt.Sprintf("malformed JSON at byte %d", syn.ByteOffset))
+	case errors.As(err, &sem):
+		return withDetail(link.ErrInvalidJSON, fmt.Sprintf("JSON %s is not valid at %q", sem.JSONKind, string(sem.JSONPointer)))
 	}
-	msg := err.Error()
-	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		field, uerr := strconv.Unquote(name)
-		if uerr != nil {
-			field = name
-		}
-		return link.OnField(field, withDetail(link.ErrInvalidJSON, fmt.Sprintf("unknown field %q", field)))
-	}
-	return withDetail(link.ErrInvalidJSON, strings.TrimPrefix(msg, "json: "))
+	return withDetail(link.ErrInvalidJSON, "request body is not valid JSON")
 }

@@ -76,7 +76,11 @@ type Config struct {
 	// be 16-256 printable ASCII characters.
 	AdminKey string
 	// BlockedDomains are refused as link targets, with all their
-	// subdomains, in addition to BaseURL's host. The default is none.
+	// subdomains, in addition to BaseURL's host. Entries are domain names
+	// in any spelling (Unicode or punycode, any case, a trailing dot) or
+	// IP addresses; each is canonicalised like a target host
+	// (link.CanonicalHost), and one that cannot be is a Validate error
+	// naming it. The default is none.
 	BlockedDomains []string
 	// Reserved are codes custom links may not take (case-insensitively).
 	// The default (nil) is link.DefaultReserved; an empty non-nil slice
@@ -215,8 +219,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, d := range c.BlockedDomains {
-		if d == "" || strings.ContainsAny(d, "/:@ \t") {
-			bad("BlockedDomains: %q is not a domain name", d)
+		// Entries are compared in canonical form (IDNA ASCII, lower
+		// case, no trailing dot, IPv4 in dotted decimal); one without
+		// such a form would silently block nothing.
+		if strings.ContainsAny(d, "/@") {
+			bad("BlockedDomains: %q is not a domain name or IP address", d)
+		} else if _, err := link.CanonicalHost(d); err != nil {
+			bad("BlockedDomains: %q is not a domain name or IP address", d)
 		}
 	}
 	if c.MaxBodyBytes < 0 {
@@ -240,7 +249,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// baseHost returns the lower-cased host of an absolute http(s) base URL.
+// baseHost returns the host of an absolute http(s) base URL, checked to
+// have a canonical form (link.CanonicalHost), which is what the policy
+// compares targets with: "Bücher.example." and "xn--bcher-kva.example" are
+// one host.
 func baseHost(base string) (string, error) {
 	u, err := url.Parse(base)
 	switch {
@@ -251,7 +263,10 @@ func baseHost(base string) (string, error) {
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
 		return "", errors.New("must not carry userinfo, a query or a fragment")
 	}
-	return strings.ToLower(u.Hostname()), nil
+	if _, err := link.CanonicalHost(u.Hostname()); err != nil {
+		return "", fmt.Errorf("host %q has no canonical form", u.Hostname())
+	}
+	return u.Hostname(), nil
 }
 
 // validAdminKey checks a configured bootstrap key: long enough not to be

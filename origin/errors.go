@@ -43,7 +43,22 @@ var (
 	ErrKeyNotFound           = &Error{http.StatusNotFound, "not_found", "no such API key"}
 	ErrInvalidBucket         = &Error{http.StatusBadRequest, "invalid_bucket", "bucket must be an integer in [0, 255]"}
 	ErrInternal              = &Error{http.StatusInternalServerError, "internal", "internal error; it has been logged"}
+	// ErrMalformedRequest is a request net/http or the body reader cannot
+	// parse: broken chunked encoding, a body shorter than Content-Length,
+	// duplicate Content-Length, bytes not allowed in a header, an
+	// unsupported Transfer-Encoding.
+	ErrMalformedRequest = &Error{http.StatusBadRequest, "malformed_request", "the request is not well-formed HTTP/1.1"}
+	// ErrHeadersTooLarge: the request headers exceed the server's limit.
+	ErrHeadersTooLarge = &Error{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "the request headers are too large"}
+	// ErrClientClosed is what a request whose client went away before its
+	// answer is counted as (status 499, as nginx does): not a server
+	// failure, and logged at debug.
+	ErrClientClosed = &Error{StatusClientClosedRequest, "client_closed_request", "the client closed the connection before the answer"}
 )
+
+// StatusClientClosedRequest is nginx's non-standard status for a request
+// whose client disconnected; it is only ever seen in metrics and logs.
+const StatusClientClosedRequest = 499
 
 // linkStatus maps link's error codes to HTTP statuses; codes not listed
 // are validation errors (400).
@@ -118,8 +133,21 @@ func classify(err error) (status int, obj errorObject, internal bool) {
 	return status, obj, status >= 500
 }
 
+// clientGone reports whether err is the result of the client going away:
+// its request context is canceled (net/http cancels it when the
+// connection closes) and err is that cancellation. A body that breaks off
+// is a malformed request (400) whether or not the client stayed to read
+// the answer.
+func clientGone(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(r.Context().Err(), context.Canceled)
+}
+
 // writeError is the one place an error becomes an HTTP answer.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if clientGone(r, err) {
+		s.log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "route", r.Pattern, "err", err)
+		err = ErrClientClosed
+	}
 	status, obj, internal := classify(err)
 	if internal {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "route", r.Pattern, "err", err)

@@ -2,7 +2,6 @@ package origin
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +9,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
@@ -61,18 +62,18 @@ func (s *Server) keyObject(k *store.APIKey) keyJSON {
 
 // keyBody is the body of POST /v1/keys.
 type keyBody struct {
-	Name      json.RawMessage `json:"name"`
-	Scopes    json.RawMessage `json:"scopes"`
-	RateLimit json.RawMessage `json:"rate_limit"`
-	Burst     json.RawMessage `json:"burst"`
+	Name      jsontext.Value `json:"name"`
+	Scopes    jsontext.Value `json:"scopes"`
+	RateLimit jsontext.Value `json:"rate_limit"`
+	Burst     jsontext.Value `json:"burst"`
 }
 
 func parseKeyBody(b *keyBody) (store.APIKey, error) {
 	var k store.APIKey
-	if json.Unmarshal(b.Name, &k.Name) != nil || !validKeyName(k.Name) {
+	if decodeValue(b.Name, &k.Name) != nil || !validKeyName(k.Name) {
 		return k, link.OnField("name", ErrInvalidName)
 	}
-	if json.Unmarshal(b.Scopes, &k.Scopes) != nil || len(k.Scopes) == 0 {
+	if decodeValue(b.Scopes, &k.Scopes) != nil || len(k.Scopes) == 0 {
 		return k, link.OnField("scopes", ErrInvalidScopes)
 	}
 	seen := map[string]bool{}
@@ -83,7 +84,7 @@ func parseKeyBody(b *keyBody) (store.APIKey, error) {
 		seen[sc] = true
 	}
 	if b.RateLimit != nil && !isNull(b.RateLimit) {
-		if json.Unmarshal(b.RateLimit, &k.RateLimit) != nil || math.IsNaN(k.RateLimit) || math.IsInf(k.RateLimit, 0) || k.RateLimit > 1e9 {
+		if decodeValue(b.RateLimit, &k.RateLimit) != nil || math.IsNaN(k.RateLimit) || math.IsInf(k.RateLimit, 0) || k.RateLimit > 1e9 {
 			return k, link.OnField("rate_limit", ErrInvalidRateLimit)
 		}
 		if k.RateLimit < 0 {
@@ -91,7 +92,7 @@ func parseKeyBody(b *keyBody) (store.APIKey, error) {
 		}
 	}
 	if b.Burst != nil && !isNull(b.Burst) {
-		if json.Unmarshal(b.Burst, &k.Burst) != nil || k.Burst < 0 || k.Burst > 1e9 {
+		if decodeValue(b.Burst, &k.Burst) != nil || k.Burst < 0 || k.Burst > 1e9 {
 			return k, link.OnField("burst", ErrInvalidBurst)
 		}
 	}

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
@@ -75,31 +78,37 @@ func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
 // linkBody is the body of POST and PATCH /v1/links. Fields stay raw so
 // each one is checked by its own rule and reports its own error code.
 type linkBody struct {
-	URL       json.RawMessage `json:"url"`
-	Code      json.RawMessage `json:"code"`
-	Redirect  json.RawMessage `json:"redirect"`
-	ExpiresAt json.RawMessage `json:"expires_at"`
-	Tags      json.RawMessage `json:"tags"`
+	URL       jsontext.Value `json:"url"`
+	Code      jsontext.Value `json:"code"`
+	Redirect  jsontext.Value `json:"redirect"`
+	ExpiresAt jsontext.Value `json:"expires_at"`
+	Tags      jsontext.Value `json:"tags"`
 }
 
 // patchBody is linkBody without code, which cannot change: a PATCH naming
 // it is refused as an unknown field.
 type patchBody struct {
-	URL       json.RawMessage `json:"url"`
-	Redirect  json.RawMessage `json:"redirect"`
-	ExpiresAt json.RawMessage `json:"expires_at"`
-	Tags      json.RawMessage `json:"tags"`
+	URL       jsontext.Value `json:"url"`
+	Redirect  jsontext.Value `json:"redirect"`
+	ExpiresAt jsontext.Value `json:"expires_at"`
+	Tags      jsontext.Value `json:"tags"`
 }
 
-func isNull(m json.RawMessage) bool { return bytes.Equal(m, []byte("null")) }
+func isNull(m jsontext.Value) bool { return bytes.Equal(m, []byte("null")) }
 
 // parseURL validates and canonicalises the url field.
-func (s *Server) parseURL(m json.RawMessage) (string, error) {
+func (s *Server) parseURL(m jsontext.Value) (string, error) {
 	var raw string
 	if m == nil || isNull(m) {
 		return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url is required"))
 	}
-	if err := json.Unmarshal(m, &raw); err != nil {
+	if err := decodeValue(m, &raw); err != nil {
+		if m.Kind() == '"' && !utf8.Valid(m) {
+			return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url is not valid UTF-8"))
+		}
+		if m.Kind() == '"' {
+			return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url is not a valid JSON string (a lone surrogate escape?)"))
+		}
 		return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url must be a string"))
 	}
 	u, err := s.policy.NormalizeURL(raw)
@@ -110,9 +119,9 @@ func (s *Server) parseURL(m json.RawMessage) (string, error) {
 }
 
 // parseRedirect validates the redirect field: 301, 302, 307 or 308.
-func parseRedirect(m json.RawMessage) (int, error) {
+func parseRedirect(m jsontext.Value) (int, error) {
 	var n int
-	if err := json.Unmarshal(m, &n); err != nil || !link.ValidRedirect(n) {
+	if err := decodeValue(m, &n); err != nil || !link.ValidRedirect(n) {
 		return 0, link.OnField("redirect", link.ErrInvalidRedirect)
 	}
 	return n, nil
@@ -120,12 +129,12 @@ func parseRedirect(m json.RawMessage) (int, error) {
 
 // parseExpiry validates expires_at: an RFC 3339 time in the future,
 // truncated to the millisecond the store keeps. null is the zero time.
-func parseExpiry(m json.RawMessage, now time.Time) (time.Time, error) {
+func parseExpiry(m jsontext.Value, now time.Time) (time.Time, error) {
 	if isNull(m) {
 		return time.Time{}, nil
 	}
 	var raw string
-	if err := json.Unmarshal(m, &raw); err != nil {
+	if err := decodeValue(m, &raw); err != nil {
 		return time.Time{}, link.OnField("expires_at", link.ErrInvalidExpiry)
 	}
 	t, err := time.Parse(time.RFC3339, raw)
@@ -140,12 +149,12 @@ func parseExpiry(m json.RawMessage, now time.Time) (time.Time, error) {
 }
 
 // parseTags validates tags: null is none.
-func parseTags(m json.RawMessage) ([]string, error) {
+func parseTags(m jsontext.Value) ([]string, error) {
 	if isNull(m) {
 		return []string{}, nil
 	}
 	var tags []string
-	if err := json.Unmarshal(m, &tags); err != nil {
+	if err := decodeValue(m, &tags); err != nil {
 		return nil, link.OnField("tags", link.ErrInvalidTags)
 	}
 	if err := link.ValidateTags(tags); err != nil {
@@ -174,7 +183,7 @@ func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) 
 	}
 	if b.Code != nil && !isNull(b.Code) {
 		var code string
-		if json.Unmarshal(b.Code, &code) != nil {
+		if decodeValue(b.Code, &code) != nil {
 			return req, link.OnField("code", link.ErrInvalidCode)
 		}
 		if req.Code, err = link.ParseCode(code, s.reserved); err != nil {

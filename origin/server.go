@@ -102,7 +102,11 @@ func New(cfg Config) (*Server, error) {
 		scans:     make(chan struct{}, maxDigestScans),
 	}
 	host, _ := baseHost(cfg.BaseURL) // validated
-	s.policy = link.URLPolicy{BlockedDomains: append([]string{host}, cfg.BlockedDomains...)}
+	policy, err := link.NewURLPolicy(append([]string{host}, cfg.BlockedDomains...))
+	if err != nil { // validated too
+		return nil, fmt.Errorf("origin config: %w", err)
+	}
+	s.policy = policy
 
 	ok := false
 	defer func() {
@@ -180,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	if s.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen api: %w", err)
 	}
+	s.apiLn = &refusalListener{Listener: s.apiLn, s: s}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("listen admin: %w", err)
 	}

@@ -33,6 +33,7 @@ var (
 	errStreamReset = errors.New("stream was reset: its sequences restarted")
 	errSeqGap      = errors.New("consumer sequence gap")
 	errResync      = errors.New("resync requested: replaying the whole stream")
+	errReconnected = errors.New("nats reconnected: the server may have lost the consumer")
 )
 
 // ConsumerConfig configures a Consumer.
@@ -169,9 +170,15 @@ type ConsumerStatus struct {
 	Lag uint64
 	// Quarantined counts the poison messages seen by this process.
 	Quarantined uint64
-	// Rebuilds counts the times the watchdog or an error rebuilt the
-	// server-side consumer.
-	Rebuilds uint64
+	// ConsumerRecreations counts the times a server-side consumer that
+	// was delivering was replaced by a new one, for any reason: a
+	// reconnect (the server may have restarted and lost it), missed
+	// heartbeats, a deleted consumer, a sequence gap, a stall. It does not
+	// count failed creations while the stream is unreachable.
+	ConsumerRecreations uint64
+	// Stalls counts the times the watchdog found the stream ahead and
+	// nothing applied for StallTimeout, and recreated the consumer.
+	Stalls uint64
 }
 
 // CaughtUp reports whether the replica is bootstrapped, at most maxLag
@@ -186,7 +193,9 @@ func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
 // (re)creation starts at the Applier's stored position + 1, so nothing is
 // skipped and nothing applied is downloaded again. A missed heartbeat, a
 // consumer deleted on the server or a gap in its sequences rebuilds it; so
-// does the watchdog when the stream is ahead and nothing is applied for
+// does a reconnect, at once (a restarted server has lost the consumer, and
+// waiting for missed heartbeats would idle the replica for seconds), and
+// the watchdog when the stream is ahead and nothing is applied for
 // StallTimeout.
 //
 // If the stream was deleted and recreated (its last sequence is behind the
@@ -200,7 +209,8 @@ func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
 // Metrics (all prefixed linkpop_replication_): applied_seq,
 // stream_last_seq, lag_messages, seconds_since_apply (0 until the first
 // apply in this process), connected (gauges); applied_total (messages,
-// poison included), batches_total, rebuilds_total, quarantined_total,
+// poison included), batches_total, consumer_recreations_total,
+// stalls_total, quarantined_total,
 // stream_reset_total, resyncs_total (counters); apply_duration_seconds and
 // propagation_seconds (now - Change.CommittedAt, observed once
 // bootstrapped, so a replay does not count the data's age) histograms.
@@ -218,7 +228,10 @@ type Consumer struct {
 	progressAt   atomic.Int64 // unix nanoseconds of the last apply or session start
 	bootstrapped atomic.Bool
 	quarantined  atomic.Uint64
-	rebuilds     atomic.Uint64
+	recreations  atomic.Uint64
+	stalls       atomic.Uint64
+	// wake cuts Run's backoff short when the connection comes back.
+	wake         chan struct{}
 	resetPending atomic.Bool
 	// resets counts the sessions that began a replay of a reset stream;
 	// the watchdog ignores a reset it saw across one of them.
@@ -249,7 +262,8 @@ type Consumer struct {
 	mBatches      *metrics.Counter
 	mApplyDur     *metrics.Histogram
 	mPropagation  *metrics.Histogram
-	mRebuilds     *metrics.Counter
+	mRecreations  *metrics.Counter
+	mStalls       *metrics.Counter
 	mQuarantined  *metrics.Counter
 	mResets       *metrics.Counter
 	mResyncs      *metrics.Counter
@@ -275,6 +289,7 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 		nc:            nc,
 		js:            js,
 		log:           cfg.Logger.With("stream", cfg.Stream.Name),
+		wake:          make(chan struct{}, 1),
 		mApplied:      s.GetOrCreateGauge("linkpop_replication_applied_seq", nil),
 		mStreamLast:   s.GetOrCreateGauge("linkpop_replication_stream_last_seq", nil),
 		mLag:          s.GetOrCreateGauge("linkpop_replication_lag_messages", nil),
@@ -284,7 +299,8 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 		mBatches:      s.GetOrCreateCounter("linkpop_replication_batches_total"),
 		mApplyDur:     s.GetOrCreateHistogram("linkpop_replication_apply_duration_seconds"),
 		mPropagation:  s.GetOrCreateHistogram("linkpop_replication_propagation_seconds"),
-		mRebuilds:     s.GetOrCreateCounter("linkpop_replication_rebuilds_total"),
+		mRecreations:  s.GetOrCreateCounter("linkpop_replication_consumer_recreations_total"),
+		mStalls:       s.GetOrCreateCounter("linkpop_replication_stalls_total"),
 		mQuarantined:  s.GetOrCreateCounter("linkpop_replication_quarantined_total"),
 		mResets:       s.GetOrCreateCounter("linkpop_replication_stream_reset_total"),
 		mResyncs:      s.GetOrCreateCounter("linkpop_replication_resyncs_total"),
@@ -296,14 +312,15 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 // safe for concurrent use.
 func (c *Consumer) Status() ConsumerStatus {
 	s := ConsumerStatus{
-		Applied:      c.applied.Load(),
-		StreamLast:   c.streamLast.Load(),
-		LastApplied:  unixTime(c.lastApplied.Load()),
-		LastContact:  unixTime(c.lastContact.Load()),
-		Connected:    c.nc.IsConnected(),
-		Bootstrapped: c.bootstrapped.Load(),
-		Quarantined:  c.quarantined.Load(),
-		Rebuilds:     c.rebuilds.Load(),
+		Applied:             c.applied.Load(),
+		StreamLast:          c.streamLast.Load(),
+		LastApplied:         unixTime(c.lastApplied.Load()),
+		LastContact:         unixTime(c.lastContact.Load()),
+		Connected:           c.nc.IsConnected(),
+		Bootstrapped:        c.bootstrapped.Load(),
+		Quarantined:         c.quarantined.Load(),
+		ConsumerRecreations: c.recreations.Load(),
+		Stalls:              c.stalls.Load(),
 	}
 	if s.StreamLast > s.Applied {
 		s.Lag = s.StreamLast - s.Applied
@@ -338,9 +355,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { c.watch(wctx) })
+	reconnected := c.nc.StatusChanged(nats.CONNECTED)
+	wg.Go(func() { c.watchReconnects(wctx, reconnected) })
 	defer func() {
 		stopWatch()
 		wg.Wait()
+		c.nc.RemoveStatusListener(reconnected)
 	}()
 
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
@@ -357,9 +377,21 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// Not a failure: the next session rewinds and replays.
 			continue
 		}
+		if created && errors.Is(err, errReconnected) {
+			// The connection is back: resume at once.
+			c.recreations.Add(1)
+			c.mRecreations.Inc()
+			c.log.Info("nats reconnected; recreating the replication consumer", "applied", c.applied.Load())
+			backoff = minBackoff
+			select {
+			case <-c.wake: // this reconnect's wake-up, already acted on
+			default:
+			}
+			continue
+		}
 		if created {
-			c.rebuilds.Add(1)
-			c.mRebuilds.Inc()
+			c.recreations.Add(1)
+			c.mRecreations.Inc()
 			c.log.Warn("replication consumer rebuilt", "err", err, "applied", c.applied.Load())
 			backoff = minBackoff
 		} else {
@@ -371,6 +403,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-c.wake:
+			// Reconnected while backing off: try now.
+			t.Stop()
+			backoff = minBackoff
+			continue
 		case <-t.C:
 		}
 		if !created {
@@ -813,6 +850,25 @@ func (c *Consumer) deleteConsumer(name string) {
 	_ = c.js.DeleteConsumer(ctx, c.cfg.Stream.Name, name)
 }
 
+// watchReconnects ends the running session when the NATS connection comes
+// back, and wakes Run if it is backing off, so the consumer is recreated
+// at once on the (possibly restarted) server. An extra session end is
+// harmless: the next one starts at the Applier's position + 1.
+func (c *Consumer) watchReconnects(ctx context.Context, ch <-chan nats.Status) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		c.abortSession(errReconnected)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // watch refreshes the stream's info every PollInterval. It aborts the
 // session when the stream was reset or when the stream is ahead and
 // nothing was applied for StallTimeout.
@@ -852,6 +908,8 @@ func (c *Consumer) poll(ctx context.Context) {
 	}
 	since := time.Since(unixTime(c.progressAt.Load()))
 	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout && c.abortSession(errStalled) {
+		c.stalls.Add(1)
+		c.mStalls.Inc()
 		c.log.Warn("replication stalled, rebuilding the consumer", "applied", c.applied.Load(), "stream_last", info.State.LastSeq, "since_progress", since)
 	}
 }

@@ -521,8 +521,50 @@ func TestConsumerSurvivesServerRestart(t *testing.T) {
 		want[code] = 2
 	}
 	e.converge(r, a, want)
-	if s := r.Status(); s.Rebuilds == 0 {
+	if s := r.Status(); s.ConsumerRecreations == 0 {
 		t.Fatalf("no rebuild after the server lost the consumer: %+v", s)
+	}
+	strictlyIncreasing(t, a.seen())
+}
+
+// After the server restarts (it lost the ephemeral consumer) the consumer
+// resumes as soon as the connection is back, not when missed heartbeats
+// or the stall watchdog notice: both are kept far out of the way here
+// (heartbeat 15s, so 30s before two are missed; watchdog 1h), and the
+// replica must converge within converge's 15s.
+func TestConsumerResumesOnReconnect(t *testing.T) {
+	leaktest.Check(t)
+	e := newEnv(t)
+	a := newPebbleApplier(t)
+	r := e.startWith(a, func(c *replication.ConsumerConfig) {
+		c.StallTimeout = time.Hour
+		c.Heartbeat = 15 * time.Second
+	})
+	want := map[string]uint64{}
+	for i := range 5 {
+		code := fmt.Sprintf("q-%02d", i)
+		e.publish(code, 1)
+		want[code] = 1
+	}
+	e.converge(r, a, want)
+	before := r.Status().ConsumerRecreations
+
+	e.ns.Stop()
+	wait.For(t, 5*time.Second, "Connected false", func() bool { return !r.Status().Connected })
+	e.ns.Restart()
+	wait.For(t, 10*time.Second, "Connected true", func() bool { return r.Status().Connected })
+	for i := range 5 {
+		code := fmt.Sprintf("q-%02d", i)
+		e.publish(code, 2)
+		want[code] = 2
+	}
+	e.converge(r, a, want)
+	s := r.Status()
+	if s.Stalls != 0 || s.ConsumerRecreations <= before {
+		t.Fatalf("after a reconnect: %+v; want the consumer recreated (> %d) and no stall", s, before)
+	}
+	if got := r.metric("linkpop_replication_stalls_total"); got != "0" {
+		t.Fatalf("stalls_total = %q", got)
 	}
 	strictlyIncreasing(t, a.seen())
 }
@@ -548,7 +590,7 @@ func TestConsumerRebuildsDeletedConsumer(t *testing.T) {
 	e.publish("d-1", 2)
 	want["d-2"], want["d-1"] = 1, 2
 	e.converge(r, a, want)
-	if s := r.Status(); s.Rebuilds == 0 {
+	if s := r.Status(); s.ConsumerRecreations == 0 {
 		t.Fatalf("no rebuild after the consumer was deleted: %+v", s)
 	}
 	strictlyIncreasing(t, a.seen())
@@ -576,11 +618,13 @@ func TestConsumerWatchdogRebuildsStalledConsumer(t *testing.T) {
 	e.publish("s-2", 1)
 	want["s-2"] = 1
 	e.converge(r, a, want)
-	if s := r.Status(); s.Rebuilds == 0 {
+	if s := r.Status(); s.ConsumerRecreations == 0 || s.Stalls == 0 {
 		t.Fatalf("stall not rebuilt: %+v", s)
 	}
-	if got := r.metric("linkpop_replication_rebuilds_total"); got == "" || got == "0" {
-		t.Fatalf("rebuilds_total = %q", got)
+	for _, m := range []string{"linkpop_replication_consumer_recreations_total", "linkpop_replication_stalls_total"} {
+		if got := r.metric(m); got == "" || got == "0" {
+			t.Fatalf("%s = %q", m, got)
+		}
 	}
 	strictlyIncreasing(t, a.seen())
 }
@@ -677,11 +721,11 @@ func TestConsumerReplaysRecreatedStream(t *testing.T) {
 			})
 			// While the new stream stays behind the old position, the
 			// watchdog must not take it for another reset, again and again.
-			rebuilds, since := r.Status().Rebuilds, time.Now()
+			rebuilds, since := r.Status().ConsumerRecreations, time.Now()
 			wait.For(t, 10*time.Second, "five more stream polls", func() bool {
 				return r.Status().LastContact.After(since.Add(500 * time.Millisecond))
 			})
-			if s := r.Status(); s.Rebuilds != rebuilds || !s.Bootstrapped {
+			if s := r.Status(); s.ConsumerRecreations != rebuilds || !s.Bootstrapped {
 				t.Fatalf("status while the new stream is empty: %+v, want %d rebuilds and still bootstrapped", s, rebuilds)
 			}
 			// The origin re-publishes: newer revisions of some codes

@@ -52,7 +52,7 @@ func TestConsumerResync(t *testing.T) {
 	if got := r.metric("linkpop_replication_resyncs_total"); got != "1" {
 		t.Fatalf("resyncs_total = %q, want 1", got)
 	}
-	if s := r.Status(); !s.Bootstrapped || s.Rebuilds != 0 {
+	if s := r.Status(); !s.Bootstrapped || s.ConsumerRecreations != 0 {
 		t.Fatalf("status after resync: %+v (a resync is not a rebuild)", s)
 	}
 }
