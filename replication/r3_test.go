@@ -3,6 +3,10 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +178,36 @@ func TestR3ExpectedHeaders(t *testing.T) {
 			t.Fatalf("other stream after the wedge: %v", err)
 		}
 	})
+}
+
+// No code of the module, outside tests, may set Nats-Expected-Last-Msg-Id
+// (see TestR3ExpectedHeaders): a guard for publishers other than the
+// relay, which TestRelayOnR3Cluster watches on the wire.
+func TestNoExpectedLastMsgIDInCode(t *testing.T) {
+	root := filepath.Join("..")
+	banned := []string{"WithExpectLastMsgID(", "ExpectedLastMsgIDHeader", `"Nats-Expected-Last-Msg-Id"`, "ExpectLastMsgId("}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, s := range banned {
+			if strings.Contains(string(b), s) {
+				t.Errorf("%s uses %s: Nats-Expected-Last-Msg-Id wedges R3 streams; expect the last sequence (replication.Chain)", path, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -29,7 +29,7 @@ const ClusterReadyTimeout = 30 * time.Second
 // configure none.
 const account = "$G"
 
-// Cluster is an in-process JetStream cluster owned by one test: n servers
+// Cluster is a JetStream cluster owned by one test: n servers
 // named n0…n(n-1) on loopback ports reserved at start, each with its store
 // in its own t.TempDir(), fully meshed by explicit routes, fsyncing every
 // write before acknowledging it (sync_interval: always, the production

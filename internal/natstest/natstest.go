@@ -1,7 +1,10 @@
-// Package natstest starts embedded JetStream servers for tests: one server
-// (Start) or an in-process cluster (StartCluster), on loopback,
-// random port, store in t.TempDir(), shut down by t.Cleanup. Stop and
-// Restart simulate an outage on the same address and store.
+// Package natstest starts embedded JetStream servers for tests, on
+// loopback, with stores in t.TempDir(), shut down by t.Cleanup: one server
+// (Start; Stop and Restart simulate an outage on the same address and
+// store), or a cluster (StartCluster in-process, StartClusterProcesses as
+// child processes that Kill crashes with SIGKILL) whose servers can be
+// stopped, killed and restarted with the same name, store and ports, and
+// whose meta and stream leaders can be waited for and killed.
 package natstest
 
 import (

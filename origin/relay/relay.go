@@ -188,7 +188,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			// event answered as a duplicate): the pass made progress and
 			// the next one starts from the stream's actual tail, at once.
 			r.mErrors.Inc()
-			r.log.Debug("relay: stream's last message moved, resuming from it", "err", err)
+			r.log.Debug("relay: stream's tail moved, resyncing", "err", err)
 			continue
 		case err != nil:
 			r.mErrors.Inc()
