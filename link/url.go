@@ -245,11 +245,13 @@ func CanonicalHost(h string) (string, error) {
 	if again, err := idnaProfile.ToASCII(a); err != nil || again != a {
 		return "", ErrInvalidURL
 	}
-	// A name with Unicode (xn--) labels must pass the STD3 rules whole:
-	// no disallowed symbol in its Unicode labels, and no '_' anywhere in
-	// it ('_' is allowed in all-ASCII names only, where real sites use it).
-	if strings.Contains(a, "xn--") {
-		if _, err := std3Profile.ToASCII(a); err != nil {
+	// A name written with Unicode, or with Unicode (xn--) labels, must
+	// pass the STD3 rules whole: no disallowed symbol in its Unicode
+	// labels, nothing that maps to ASCII punctuation ("＿", "！"), and no
+	// '_' anywhere in it ('_' is allowed in all-ASCII names only, where
+	// real sites use it).
+	if !isASCII(h) || strings.Contains(a, "xn--") {
+		if _, err := std3Profile.ToASCII(h); err != nil {
 			return "", ErrInvalidURL
 		}
 	}
@@ -257,6 +259,15 @@ func CanonicalHost(h string) (string, error) {
 		return parseIPv4(a)
 	}
 	return a, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func hostByte(c byte) bool {

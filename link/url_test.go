@@ -204,6 +204,9 @@ func TestNormalizeURLHostClasses(t *testing.T) {
 		{"http://ä_b.example/", "", link.ErrInvalidURL},
 		{"https://a_b.münchen.de/", "", link.ErrInvalidURL}, // '_' only in all-ASCII names
 		{"http://xn--80a._/", "", link.ErrInvalidURL},
+		{"http://＿/", "", link.ErrInvalidURL},           // full-width '_'
+		{"http://a！b.example/", "", link.ErrInvalidURL}, // full-width '!'
+		{"http://ＥＸＡＭＰＬＥ.com/", "http://example.com/", nil},
 		{"https://a_b.example.de/", "https://a_b.example.de/", nil},
 		// Trailing dots: one is dropped, more are empty labels.
 		{"http://A./", "http://a/", nil},
