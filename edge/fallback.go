@@ -26,10 +26,10 @@ type fallback struct {
 	api     *client.Client // one try a call: a miss must not wait
 	patient *client.Client // repairs: retries 429 and 503 as Retry-After says
 	timeout time.Duration
-	rep       *replica.Replica
-	met       *serverMetrics
-	log       *slog.Logger
-	ctx       context.Context // canceled when the server stops
+	rep     *replica.Replica
+	met     *serverMetrics
+	log     *slog.Logger
+	ctx     context.Context // canceled when the server stops
 
 	mu     sync.Mutex
 	calls  map[string]*call
