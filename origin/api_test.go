@@ -137,6 +137,7 @@ func (o *apiOrigin) do(method, path, key, body string, hdr ...string) *apiResp {
 		o.t.Fatal(err)
 	}
 	r := &apiResp{status: resp.StatusCode, header: resp.Header, raw: raw}
+	checkExchange(o.t, method, o.base+path, req.Header, []byte(body), resp.StatusCode, resp.Header, raw)
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			o.t.Fatalf("%s %s: answer is not JSON: %v\n%s", method, path, err, raw)
