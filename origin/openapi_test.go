@@ -19,6 +19,7 @@ import (
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 	"github.com/pb33f/libopenapi-validator/config"
+	vErrors "github.com/pb33f/libopenapi-validator/errors"
 	"github.com/pb33f/libopenapi-validator/paths"
 	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 
@@ -96,7 +97,10 @@ func checkExchange(t testing.TB, method, url string, header http.Header, body []
 		t.Errorf("%s %s -> %d: answer does not match the OpenAPI document:\n%s\n%s", method, url, status, validationErrors(errs), raw)
 	}
 	mt, _, _ := mime.ParseMediaType(header.Get("Content-Type"))
-	if status/100 == 2 && (len(body) == 0 || mt == "application/json") {
+	// A batch answers 200 with per-item errors for the items the origin
+	// refused: its request must validate when every item was created.
+	partial := op.OperationId == "createLinks" && bytes.Contains(raw, []byte(`{"error":`))
+	if status/100 == 2 && (len(body) == 0 || mt == "application/json") && !partial {
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		if ok, errs := contract.val.ValidateHttpRequest(req); !ok {
 			t.Errorf("%s %s %s: the origin accepted a request the OpenAPI document refuses:\n%s", method, url, body, validationErrors(errs))
@@ -126,9 +130,15 @@ func operation(item *v3.PathItem, method string) *v3.Operation {
 	return nil
 }
 
-func validationErrors(errs any) string {
-	b, _ := json.MarshalIndent(errs, "", "  ")
-	return string(b)
+func validationErrors(errs []*vErrors.ValidationError) string {
+	var b strings.Builder
+	for _, e := range errs {
+		fmt.Fprintf(&b, "  %s: %s\n", e.Message, e.Reason)
+		for _, se := range e.SchemaValidationErrors {
+			fmt.Fprintf(&b, "    %s: %s\n", se.FieldPath, se.Reason)
+		}
+	}
+	return b.String()
 }
 
 // TestMain runs the tests and then, when every test ran, requires each
