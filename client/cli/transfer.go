@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,6 +198,9 @@ Disabled links of a linkpop export are created and then disabled.`,
 			if parallel < 1 || parallel > 16 {
 				return usagef("--parallel %d: want 1 to 16", parallel)
 			}
+			if format != "" && !slices.Contains(Formats, format) {
+				return usagef("--format %q: unknown format (want one of %s)", format, strings.Join(Formats, ", "))
+			}
 			var in io.Reader = a.io.Stdin
 			var size int64 = -1
 			if args[0] != "-" {
@@ -215,10 +220,6 @@ Disabled links of a linkpop export are created and then disabled.`,
 			cr := &countingReader{r: in}
 			rd, err := newReader(format, cr)
 			if err != nil {
-				var ue *usageError
-				if errors.As(err, &ue) || isFormatError(err) {
-					return usagef("%v", err)
-				}
 				return err
 			}
 			c, err := a.connect()
@@ -237,10 +238,6 @@ Disabled links of a linkpop export are created and then disabled.`,
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(Formats, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("on-conflict", cobra.FixedCompletions([]string{"skip", "fail"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
-}
-
-func isFormatError(err error) bool {
-	return err != nil && len(err.Error()) > 14 && err.Error()[:14] == "unknown format"
 }
 
 func guessFormat(name string) string {
