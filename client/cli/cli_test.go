@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 
 // startOrigin runs a real origin (Pebble in a temp dir, embedded
 // JetStream) until the test ends and returns its API base URL.
-func startOrigin(t *testing.T) (string, *origin.Server) {
+func startOrigin(t testing.TB) (string, *origin.Server) {
 	t.Helper()
 	ns := natstest.Start(t)
 	srv, err := origin.New(origin.Config{
@@ -72,12 +72,12 @@ func startOrigin(t *testing.T) (string, *origin.Server) {
 
 // env is a child environment with only what the CLI should see.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	vars []string
 	dir  string
 }
 
-func newEnv(t *testing.T, api, key string) *env {
+func newEnv(t testing.TB, api, key string) *env {
 	e := &env{t: t, dir: t.TempDir()}
 	e.vars = []string{"HOME=" + e.dir, "XDG_CONFIG_HOME=" + filepath.Join(e.dir, ".config"), "PATH=" + os.Getenv("PATH")}
 	if api != "" {

@@ -144,7 +144,9 @@ type request struct {
 	done chan result
 }
 
-func (r *request) weight() int { return max(len(r.batch), 1) }
+// maxGroupCreates bounds the creates of CreateBatch requests one group
+// commit takes (a request is never split).
+const maxGroupCreates = 8192
 
 type result struct {
 	rec      link.Record
@@ -213,16 +215,17 @@ func (s *Store) commitBatch(first *request) {
 	if s.hookBatch != nil {
 		s.hookBatch()
 	}
-	// A CreateBatch weighs as many requests as it carries creates, so one
-	// group commit stays about MaxBatch writes however they arrive.
+	// Up to MaxBatch requests, and at most maxGroupCreates creates when
+	// CreateBatch requests come in: concurrent batches share one fsync,
+	// and a group's Pebble batch stays bounded.
 	reqs := []*request{first}
-	weight := first.weight()
+	creates := len(first.batch)
 drain:
-	for weight < s.o.MaxBatch {
+	for len(reqs) < s.o.MaxBatch && creates < maxGroupCreates {
 		select {
 		case r := <-s.reqs:
 			reqs = append(reqs, r)
-			weight += r.weight()
+			creates += len(r.batch)
 		default:
 			break drain
 		}
