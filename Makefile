@@ -12,7 +12,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/origin, bin/edge and bin/linkpop-run
+build: ## build bin/origin, bin/edge, bin/linkpop (the CLI) and bin/linkpop-run
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
@@ -55,8 +55,9 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 
 .PHONY: check
-check: lint generate ## lint, regenerate and prove generated code is current
+check: lint generate ## lint, regenerate, prove generated code is current and go.mod tidy
 	git diff --exit-code -- proto/
+	$(GO) mod tidy -diff
 
 .PHONY: clean
 clean: ## remove build output and the local data directory

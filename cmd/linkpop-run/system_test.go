@@ -138,7 +138,8 @@ func TestSystem(t *testing.T) {
 		}
 	}()
 	usage := s.usage()
-	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C"} {
+	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C",
+		"LINKPOP_API=http://" + cfg.Layout.OriginAPI, "linkpop create https://example.com/ --code hello"} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage block lacks %q:\n%s", want, usage)
 		}
