@@ -39,7 +39,7 @@ crash-soak: ## origin crash-durability test with 1,000 SIGKILL trials
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for p in ./link/ ./origin/; do \
+	@for p in ./link/ ./origin/ ./client/cli/; do \
 		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) $$p || exit 1; done; done
 

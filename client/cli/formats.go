@@ -339,7 +339,7 @@ func (r *yourlsSQLReader) next() (item, error) {
 		if m == nil || !strings.HasSuffix(strings.ToLower(m[1]), "url") {
 			continue
 		}
-		i := strings.Index(strings.ToUpper(s), "VALUES")
+		i := indexFold(s, "VALUES")
 		if i < 0 {
 			continue
 		}
@@ -358,6 +358,17 @@ func (r *yourlsSQLReader) next() (item, error) {
 	}
 	it.create = client.CreateLink{Code: t[0], URL: t[1]}
 	return it, nil
+}
+
+// indexFold is strings.Index ignoring ASCII case, byte offsets kept
+// (strings.ToUpper would change them for invalid UTF-8).
+func indexFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
 }
 
 // sqlTuples parses "('a','b',1),('c','d',2);" into its values.
