@@ -92,6 +92,7 @@ func newEnv(t testing.TB, api, key string) *env {
 type result struct {
 	code           int
 	stdout, stderr string
+	cpu            time.Duration // the child's user and system time
 }
 
 func (e *env) run(stdin string, args ...string) result {
@@ -106,6 +107,9 @@ func (e *env) run(stdin string, args ...string) result {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
+	if cmd.ProcessState != nil {
+		r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
