@@ -59,14 +59,14 @@ func newFallback(ctx context.Context, cfg *Config, rep *replica.Replica, met *se
 		Key:             cfg.OriginKey,
 		HTTPClient:      hc,
 		MaxAttempts:     1,
-		MaxResponseBody: maxBucketBody,
+		MaxResponseBody: maxOriginBody,
 		UserAgent:       "linkpop-edge",
 	}
 	api, err := client.New(ccfg)
 	if err != nil {
 		return nil, err
 	}
-	ccfg.MaxAttempts, ccfg.MaxRetryWait = repairAttempts, 5*time.Second
+	ccfg.MaxAttempts, ccfg.MaxRetryWait, ccfg.MaxResponseBody = repairAttempts, 5*time.Second, maxBucketBody
 	patient, err := client.New(ccfg)
 	if err != nil {
 		return nil, err
@@ -166,6 +166,10 @@ func getLink(ctx context.Context, c *client.Client, code string) (link.Record, b
 	}
 	return rec, true, nil
 }
+
+// maxOriginBody bounds what the edge reads of one fallback answer (a
+// link object).
+const maxOriginBody = 64 << 10
 
 // tokenBucket allows rate events per second with bursts of burst. The
 // caller holds the fallback's mutex.
