@@ -2,15 +2,12 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge/replica"
 	"github.com/linkpop/linkpop/link"
 )
@@ -45,40 +42,20 @@ const (
 	maxBucketBody = 64 << 20
 )
 
-// digestJSON is GET /digest on the admin listener: the replica's digest
-// (link.DigestJSON), the stream position it reflects and the lag behind
-// the stream as last seen. An edge whose lag is above zero may still
-// differ from the origin because changes are in flight.
-type digestJSON struct {
-	link.DigestJSON
-	Node       string `json:"node"`
-	Applied    uint64 `json:"applied"`
-	StreamLast uint64 `json:"stream_last"`
-	Lag        uint64 `json:"lag"`
-}
-
-// digestBucketJSON is GET /digest/buckets/{i} on the admin listener.
-type digestBucketJSON struct {
-	Bucket  int                `json:"bucket"`
-	Node    string             `json:"node"`
-	Applied uint64             `json:"applied"`
-	Links   []link.DigestEntry `json:"links"`
-}
-
 // digest reads the replica's digest for GET /digest. Scans run one at a
 // time.
-func (s *Server) digest() (digestJSON, error) {
+func (s *Server) digest() (client.EdgeDigest, error) {
 	rep := s.rep.Load()
 	if rep == nil {
-		return digestJSON{}, ErrNotRunning
+		return client.EdgeDigest{}, ErrNotRunning
 	}
 	s.scanMu.Lock()
 	d, pos, err := rep.BucketDigest()
 	s.scanMu.Unlock()
 	if err != nil {
-		return digestJSON{}, err
+		return client.EdgeDigest{}, err
 	}
-	out := digestJSON{DigestJSON: d.JSON(), Node: s.NodeName(), Applied: pos}
+	out := client.EdgeDigest{DigestJSON: d.JSON(), Node: s.NodeName(), Applied: pos}
 	if con := s.con.Load(); con != nil {
 		out.StreamLast = con.Status().StreamLast
 		if out.StreamLast > pos {
@@ -89,21 +66,21 @@ func (s *Server) digest() (digestJSON, error) {
 }
 
 // digestBucket reads bucket i of the replica for GET /digest/buckets/{i}.
-func (s *Server) digestBucket(i int) (digestBucketJSON, error) {
+func (s *Server) digestBucket(i int) (client.EdgeDigestBucket, error) {
 	rep := s.rep.Load()
 	if rep == nil {
-		return digestBucketJSON{}, ErrNotRunning
+		return client.EdgeDigestBucket{}, ErrNotRunning
 	}
 	s.scanMu.Lock()
 	entries, pos, err := rep.DigestBucket(i)
 	s.scanMu.Unlock()
 	if err != nil {
-		return digestBucketJSON{}, err
+		return client.EdgeDigestBucket{}, err
 	}
 	if entries == nil {
 		entries = []link.DigestEntry{}
 	}
-	return digestBucketJSON{Bucket: i, Node: s.NodeName(), Applied: pos, Links: entries}, nil
+	return client.EdgeDigestBucket{Bucket: i, Node: s.NodeName(), Applied: pos, Links: entries}, nil
 }
 
 // Resync makes the edge replay the whole change stream into its replica
@@ -270,30 +247,14 @@ func (s *Server) repairBucket(ctx context.Context, rep *replica.Replica, i int) 
 	return r, nil
 }
 
-// originBucket is the origin's GET /v1/digest/buckets/{i}.
-type originBucket struct {
-	Bucket int                `json:"bucket"`
-	Links  []link.DigestEntry `json:"links"`
-}
-
 // getBucket performs GET /v1/digest/buckets/{i} on the origin and checks
 // every entry it lists.
 func (f *fallback) getBucket(ctx context.Context, i int) ([]link.DigestEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, repairCallTimeout)
 	defer cancel()
-	resp, err := f.get(ctx, f.bucketURL+strconv.Itoa(i))
+	b, err := f.patient.DigestBucket(ctx, i)
 	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, maxBucketBody)
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, body)
-		return nil, newOriginStatus(resp)
-	}
-	var b originBucket
-	if err := json.NewDecoder(body).Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: decode bucket: %v", errOrigin, err)
+		return nil, fmt.Errorf("%w: %w", errOrigin, err)
 	}
 	if b.Bucket != i || b.Links == nil {
 		return nil, fmt.Errorf("%w: asked for bucket %d, got bucket %d with links %v", errOrigin, i, b.Bucket, b.Links != nil)
@@ -308,23 +269,9 @@ func (f *fallback) getBucket(ctx context.Context, i int) ([]link.DigestEntry, er
 
 // getLinkPatiently is getLink for repairs: a longer timeout, and retries
 // while the origin answers 429 (the key's rate limit) or 503, waiting
-// what Retry-After says (1s if absent, at most 5s).
+// what Retry-After says (at most 5s).
 func (f *fallback) getLinkPatiently(ctx context.Context, code string) (link.Record, bool, error) {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, repairCallTimeout)
-		rec, found, err := f.getLink(cctx, code)
-		cancel()
-		var st *originStatus
-		if !errors.As(err, &st) || (st.status != http.StatusTooManyRequests && st.status != http.StatusServiceUnavailable) || attempt == repairAttempts {
-			return rec, found, err
-		}
-		pause := min(max(st.retryAfter, time.Second), 5*time.Second)
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return link.Record{}, false, ctx.Err()
-		case <-t.C:
-		}
-	}
+	ctx, cancel := context.WithTimeout(ctx, repairAttempts*repairCallTimeout)
+	defer cancel()
+	return getLink(ctx, f.patient, code)
 }

@@ -2,17 +2,14 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge/replica"
 	"github.com/linkpop/linkpop/link"
 )
@@ -26,15 +23,13 @@ var errOrigin = errors.New("origin")
 // and each request has a timeout. Whatever goes wrong, the caller answers
 // 404: a lagging edge never turns an origin outage into errors.
 type fallback struct {
-	linksURL  string // ".../v1/links/"
-	bucketURL string // ".../v1/digest/buckets/", for repairs
-	auth      string // "Bearer <key>" or ""
-	timeout   time.Duration
-	client    *http.Client
-	rep       *replica.Replica
-	met       *serverMetrics
-	log       *slog.Logger
-	ctx       context.Context // canceled when the server stops
+	api     *client.Client // one try a call: a miss must not wait
+	patient *client.Client // repairs: retries 429 and 503 as Retry-After says
+	timeout time.Duration
+	rep     *replica.Replica
+	met     *serverMetrics
+	log     *slog.Logger
+	ctx     context.Context // canceled when the server stops
 
 	mu     sync.Mutex
 	calls  map[string]*call
@@ -49,35 +44,48 @@ type call struct {
 	found bool
 }
 
-func newFallback(ctx context.Context, cfg *Config, rep *replica.Replica, met *serverMetrics, log *slog.Logger) *fallback {
-	f := &fallback{
-		linksURL:  strings.TrimRight(cfg.OriginURL, "/") + "/v1/links/",
-		bucketURL: strings.TrimRight(cfg.OriginURL, "/") + "/v1/digest/buckets/",
-		timeout:   cfg.FallbackTimeout,
-		client: &http.Client{
-			Transport: &http.Transport{
-				Proxy:               http.ProxyFromEnvironment,
-				MaxIdleConnsPerHost: 16,
-				IdleConnTimeout:     30 * time.Second,
-				ForceAttemptHTTP2:   true,
-			},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+func newFallback(ctx context.Context, cfg *Config, rep *replica.Replica, met *serverMetrics, log *slog.Logger) (*fallback, error) {
+	hc := &http.Client{
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     30 * time.Second,
+			ForceAttemptHTTP2:   true,
 		},
-		rep:    rep,
-		met:    met,
-		log:    log,
-		ctx:    ctx,
-		calls:  map[string]*call{},
-		bucket: tokenBucket{rate: cfg.FallbackBudget, burst: float64(cfg.FallbackBurst), tokens: float64(cfg.FallbackBurst)},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	if cfg.OriginKey != "" {
-		f.auth = "Bearer " + cfg.OriginKey
+	ccfg := client.Config{
+		BaseURL:         cfg.OriginURL,
+		Key:             cfg.OriginKey,
+		HTTPClient:      hc,
+		MaxAttempts:     1,
+		MaxResponseBody: maxOriginBody,
+		UserAgent:       "linkpop-edge",
 	}
-	return f
+	api, err := client.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	ccfg.MaxAttempts, ccfg.MaxRetryWait, ccfg.MaxResponseBody = repairAttempts, 5*time.Second, maxBucketBody
+	patient, err := client.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	return &fallback{
+		api:     api,
+		patient: patient,
+		timeout: cfg.FallbackTimeout,
+		rep:     rep,
+		met:     met,
+		log:     log,
+		ctx:     ctx,
+		calls:   map[string]*call{},
+		bucket:  tokenBucket{rate: cfg.FallbackBudget, burst: float64(cfg.FallbackBurst), tokens: float64(cfg.FallbackBurst)},
+	}, nil
 }
 
 // close drops the origin connections kept for reuse.
-func (f *fallback) close() { f.client.CloseIdleConnections() }
+func (f *fallback) close() { f.api.CloseIdleConnections() }
 
 // resolve returns the origin's record for code and stores it in the
 // replica (only if newer than what the replica holds). ok is false when
@@ -136,31 +144,22 @@ func (f *fallback) resolve(code []byte) (rec link.Record, ok bool) {
 func (f *fallback) fetch(code string) (link.Record, bool, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
 	defer cancel()
-	return f.getLink(ctx, code)
+	return getLink(ctx, f.api, code)
 }
 
-// getLink performs GET /v1/links/{code} on the origin. found is false
-// for a 404; any other answer but 200 is an error wrapping errOrigin (a
-// *originStatus).
-func (f *fallback) getLink(ctx context.Context, code string) (link.Record, bool, error) {
-	resp, err := f.get(ctx, f.linksURL+code)
-	if err != nil {
-		return link.Record{}, false, err
-	}
-	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, maxOriginBody)
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		_, _ = io.Copy(io.Discard, body)
+// getLink performs GET /v1/links/{code} on the origin with c. found is
+// false for a 404; any other failure is an error wrapping errOrigin.
+func getLink(ctx context.Context, c *client.Client, code string) (link.Record, bool, error) {
+	l, err := c.GetLink(ctx, code)
+	if errors.Is(err, link.ErrNotFound) {
 		return link.Record{}, false, nil
-	default:
-		_, _ = io.Copy(io.Discard, body)
-		return link.Record{}, false, newOriginStatus(resp)
 	}
-	rec, err := decodeOriginLink(body)
 	if err != nil {
-		return link.Record{}, false, err
+		return link.Record{}, false, fmt.Errorf("%w: %w", errOrigin, err)
+	}
+	rec, err := l.Record()
+	if err != nil {
+		return link.Record{}, false, fmt.Errorf("%w: %w", errOrigin, err)
 	}
 	if rec.Code != code {
 		return link.Record{}, false, fmt.Errorf("%w: asked for %q, got %q", errOrigin, code, rec.Code)
@@ -168,84 +167,9 @@ func (f *fallback) getLink(ctx context.Context, code string) (link.Record, bool,
 	return rec, true, nil
 }
 
-// get sends an authenticated GET for a JSON answer to the origin.
-func (f *fallback) get(ctx context.Context, url string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if f.auth != "" {
-		req.Header.Set("Authorization", f.auth)
-	}
-	return f.client.Do(req)
-}
-
-// originStatus is an origin answer with an unexpected status. It wraps
-// errOrigin.
-type originStatus struct {
-	status     int
-	retryAfter time.Duration // from Retry-After, 0 if absent
-}
-
-func newOriginStatus(resp *http.Response) *originStatus {
-	e := &originStatus{status: resp.StatusCode}
-	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
-		e.retryAfter = time.Duration(secs) * time.Second
-	}
-	return e
-}
-
-func (e *originStatus) Error() string { return fmt.Sprintf("%v: status %d", errOrigin, e.status) }
-func (e *originStatus) Unwrap() error { return errOrigin }
-
-// maxOriginBody bounds what the edge reads of one origin answer.
+// maxOriginBody bounds what the edge reads of one fallback answer (a
+// link object).
 const maxOriginBody = 64 << 10
-
-// originLink is the origin API's link object (the fields the edge needs).
-type originLink struct {
-	Code      string     `json:"code"`
-	URL       string     `json:"url"`
-	Redirect  int        `json:"redirect"`
-	Status    string     `json:"status"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	Revision  uint64     `json:"revision"`
-	Tags      []string   `json:"tags"`
-}
-
-// decodeOriginLink turns an origin link object into a validated record.
-func decodeOriginLink(r io.Reader) (link.Record, error) {
-	var o originLink
-	if err := json.NewDecoder(r).Decode(&o); err != nil {
-		return link.Record{}, fmt.Errorf("%w: decode link: %v", errOrigin, err)
-	}
-	rec := link.Record{
-		Code:      o.Code,
-		URL:       o.URL,
-		Redirect:  o.Redirect,
-		CreatedAt: o.CreatedAt.UTC(),
-		UpdatedAt: o.UpdatedAt.UTC(),
-		Revision:  o.Revision,
-		Tags:      o.Tags,
-	}
-	switch o.Status {
-	case "active":
-		rec.Status = link.StatusActive
-	case "disabled":
-		rec.Status = link.StatusDisabled
-	default:
-		return link.Record{}, fmt.Errorf("%w: link status %q", errOrigin, o.Status)
-	}
-	if o.ExpiresAt != nil {
-		rec.ExpiresAt = o.ExpiresAt.UTC()
-	}
-	if err := rec.Validate(); err != nil {
-		return link.Record{}, fmt.Errorf("%w: %v", errOrigin, err)
-	}
-	return rec, nil
-}
 
 // tokenBucket allows rate events per second with bursts of burst. The
 // caller holds the fallback's mutex.

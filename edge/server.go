@@ -221,7 +221,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	fbCtx, fbCancel := context.WithCancel(context.Background())
 	if cfg.OriginURL != "" {
-		s.fb = newFallback(fbCtx, cfg, rep, s.met, s.log.With("component", "fallback"))
+		fb, err := newFallback(fbCtx, cfg, rep, s.met, s.log.With("component", "fallback"))
+		if err != nil {
+			fbCancel()
+			return fmt.Errorf("origin fallback: %w", err)
+		}
+		s.fb = fb
 		stops = append(stops, func() { fbCancel(); s.fb.close() })
 	} else {
 		stops = append(stops, fbCancel)

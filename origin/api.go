@@ -31,6 +31,9 @@ type route struct {
 	fn      apiFunc
 }
 
+// batchRoute is the one route whose body may be MaxBatchBytes.
+const batchRoute = "POST /v1/links/batch"
+
 // routeUnmatched labels requests no pattern matched, in metrics and logs.
 const routeUnmatched = "unmatched"
 
@@ -39,6 +42,8 @@ const routeUnmatched = "unmatched"
 func (s *Server) newAPIHandler() http.Handler {
 	routes := []route{
 		{"POST /v1/links", ScopeLinksWrite, true, s.createLink},
+		{batchRoute, ScopeLinksWrite, true, s.createBatch},
+		{"GET /v1/links/{code}/qr", ScopeLinksRead, false, s.linkQR},
 		{"GET /v1/links", ScopeLinksRead, false, s.listLinks},
 		{"GET /v1/links/{code}", ScopeLinksRead, false, s.getLink},
 		{"PATCH /v1/links/{code}", ScopeLinksWrite, true, s.updateLink},
@@ -50,6 +55,7 @@ func (s *Server) newAPIHandler() http.Handler {
 		{"DELETE /v1/keys/{id}", ScopeAdmin, false, s.revokeKey},
 	}
 	mux := http.NewServeMux()
+	mux.Handle("GET /v1/openapi.json", s.instrument("GET /v1/openapi.json", s.openAPI))
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.instrument(rt.pattern, func(w http.ResponseWriter, r *http.Request) error {
 			return s.serve(w, r, rt)
@@ -126,7 +132,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 			return err
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		limit := s.cfg.MaxBodyBytes
+		if rt.pattern == batchRoute {
+			limit = s.cfg.MaxBatchBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	return rt.fn(w, r, p)
 }
@@ -236,6 +246,13 @@ func readJSON(r *http.Request, v any) error {
 	if err != nil {
 		return bodyReadError(err)
 	}
+	return decodeJSON(b, v)
+}
+
+// decodeJSON decodes exactly one JSON object from b into v, refusing
+// unknown fields and anything after the object (a whole body, or one
+// item of a batch).
+func decodeJSON(b []byte, v any) error {
 	trimmed := bytes.TrimLeft(b, " \t\r\n")
 	if len(trimmed) == 0 {
 		return withDetail(link.ErrInvalidJSON, "request body is empty; send a JSON object")
@@ -243,7 +260,7 @@ func readJSON(r *http.Request, v any) error {
 	if trimmed[0] != '{' {
 		return withDetail(link.ErrInvalidJSON, "request body must be a JSON object")
 	}
-	err = jsonv2.Unmarshal(trimmed, v,
+	err := jsonv2.Unmarshal(trimmed, v,
 		jsonv2.RejectUnknownMembers(true),
 		jsonv2.MatchCaseInsensitiveNames(false),
 		jsontext.AllowDuplicateNames(false),

@@ -137,6 +137,7 @@ func (o *apiOrigin) do(method, path, key, body string, hdr ...string) *apiResp {
 		o.t.Fatal(err)
 	}
 	r := &apiResp{status: resp.StatusCode, header: resp.Header, raw: raw}
+	checkExchange(o.t, method, o.base+path, req.Header, []byte(body), resp.StatusCode, resp.Header, raw)
 	if len(raw) > 0 && raw[0] == '{' {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			o.t.Fatalf("%s %s: answer is not JSON: %v\n%s", method, path, err, raw)
@@ -367,7 +368,7 @@ func TestLinkObject(t *testing.T) {
 	o := apiStart(t, nil)
 	before := time.Now().UTC().Truncate(time.Millisecond)
 	r := o.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"HTTPS://Bücher.Example:443/a%20b?q=ü&x=1#frag"}`)
-	wantKeys := []string{"code", "created_at", "expires_at", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
+	wantKeys := []string{"code", "created_at", "expires_at", "max_visits", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
 	var keys []string
 	for k := range r.body {
 		keys = append(keys, k)

@@ -22,6 +22,7 @@ const (
 	DefaultAdminListen     = "127.0.0.1:9081"
 	DefaultBaseURL         = "http://127.0.0.1:8080/"
 	DefaultMaxBodyBytes    = 64 << 10
+	DefaultMaxBatchBytes   = 16 << 20
 	DefaultRateLimit       = 100
 	DefaultBurst           = 200
 	DefaultShutdownTimeout = 10 * time.Second
@@ -90,6 +91,9 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies; larger ones are answered 413
 	// payload_too_large. The default is 64 KiB.
 	MaxBodyBytes int64
+	// MaxBatchBytes bounds the body of POST /v1/links/batch (up to 1,000
+	// creates). The default is 16 MiB.
+	MaxBatchBytes int64
 	// DefaultRateLimit is the request rate, per second, allowed to an API
 	// key minted without its own rate_limit. A negative value means
 	// unlimited. The default is 100.
@@ -151,6 +155,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.DefaultRateLimit == 0 {
 		c.DefaultRateLimit = DefaultRateLimit
@@ -230,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		bad("MaxBodyBytes %d must not be negative", c.MaxBodyBytes)
+	}
+	if c.MaxBatchBytes < 0 {
+		bad("MaxBatchBytes %d must not be negative", c.MaxBatchBytes)
 	}
 	if c.DefaultBurst < 0 {
 		bad("DefaultBurst %d must not be negative", c.DefaultBurst)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/link"
 )
 
@@ -11,22 +12,6 @@ import (
 // whole link table, so a burst of digest calls queues instead of
 // multiplying the I/O.
 const maxDigestScans = 2
-
-// digestJSON is GET /v1/digest: the bucketed digest of every link, the
-// store revision it reflects, and how many committed changes the relay
-// has yet to publish (while it is above zero, edges cannot match).
-type digestJSON struct {
-	link.DigestJSON
-	Revision    uint64 `json:"revision"`
-	Unpublished int    `json:"unpublished"`
-}
-
-// digestBucketJSON is GET /v1/digest/buckets/{i}.
-type digestBucketJSON struct {
-	Bucket   int                `json:"bucket"`
-	Revision uint64             `json:"revision"`
-	Links    []link.DigestEntry `json:"links"`
-}
 
 // digest is GET /v1/digest.
 func (s *Server) digest(w http.ResponseWriter, r *http.Request, _ *principal) error {
@@ -39,7 +24,7 @@ func (s *Server) digest(w http.ResponseWriter, r *http.Request, _ *principal) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, digestJSON{DigestJSON: d.JSON(), Revision: rev, Unpublished: unpublished})
+	writeJSON(w, http.StatusOK, client.Digest{DigestJSON: d.JSON(), Revision: rev, Unpublished: unpublished})
 	return nil
 }
 
@@ -60,7 +45,7 @@ func (s *Server) digestBucket(w http.ResponseWriter, r *http.Request, _ *princip
 	if entries == nil {
 		entries = []link.DigestEntry{}
 	}
-	writeJSON(w, http.StatusOK, digestBucketJSON{Bucket: i, Revision: rev, Links: entries})
+	writeJSON(w, http.StatusOK, client.DigestBucket{Bucket: i, Revision: rev, Links: entries})
 	return nil
 }
 

@@ -1,13 +1,12 @@
 package origin
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
 )
@@ -92,38 +91,27 @@ type retryAfter struct {
 func (r *retryAfter) Error() string { return r.err.Error() }
 func (r *retryAfter) Unwrap() error { return r.err }
 
-// errorBody is the JSON shape of every error answer.
-type errorBody struct {
-	Error errorObject `json:"error"`
-}
-
-type errorObject struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-}
-
 // classify maps err to the status and body the API answers with. The
 // boolean says the error is the server's fault and must be logged.
-func classify(err error) (status int, obj errorObject, internal bool) {
+func classify(err error) (status int, obj client.ErrorObject, internal bool) {
 	var oe *Error
 	var le *link.Error
 	switch {
 	case errors.As(err, &oe):
-		status, obj = oe.Status, errorObject{Code: oe.Code, Message: oe.Message}
+		status, obj = oe.Status, client.ErrorObject{Code: oe.Code, Message: oe.Message}
 	case errors.As(err, &le):
 		status = http.StatusBadRequest
 		if s, ok := linkStatus[le.Code]; ok {
 			status = s
 		}
-		obj = errorObject{Code: le.Code, Message: le.Message}
+		obj = client.ErrorObject{Code: le.Code, Message: le.Message}
 		if status >= 500 {
-			return http.StatusInternalServerError, errorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
+			return http.StatusInternalServerError, client.ErrorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
 		}
 	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		status, obj = ErrUnavailable.Status, errorObject{Code: ErrUnavailable.Code, Message: ErrUnavailable.Message}
+		status, obj = ErrUnavailable.Status, client.ErrorObject{Code: ErrUnavailable.Code, Message: ErrUnavailable.Message}
 	default:
-		return http.StatusInternalServerError, errorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
+		return http.StatusInternalServerError, client.ErrorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
 	}
 	var d *detail
 	if errors.As(err, &d) {
@@ -168,26 +156,23 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", "1")
 	}
-	writeJSON(w, status, errorBody{Error: obj})
+	writeJSON(w, status, client.ErrorBody{Error: obj})
 }
 
 // writeJSON writes v as the JSON body of a status answer. HTML is not
 // escaped: targets keep their '&' readable.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		// Only the origin's own types reach here; they always marshal.
+	b, err := client.Encode(v)
+	if err != nil {
+		// Only the client package's types reach here; they always marshal.
 		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"error":{"code":"internal","message":"internal error; it has been logged"}}` + "\n")
+		b = []byte(`{"error":{"code":"internal","message":"internal error; it has been logged"}}` + "\n")
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(b)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
 )
@@ -27,23 +28,10 @@ const (
 	MaxKeyName   = 64
 )
 
-// keyJSON is an API key as the API shows it; Key (the secret) appears
-// only in the answer to the POST that minted it.
-type keyJSON struct {
-	ID        string   `json:"id"`
-	Key       string   `json:"key,omitempty"`
-	Name      string   `json:"name"`
-	Scopes    []string `json:"scopes"`
-	RateLimit float64  `json:"rate_limit"`
-	Burst     int      `json:"burst"`
-	CreatedAt string   `json:"created_at"`
-	RevokedAt *string  `json:"revoked_at"`
-}
-
 // keyObject shows k with its effective limits: rate_limit -1 means
 // unlimited.
-func (s *Server) keyObject(k *store.APIKey) keyJSON {
-	o := keyJSON{ID: k.ID, Name: k.Name, Scopes: k.Scopes, CreatedAt: apiTime(k.CreatedAt)}
+func (s *Server) keyObject(k *store.APIKey) client.Key {
+	o := client.Key{ID: k.ID, Name: k.Name, Scopes: k.Scopes, CreatedAt: k.CreatedAt.UTC()}
 	if o.Scopes == nil {
 		o.Scopes = []string{}
 	}
@@ -54,7 +42,7 @@ func (s *Server) keyObject(k *store.APIKey) keyJSON {
 		o.RateLimit, o.Burst = rate, burst
 	}
 	if !k.RevokedAt.IsZero() {
-		t := apiTime(k.RevokedAt)
+		t := k.RevokedAt.UTC()
 		o.RevokedAt = &t
 	}
 	return o
@@ -150,9 +138,7 @@ func (s *Server) listKeys(w http.ResponseWriter, _ *http.Request, _ *principal) 
 	if err != nil {
 		return err
 	}
-	out := struct {
-		Keys []keyJSON `json:"keys"`
-	}{Keys: make([]keyJSON, 0, len(keys))}
+	out := client.KeyList{Keys: make([]client.Key, 0, len(keys))}
 	for i := range keys {
 		out.Keys = append(out.Keys, s.keyObject(&keys[i]))
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
 )
@@ -26,46 +27,8 @@ const (
 // MaxIdempotencyKeyLen bounds the Idempotency-Key header.
 const MaxIdempotencyKeyLen = 255
 
-// linkJSON is the link object of the API. Every field is always present:
-// expires_at is null without an expiry and tags is [] without tags.
-type linkJSON struct {
-	Code      string   `json:"code"`
-	URL       string   `json:"url"`
-	ShortURL  string   `json:"short_url"`
-	Redirect  int      `json:"redirect"`
-	Status    string   `json:"status"`
-	CreatedAt string   `json:"created_at"`
-	UpdatedAt string   `json:"updated_at"`
-	ExpiresAt *string  `json:"expires_at"`
-	Revision  uint64   `json:"revision"`
-	Tags      []string `json:"tags"`
-}
-
-// apiTime is the API's time format: RFC 3339 in UTC, with fractional
-// seconds only when there are some.
-func apiTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-func (s *Server) linkObject(r *link.Record) linkJSON {
-	o := linkJSON{
-		Code:      r.Code,
-		URL:       r.URL,
-		ShortURL:  s.shortBase + r.Code,
-		Redirect:  r.Redirect,
-		Status:    r.Status.String(),
-		CreatedAt: apiTime(r.CreatedAt),
-		UpdatedAt: apiTime(r.UpdatedAt),
-		Revision:  r.Revision,
-		Tags:      r.Tags,
-	}
-	if o.Tags == nil {
-		o.Tags = []string{}
-	}
-	if !r.ExpiresAt.IsZero() {
-		e := apiTime(r.ExpiresAt)
-		o.ExpiresAt = &e
-	}
-	return o
-}
+// linkObject is the link object of r (client.Link, the one definition).
+func (s *Server) linkObject(r *link.Record) client.Link { return client.NewLink(r, s.shortBase) }
 
 // writeLink answers with one link object and its ETag.
 func (s *Server) writeLink(w http.ResponseWriter, status int, r *link.Record) {
@@ -392,12 +355,6 @@ func ifMatch(h http.Header) (uint64, error) {
 	return rev, nil
 }
 
-// listJSON is the answer of GET /v1/links.
-type listJSON struct {
-	Links      []linkJSON `json:"links"`
-	NextCursor *string    `json:"next_cursor"`
-}
-
 // listLinks is GET /v1/links?limit=&cursor=: links ordered by code;
 // next_cursor is null on the last page.
 func (s *Server) listLinks(w http.ResponseWriter, r *http.Request, _ *principal) error {
@@ -424,7 +381,7 @@ func (s *Server) listLinks(w http.ResponseWriter, r *http.Request, _ *principal)
 	if err != nil {
 		return err
 	}
-	out := listJSON{Links: make([]linkJSON, 0, len(recs))}
+	out := client.ListPage{Links: make([]client.Link, 0, len(recs))}
 	for i := range recs {
 		out.Links = append(out.Links, s.linkObject(&recs[i]))
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/linkpop/linkpop/client"
 )
 
 // routeUnparsed labels, in metrics, requests net/http refused before any
@@ -87,13 +89,13 @@ func (s *Server) rewriteRefusal(b []byte) ([]byte, bool) {
 	if code == http.StatusRequestHeaderFieldsTooLarge {
 		e = ErrHeadersTooLarge
 	}
-	obj := errorObject{Code: e.Code, Message: e.Message}
+	obj := client.ErrorObject{Code: e.Code, Message: e.Message}
 	// net/http's reason ("400 Bad Request: missing required Host header")
 	// is one of its fixed strings, never an echo of the request.
 	if _, reason, ok := strings.Cut(string(b[i+len(netHTTPRefusal):]), ": "); ok && code == http.StatusBadRequest {
 		obj.Message += ": " + reason
 	}
-	body, _ := json.Marshal(errorBody{Error: obj}) // strings only: cannot fail
+	body, _ := json.Marshal(client.ErrorBody{Error: obj}) // strings only: cannot fail
 	body = append(body, '\n')
 	var out bytes.Buffer
 	out.WriteString(proto + strconv.Itoa(e.Status) + " " + http.StatusText(e.Status) + "\r\n")

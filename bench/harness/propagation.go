@@ -2,7 +2,6 @@ package harness
 
 import (
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -93,12 +92,8 @@ func (h *harness) propagation() error {
 		if codes[i] == "" {
 			return nil
 		}
-		st, b, err := o.apiCall(h.ctx, http.MethodDelete, "/v1/links/"+codes[i], nil)
-		if err != nil {
-			return err
-		}
-		if st != http.StatusOK && st != http.StatusNoContent {
-			return fmt.Errorf("deactivate %s: %d %s", codes[i], st, b)
+		if _, err := o.client.DisableLink(h.ctx, codes[i], 0); err != nil {
+			return fmt.Errorf("deactivate %s: %w", codes[i], err)
 		}
 		t0 := time.Now()
 		ms, err := h.pollEdges(addrs, codes[i], 410, "", t0)

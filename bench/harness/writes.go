@@ -1,11 +1,10 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/linkpop/linkpop/client"
 )
 
 // originProc is a running bin/origin.
@@ -23,7 +24,7 @@ type originProc struct {
 	api    string // http://host:port
 	admin  string // host:port
 	key    string
-	client *http.Client
+	client *client.Client
 }
 
 // startOrigin starts bin/origin against the harness's stream with its
@@ -65,54 +66,38 @@ func (h *harness) startOrigin() (*originProc, error) {
 		p.stop(syscall.SIGTERM, 10*time.Second)
 		return nil, err
 	}
-	o.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}}
+	o.client, err = client.New(client.Config{
+		BaseURL:     o.api,
+		Key:         key,
+		HTTPClient:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 512}},
+		MaxAttempts: 1, // a benchmark counts refusals, it does not hide them
+		UserAgent:   "linkpop-bench",
+	})
+	if err != nil {
+		p.stop(syscall.SIGTERM, 10*time.Second)
+		return nil, err
+	}
 	h.origin = o
 	return o, nil
 }
 
-// apiCall makes one origin API call and returns the status and body.
-func (o *originProc) apiCall(ctx context.Context, method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, o.api+path, rd)
+// create creates a link to url and returns its code and the answer's
+// status (0 when there was none).
+func (o *originProc) create(ctx context.Context, url string) (string, int, error) {
+	l, err := o.client.CreateLink(ctx, client.CreateLink{URL: url}, client.CreateOptions{})
 	if err != nil {
-		return 0, nil, err
+		return "", apiStatus(err), fmt.Errorf("create: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+o.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return l.Code, http.StatusCreated, nil
 }
 
-// create creates a link to url and returns its code.
-func (o *originProc) create(ctx context.Context, url string) (string, int, error) {
-	st, b, err := o.apiCall(ctx, http.MethodPost, "/v1/links", map[string]string{"url": url})
-	if err != nil {
-		return "", 0, err
+// apiStatus is the HTTP status of an API error, 0 for no answer.
+func apiStatus(err error) int {
+	var ae *client.Error
+	if errors.As(err, &ae) {
+		return ae.Status
 	}
-	if st != http.StatusCreated {
-		return "", st, fmt.Errorf("create: %d %s", st, bytes.TrimSpace(b))
-	}
-	var l struct {
-		Code string `json:"code"`
-	}
-	if err := json.Unmarshal(b, &l); err != nil || l.Code == "" {
-		return "", st, fmt.Errorf("create: response %q: %v", b, err)
-	}
-	return l.Code, st, nil
+	return 0
 }
 
 // writes measures creates/s through the origin API at each concurrency,

@@ -392,6 +392,14 @@ func (s *system) usage() string {
 	fmt.Fprintf(&b, "  create a link:\n")
 	fmt.Fprintf(&b, "    curl -s -H %s -H 'Content-Type: application/json' \\\n", key)
 	fmt.Fprintf(&b, "      -d '{\"url\": \"https://example.com/\"}' http://%s/v1/links\n", l.OriginAPI)
+	cli := filepath.Join(s.cfg.BinDir, "linkpop")
+	if rel, err := filepath.Rel(".", cli); err == nil && !strings.HasPrefix(rel, "..") {
+		cli = "./" + rel
+	}
+	fmt.Fprintf(&b, "  or with the CLI:\n")
+	fmt.Fprintf(&b, "    export LINKPOP_API=http://%s LINKPOP_KEY=%s\n", l.OriginAPI, shellQuote(s.key))
+	fmt.Fprintf(&b, "    %s create https://example.com/ --code hello\n", cli)
+	fmt.Fprintf(&b, "    %s list\n", cli)
 	fmt.Fprintf(&b, "  follow it on every edge (<code> is the \"code\" in the answer):\n")
 	for _, e := range l.Edges {
 		fmt.Fprintf(&b, "    curl -si http://%s/<code>\n", e.Listen)

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/proctest"
 	"github.com/linkpop/linkpop/internal/wait"
@@ -139,7 +138,8 @@ func TestSystem(t *testing.T) {
 		}
 	}()
 	usage := s.usage()
-	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C"} {
+	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C",
+		"LINKPOP_API=http://" + cfg.Layout.OriginAPI, "linkpop create https://example.com/ --code hello"} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage block lacks %q:\n%s", want, usage)
 		}
@@ -199,23 +199,15 @@ var noRedirect = &http.Client{
 
 func createLink(t *testing.T, origin, key, target string) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"url": target})
-	req, _ := http.NewRequest(http.MethodPost, origin+"/v1/links", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	c, err := client.New(client.Config{BaseURL: origin, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.CreateLink(context.Background(), client.CreateLink{URL: target}, client.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create link: %v", err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var o struct {
-		Code string `json:"code"`
-	}
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(raw, &o) != nil || o.Code == "" {
-		t.Fatalf("create link: %d %s", resp.StatusCode, raw)
-	}
-	return o.Code
+	return l.Code
 }
 
 // syncBuffer is a bytes.Buffer safe for the children's writers and the

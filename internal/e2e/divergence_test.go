@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/wait"
@@ -61,7 +62,7 @@ func (s *system) checkDigests() {
 	if err != nil || status != http.StatusOK {
 		s.t.Fatalf("GET /v1/digest: %d %v\n%s", status, err, raw)
 	}
-	var j link.DigestJSON
+	var j client.Digest
 	if err := json.Unmarshal(raw, &j); err != nil {
 		s.t.Fatalf("GET /v1/digest: %v", err)
 	}
@@ -109,7 +110,7 @@ func TestDivergenceDetectedAndRepaired(t *testing.T) {
 	slices.Sort(codes)
 	for _, c := range codes[:5] {
 		o := s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+c, map[string]any{"url": "https://example.org/v2/" + c})
-		m[c] = o.want(t)
+		m[c] = wantOf(t, o)
 	}
 	s.converge(m, nil)
 	s.checkDigests()

@@ -27,7 +27,7 @@ func (s *system) createMany(m model, n int, tag string) {
 			fields["redirect"] = 301
 		}
 		o := s.api.create(s.t, fields)
-		m[o.Code] = o.want(s.t)
+		m[o.Code] = wantOf(s.t, o)
 	}
 }
 
@@ -49,7 +49,7 @@ func TestFaultNATSRestart(t *testing.T) {
 		break
 	}
 	o := s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+some, map[string]any{"url": "https://example.net/updated-in-outage"})
-	m[some] = o.want(t)
+	m[some] = wantOf(t, o)
 	s.ns.Restart()
 	s.createMany(m, 20, "after")
 	s.converge(m, unknown)
@@ -71,9 +71,9 @@ func TestFaultOriginAndNATSDown(t *testing.T) {
 		codes = append(codes, code)
 	}
 	o := s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+codes[0], nil)
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+codes[1], map[string]any{"url": "https://example.org/moved", "redirect": 307})
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	s.converge(m, unknown)
 
 	s.stopOrigin(s.origin)
@@ -99,9 +99,9 @@ func TestFaultOriginAndNATSDown(t *testing.T) {
 	s.ns.Restart()
 	s.startOrigin(s.origin.dir)
 	o = s.api.create(t, map[string]any{"url": "https://example.com/after-the-outage", "redirect": 308})
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+codes[2], map[string]any{"url": "https://example.org/moved-after"})
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	s.converge(m, unknown)
 }
 

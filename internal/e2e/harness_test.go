@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/wait"
@@ -368,48 +369,33 @@ type apiClient struct {
 	hc        *http.Client
 }
 
-// linkObject is the API's link object.
-type linkObject struct {
-	Code      string  `json:"code"`
-	URL       string  `json:"url"`
-	ShortURL  string  `json:"short_url"`
-	Redirect  int     `json:"redirect"`
-	Status    string  `json:"status"`
-	ExpiresAt *string `json:"expires_at"`
-	Revision  uint64  `json:"revision"`
-}
-
-// want converts an acknowledged link object to its model entry.
-func (o linkObject) want(t testing.TB) want {
+// wantOf converts an acknowledged link object to its model entry.
+func wantOf(t testing.TB, o client.Link) want {
 	t.Helper()
-	w := want{url: o.URL, redirect: o.Redirect, active: o.Status == "active"}
-	if o.Status != "active" && o.Status != "disabled" {
-		t.Fatalf("link %s: status %q", o.Code, o.Status)
+	if _, err := o.Record(); err != nil {
+		t.Fatalf("link %s: %v", o.Code, err)
 	}
+	w := want{url: o.URL, redirect: o.Redirect, active: o.Status == client.StatusActive}
 	if o.ExpiresAt != nil {
-		exp, err := time.Parse(time.RFC3339Nano, *o.ExpiresAt)
-		if err != nil {
-			t.Fatalf("link %s: expires_at %q: %v", o.Code, *o.ExpiresAt, err)
-		}
-		w.expires = exp
+		w.expires = *o.ExpiresAt
 	}
 	return w
 }
 
 // do sends one request and decodes a link object from a 2xx answer. The
 // status and raw body are returned for every answer.
-func (a *apiClient) do(method, path string, body any) (int, linkObject, []byte, error) {
+func (a *apiClient) do(method, path string, body any) (int, client.Link, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, linkObject{}, nil, err
+			return 0, client.Link{}, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, a.base+path, rd)
 	if err != nil {
-		return 0, linkObject{}, nil, err
+		return 0, client.Link{}, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.key)
 	if body != nil {
@@ -417,14 +403,14 @@ func (a *apiClient) do(method, path string, body any) (int, linkObject, []byte, 
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return 0, linkObject{}, nil, err
+		return 0, client.Link{}, nil, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return resp.StatusCode, linkObject{}, raw, err
+		return resp.StatusCode, client.Link{}, raw, err
 	}
-	var o linkObject
+	var o client.Link
 	if resp.StatusCode/100 == 2 && len(raw) > 0 {
 		if err := json.Unmarshal(raw, &o); err != nil {
 			return resp.StatusCode, o, raw, fmt.Errorf("decode link: %w", err)
@@ -434,7 +420,7 @@ func (a *apiClient) do(method, path string, body any) (int, linkObject, []byte, 
 }
 
 // mustDo is do that fails the test unless the answer has status want.
-func (a *apiClient) mustDo(t testing.TB, want int, method, path string, body any) linkObject {
+func (a *apiClient) mustDo(t testing.TB, want int, method, path string, body any) client.Link {
 	t.Helper()
 	status, o, raw, err := a.do(method, path, body)
 	if err != nil {
@@ -448,7 +434,7 @@ func (a *apiClient) mustDo(t testing.TB, want int, method, path string, body any
 
 // create makes a link with target url (and any extra fields) and returns
 // the acknowledged object.
-func (a *apiClient) create(t testing.TB, fields map[string]any) linkObject {
+func (a *apiClient) create(t testing.TB, fields map[string]any) client.Link {
 	t.Helper()
 	return a.mustDo(t, http.StatusCreated, http.MethodPost, "/v1/links", fields)
 }

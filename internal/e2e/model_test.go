@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/link"
 )
@@ -65,9 +66,9 @@ func TestPropagation(t *testing.T) {
 	m := model{}
 
 	o := s.api.create(t, map[string]any{"url": "https://example.com/first"})
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	perm := s.api.create(t, map[string]any{"url": "https://example.com/permanent", "code": "perm-link", "redirect": 308})
-	m[perm.Code] = perm.want(t)
+	m[perm.Code] = wantOf(t, perm)
 	if m[o.Code].redirect != 302 || m[perm.Code].redirect != 308 {
 		t.Fatalf("redirects %d and %d, want 302 and 308", m[o.Code].redirect, m[perm.Code].redirect)
 	}
@@ -77,11 +78,11 @@ func TestPropagation(t *testing.T) {
 	if o.URL != "https://example.org/second" {
 		t.Fatalf("updated url %q", o.URL)
 	}
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	s.converge(m, nil)
 
 	o = s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+o.Code, nil)
-	m[o.Code] = o.want(t)
+	m[o.Code] = wantOf(t, o)
 	if m[o.Code].active {
 		t.Fatalf("deactivated link has status %q", o.Status)
 	}
@@ -131,7 +132,7 @@ func (g *generator) create(i int) {
 	if _, dup := g.m[o.Code]; dup {
 		g.t.Fatalf("create %v returned existing code %s", fields, o.Code)
 	}
-	g.m[o.Code] = o.want(g.t)
+	g.m[o.Code] = wantOf(g.t, o)
 	g.codes = append(g.codes, o.Code)
 	if _, ok := fields["code"]; ok {
 		g.custom = append(g.custom, o.Code)
@@ -159,7 +160,7 @@ func (g *generator) update(i int) {
 	}
 	o := g.api.mustDo(g.t, http.StatusOK, http.MethodPatch, "/v1/links/"+code, fields)
 	g.checkAck(o, fields)
-	g.m[code] = o.want(g.t)
+	g.m[code] = wantOf(g.t, o)
 	g.updated++
 }
 
@@ -169,7 +170,7 @@ func (g *generator) disable() {
 	if o.Code != code || o.Status != "disabled" {
 		g.t.Fatalf("DELETE %s answered %+v", code, o)
 	}
-	g.m[code] = o.want(g.t)
+	g.m[code] = wantOf(g.t, o)
 	g.disabled++
 }
 
@@ -188,7 +189,7 @@ func (g *generator) duplicate(i int) {
 }
 
 // checkAck verifies the acknowledged object reflects the request.
-func (g *generator) checkAck(o linkObject, fields map[string]any) {
+func (g *generator) checkAck(o client.Link, fields map[string]any) {
 	g.t.Helper()
 	if u, ok := fields["url"].(string); ok {
 		want, err := link.URLPolicy{}.NormalizeURL(u)

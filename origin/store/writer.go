@@ -67,6 +67,22 @@ func (s *Store) Create(ctx context.Context, req CreateRequest) (rec link.Record,
 	return res.rec, res.replayed, res.err
 }
 
+// BatchResult is the outcome of one create of CreateBatch.
+type BatchResult struct {
+	Rec      link.Record
+	Replayed bool
+	Err      error // the create's own refusal (link.ErrCodeTaken, ...)
+}
+
+// CreateBatch commits every create of reqs that succeeds in one synced
+// group commit (as Create does for one) and answers each in order: a
+// refused create (a taken code, a reused Idempotency-Key) refuses only
+// itself. The error is for the whole batch: nothing was committed.
+func (s *Store) CreateBatch(ctx context.Context, reqs []CreateRequest) ([]BatchResult, error) {
+	res := s.submit(ctx, &request{kind: kindCreateBatch, batch: reqs})
+	return res.batch, res.err
+}
+
 // Update applies req. An update that changes nothing returns the record
 // unchanged, without a new revision or change event. Errors:
 // link.ErrNotFound, link.ErrRevisionMismatch.
@@ -102,6 +118,7 @@ const (
 	kindRevokeKey
 	kindOutboxDelete
 	kindSweep
+	kindCreateBatch
 )
 
 const (
@@ -116,6 +133,7 @@ type request struct {
 	kind  reqKind
 
 	create    CreateRequest
+	batch     []CreateRequest
 	update    UpdateRequest
 	code      string
 	ifRev     uint64
@@ -126,9 +144,14 @@ type request struct {
 	done chan result
 }
 
+// maxGroupCreates bounds the creates of CreateBatch requests one group
+// commit takes (a request is never split).
+const maxGroupCreates = 8192
+
 type result struct {
 	rec      link.Record
 	replayed bool
+	batch    []BatchResult
 	key      APIKey
 	n        int
 	err      error
@@ -192,12 +215,17 @@ func (s *Store) commitBatch(first *request) {
 	if s.hookBatch != nil {
 		s.hookBatch()
 	}
+	// Up to MaxBatch requests, and at most maxGroupCreates creates when
+	// CreateBatch requests come in: concurrent batches share one fsync,
+	// and a group's Pebble batch stays bounded.
 	reqs := []*request{first}
+	creates := len(first.batch)
 drain:
-	for len(reqs) < s.o.MaxBatch {
+	for len(reqs) < s.o.MaxBatch && creates < maxGroupCreates {
 		select {
 		case r := <-s.reqs:
 			reqs = append(reqs, r)
+			creates += len(r.batch)
 		default:
 			break drain
 		}
@@ -247,6 +275,16 @@ func (t *txn) apply(r *request) result {
 	switch r.kind {
 	case kindCreate:
 		return t.create(&r.create)
+	case kindCreateBatch:
+		out := make([]BatchResult, len(r.batch))
+		for i := range r.batch {
+			res := t.create(&r.batch[i])
+			if t.err != nil {
+				return result{err: t.err}
+			}
+			out[i] = BatchResult{Rec: res.rec, Replayed: res.replayed, Err: res.err}
+		}
+		return result{batch: out}
 	case kindUpdate:
 		return t.updateLink(&r.update)
 	case kindDisable:

@@ -14,7 +14,6 @@ package verify
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/link"
 )
 
@@ -39,11 +39,8 @@ const (
 	MaxDetailCodes = 200
 )
 
-// maxDigestBody bounds a digest answer; maxBucketBody a bucket listing.
-const (
-	maxDigestBody = 1 << 20
-	maxBucketBody = 64 << 20
-)
+// maxBucketBody bounds an answer (a bucket listing is the largest).
+const maxBucketBody = 64 << 20
 
 // Config configures Run.
 type Config struct {
@@ -188,28 +185,6 @@ func (r *Report) OK() bool {
 	return true
 }
 
-// originDigest is the origin's GET /v1/digest.
-type originDigest struct {
-	link.DigestJSON
-	Revision    uint64 `json:"revision"`
-	Unpublished int    `json:"unpublished"`
-}
-
-// edgeDigest is an edge's GET /digest.
-type edgeDigest struct {
-	link.DigestJSON
-	Node       string `json:"node"`
-	Applied    uint64 `json:"applied"`
-	StreamLast uint64 `json:"stream_last"`
-	Lag        uint64 `json:"lag"`
-}
-
-// bucketListing is GET /v1/digest/buckets/{i} and GET /digest/buckets/{i}.
-type bucketListing struct {
-	Bucket int                `json:"bucket"`
-	Links  []link.DigestEntry `json:"links"`
-}
-
 // Run compares every edge with the origin until each matched or Wait has
 // passed, and reports. An error means the origin could not be read (an
 // unreachable edge is a verdict, not an error) or ctx ended.
@@ -218,7 +193,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	v := &verifier{cfg: cfg}
+	v, err := newVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rep := &Report{Origin: Origin{URL: cfg.OriginURL}}
 	for _, e := range cfg.Edges {
 		rep.Edges = append(rep.Edges, Edge{URL: e, State: Unreachable})
@@ -226,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	deadline := time.Now().Add(cfg.Wait)
 	read := false // the origin's digest was read at least once
 	for {
-		od, o, err := v.origin(ctx)
+		od, o, err := v.originDigest(ctx)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -268,7 +246,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-type verifier struct{ cfg Config }
+type verifier struct {
+	cfg    Config
+	origin *client.Client
+	edges  map[string]*client.Client // by admin URL
+}
+
+func newVerifier(cfg Config) (*verifier, error) {
+	ccfg := client.Config{BaseURL: cfg.OriginURL, Key: cfg.OriginKey, HTTPClient: cfg.Client, MaxAttempts: 1, MaxResponseBody: maxBucketBody, UserAgent: "linkpop-verify"}
+	oc, err := client.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	v := &verifier{cfg: cfg, origin: oc, edges: map[string]*client.Client{}}
+	for _, e := range cfg.Edges {
+		ccfg.BaseURL, ccfg.Key = e, ""
+		if v.edges[e], err = client.New(ccfg); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
 
 // round compares each edge that has not matched yet with od.
 func (v *verifier) round(ctx context.Context, rep *Report, od *link.Digest) {
@@ -277,8 +275,8 @@ func (v *verifier) round(ctx context.Context, rep *Report, od *link.Digest) {
 		if e.State == OK {
 			continue
 		}
-		var j edgeDigest
-		if err := v.getJSON(ctx, e.URL+"/digest", false, maxDigestBody, &j); err != nil {
+		j, err := v.edges[e.URL].EdgeDigest(ctx)
+		if err != nil {
 			if e.Rounds == 0 {
 				e.Err = err
 			}
@@ -306,10 +304,10 @@ func (v *verifier) round(ctx context.Context, rep *Report, od *link.Digest) {
 	}
 }
 
-// origin reads the origin's digest.
-func (v *verifier) origin(ctx context.Context) (link.Digest, originDigest, error) {
-	var o originDigest
-	if err := v.getJSON(ctx, v.cfg.OriginURL+"/v1/digest", true, maxDigestBody, &o); err != nil {
+// originDigest reads the origin's digest.
+func (v *verifier) originDigest(ctx context.Context) (link.Digest, client.Digest, error) {
+	o, err := v.origin.Digest(ctx)
+	if err != nil {
 		return link.Digest{}, o, err
 	}
 	d, err := o.Digest()
@@ -323,11 +321,12 @@ func (v *verifier) detail(ctx context.Context, e *Edge) ([]CodeDiff, error) {
 		if n == MaxDetailBuckets || len(out) >= MaxDetailCodes {
 			break
 		}
-		var ob, eb bucketListing
-		if err := v.getJSON(ctx, v.cfg.OriginURL+"/v1/digest/buckets/"+strconv.Itoa(b), true, maxBucketBody, &ob); err != nil {
+		ob, err := v.origin.DigestBucket(ctx, b)
+		if err != nil {
 			return out, fmt.Errorf("origin bucket %d: %w", b, err)
 		}
-		if err := v.getJSON(ctx, e.URL+"/digest/buckets/"+strconv.Itoa(b), false, maxBucketBody, &eb); err != nil {
+		eb, err := v.edges[e.URL].EdgeDigestBucket(ctx, b)
+		if err != nil {
 			return out, fmt.Errorf("edge bucket %d: %w", b, err)
 		}
 		out = append(out, diffEntries(b, ob.Links, eb.Links)...)
@@ -360,33 +359,6 @@ func diffEntries(b int, origin, edge []link.DigestEntry) []CodeDiff {
 	}
 	slices.SortFunc(out, func(x, y CodeDiff) int { return strings.Compare(x.Code, y.Code) })
 	return out
-}
-
-// getJSON GETs url (with the origin key when auth) and decodes a 200
-// answer of at most limit bytes into v.
-func (v *verifier) getJSON(ctx context.Context, url string, auth bool, limit int64, dst any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if auth {
-		req.Header.Set("Authorization", "Bearer "+v.cfg.OriginKey)
-	}
-	resp, err := v.cfg.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, limit)
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(body, 512))
-		return fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, strings.TrimSpace(string(msg)))
-	}
-	if err := json.NewDecoder(body).Decode(dst); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	return nil
 }
 
 // Write prints the report: the origin, then one line per edge with its

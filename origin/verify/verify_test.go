@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/link"
 )
@@ -78,11 +80,9 @@ func (tb *table) serveDigest(w http.ResponseWriter, r *http.Request) {
 	for c, rev := range tb.recs {
 		d.Add(c, rev)
 	}
-	body := map[string]any{"links": d.Count, "sum": d.JSON().Sum, "buckets": d.JSON().Buckets, "counts": d.JSON().Counts}
+	var body any = client.EdgeDigest{DigestJSON: d.JSON(), Node: tb.node, Applied: 100, StreamLast: 100 + tb.lag, Lag: tb.lag}
 	if tb.origin {
-		body["revision"], body["unpublished"] = 42, 0
-	} else {
-		body["node"], body["applied"], body["stream_last"], body["lag"] = tb.node, 100, 100+tb.lag, tb.lag
+		body = client.Digest{DigestJSON: d.JSON(), Revision: 42}
 	}
 	tb.mu.Unlock()
 	_ = json.NewEncoder(w).Encode(body)
@@ -108,7 +108,11 @@ func (tb *table) serveBucket(w http.ResponseWriter, r *http.Request) {
 	}
 	tb.mu.Unlock()
 	slices.SortFunc(entries, func(a, b link.DigestEntry) int { return strings.Compare(a.Code, b.Code) })
-	_ = json.NewEncoder(w).Encode(map[string]any{"bucket": i, "links": entries})
+	var body any = client.EdgeDigestBucket{Bucket: i, Node: tb.node, Applied: 100, Links: entries}
+	if tb.origin {
+		body = client.DigestBucket{Bucket: i, Revision: 42, Links: entries}
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 func TestRun(t *testing.T) {
@@ -248,7 +252,7 @@ func TestRunOriginErrors(t *testing.T) {
 	origin := newTable(t, true, "", map[string]uint64{"a1": 1})
 	edge := newTable(t, false, "a", map[string]uint64{"a1": 1})
 	_, err := Run(context.Background(), Config{OriginURL: origin.URL, OriginKey: "wrong", Edges: []string{edge.URL}, Wait: 100 * time.Millisecond, Interval: 20 * time.Millisecond})
-	if err == nil || !strings.Contains(err.Error(), "status 401") {
+	if !errors.Is(err, client.ErrUnauthorized) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,234 @@
+package cli_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/client"
+)
+
+func apiClient(t *testing.T, api string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{BaseURL: api, Key: adminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func abs(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestImportFormats imports each fixture into a fresh origin and checks
+// the links it holds and the lines it refused, with the API's codes.
+func TestImportFormats(t *testing.T) {
+	type want struct {
+		code, url string
+		tags      []string
+		redirect  int
+		disabled  bool
+	}
+	cases := []struct {
+		file, format string
+		exit         int
+		links        []want
+		randoms      []string // URLs created under random codes
+		refused      []string // "line N ... code" fragments of stderr
+	}{
+		{"links.jsonl", "", 1,
+			[]want{{"jl-one", "https://example.com/one", []string{"a", "b"}, 301, false}, {"jl-two", "https://example.com/two?x=1&y=2", nil, 302, true}},
+			[]string{"https://example.com/random"},
+			[]string{`line 5 code "jl-bad": url_scheme_not_allowed`, "line 6: invalid_input"}},
+		{"links.csv", "", 1,
+			[]want{{"csv-one", "https://example.com/c1", []string{"news", "go"}, 302, false}, {"csv-two", "https://example.com/c2?a=1,2", nil, 307, false}},
+			[]string{"https://example.com/c-random"},
+			[]string{`line 5 code "csv-bad": invalid_redirect`}},
+		{"shlink.csv", "shlink", 0,
+			[]want{{"abc12", "https://example.com/a?b=1,2", []string{"news", "go"}, 302, false}, {"sh-two", "https://example.com/shlink-two", nil, 302, false}}, nil, nil},
+		{"yourls.csv", "yourls", 0,
+			[]want{{"ozh", "https://ozh.org/", nil, 302, false}, {"yo-two", "https://example.com/yourls-two", nil, 302, false}}, nil, nil},
+		{"yourls.sql", "yourls", 0,
+			[]want{{"sql-ozh", "https://ozh.org/", nil, 302, false}, {"sql-two", "https://example.com/it's", nil, 302, false}}, nil, nil},
+		{"bitly.csv", "bitly", 0,
+			[]want{{"my-launch", "https://example.com/launch", []string{"q4"}, 302, false}, {"bt2abc", "https://example.com/bitly-two", nil, 302, false}}, nil, nil},
+		{"golink.jsonl", "golink", 1,
+			[]want{{"go-docs", "https://go.dev/doc/", nil, 302, false}}, nil,
+			// golink allows codes linkpop does not: reported, never changed.
+			[]string{`line 1 code "cs": invalid_code`, `line 3 code "chan": invalid_input`, `line 4 code "a.b": invalid_code`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			api, _ := startOrigin(t)
+			e := newEnv(t, api, adminKey)
+			args := []string{"import", abs(t, tc.file)}
+			if tc.format != "" {
+				args = append(args, "--format", tc.format)
+			}
+			r := e.run("", args...)
+			if r.code != tc.exit {
+				t.Fatalf("exit %d, want %d\n%s", r.code, tc.exit, r.stderr)
+			}
+			for _, frag := range tc.refused {
+				if !strings.Contains(r.stderr, frag) {
+					t.Errorf("stderr lacks %q:\n%s", frag, r.stderr)
+				}
+			}
+			c := apiClient(t, api)
+			ctx := context.Background()
+			for _, w := range tc.links {
+				l, err := c.GetLink(ctx, w.code)
+				if err != nil {
+					t.Errorf("%s: %v", w.code, err)
+					continue
+				}
+				if l.URL != w.url || !slices.Equal(l.Tags, append([]string{}, w.tags...)) || l.Redirect != w.redirect || (l.Status == client.StatusDisabled) != w.disabled {
+					t.Errorf("%s: %+v, want %+v", w.code, l, w)
+				}
+			}
+			var urls []string
+			for l, err := range c.AllLinks(ctx, 0) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				urls = append(urls, l.URL)
+			}
+			if len(urls) != len(tc.links)+len(tc.randoms) {
+				t.Errorf("origin holds %d links, want %d: %v", len(urls), len(tc.links)+len(tc.randoms), urls)
+			}
+			for _, u := range tc.randoms {
+				if !slices.Contains(urls, u) {
+					t.Errorf("no link to %s", u)
+				}
+			}
+		})
+	}
+}
+
+// TestImportDryRunAndConflicts checks that --dry-run writes nothing but
+// reports what a real import would refuse, taken codes included, and the
+// two --on-conflict policies.
+func TestImportDryRunAndConflicts(t *testing.T) {
+	api, _ := startOrigin(t)
+	e := newEnv(t, api, adminKey)
+	c := apiClient(t, api)
+	file := abs(t, "links.csv")
+	r := e.run("", "import", file, "--dry-run")
+	if r.code != 1 || !strings.Contains(r.stderr, `line 5 code "csv-bad": invalid_redirect`) || !strings.Contains(r.stderr, "would create 3") {
+		t.Fatalf("dry run: %d\n%s", r.code, r.stderr)
+	}
+	if p, err := c.ListLinks(context.Background(), client.ListOptions{}); err != nil || len(p.Links) != 0 {
+		t.Fatalf("dry run wrote %d links (%v)", len(p.Links), err)
+	}
+	shlink := abs(t, "shlink.csv")
+	e.must(0, "import", shlink, "--format", "shlink")
+	r = e.run("", "import", shlink, "--format", "shlink", "--dry-run")
+	if r.code != 1 || !strings.Contains(r.stderr, `code "abc12": code_taken`) {
+		t.Fatalf("dry run of taken codes: %d\n%s", r.code, r.stderr)
+	}
+	if r := e.run("", "import", shlink, "--format", "shlink", "--on-conflict", "skip"); r.code != 0 || !strings.Contains(r.stderr, "skipped 2") {
+		t.Fatalf("--on-conflict skip: %d\n%s", r.code, r.stderr)
+	}
+	if r := e.run("", "import", shlink, "--format", "shlink"); r.code != 1 || !strings.Contains(r.stderr, "code_taken") || !strings.Contains(r.stderr, "--on-conflict fail") {
+		t.Fatalf("--on-conflict fail: %d\n%s", r.code, r.stderr)
+	}
+	// Standard input works as a file.
+	b, _ := os.ReadFile(abs(t, "golink.jsonl"))
+	if r := e.run(strings.Replace(string(b), `"cs"`, `"cs2"`, 1), "import", "-", "--format", "golink", "--on-conflict", "skip"); !strings.Contains(r.stderr, "created 2,") {
+		t.Fatalf("import from stdin: %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestExportImportRoundTrip exports an origin, imports the file into a
+// fresh origin and requires the two digests to be equal and the links to
+// match field by field.
+func TestExportImportRoundTrip(t *testing.T) {
+	apiA, _ := startOrigin(t)
+	apiB, _ := startOrigin(t)
+	a, b := apiClient(t, apiA), apiClient(t, apiB)
+	ctx := context.Background()
+	// Revisions are assigned in commit order and the digest covers them,
+	// so the source is created in code order, as the import will be.
+	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	var creates []client.CreateLink
+	for i := range 2500 {
+		c := client.CreateLink{URL: fmt.Sprintf("https://example.com/rt/%d?q=a&b=%d", i, i), Code: fmt.Sprintf("rt%05d", i)}
+		switch i % 4 {
+		case 1:
+			c.Tags = []string{"t", fmt.Sprint(i % 7)}
+		case 2:
+			c.Redirect = 308
+		case 3:
+			c.ExpiresAt = &exp
+		}
+		creates = append(creates, c)
+	}
+	for i := 0; i < len(creates); i += client.MaxBatch {
+		res, err := a.CreateBatch(ctx, creates[i:min(i+client.MaxBatch, len(creates))], client.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Error != nil {
+				t.Fatalf("seed: %+v", r.Error)
+			}
+		}
+	}
+	ea, eb := newEnv(t, apiA, adminKey), newEnv(t, apiB, adminKey)
+	file := filepath.Join(t.TempDir(), "links.jsonl")
+	ea.must(0, "export", "-o", file)
+	// --parallel 1 commits the batches in file order, so the revisions
+	// follow the file as they followed the codes in the source.
+	if r := eb.must(0, "import", file, "--parallel", "1"); !strings.Contains(r.stderr, "created 2500, skipped 0, failed 0") {
+		t.Fatalf("import: %s", r.stderr)
+	}
+	da, err := a.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := b.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if da.Links != 2500 || da.Sum != db.Sum || da.Links != db.Links || !slices.Equal(da.Buckets, db.Buckets) {
+		t.Fatalf("digests differ: %d links sum %s, %d links sum %s", da.Links, da.Sum, db.Links, db.Sum)
+	}
+	// Field by field, timestamps aside.
+	second := filepath.Join(t.TempDir(), "again.jsonl")
+	eb.must(0, "export", "-o", second)
+	strip := func(path string) []string {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var out []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var l client.Link
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				t.Fatal(err)
+			}
+			l.CreatedAt, l.UpdatedAt = time.Time{}, time.Time{}
+			b, _ := json.Marshal(l)
+			out = append(out, string(b))
+		}
+		return out
+	}
+	if x, y := strip(file), strip(second); !slices.Equal(x, y) {
+		t.Fatalf("exports differ: %d and %d lines", len(x), len(y))
+	}
+}

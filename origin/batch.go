@@ -1,0 +1,119 @@
+package origin
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/origin/store"
+)
+
+// ErrBatchTooLarge: a batch of more than client.MaxBatch creates.
+var ErrBatchTooLarge = &Error{http.StatusBadRequest, "batch_too_large", fmt.Sprintf("a batch holds 1 to %d creates", client.MaxBatch)}
+
+// batchBody is the body of POST /v1/links/batch; each item is decoded
+// and checked as the body of POST /v1/links is.
+type batchBody struct {
+	Links []jsontext.Value `json:"links"`
+}
+
+// createBatch is POST /v1/links/batch: up to client.MaxBatch creates in
+// one group commit, each answered in request order with its link or its
+// own error object. With an Idempotency-Key, item i is stored under a key
+// derived from the batch's key and i and a hash of the whole batch, so a
+// retry answers the created links again and a different batch under the
+// same key is 422 idempotency_key_reused.
+func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principal) error {
+	idemKey, err := idempotencyKey(r.Header)
+	if err != nil {
+		return err
+	}
+	var body batchBody
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	if body.Links == nil {
+		return link.OnField("links", withDetail(link.ErrInvalidJSON, "links must be an array of creates"))
+	}
+	if len(body.Links) == 0 || len(body.Links) > client.MaxBatch {
+		return link.OnField("links", ErrBatchTooLarge)
+	}
+	now := time.Now()
+	results := make([]client.BatchResult, len(body.Links))
+	reqs := make([]store.CreateRequest, 0, len(body.Links))
+	index := make([]int, 0, len(body.Links)) // reqs[j] answers results[index[j]]
+	canon := make([]createRequest, 0, len(body.Links))
+	for i, raw := range body.Links {
+		var item linkBody
+		err := decodeJSON(raw, &item)
+		var req createRequest
+		if err == nil {
+			req, err = s.parseCreate(&item, now)
+		}
+		if err != nil {
+			results[i] = s.batchError(err)
+			continue
+		}
+		canon = append(canon, req)
+		index = append(index, i)
+		reqs = append(reqs, store.CreateRequest{Code: req.Code, URL: req.URL, Redirect: req.Redirect, ExpiresAt: req.ExpiresAt, Tags: req.Tags})
+	}
+	if idemKey != "" {
+		h := batchHash(canon, index)
+		for j := range reqs {
+			ih := sha256.Sum256(append(h[:], strconv.Itoa(index[j])...))
+			reqs[j].Idem = &store.Idempotency{Scope: p.id, Key: "batch\x00" + idemKey + "\x00" + strconv.Itoa(index[j]), RequestHash: ih}
+		}
+	}
+	replayed := false
+	if len(reqs) > 0 {
+		out, err := s.store.CreateBatch(r.Context(), reqs)
+		if err != nil {
+			return err
+		}
+		for j, res := range out {
+			if res.Err == link.ErrIdempotencyKeyReused {
+				return link.ErrIdempotencyKeyReused
+			}
+			if res.Err != nil {
+				results[index[j]] = s.batchError(res.Err)
+				continue
+			}
+			replayed = replayed || res.Replayed
+			l := s.linkObject(&res.Rec)
+			results[index[j]] = client.BatchResult{Link: &l}
+		}
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusOK, client.BatchResponse{Results: results})
+	return nil
+}
+
+// batchError is the error object of one refused item, as the API would
+// answer it for a single create.
+func (s *Server) batchError(err error) client.BatchResult {
+	_, obj, internal := classify(err)
+	if internal {
+		s.log.Error("batch item failed", "err", err)
+	}
+	return client.BatchResult{Error: &obj}
+}
+
+// batchHash fingerprints a batch's valid creates and their positions.
+func batchHash(reqs []createRequest, index []int) [32]byte {
+	b, _ := json.Marshal(struct {
+		Route string          `json:"route"`
+		Reqs  []createRequest `json:"reqs"`
+		Index []int           `json:"index"`
+	}{"POST /v1/links/batch", reqs, index}) // strings, ints and times: cannot fail
+	return sha256.Sum256(b)
+}
