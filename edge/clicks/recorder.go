@@ -138,12 +138,15 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 func (r *Recorder) Record(c *Click) {
 	minute := c.Time.Unix()
 	minute -= minute % 60
-	visitor := r.key.Visitor(c.Addr, c.UserAgent)
+	uaHash := UAHash(c.UserAgent)
+	visitor := r.key.Visitor(c.Addr, uaHash)
+	if uaHash < reservedHash {
+		uaHash += reservedHash
+	}
 	ua := c.UserAgent
 	if len(ua) > maxUALen {
 		ua = ua[:maxUALen]
 	}
-	uaHash := r.hash(ua)
 	var hostBuf [253]byte
 	host := refererHost(c.Referer, &hostBuf)
 	refHash := uint64(refDirect)

@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"net/netip"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // MinKeyLen is the shortest analytics key accepted.
@@ -25,12 +27,20 @@ func NewVisitorKey(secret []byte) VisitorKey {
 }
 
 // Visitor is the visitor identity of a click: SipHash-2-4, keyed with k,
-// of the client address (16 bytes, IPv4 mapped) followed by the
-// User-Agent. The address itself is never kept.
-func (k VisitorKey) Visitor(addr netip.Addr, ua []byte) uint64 {
+// of the client address (16 bytes, IPv4 mapped) followed by uaHash, the
+// XXH64 of the User-Agent (UAHash). Hashing the User-Agent first with an
+// unkeyed hash keeps the keyed part short (24 bytes); the key still
+// protects the address. The address itself is never kept.
+func (k VisitorKey) Visitor(addr netip.Addr, uaHash uint64) uint64 {
 	a := addr.As16()
-	return sipHash(k.k0, k.k1, binary.LittleEndian.Uint64(a[0:8]), binary.LittleEndian.Uint64(a[8:16]), ua)
+	var tail [8]byte
+	binary.LittleEndian.PutUint64(tail[:], uaHash)
+	return sipHash(k.k0, k.k1, binary.LittleEndian.Uint64(a[0:8]), binary.LittleEndian.Uint64(a[8:16]), tail[:])
 }
+
+// UAHash is the hash of a User-Agent that Visitor takes (XXH64, seed 0),
+// the same on every edge.
+func UAHash(ua []byte) uint64 { return xxhash.Sum64(ua) }
 
 // sipHash is SipHash-2-4 of the 16 bytes (m0, m1) followed by tail.
 func sipHash(k0, k1, m0, m1 uint64, tail []byte) uint64 {
@@ -38,46 +48,50 @@ func sipHash(k0, k1, m0, m1 uint64, tail []byte) uint64 {
 	v1 := k1 ^ 0x646f72616e646f6d
 	v2 := k0 ^ 0x6c7967656e657261
 	v3 := k1 ^ 0x7465646279746573
-	round := func() {
-		v0 += v1
-		v1 = bits.RotateLeft64(v1, 13)
-		v1 ^= v0
-		v0 = bits.RotateLeft64(v0, 32)
-		v2 += v3
-		v3 = bits.RotateLeft64(v3, 16)
-		v3 ^= v2
-		v0 += v3
-		v3 = bits.RotateLeft64(v3, 21)
-		v3 ^= v0
-		v2 += v1
-		v1 = bits.RotateLeft64(v1, 17)
-		v1 ^= v2
-		v2 = bits.RotateLeft64(v2, 32)
-	}
-	block := func(m uint64) {
-		v3 ^= m
-		round()
-		round()
-		v0 ^= m
-	}
 	n := 16 + len(tail)
-	block(m0)
-	block(m1)
+	v0, v1, v2, v3 = sipBlock(v0, v1, v2, v3, m0)
+	v0, v1, v2, v3 = sipBlock(v0, v1, v2, v3, m1)
 	for len(tail) >= 8 {
-		block(binary.LittleEndian.Uint64(tail))
+		v0, v1, v2, v3 = sipBlock(v0, v1, v2, v3, binary.LittleEndian.Uint64(tail))
 		tail = tail[8:]
 	}
 	last := uint64(n&0xff) << 56
 	for i := len(tail) - 1; i >= 0; i-- {
 		last |= uint64(tail[i]) << (8 * uint(i))
 	}
-	block(last)
+	v0, v1, v2, v3 = sipBlock(v0, v1, v2, v3, last)
 	v2 ^= 0xff
-	round()
-	round()
-	round()
-	round()
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
 	return v0 ^ v1 ^ v2 ^ v3
+}
+
+func sipBlock(v0, v1, v2, v3, m uint64) (uint64, uint64, uint64, uint64) {
+	v3 ^= m
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0 ^= m
+	return v0, v1, v2, v3
+}
+
+func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
+	v0 += v1
+	v1 = bits.RotateLeft64(v1, 13)
+	v1 ^= v0
+	v0 = bits.RotateLeft64(v0, 32)
+	v2 += v3
+	v3 = bits.RotateLeft64(v3, 16)
+	v3 ^= v2
+	v0 += v3
+	v3 = bits.RotateLeft64(v3, 21)
+	v3 ^= v0
+	v2 += v1
+	v1 = bits.RotateLeft64(v1, 17)
+	v1 ^= v2
+	v2 = bits.RotateLeft64(v2, 32)
+	return v0, v1, v2, v3
 }
 
 // Proxies are the trusted proxies: only a request whose socket peer is one
