@@ -33,9 +33,11 @@ type journal struct {
 
 	mu      sync.Mutex
 	next    uint64 // sequence of the next sealed batch
+	carry   uint64 // dropped clicks not yet in a batch, kept across restarts
 	pending []*entry
 	bytes   int64
 	notify  chan struct{} // a batch was appended
+	corrupt []string      // batch files set aside at open
 }
 
 // entry is one unacknowledged batch.
@@ -60,7 +62,7 @@ func openJournal(dir, edge string, maxBytes int64) (*journal, error) {
 		return nil, fmt.Errorf("click journal: %w", err)
 	}
 	j := &journal{dir: dir, max: maxBytes, edge: edge, notify: make(chan struct{}, 1)}
-	metaEdge, instance, next, err := readMeta(filepath.Join(dir, metaName))
+	metaEdge, instance, next, carry, err := readMeta(filepath.Join(dir, metaName))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -84,7 +86,12 @@ func openJournal(dir, edge string, maxBytes int64) (*journal, error) {
 		}
 		b, err := link.UnmarshalClickBatch(data)
 		if err != nil {
-			return nil, fmt.Errorf("click journal %s: %w", name, err)
+			// Never written by this code (batches are renamed into place
+			// once synced); keep it aside for the operator rather than
+			// refuse to start or ship it.
+			j.corrupt = append(j.corrupt, name)
+			_ = os.Rename(p, p+".corrupt")
+			continue
 		}
 		var clicks uint64
 		for _, lm := range b.Links {
@@ -117,7 +124,7 @@ func openJournal(dir, edge string, maxBytes int64) (*journal, error) {
 	if next == 0 {
 		next = 1
 	}
-	j.instance, j.next = instance, next
+	j.instance, j.next, j.carry = instance, next, carry
 	if err := j.writeMeta(); err != nil {
 		return nil, err
 	}
@@ -135,10 +142,10 @@ func newInstance() string {
 	return string(b[:])
 }
 
-func readMeta(path string) (edge, instance string, next uint64, err error) {
+func readMeta(path string) (edge, instance string, next, carry uint64, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", "", 0, err
+		return "", "", 0, 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		k, v, _ := strings.Cut(line, " ")
@@ -149,18 +156,38 @@ func readMeta(path string) (edge, instance string, next uint64, err error) {
 			instance = v
 		case "next":
 			if next, err = strconv.ParseUint(v, 10, 64); err != nil {
-				return "", "", 0, fmt.Errorf("click journal meta: %w", err)
+				return "", "", 0, 0, fmt.Errorf("click journal meta: %w", err)
+			}
+		case "dropped":
+			if carry, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return "", "", 0, 0, fmt.Errorf("click journal meta: %w", err)
 			}
 		}
 	}
 	if !link.ValidEdgeName(instance) || !link.ValidEdgeName(edge) {
-		return "", "", 0, fmt.Errorf("click journal meta: bad edge %q or instance %q", edge, instance)
+		return "", "", 0, 0, fmt.Errorf("click journal meta: bad edge %q or instance %q", edge, instance)
 	}
-	return edge, instance, next, nil
+	return edge, instance, next, carry, nil
+}
+
+// addDropped counts clicks dropped at the bound, on disk at once, so a
+// restart still reports them.
+func (j *journal) addDropped(n uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.carry += n
+	return j.writeMeta()
+}
+
+// dropped is the count the next batch reports.
+func (j *journal) dropped() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.carry
 }
 
 func (j *journal) writeMeta() error {
-	data := fmt.Sprintf("edge %s\ninstance %s\nnext %d\n", j.edge, j.instance, j.next)
+	data := fmt.Sprintf("edge %s\ninstance %s\nnext %d\ndropped %d\n", j.edge, j.instance, j.next, j.carry)
 	return writeFileAtomic(filepath.Join(j.dir, metaName), []byte(data))
 }
 
@@ -239,6 +266,7 @@ func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) 
 	}
 	j.mu.Lock()
 	j.next = seq
+	j.carry = 0 // the last batch reported it
 	err := j.writeMeta()
 	j.pending = append(j.pending, added...)
 	for _, e := range added {

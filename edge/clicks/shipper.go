@@ -101,8 +101,7 @@ type Shipper struct {
 	spares     []*agg
 	olds       []*agg
 	forgetNext bool
-	through    int64  // through mark of the last sealed batch
-	carry      uint64 // dropped clicks not yet reported in a batch
+	through    int64 // through mark of the last sealed batch
 	ran        bool
 	mu         sync.Mutex // serialises seal (Run's sealer and Seal)
 }
@@ -138,6 +137,9 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 	j, err := openJournal(cfg.Dir, cfg.Edge, cfg.SpillMaxBytes)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range j.corrupt {
+		cfg.Logger.Error("click journal: undecodable batch set aside", "file", name+".corrupt")
 	}
 	s := &Shipper{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, j: j, b: newBuilder(), through: time.Now().UnixMilli()}
 	for range cfg.Recorder.shards {
@@ -245,9 +247,13 @@ func (s *Shipper) Seal() error {
 	s.met.recorded.Add(int(st.recorded))
 	s.met.dropped.Add(int(st.dropped))
 	s.met.detailDropped.Add(int(st.degraded))
-	s.carry += st.dropped
+	if st.dropped > 0 {
+		if err := s.j.addDropped(st.dropped); err != nil {
+			return err
+		}
+	}
 
-	if len(links) == 0 && s.carry == 0 && s.j.backlog() {
+	if len(links) == 0 && s.j.dropped() == 0 && s.j.backlog() {
 		// Nothing to say that the batch after the backlog will not say:
 		// do not grow the journal by a batch a second during an outage.
 		return nil
@@ -279,9 +285,11 @@ func (s *Shipper) Seal() error {
 			for _, lm := range links {
 				n += lm.Clicks + lm.Bots
 			}
-			s.carry += n
 			s.met.dropped.Add(int(n))
 			s.log.Warn("click journal full: clicks dropped", "clicks", n, "max_bytes", s.cfg.SpillMaxBytes)
+			if err := s.j.addDropped(n); err != nil {
+				return err
+			}
 			return fmt.Errorf("%w: %d clicks dropped", ErrSpillFull, n)
 		}
 	}
@@ -289,7 +297,6 @@ func (s *Shipper) Seal() error {
 		return err
 	}
 	s.through = through
-	s.carry = 0
 	return nil
 }
 
@@ -312,7 +319,7 @@ func (s *Shipper) encode(links []*linkpb.LinkMinute, through int64) ([][]byte, [
 	for i, g := range groups {
 		b := &linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through, Links: g}
 		if i == len(groups)-1 {
-			b.ThroughUnixMs, b.Dropped = through, s.carry
+			b.ThroughUnixMs, b.Dropped = through, s.j.dropped()
 		}
 		data, err := link.MarshalClickBatch(b)
 		if err != nil {
