@@ -10,6 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ErrNotConnected is returned by PublishClicks while the connection to
+// NATS is down.
+var ErrNotConnected = errors.New("not connected to NATS")
+
 // ClickPublisher publishes an edge's click batches to the click stream.
 // It is safe for concurrent use; an edge publishes from one goroutine, in
 // sequence order.
@@ -39,6 +43,11 @@ func NewClickPublisher(nc *nats.Conn, cfg ClickStreamConfig) (*ClickPublisher, e
 // first publish creates it with the configured settings (it never changes
 // an existing one: the collector or the operator owns those).
 func (p *ClickPublisher) PublishClicks(ctx context.Context, edge, instance string, seq uint64, data []byte) error {
+	// While disconnected, fail at once rather than wait out the ack
+	// timeout: the batch stays on the edge's disk.
+	if st := p.js.Conn().Status(); st != nats.CONNECTED {
+		return fmt.Errorf("publish click batch %s: %w (%v)", ClickMsgID(edge, instance, seq), ErrNotConnected, st)
+	}
 	if !p.created.Load() {
 		if _, err := p.js.Stream(ctx, p.cfg.Name); errors.Is(err, jetstream.ErrStreamNotFound) {
 			if _, err := p.js.CreateStream(ctx, p.cfg.jsConfig()); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
