@@ -105,13 +105,15 @@ func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Tim
 		return status
 	}
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For only
-	// when there is no Forwarded (which wins).
-	var addr netip.Addr
-	if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {
-		addr = s.proxies.ClientAddr(peer, nil, fwd)
-	} else {
-		addr = s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
+	addr := peer.Unmap()
+	if s.proxies.Trusts(addr) {
+		// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For
+		// only when there is no Forwarded (which wins).
+		if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {
+			addr = s.proxies.ClientAddr(peer, nil, fwd)
+		} else {
+			addr = s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
+		}
 	}
 	c := clicks.Click{
 		Code:      code,

@@ -1,6 +1,7 @@
 package clicks
 
 import (
+	"bytes"
 	"net/netip"
 	"strings"
 
@@ -91,45 +92,37 @@ func Country(addr netip.Addr) [2]byte {
 // returns it: "" for none (a direct visit) or for a value that is not an
 // absolute URL with a host. The port and any user info are dropped.
 func refererHost(ref []byte, buf *[253]byte) []byte {
-	i := 0
-	for i < len(ref) && ref[i] != ':' {
-		c := ref[i] | 0x20
-		if !(c >= 'a' && c <= 'z' || ref[i] >= '0' && ref[i] <= '9' || ref[i] == '+' || ref[i] == '-' || ref[i] == '.') {
+	i := bytes.Index(ref, schemeSep)
+	if i <= 0 || i > 32 {
+		return nil
+	}
+	for _, c := range ref[:i] {
+		if !schemeByte[c] {
 			return nil
 		}
-		i++
-	}
-	if i == 0 || i+3 > len(ref) || ref[i+1] != '/' || ref[i+2] != '/' {
-		return nil
 	}
 	rest := ref[i+3:]
 	end := 0
-	for end < len(rest) && rest[end] != '/' && rest[end] != '?' && rest[end] != '#' {
-		end++
-	}
-	auth := rest[:end]
-	for j := len(auth) - 1; j >= 0; j-- {
-		if auth[j] == '@' {
-			auth = auth[j+1:]
+	at := -1
+	for end < len(rest) {
+		c := rest[end]
+		if c == '/' || c == '?' || c == '#' {
 			break
 		}
-	}
-	if len(auth) > 0 && auth[0] == '[' { // IPv6 literal
-		j := 0
-		for j < len(auth) && auth[j] != ']' {
-			j++
+		if c == '@' {
+			at = end
 		}
-		if j == len(auth) {
+		end++
+	}
+	auth := rest[at+1 : end]
+	if len(auth) > 0 && auth[0] == '[' { // IPv6 literal
+		j := bytes.IndexByte(auth, ']')
+		if j < 0 {
 			return nil
 		}
 		auth = auth[:j+1]
-	} else {
-		for j := 0; j < len(auth); j++ {
-			if auth[j] == ':' {
-				auth = auth[:j]
-				break
-			}
-		}
+	} else if j := bytes.IndexByte(auth, ':'); j >= 0 {
+		auth = auth[:j]
 	}
 	for len(auth) > 0 && auth[len(auth)-1] == '.' {
 		auth = auth[:len(auth)-1]
@@ -138,13 +131,30 @@ func refererHost(ref []byte, buf *[253]byte) []byte {
 		return nil
 	}
 	for j, c := range auth {
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c <= ' ' || c == 0x7f || c == '%' || c == '"' || c == '\\' {
+		l := hostByte[c]
+		if l == 0 {
 			return nil
 		}
-		buf[j] = c
+		buf[j] = l
 	}
 	return buf[:len(auth)]
 }
+
+var schemeSep = []byte("://")
+
+// schemeByte marks the bytes of a URL scheme; hostByte maps the bytes a
+// host may hold to their lower case (0 for the others).
+var schemeByte, hostByte = func() (s [256]bool, h [256]byte) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		s[c] = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '+' || b == '-' || b == '.'
+		switch {
+		case b >= 'A' && b <= 'Z':
+			h[c] = b + 'a' - 'A'
+		case b <= ' ' || b == 0x7f || b == '%' || b == '"' || b == '\\' || b == '<' || b == '>':
+		default:
+			h[c] = b
+		}
+	}
+	return
+}()

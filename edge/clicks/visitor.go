@@ -107,6 +107,10 @@ func NewProxies(prefixes []netip.Prefix) *Proxies {
 	return p
 }
 
+// Trusts reports whether a (unmapped) is a trusted proxy: only then do
+// the forwarding headers matter.
+func (p *Proxies) Trusts(a netip.Addr) bool { return p != nil && p.trusted(a) }
+
 func (p *Proxies) trusted(a netip.Addr) bool {
 	for _, pr := range p.prefixes {
 		if pr.Contains(a) {
