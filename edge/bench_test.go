@@ -67,7 +67,7 @@ func benchResolveHot(b *testing.B, analytics bool) {
 		ctx.Response.Reset()
 		e.Resolve(ctx)
 	}
-	b.ReportMetric(float64((cpuTime() - cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // cpuTime returns the CPU time this process has used (the click shipper's
