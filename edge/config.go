@@ -48,9 +48,10 @@ type Config struct {
 	// picks a free port; Server.AdminAddr reports it. The default is
 	// "127.0.0.1:9080".
 	AdminListen string
-	// DataDir holds the replica (a Pebble store in DataDir/replica). It
-	// survives restarts: the edge serves from it at once, before it has
-	// contacted the stream. Required.
+	// DataDir holds the replica (a Pebble store in DataDir/replica) and,
+	// with analytics on, the click journal (DataDir/clicks). Both survive
+	// restarts: the edge serves from the replica at once, before it has
+	// contacted the stream, and ships the journal's batches. Required.
 	DataDir string
 
 	// NATS says how to reach the change stream. URLs is required.
