@@ -131,6 +131,9 @@ func TestEdgeRecordsClicks(t *testing.T) {
 	for _, r := range []struct{ method, target string }{{"HEAD", "/clk001"}, {"GET", "/nosuch9"}, {"GET", "/clkoff"}, {"POST", "/clk001"}, {"GET", "/"}} {
 		requestWith(t, e.Addr(), r.method, r.target, ua)
 	}
+	if cs := e.Status().Clicks; cs == nil || cs.Edge != "edge_test" || cs.Instance == "" {
+		t.Fatalf("status clicks %+v", cs)
+	}
 	e.stop()
 
 	batches, raw := readClickStream(t, st.ns.URL())

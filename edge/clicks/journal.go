@@ -53,6 +53,9 @@ type entry struct {
 
 const metaName = "meta"
 
+// errMetaNotSaved: the batches were stored but meta was not updated.
+var errMetaNotSaved = errors.New("click journal meta not saved")
+
 // openJournal opens (or creates) the journal in dir for edge. A journal
 // made for another edge name gets a new instance: its pending batches
 // still ship under their own (edge, instance), and the new name's
@@ -268,6 +271,11 @@ func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) 
 	j.next = seq
 	j.carry = 0 // the last batch reported it
 	err := j.writeMeta()
+	if err != nil {
+		// The batches are in and will ship; a restart recomputes next
+		// from their files.
+		err = fmt.Errorf("%w: %w", errMetaNotSaved, err)
+	}
 	j.pending = append(j.pending, added...)
 	for _, e := range added {
 		j.bytes += e.size

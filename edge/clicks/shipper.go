@@ -159,18 +159,31 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 	}
 	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
 	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
-	set.NewGauge("linkpop_edge_clicks_shipping_lag_seconds", func() float64 {
-		n, _, oldest := j.state()
-		if n == 0 {
-			return 0
-		}
-		return time.Since(oldest).Seconds()
-	})
+	set.NewGauge("linkpop_edge_clicks_shipping_lag_seconds", func() float64 { return s.State().Lag.Seconds() })
 	return s, nil
 }
 
 // Instance is the journal's instance id.
 func (s *Shipper) Instance() string { return s.j.instance }
+
+// State is what the journal holds.
+type State struct {
+	Edge, Instance string
+	PendingBatches int
+	PendingBytes   int64
+	// Lag is the age of the oldest pending batch (0 when none).
+	Lag time.Duration
+}
+
+// State reports the journal's state.
+func (s *Shipper) State() State {
+	n, b, oldest := s.j.state()
+	st := State{Edge: s.j.edge, Instance: s.j.instance, PendingBatches: n, PendingBytes: b}
+	if n > 0 {
+		st.Lag = time.Since(oldest)
+	}
+	return st
+}
 
 // Run seals a batch every flush interval and publishes the journal until
 // ctx is done; then it seals a last batch (stop recording first: clicks
@@ -293,7 +306,20 @@ func (s *Shipper) Seal() error {
 			return fmt.Errorf("%w: %d clicks dropped", ErrSpillFull, n)
 		}
 	}
-	if err := s.j.append(batches, clicks, time.UnixMilli(through)); err != nil {
+	if err := s.j.append(batches, clicks, time.UnixMilli(through)); errors.Is(err, errMetaNotSaved) {
+		s.through = through
+		return err
+	} else if err != nil {
+		// The batch is not on disk (a full or failing disk): its clicks
+		// are lost, so count them.
+		var n uint64
+		for _, c := range clicks {
+			n += c
+		}
+		s.met.dropped.Add(int(n))
+		if derr := s.j.addDropped(n); derr != nil {
+			s.log.Error("click journal: dropped count not saved", "clicks", n, "err", derr)
+		}
 		return err
 	}
 	s.through = through
