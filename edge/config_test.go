@@ -51,7 +51,10 @@ func TestConfigValidate(t *testing.T) {
 		c.ClickFlush, c.ClickSpillMaxBytes, c.ClickMaxEntries = 100*time.Millisecond, 1<<20, 1000
 	})
 	f(func(c *edge.Config) { c.AnalyticsKey = []byte("short") }, "AnalyticsKey")
-	f(func(c *edge.Config) { c.AnalyticsKey = []byte("the-api-key-0123456"); c.OriginKey = "the-api-key-0123456" }, "not be the API key")
+	f(func(c *edge.Config) {
+		c.AnalyticsKey = []byte("the-api-key-0123456")
+		c.OriginKey = "the-api-key-0123456"
+	}, "not be the API key")
 	f(func(c *edge.Config) { c.TrustedProxies = []netip.Prefix{{}} }, "TrustedProxies")
 	f(func(c *edge.Config) { c.ClickFlush = time.Millisecond }, "ClickFlush")
 	f(func(c *edge.Config) { c.ClickFlush = 2 * time.Minute }, "ClickFlush")

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"slices"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
@@ -17,9 +15,48 @@ type lmKey struct {
 
 // lmBuilder merges the shards' aggregates of one (code, minute).
 type lmBuilder struct {
+	key                                    lmKey
 	clicks, bots                           uint64
-	visitors                               map[uint64]struct{}
-	refs, countries, devices, browsers, os map[string]uint64
+	visitors                               []uint64
+	refs, countries, devices, browsers, os counter
+}
+
+// kv is one breakdown key and its count.
+type kv struct {
+	key string
+	n   uint64
+}
+
+// counter counts breakdown keys: a slice searched linearly while short
+// (most code-minutes have a handful of keys), indexed by a map past that.
+type counter struct {
+	kvs []kv
+	idx map[string]int
+}
+
+func (c *counter) add(k string, n uint64) {
+	if c.idx != nil {
+		if i, ok := c.idx[k]; ok {
+			c.kvs[i].n += n
+			return
+		}
+		c.idx[k] = len(c.kvs)
+		c.kvs = append(c.kvs, kv{k, n})
+		return
+	}
+	for i := range c.kvs {
+		if c.kvs[i].key == k {
+			c.kvs[i].n += n
+			return
+		}
+	}
+	c.kvs = append(c.kvs, kv{k, n})
+	if len(c.kvs) > 16 {
+		c.idx = make(map[string]int, 2*len(c.kvs))
+		for i, e := range c.kvs {
+			c.idx[e.key] = i
+		}
+	}
 }
 
 // sealStats are the counts of one seal.
@@ -80,7 +117,8 @@ func (b *builder) referrer(h uint64) string {
 // build merges the aggregates into LinkMinutes ordered by code and minute.
 func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 	var st sealStats
-	lms := make(map[lmKey]*lmBuilder)
+	idx := make(map[lmKey]int)
+	var lbs []lmBuilder
 	for _, a := range aggs {
 		st.recorded += a.recorded
 		st.dropped += a.dropped
@@ -88,47 +126,72 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 		for code, m := range a.codes {
 			for ; m != nil; m = m.next {
 				k := lmKey{code, m.minute}
-				lb := lms[k]
-				if lb == nil {
-					lb = &lmBuilder{visitors: map[uint64]struct{}{}, refs: map[string]uint64{}, countries: map[string]uint64{},
-						devices: map[string]uint64{}, browsers: map[string]uint64{}, os: map[string]uint64{}}
-					lms[k] = lb
+				i, ok := idx[k]
+				if !ok {
+					i = len(lbs)
+					idx[k] = i
+					lbs = append(lbs, lmBuilder{key: k})
 				}
-				for t, n := range m.tuples {
+				lb := &lbs[i]
+				m.eachTuple(func(t tuple, n uint64) {
 					c := b.class(t.ua)
-					lb.devices[c.Device] += n
+					lb.devices.add(c.Device, n)
 					if c.Bot {
 						lb.bots += n
-						continue
+						return
 					}
 					lb.clicks += n
-					lb.refs[b.referrer(t.ref)] += n
-					lb.countries[string(t.country[:])] += n
-					lb.browsers[c.Browser] += n
-					lb.os[c.OS] += n
-				}
+					lb.refs.add(b.referrer(t.ref), n)
+					lb.countries.add(countryKey(t.country), n)
+					lb.browsers.add(c.Browser, n)
+					lb.os.add(c.OS, n)
+				})
 				lb.clicks += m.plain
-				for v, ua := range m.visitors {
+				m.eachVisitor(func(v, ua uint64) {
 					if !b.class(ua).Bot {
-						lb.visitors[v] = struct{}{}
+						lb.visitors = append(lb.visitors, v)
 					}
-				}
+				})
 			}
 		}
 	}
-	out := make([]*linkpb.LinkMinute, 0, len(lms))
-	for k, lb := range lms {
-		lm := &linkpb.LinkMinute{Code: k.code, MinuteUnix: k.minute, Clicks: lb.clicks, Bots: lb.bots,
-			Referrers: keyCounts(lb.refs), Countries: keyCounts(lb.countries), Devices: keyCounts(lb.devices),
-			Browsers: keyCounts(lb.browsers), Os: keyCounts(lb.os)}
-		if len(lb.visitors) > 0 {
-			lm.Visitors = make([]uint64, 0, len(lb.visitors))
-			for v := range lb.visitors {
-				lm.Visitors = append(lm.Visitors, v)
-			}
-			slices.Sort(lm.Visitors)
+	// One allocation for every LinkMinute and one for every KeyCount.
+	nkc := 0
+	for i := range lbs {
+		lb := &lbs[i]
+		nkc += len(lb.refs.kvs) + len(lb.countries.kvs) + len(lb.devices.kvs) + len(lb.browsers.kvs) + len(lb.os.kvs)
+	}
+	lmSlab := make([]linkpb.LinkMinute, len(lbs))
+	kcSlab := make([]linkpb.KeyCount, nkc)
+	kcPtrs := make([]*linkpb.KeyCount, nkc)
+	for i := range kcSlab {
+		kcPtrs[i] = &kcSlab[i]
+	}
+	take := func(c *counter) []*linkpb.KeyCount {
+		if len(c.kvs) == 0 {
+			return nil
 		}
-		out = append(out, lm)
+		slices.SortFunc(c.kvs, func(x, y kv) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.key, y.key)) })
+		out := kcPtrs[:len(c.kvs):len(c.kvs)]
+		kcPtrs = kcPtrs[len(c.kvs):]
+		for i, e := range c.kvs {
+			out[i].Key, out[i].Count = e.key, e.n
+		}
+		return out
+	}
+	out := make([]*linkpb.LinkMinute, len(lbs))
+	for i := range lbs {
+		lb := &lbs[i]
+		lm := &lmSlab[i]
+		lm.Code, lm.MinuteUnix, lm.Clicks, lm.Bots = lb.key.code, lb.key.minute, lb.clicks, lb.bots
+		lm.Referrers, lm.Countries, lm.Devices = take(&lb.refs), take(&lb.countries), take(&lb.devices)
+		lm.Browsers, lm.Os = take(&lb.browsers), take(&lb.os)
+		if len(lb.visitors) > 1 {
+			slices.Sort(lb.visitors)
+			lb.visitors = slices.Compact(lb.visitors)
+		}
+		lm.Visitors = lb.visitors
+		out[i] = lm
 	}
 	slices.SortFunc(out, func(x, y *linkpb.LinkMinute) int {
 		return cmp.Or(cmp.Compare(x.Code, y.Code), cmp.Compare(x.MinuteUnix, y.MinuteUnix))
@@ -136,21 +199,35 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 	return out, st
 }
 
-// keyCounts lists m by count descending, then key.
-func keyCounts(m map[string]uint64) []*linkpb.KeyCount {
-	if len(m) == 0 {
-		return nil
+// countryKey is the breakdown key of a country code, without allocating
+// for the common ones.
+func countryKey(c [2]byte) string {
+	if c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' {
+		return countryNames[int(c[0]-'A')*26+int(c[1]-'A')]
 	}
-	out := make([]*linkpb.KeyCount, 0, len(m))
-	for k, n := range m {
-		if n > 0 {
-			out = append(out, &linkpb.KeyCount{Key: k, Count: n})
+	return CountryUnknown
+}
+
+var countryNames = func() (n [26 * 26]string) {
+	for i := range n {
+		n[i] = string([]byte{byte('A' + i/26), byte('A' + i%26)})
+	}
+	return
+}()
+
+// sizeOf is an upper bound of lm's encoded size (as an element of a
+// batch: tag and length prefix included), cheaper than proto.Size.
+func sizeOf(lm *linkpb.LinkMinute) int {
+	n := 8 + 3 + len(lm.Code) + 3*11
+	if len(lm.Visitors) > 0 {
+		n += 6 + 8*len(lm.Visitors)
+	}
+	for _, kcs := range [][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os} {
+		for _, kc := range kcs {
+			n += 16 + len(kc.Key)
 		}
 	}
-	slices.SortFunc(out, func(x, y *linkpb.KeyCount) int {
-		return cmp.Or(cmp.Compare(y.Count, x.Count), cmp.Compare(x.Key, y.Key))
-	})
-	return out
+	return n
 }
 
 // batchOverhead is room left in every batch for its header fields.
@@ -176,7 +253,7 @@ func split(links []*linkpb.LinkMinute, limit int) [][]*linkpb.LinkMinute {
 		}
 	}
 	add := func(lm *linkpb.LinkMinute) {
-		n := proto.Size(lm) + 8 // tag and length prefix
+		n := sizeOf(lm)
 		if size+n > room {
 			flush()
 		}
@@ -184,7 +261,7 @@ func split(links []*linkpb.LinkMinute, limit int) [][]*linkpb.LinkMinute {
 		size += n
 	}
 	for _, lm := range links {
-		if proto.Size(lm)+8 <= room {
+		if sizeOf(lm) <= room {
 			add(lm)
 			continue
 		}
@@ -202,13 +279,13 @@ func split(links []*linkpb.LinkMinute, limit int) [][]*linkpb.LinkMinute {
 func cutLinkMinute(lm *linkpb.LinkMinute, room int) []*linkpb.LinkMinute {
 	head := &linkpb.LinkMinute{Code: lm.Code, MinuteUnix: lm.MinuteUnix, Bots: lm.Bots,
 		Referrers: lm.Referrers, Countries: lm.Countries, Devices: lm.Devices, Browsers: lm.Browsers, Os: lm.Os}
-	headRoom := room - proto.Size(head) - 64
+	headRoom := room - sizeOf(head) - 64
 	perPart := (room - len(lm.Code) - 64) / 8
 	if headRoom/8 < 1 || perPart < 1 {
 		// Breakdowns alone do not fit (cannot happen with the recorder's
 		// bounds and MaxClickBatchLen); keep the counts.
 		head.Referrers, head.Countries, head.Devices, head.Browsers, head.Os = nil, nil, nil, nil, nil
-		headRoom = room - proto.Size(head) - 64
+		headRoom = room - sizeOf(head) - 64
 	}
 	vis := lm.Visitors
 	take := min(len(vis), max(headRoom/8, 0))

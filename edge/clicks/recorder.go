@@ -43,16 +43,43 @@ type tuple struct {
 }
 
 // minuteAgg aggregates the clicks of one shard on one code in one minute.
+// The first dimension combination and the first visitor are held inline,
+// so the long tail of codes clicked once in an interval costs no map.
 type minuteAgg struct {
 	minute int64
 	next   *minuteAgg // the same code in another minute
+	t0     tuple
+	t0n    uint64 // clicks of t0; 0 while none
 	tuples map[tuple]uint64
 	// visitors maps a visitor hash to its User-Agent hash, so bots are
-	// left out of the uniques once User-Agents are classified.
+	// left out of the uniques once User-Agents are classified; v0 is the
+	// first one.
+	v0, v0ua uint64
+	hasV0    bool
 	visitors map[uint64]uint64
 	// plain counts clicks kept past the shard's bound: in the totals as
 	// non-bot clicks, without breakdowns.
 	plain uint64
+}
+
+// eachTuple calls f for every dimension combination and its clicks.
+func (m *minuteAgg) eachTuple(f func(t tuple, n uint64)) {
+	if m.t0n > 0 {
+		f(m.t0, m.t0n)
+	}
+	for t, n := range m.tuples {
+		f(t, n)
+	}
+}
+
+// eachVisitor calls f for every visitor and its User-Agent hash.
+func (m *minuteAgg) eachVisitor(f func(v, ua uint64)) {
+	if m.hasV0 {
+		f(m.v0, m.v0ua)
+	}
+	for v, ua := range m.visitors {
+		f(v, ua)
+	}
 }
 
 // agg is one shard's aggregate of one flush interval.
@@ -197,21 +224,41 @@ func (r *Recorder) Record(c *Click) {
 		}
 	}
 	t := tuple{ua: uaHash, ref: refHash, country: country}
-	if n, ok := m.tuples[t]; ok {
-		m.tuples[t] = n + 1
-	} else if a.entries < r.perShard {
-		a.entries++
-		m.tuples[t] = 1
-	} else {
-		m.plain++
-		a.degraded++
-	}
-	if _, ok := m.visitors[visitor]; !ok {
-		if a.entries < r.perShard {
+	switch {
+	case m.t0n > 0 && m.t0 == t:
+		m.t0n++
+	case m.t0n == 0:
+		// The entry's own slot: counted with the entry.
+		m.t0, m.t0n = t, 1
+	default:
+		if n, ok := m.tuples[t]; ok {
+			m.tuples[t] = n + 1
+		} else if a.entries < r.perShard {
 			a.entries++
-			m.visitors[visitor] = uaHash
+			if m.tuples == nil {
+				m.tuples = make(map[tuple]uint64)
+			}
+			m.tuples[t] = 1
 		} else {
+			m.plain++
 			a.degraded++
+		}
+	}
+	switch {
+	case m.hasV0 && m.v0 == visitor:
+	case !m.hasV0:
+		m.v0, m.v0ua, m.hasV0 = visitor, uaHash, true
+	default:
+		if _, ok := m.visitors[visitor]; !ok {
+			if a.entries < r.perShard {
+				a.entries++
+				if m.visitors == nil {
+					m.visitors = make(map[uint64]uint64)
+				}
+				m.visitors[visitor] = uaHash
+			} else {
+				a.degraded++
+			}
 		}
 	}
 	sh.mu.Unlock()
@@ -232,7 +279,7 @@ func (a *agg) newMinute(minute int64) *minuteAgg {
 		m.minute = minute
 		return m
 	}
-	return &minuteAgg{minute: minute, tuples: make(map[tuple]uint64), visitors: make(map[uint64]uint64)}
+	return &minuteAgg{minute: minute}
 }
 
 // swap hands the shard's aggregate to the caller and installs spare (a
@@ -252,6 +299,9 @@ func (sh *shard) swap(spare *agg, forget bool) *agg {
 	return old
 }
 
+// maxFree bounds the cleared entries a shard keeps for reuse.
+const maxFree = 1 << 14
+
 // reset clears a for reuse, keeping its maps' capacity and its entries on
 // the free list.
 func (a *agg) reset() {
@@ -260,8 +310,8 @@ func (a *agg) reset() {
 			next := m.next
 			clear(m.tuples)
 			clear(m.visitors)
-			m.plain, m.next = 0, nil
-			if len(a.free) < 1024 {
+			m.plain, m.next, m.t0n, m.hasV0 = 0, nil, 0, false
+			if len(a.free) < maxFree {
 				a.free = append(a.free, m)
 			}
 			m = next

@@ -138,7 +138,7 @@ func TestRecorderBreakdowns(t *testing.T) {
 // count, clicks needing a new entry are dropped and counted.
 func TestRecorderBound(t *testing.T) {
 	r := NewRecorder(testKey, Limits{Entries: 1})
-	r.perShard = 4 // code + tuple + 2 visitors
+	r.perShard = 4 // the code (with its first tuple and visitor) + 3 visitors
 	now := time.Unix(1_700_000_000, 0)
 	for i := range 10 {
 		r.Record(&Click{Code: []byte("held"), Time: now, Addr: netip.AddrFrom4([4]byte{1, 2, 3, byte(i)}), UserAgent: []byte(uaChrome)})
@@ -146,7 +146,7 @@ func TestRecorderBound(t *testing.T) {
 	r.Record(&Click{Code: []byte("other"), Time: now, Addr: netip.AddrFrom4([4]byte{1, 2, 3, 4}), UserAgent: []byte(uaChrome)})
 	links, st := sealAll(newBuilder(), r)
 	lm := find(t, links, "held")
-	if lm.Clicks != 10 || len(lm.Visitors) != 2 || st.dropped != 1 || st.recorded != 11 || st.degraded != 8 {
+	if lm.Clicks != 10 || len(lm.Visitors) != 4 || st.dropped != 1 || st.recorded != 11 || st.degraded != 6 {
 		t.Fatalf("clicks %d visitors %d dropped %d recorded %d degraded %d", lm.Clicks, len(lm.Visitors), st.dropped, st.recorded, st.degraded)
 	}
 }
