@@ -27,14 +27,41 @@ type kv struct {
 	n   uint64
 }
 
-// counter counts breakdown keys: a slice searched linearly while short
-// (most code-minutes have a handful of keys), indexed by a map past that.
+// counter counts breakdown keys: the first inline (most code-minutes of
+// an interval have one key per breakdown), then a slice searched linearly
+// while short, indexed by a map past that.
 type counter struct {
-	kvs []kv
-	idx map[string]int
+	first kv
+	kvs   []kv // every key once there is more than one
+	idx   map[string]int
+}
+
+func (c *counter) len() int {
+	switch {
+	case len(c.kvs) > 0:
+		return len(c.kvs)
+	case c.first.n > 0:
+		return 1
+	}
+	return 0
 }
 
 func (c *counter) add(k string, n uint64) {
+	if n == 0 {
+		return
+	}
+	if len(c.kvs) == 0 {
+		switch {
+		case c.first.n == 0:
+			c.first = kv{k, n}
+			return
+		case c.first.key == k:
+			c.first.n += n
+			return
+		}
+		c.kvs = append(make([]kv, 0, 4), c.first, kv{k, n})
+		return
+	}
 	if c.idx != nil {
 		if i, ok := c.idx[k]; ok {
 			c.kvs[i].n += n
@@ -71,10 +98,12 @@ type builder struct {
 	cls     *Classifier
 	uaClass map[uint64]Class
 	refStr  map[uint64]string
+	idx     map[lmKey]int
+	lbs     []lmBuilder
 }
 
 func newBuilder() *builder {
-	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]Class), refStr: make(map[uint64]string)}
+	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]Class), refStr: make(map[uint64]string), idx: make(map[lmKey]int)}
 }
 
 var unknownClass = Class{Device: DeviceOther, Browser: otherKey, OS: otherKey}
@@ -117,8 +146,12 @@ func (b *builder) referrer(h uint64) string {
 // build merges the aggregates into LinkMinutes ordered by code and minute.
 func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 	var st sealStats
-	idx := make(map[lmKey]int)
-	var lbs []lmBuilder
+	// The index and the builders are kept between seals (cleared), so a
+	// steady flow of code-minutes reuses their memory.
+	idx := b.idx
+	clear(idx)
+	lbs := b.lbs[:0]
+	defer func() { b.lbs = lbs[:0] }()
 	for _, a := range aggs {
 		st.recorded += a.recorded
 		st.dropped += a.dropped
@@ -133,25 +166,21 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 					lbs = append(lbs, lmBuilder{key: k})
 				}
 				lb := &lbs[i]
-				m.eachTuple(func(t tuple, n uint64) {
-					c := b.class(t.ua)
-					lb.devices.add(c.Device, n)
-					if c.Bot {
-						lb.bots += n
-						return
-					}
-					lb.clicks += n
-					lb.refs.add(b.referrer(t.ref), n)
-					lb.countries.add(countryKey(t.country), n)
-					lb.browsers.add(c.Browser, n)
-					lb.os.add(c.OS, n)
-				})
+				if m.t0n > 0 {
+					b.addTuple(lb, m.t0, m.t0n)
+				}
+				for t, n := range m.tuples {
+					b.addTuple(lb, t, n)
+				}
 				lb.clicks += m.plain
-				m.eachVisitor(func(v, ua uint64) {
+				if m.hasV0 && !b.class(m.v0ua).Bot {
+					lb.visitors = append(lb.visitors, m.v0)
+				}
+				for v, ua := range m.visitors {
 					if !b.class(ua).Bot {
 						lb.visitors = append(lb.visitors, v)
 					}
-				})
+				}
 			}
 		}
 	}
@@ -159,7 +188,7 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 	nkc := 0
 	for i := range lbs {
 		lb := &lbs[i]
-		nkc += len(lb.refs.kvs) + len(lb.countries.kvs) + len(lb.devices.kvs) + len(lb.browsers.kvs) + len(lb.os.kvs)
+		nkc += lb.refs.len() + lb.countries.len() + lb.devices.len() + lb.browsers.len() + lb.os.len()
 	}
 	lmSlab := make([]linkpb.LinkMinute, len(lbs))
 	kcSlab := make([]linkpb.KeyCount, nkc)
@@ -168,8 +197,14 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 		kcPtrs[i] = &kcSlab[i]
 	}
 	take := func(c *counter) []*linkpb.KeyCount {
-		if len(c.kvs) == 0 {
+		switch c.len() {
+		case 0:
 			return nil
+		case 1:
+			out := kcPtrs[:1:1]
+			kcPtrs = kcPtrs[1:]
+			out[0].Key, out[0].Count = c.first.key, c.first.n
+			return out
 		}
 		slices.SortFunc(c.kvs, func(x, y kv) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.key, y.key)) })
 		out := kcPtrs[:len(c.kvs):len(c.kvs)]
@@ -197,6 +232,21 @@ func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
 		return cmp.Or(cmp.Compare(x.Code, y.Code), cmp.Compare(x.MinuteUnix, y.MinuteUnix))
 	})
 	return out, st
+}
+
+// addTuple counts n clicks of one dimension combination.
+func (b *builder) addTuple(lb *lmBuilder, t tuple, n uint64) {
+	c := b.class(t.ua)
+	lb.devices.add(c.Device, n)
+	if c.Bot {
+		lb.bots += n
+		return
+	}
+	lb.clicks += n
+	lb.refs.add(b.referrer(t.ref), n)
+	lb.countries.add(countryKey(t.country), n)
+	lb.browsers.add(c.Browser, n)
+	lb.os.add(c.OS, n)
 }
 
 // countryKey is the breakdown key of a country code, without allocating

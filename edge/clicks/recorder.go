@@ -62,26 +62,6 @@ type minuteAgg struct {
 	plain uint64
 }
 
-// eachTuple calls f for every dimension combination and its clicks.
-func (m *minuteAgg) eachTuple(f func(t tuple, n uint64)) {
-	if m.t0n > 0 {
-		f(m.t0, m.t0n)
-	}
-	for t, n := range m.tuples {
-		f(t, n)
-	}
-}
-
-// eachVisitor calls f for every visitor and its User-Agent hash.
-func (m *minuteAgg) eachVisitor(f func(v, ua uint64)) {
-	if m.hasV0 {
-		f(m.v0, m.v0ua)
-	}
-	for v, ua := range m.visitors {
-		f(v, ua)
-	}
-}
-
 // agg is one shard's aggregate of one flush interval.
 type agg struct {
 	codes map[string]*minuteAgg
