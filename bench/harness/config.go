@@ -16,8 +16,8 @@ const (
 	// click stream), to compare with SysLinkpop in the same rounds.
 	SysLinkpopAnalytics = "linkpop-analytics"
 	SysBare302          = "bare302"
-	SysNginx   = "nginx"
-	SysGolink  = "golink"
+	SysNginx            = "nginx"
+	SysGolink           = "golink"
 )
 
 // Distribution names of request streams.
