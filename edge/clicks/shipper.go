@@ -347,10 +347,11 @@ func (s *Shipper) encode(links []*linkpb.LinkMinute, through int64) ([][]byte, [
 		if i == len(groups)-1 {
 			b.ThroughUnixMs, b.Dropped = through, s.j.dropped()
 		}
-		data, err := link.MarshalClickBatch(b)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode click batch: %w", err)
+		est := batchOverhead
+		for _, lm := range g {
+			est += sizeOf(lm)
 		}
+		data := link.AppendClickBatch(make([]byte, 0, est), b)
 		var n uint64
 		for _, lm := range g {
 			n += lm.Clicks + lm.Bots
