@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/replication"
 )
 
@@ -27,6 +29,9 @@ const (
 	DefaultFallbackBudget       = 50
 	DefaultFallbackBurst        = 100
 	DefaultFallbackTimeout      = 500 * time.Millisecond
+	DefaultClickFlush           = clicks.DefaultFlush
+	DefaultClickSpillMaxBytes   = clicks.DefaultSpillMaxBytes
+	DefaultClickMaxEntries      = 1 << 20
 )
 
 // Config configures an edge Server. The zero value of every field but
@@ -43,9 +48,10 @@ type Config struct {
 	// picks a free port; Server.AdminAddr reports it. The default is
 	// "127.0.0.1:9080".
 	AdminListen string
-	// DataDir holds the replica (a Pebble store in DataDir/replica). It
-	// survives restarts: the edge serves from it at once, before it has
-	// contacted the stream. Required.
+	// DataDir holds the replica (a Pebble store in DataDir/replica) and,
+	// with analytics on, the click journal (DataDir/clicks). Both survive
+	// restarts: the edge serves from the replica at once, before it has
+	// contacted the stream, and ships the journal's batches. Required.
 	DataDir string
 
 	// NATS says how to reach the change stream. URLs is required.
@@ -111,6 +117,38 @@ type Config struct {
 	// answers. The default is none.
 	GossipJoin []string
 
+	// AnalyticsKey turns click analytics on: every GET answered with a
+	// redirect is recorded and shipped to the click stream. It keys the
+	// visitor hash (of client address and User-Agent), so it must be the
+	// same on every edge of the fleet and must never be the API key; at
+	// least 16 bytes. The default (empty) records nothing.
+	AnalyticsKey []byte
+	// TrustedProxies are the networks of proxies in front of the edge:
+	// only from a socket peer in one of them are X-Forwarded-For and
+	// Forwarded believed (the client is the right-most address of the
+	// chain that is not a trusted proxy). The default is none: the client
+	// is the socket peer.
+	TrustedProxies []netip.Prefix
+	// ClickStream names the click stream. The default is
+	// replication.ClickStreamConfig's (LINKPOP_CLICKS).
+	ClickStream replication.ClickStreamConfig
+	// ClickFlush is how often recorded clicks are sealed into a batch,
+	// journaled in DataDir/clicks and published: the most a SIGKILL can
+	// lose. The default is 1s.
+	ClickFlush time.Duration
+	// ClickSpillMaxBytes bounds the click journal, where batches wait
+	// while the stream is unreachable. At the bound a batch keeps only its
+	// counts (no uniques, no breakdowns); when even that does not fit its
+	// clicks are dropped and counted (metrics and the next batch's
+	// dropped). The default is 256 MiB.
+	ClickSpillMaxBytes int64
+	// ClickMaxEntries bounds the click aggregates held in memory per flush
+	// interval (distinct code-minutes, dimension combinations and
+	// visitors); past it clicks still count where their code is held,
+	// without detail, and are dropped and counted otherwise. The default
+	// is 1,048,576.
+	ClickMaxEntries int
+
 	// Logger receives operational logs. The default (nil) discards them.
 	Logger *slog.Logger
 	// Metrics is the set the server, its replica and its consumer
@@ -156,6 +194,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FallbackTimeout == 0 {
 		c.FallbackTimeout = DefaultFallbackTimeout
+	}
+	if c.ClickFlush == 0 {
+		c.ClickFlush = DefaultClickFlush
+	}
+	if c.ClickSpillMaxBytes == 0 {
+		c.ClickSpillMaxBytes = DefaultClickSpillMaxBytes
+	}
+	if c.ClickMaxEntries == 0 {
+		c.ClickMaxEntries = DefaultClickMaxEntries
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -231,6 +278,32 @@ func (c *Config) Validate() error {
 	}
 	if c.FallbackTimeout < 0 {
 		bad("FallbackTimeout %v must not be negative", c.FallbackTimeout)
+	}
+	if len(c.AnalyticsKey) > 0 && len(c.AnalyticsKey) < clicks.MinKeyLen {
+		bad("AnalyticsKey is %d bytes, want at least %d", len(c.AnalyticsKey), clicks.MinKeyLen)
+	}
+	if len(c.AnalyticsKey) > 0 && c.OriginKey != "" && string(c.AnalyticsKey) == c.OriginKey {
+		bad("AnalyticsKey must not be the API key")
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			bad("TrustedProxies: invalid prefix %v", p)
+		}
+	}
+	if err := c.ClickStream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ClickFlush < 0 || c.ClickFlush > time.Minute {
+		bad("ClickFlush %v outside (0, 1m]", c.ClickFlush)
+	}
+	if c.ClickFlush > 0 && c.ClickFlush < 10*time.Millisecond {
+		bad("ClickFlush %v is below 10ms", c.ClickFlush)
+	}
+	if c.ClickSpillMaxBytes < 0 {
+		bad("ClickSpillMaxBytes %d must not be negative", c.ClickSpillMaxBytes)
+	}
+	if c.ClickMaxEntries < 0 {
+		bad("ClickMaxEntries %d must not be negative", c.ClickMaxEntries)
 	}
 	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
 		bad("GossipJoin needs GossipBind")

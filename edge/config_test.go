@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,22 @@ func TestConfigValidate(t *testing.T) {
 	f(func(c *edge.Config) { c.OriginURL = "http://x/?a=b" }, "OriginURL")
 	f(func(c *edge.Config) { c.Listen = "nocolon" }, "Listen")
 	f(func(c *edge.Config) { c.GossipJoin = []string{"127.0.0.1:7946"} }, "GossipBind")
+	f(func(c *edge.Config) {
+		c.AnalyticsKey = []byte("0123456789abcdef")
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		c.ClickFlush, c.ClickSpillMaxBytes, c.ClickMaxEntries = 100*time.Millisecond, 1<<20, 1000
+	})
+	f(func(c *edge.Config) { c.AnalyticsKey = []byte("short") }, "AnalyticsKey")
+	f(func(c *edge.Config) {
+		c.AnalyticsKey = []byte("the-api-key-0123456")
+		c.OriginKey = "the-api-key-0123456"
+	}, "not be the API key")
+	f(func(c *edge.Config) { c.TrustedProxies = []netip.Prefix{{}} }, "TrustedProxies")
+	f(func(c *edge.Config) { c.ClickFlush = time.Millisecond }, "ClickFlush")
+	f(func(c *edge.Config) { c.ClickFlush = 2 * time.Minute }, "ClickFlush")
+	f(func(c *edge.Config) { c.ClickSpillMaxBytes = -1 }, "ClickSpillMaxBytes")
+	f(func(c *edge.Config) { c.ClickMaxEntries = -1 }, "ClickMaxEntries")
+	f(func(c *edge.Config) { c.ClickStream.Replicas = 7 }, "click stream")
 	// Every bad field is reported at once.
 	f(func(c *edge.Config) {
 		c.DataDir, c.HotCacheEntries, c.FallbackBudget, c.FallbackTimeout = "", -1, -1, -time.Second

@@ -1,12 +1,14 @@
 package edge
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/link"
 )
 
@@ -82,17 +84,47 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 		s.log.Warn("replica lookup", "code", string(code), "err", err)
 	}
 	if found {
-		return s.serveRedirect(ctx, e.Redirects(now), e.Redirect, e.URL)
+		return s.recordClick(ctx, code, now, s.serveRedirect(ctx, e.Redirects(now), e.Redirect, e.URL))
 	}
 	if s.fb != nil && (err != nil || !s.caughtUp()) {
 		if rec, ok := s.fb.resolve(code); ok {
-			return s.serveRedirect(ctx, rec.Redirects(now), rec.Redirect, rec.URL)
+			return s.recordClick(ctx, code, now, s.serveRedirect(ctx, rec.Redirects(now), rec.Redirect, rec.URL))
 		}
 	}
 	if err != nil {
 		return textStatus(ctx, fasthttp.StatusServiceUnavailable, bodyUnavailable)
 	}
 	return textStatus(ctx, fasthttp.StatusNotFound, bodyNotFound)
+}
+
+// recordClick records a click if the answer decided is a redirect to a
+// GET (HEAD, 404 and 410 are not clicks) and analytics is on, and returns
+// status.
+func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Time, status int) int {
+	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
+		return status
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	addr := peer.Unmap()
+	if s.proxies.Trusts(addr) {
+		// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For
+		// only when there is no Forwarded (which wins).
+		if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {
+			addr = s.proxies.ClientAddr(peer, nil, fwd)
+		} else {
+			addr = s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
+		}
+	}
+	c := clicks.Click{
+		Code:      code,
+		Time:      now,
+		Addr:      addr,
+		UserAgent: ctx.Request.Header.UserAgent(),
+		Referer:   ctx.Request.Header.Referer(),
+		Stripe:    ctx.ConnID(),
+	}
+	s.clk.Record(&c)
+	return status
 }
 
 // serveRedirect answers a found link: its redirect or 410.

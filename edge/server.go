@@ -14,7 +14,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/edge/replica"
+	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/replication"
 )
 
@@ -47,6 +49,12 @@ type Server struct {
 	con    atomic.Pointer[replication.Consumer]
 	gossip atomic.Pointer[gossip]
 	fb     *fallback // nil without an origin; set before serving
+
+	// clk records clicks (nil with analytics off); proxies selects the
+	// client address.
+	clk     *clicks.Recorder
+	proxies *clicks.Proxies
+	shipper atomic.Pointer[clicks.Shipper]
 
 	ran      atomic.Bool
 	started  chan struct{}
@@ -81,6 +89,10 @@ func New(cfg Config) (*Server, error) {
 		startAt:               time.Now(),
 	}
 	s.met = newServerMetrics(cfg.Metrics, s)
+	if len(cfg.AnalyticsKey) > 0 {
+		s.clk = clicks.NewRecorder(clicks.NewVisitorKey(cfg.AnalyticsKey), clicks.Limits{Entries: cfg.ClickMaxEntries})
+		s.proxies = clicks.NewProxies(cfg.TrustedProxies)
+	}
 	return s, nil
 }
 
@@ -204,6 +216,20 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	})
 	stops = append(stops, func() { conCancel(); conWG.Wait() })
 
+	if s.clk != nil {
+		// Stopped after the listeners (stops run in reverse), so the last
+		// batch holds every click answered.
+		pub, err := replication.NewClickPublisher(nc, cfg.ClickStream)
+		if err != nil {
+			return fmt.Errorf("click publisher: %w", err)
+		}
+		stop, err := s.startShipper(pub, name)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+	}
+
 	if cfg.GossipBind != "" {
 		g, err := startGossip(name, cfg.GossipBind, s.nodeMeta(), s.log.With("component", "gossip"))
 		if err != nil {
@@ -292,6 +318,63 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Error("edge stopping", "node", name, "err", err)
 		return err
 	}
+}
+
+// startShipper opens the click journal and runs the shipper until the
+// returned stop is called.
+func (s *Server) startShipper(pub clicks.Publisher, name string) (func(), error) {
+	sh, err := clicks.NewShipper(clicks.ShipperConfig{
+		Edge:          ClickEdgeName(name),
+		Dir:           filepath.Join(s.cfg.DataDir, "clicks"),
+		Recorder:      s.clk,
+		Publisher:     pub,
+		Flush:         s.cfg.ClickFlush,
+		SpillMaxBytes: s.cfg.ClickSpillMaxBytes,
+		Logger:        s.log.With("component", "clicks"),
+		Metrics:       s.cfg.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.shipper.Store(sh)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := sh.Run(ctx); err != nil {
+			s.log.Error("click shipper", "err", err)
+		}
+	})
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+// ClickEdgeName is the name an edge called node gives its click batches:
+// the node name with every byte outside [A-Za-z0-9_-] replaced by '_'
+// (the default node name "host:port" becomes "host_port"), cut to
+// link.MaxEdgeNameLen.
+func ClickEdgeName(node string) string {
+	b := []byte(node)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > link.MaxEdgeNameLen {
+		b = b[:link.MaxEdgeNameLen]
+	}
+	if len(b) == 0 {
+		return "edge"
+	}
+	return string(b)
+}
+
+// SealClicks seals the clicks recorded so far into the click journal at
+// once, as the shipper does every ClickFlush; it does nothing with
+// analytics off or before Run. Tests use it.
+func (s *Server) SealClicks() error {
+	if sh := s.shipper.Load(); sh != nil {
+		return sh.Seal()
+	}
+	return nil
 }
 
 func defaultNodeName(addr net.Addr) string {

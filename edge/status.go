@@ -51,6 +51,20 @@ type Status struct {
 	Stalls uint64 `json:"stalls"`
 	// Members are the PoP's edges seen through gossip.
 	Members []Member `json:"members,omitempty"`
+	// Clicks is the click shipper's state; absent with analytics off.
+	Clicks *ClickStatus `json:"clicks,omitempty"`
+}
+
+// ClickStatus describes the click journal.
+type ClickStatus struct {
+	// Edge and Instance identify this edge's click batches.
+	Edge     string `json:"edge"`
+	Instance string `json:"instance"`
+	// PendingBatches and PendingBytes are what waits on disk for the
+	// stream; LagSeconds is the age of the oldest of it (0 when none).
+	PendingBatches int     `json:"pending_batches"`
+	PendingBytes   int64   `json:"pending_bytes"`
+	LagSeconds     float64 `json:"lag_seconds"`
 }
 
 // health is the part of Status that readiness and gossip need, computed
@@ -147,6 +161,11 @@ func (s *Server) Status() Status {
 		rs := rep.Stats()
 		st.Links, st.Quarantined = rs.Links, rs.Quarantined
 		st.HotEntries, st.NegativeEntries = rs.HotEntries, rs.NegativeEntries
+	}
+	if sh := s.shipper.Load(); sh != nil {
+		cs := sh.State()
+		st.Clicks = &ClickStatus{Edge: cs.Edge, Instance: cs.Instance, PendingBatches: cs.PendingBatches,
+			PendingBytes: cs.PendingBytes, LagSeconds: cs.Lag.Seconds()}
 	}
 	return st
 }

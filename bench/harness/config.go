@@ -11,9 +11,13 @@ import (
 // System names, in the order a round measures them.
 const (
 	SysLinkpop = "linkpop"
-	SysBare302 = "bare302"
-	SysNginx   = "nginx"
-	SysGolink  = "golink"
+	// SysLinkpopAnalytics is the same edge with click analytics on (its
+	// own replica, recording every redirect and shipping batches to the
+	// click stream), to compare with SysLinkpop in the same rounds.
+	SysLinkpopAnalytics = "linkpop-analytics"
+	SysBare302          = "bare302"
+	SysNginx            = "nginx"
+	SysGolink           = "golink"
 )
 
 // Distribution names of request streams.
@@ -34,7 +38,7 @@ const (
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
-	AllSystems  = []string{SysLinkpop, SysBare302, SysNginx, SysGolink}
+	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink}
 	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation}
 )
 

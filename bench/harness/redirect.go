@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -118,7 +119,7 @@ func (h *harness) warmup(r *RedirectReport, s *server, dist string) error {
 	}
 	r.Runs = append(r.Runs, run)
 	left := int64(h.cfg.PathsPerFile) - run.Wrk.Requests
-	if s.name != SysLinkpop || left <= 0 || run.RPS <= 0 {
+	if (s.name != SysLinkpop && s.name != SysLinkpopAnalytics) || left <= 0 || run.RPS <= 0 {
 		return nil
 	}
 	d := time.Duration(float64(left) / run.RPS * float64(time.Second))
@@ -189,6 +190,30 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 	return nil
 }
 
+// startAnalyticsEdge starts an edge with click analytics on a fresh
+// replica and waits until it has the whole stream.
+func (h *harness) startAnalyticsEdge(info *SystemInfo) (*server, error) {
+	keyFile := filepath.Join(h.cfg.WorkDir, "analytics.key")
+	if err := os.WriteFile(keyFile, []byte("bench-analytics-key-0123456789abcdef\n"), 0o600); err != nil {
+		return nil, err
+	}
+	begin := time.Now()
+	e, err := h.startEdge("edge-analytics", filepath.Join(h.cfg.WorkDir, "edge-analytics"), h.cfg.ServerCPU, "-analytics-key-file", keyFile)
+	if err != nil {
+		return nil, err
+	}
+	_, caught, err := h.waitEdge(h.ctx, e, begin, h.rep.Bootstrap.StreamLastSeq, 30*time.Minute)
+	if err != nil {
+		e.stop()
+		return nil, fmt.Errorf("analytics edge: %w", err)
+	}
+	info.LoadSeconds = h.rep.Bootstrap.PublishSeconds + caught.Seconds()
+	info.StartSeconds = caught.Seconds()
+	s := e.server
+	s.name = SysLinkpopAnalytics
+	return &s, nil
+}
+
 // startSystem starts one system with every link loaded and fills in how.
 func (h *harness) startSystem(info *SystemInfo) (*server, error) {
 	n := len(h.data.codes)
@@ -203,6 +228,9 @@ func (h *harness) startSystem(info *SystemInfo) (*server, error) {
 		s := h.edge1.server
 		s.name = SysLinkpop
 		return &s, nil
+	case SysLinkpopAnalytics:
+		info.Description = "the linkpop edge with click analytics on (-analytics-key-file): every redirect recorded, a batch a second shipped to LINKPOP_CLICKS; its own replica, bootstrapped from the same stream"
+		return h.startAnalyticsEdge(info)
 	case SysBare302:
 		info.Description = "bare fasthttp server answering every request with the same 302 (bench/cmd/bare302): the ceiling"
 		begin := time.Now()

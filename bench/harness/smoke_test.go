@@ -32,7 +32,7 @@ func TestSmoke(t *testing.T) {
 	_, wrkErr := exec.LookPath("wrk")
 	haveWrk := wrkErr == nil
 	haveNginx := nginxPath() != ""
-	systems := []string{harness.SysLinkpop, harness.SysBare302}
+	systems := []string{harness.SysLinkpop, harness.SysLinkpopAnalytics, harness.SysBare302}
 	if haveNginx {
 		systems = append(systems, harness.SysNginx)
 	} else {

@@ -9,8 +9,8 @@ import (
 )
 
 // TestDeps keeps the edge binary small and free of what it must never
-// carry: the origin (another role), the NATS server (the edge is only a
-// client), and the testing package. It lists the dependencies of the main
+// carry: the origin and the collector with its store (other roles), the
+// NATS server (the edge is only a client), and the testing package. It lists the dependencies of the main
 // package itself, not of its tests.
 func TestDeps(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
@@ -29,6 +29,7 @@ func TestDeps(t *testing.T) {
 		return pkg == "testing" || strings.HasPrefix(pkg, "testing/") ||
 			pkg == "github.com/linkpop/linkpop/origin" || strings.HasPrefix(pkg, "github.com/linkpop/linkpop/origin/") ||
 			strings.HasPrefix(pkg, "github.com/nats-io/nats-server") ||
+			pkg == "github.com/linkpop/linkpop/collector" || strings.HasPrefix(pkg, "github.com/linkpop/linkpop/collector/") ||
 			strings.HasPrefix(pkg, "github.com/linkpop/linkpop/internal/natstest") ||
 			strings.HasPrefix(pkg, "github.com/linkpop/linkpop/replication/devserver")
 	}
@@ -42,6 +43,10 @@ func TestDeps(t *testing.T) {
 	f("testing/quick", true)
 	f("github.com/linkpop/linkpop/origin", true)
 	f("github.com/linkpop/linkpop/origin/store", true)
+	f("github.com/linkpop/linkpop/collector", true)
+	f("github.com/linkpop/linkpop/collector/rollup", true)
+	f("github.com/linkpop/linkpop/collectorx", false)
+	f("github.com/linkpop/linkpop/edge/clicks", false)
 	f("github.com/nats-io/nats-server/v2/server", true)
 	f("github.com/linkpop/linkpop/originator", false)
 	f("github.com/nats-io/nats.go", false)

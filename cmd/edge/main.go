@@ -3,20 +3,23 @@
 //
 //	edge -data DIR [-listen 127.0.0.1:8080] [-admin 127.0.0.1:9080] [-nats nats://127.0.0.1:4222]
 //	     [-origin URL -origin-key KEY] [-gossip-bind HOST:PORT -gossip-join HOST:PORT,...]
+//	     [-analytics-key-file FILE [-trusted-proxies CIDR,...] [-click-flush 1s]]
 //
 // Run "edge -h" for every flag.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -49,6 +52,13 @@ func run(args []string) error {
 		node          = fs.String("node", "", "node `name` in gossip and /status (default host name and listen port)")
 		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
 		gossipJoin    = fs.String("gossip-join", "", "gossip `addresses` of PoP peers to join, comma separated")
+		analyticsKey  = fs.String("analytics-key", "", "click analytics `key` (at least 16 bytes, the same on every edge, never the API key); with it every GET redirect is recorded and shipped to the click stream")
+		analyticsFile = fs.String("analytics-key-file", "", "`file` holding the click analytics key (surrounding white space ignored)")
+		trusted       = fs.String("trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For / Forwarded name the client, comma separated")
+		clickStream   = fs.String("click-stream", "LINKPOP_CLICKS", "click stream `name`")
+		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the most a SIGKILL can lose)")
+		clickSpill    = fs.Int64("click-spill-max-bytes", edge.DefaultClickSpillMaxBytes, "`bytes` of click batches kept on disk while the stream is unreachable")
+		clickEntries  = fs.Int("click-max-entries", edge.DefaultClickMaxEntries, "click aggregate `entries` held in memory per flush interval")
 		logLevel      = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "log `format`: text or json")
 	)
@@ -64,6 +74,17 @@ func run(args []string) error {
 	log, err := cli.NewLogger(*logLevel, *logFormat)
 	if err != nil {
 		return err
+	}
+	key, err := analyticsKeyConfig(*analyticsKey, *analyticsFile)
+	if err != nil {
+		return err
+	}
+	proxies, err := prefixes(*trusted)
+	if err != nil {
+		return err
+	}
+	if len(key) == 0 {
+		log.Info("click analytics off: no -analytics-key or -analytics-key-file")
 	}
 	srv, err := edge.New(edge.Config{
 		Listen:      *listen,
@@ -87,6 +108,12 @@ func run(args []string) error {
 		NodeName:             *node,
 		GossipBind:           *gossipBind,
 		GossipJoin:           cli.SplitList(*gossipJoin),
+		AnalyticsKey:         key,
+		TrustedProxies:       proxies,
+		ClickStream:          replication.ClickStreamConfig{Name: *clickStream},
+		ClickFlush:           *clickFlush,
+		ClickSpillMaxBytes:   *clickSpill,
+		ClickMaxEntries:      *clickEntries,
 		Logger:               log,
 	})
 	if err != nil {
@@ -95,6 +122,43 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return srv.Run(ctx)
+}
+
+// analyticsKeyConfig returns the analytics key from the flag or the file
+// (not both).
+func analyticsKeyConfig(key, file string) ([]byte, error) {
+	switch {
+	case key != "" && file != "":
+		return nil, errors.New("give -analytics-key or -analytics-key-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("analytics key: %w", err)
+		}
+		b = bytes.TrimSpace(b)
+		if len(b) == 0 {
+			return nil, fmt.Errorf("analytics key file %s is empty", file)
+		}
+		return b, nil
+	}
+	return []byte(key), nil
+}
+
+// prefixes parses comma-separated CIDRs; a bare address is one host.
+func prefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range cli.SplitList(list) {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p)
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies %q: not a CIDR or address", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // lagThresholdConfig maps the flag (where 0 means no lag tolerated) to

@@ -50,7 +50,8 @@ func DefaultLayout() Layout {
 
 // Config says how to run the local system.
 type Config struct {
-	// DataDir holds DataDir/admin.key, DataDir/origin and one directory per
+	// DataDir holds DataDir/admin.key, DataDir/analytics.key (the edges'
+	// click analytics key), DataDir/origin and one directory per
 	// edge. It is created if missing and kept between runs. Required.
 	DataDir string
 	// BinDir holds the origin and edge executables. Required.
@@ -147,6 +148,10 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 	if err != nil {
 		return nil, err
 	}
+	analyticsKey, err := ensureAnalyticsKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	s := &system{
 		cfg:       cfg,
 		key:       key,
@@ -190,6 +195,7 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 			"-gossip-bind", e.Gossip,
 			"-origin", "http://" + l.OriginAPI,
 			"-origin-key", key,
+			"-analytics-key-file", analyticsKey,
 		}
 		if i > 0 {
 			args = append(args, "-gossip-join", l.Edges[0].Gossip)
@@ -378,6 +384,27 @@ func (s *system) all() []*child {
 	return append(cs, s.edges...)
 }
 
+// ensureAnalyticsKey returns DataDir/analytics.key, the click analytics
+// key every edge shares, created with a fresh random key on the first run.
+func ensureAnalyticsKey(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "analytics.key")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && strings.TrimSpace(string(b)) != "":
+		return path, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("analytics key: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(rand.Text()+rand.Text()+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("analytics key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("analytics key: %w", err)
+	}
+	return path, nil
+}
+
 func (s *system) logf(format string, args ...any) {
 	fmt.Fprintf(s.out, "%-*s | %s\n", s.nameWidth, "run", fmt.Sprintf(format, args...))
 }
@@ -404,6 +431,8 @@ func (s *system) usage() string {
 	for _, e := range l.Edges {
 		fmt.Fprintf(&b, "    curl -si http://%s/<code>\n", e.Listen)
 	}
+	fmt.Fprintf(&b, "  every GET redirect is a click shipped to LINKPOP_CLICKS (curl's own User-Agent\n")
+	fmt.Fprintf(&b, "  counts as a bot; add -A 'Mozilla/5.0' to count a click)\n")
 	fmt.Fprintf(&b, "\n  %-*s  pid %-7d API http://%s/v1  metrics http://%s/metrics\n",
 		s.nameWidth, "origin", s.origin.cmd.Process.Pid, l.OriginAPI, l.OriginAdmin)
 	for i, e := range l.Edges {

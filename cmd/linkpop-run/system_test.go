@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,6 +161,13 @@ func TestSystem(t *testing.T) {
 		wait.For(t, 30*time.Second, e.Name+" redirects the new link", func() bool { return redirects(e) })
 	}
 
+	// Both edges record the redirects and ship them to the click stream.
+	for _, e := range cfg.Layout.Edges {
+		wait.For(t, 30*time.Second, e.Name+" ships clicks", func() bool {
+			return adminMetric(e.Admin, "linkpop_edge_clicks_shipped_total") >= 1
+		})
+	}
+
 	originPID := s.origin.cmd.Process.Pid
 	if err := syscall.Kill(originPID, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill origin: %v", err)
@@ -190,6 +198,25 @@ func TestSystem(t *testing.T) {
 			t.Errorf("%s did not exit cleanly on SIGTERM: %v", c.name, c.err)
 		}
 	}
+}
+
+// adminMetric reads one series from an admin /metrics, or -1.
+func adminMetric(admin, series string) float64 {
+	resp, err := noRedirect.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if name, v, ok := strings.Cut(line, " "); ok && name == series {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 var noRedirect = &http.Client{

@@ -43,7 +43,7 @@ func run(args []string) error {
 		rounds    = fs.Int("rounds", 0, "alternated rounds (default 3; 5 with -full)")
 		conns     = fs.String("conns", "", "redirect connection counts, comma separated (default 64,256)")
 		threads   = fs.Int("threads", 0, "wrk threads (default 1)")
-		systems   = fs.String("systems", "", "systems, comma separated (default linkpop,bare302,nginx,golink)")
+		systems   = fs.String("systems", "", "systems, comma separated (default linkpop,linkpop-analytics,bare302,nginx,golink)")
 		sections  = fs.String("sections", "", "sections, comma separated (default redirect,flood,catchup,writes,propagation)")
 		dists     = fs.String("dists", "", "request distributions (default uniform,zipf)")
 		skipGL    = fs.Bool("skip-golink", false, "do not measure golink")

@@ -1,0 +1,343 @@
+package clicks
+
+import (
+	"cmp"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// ErrSpillFull is returned by journal.append when a batch does not fit
+// under the journal's size bound.
+var ErrSpillFull = errors.New("click journal full")
+
+// journal is the on-disk queue of sealed, not yet acknowledged batches:
+// one file per batch (DIR/<seq>.batch, written to a temporary name,
+// synced and renamed, so a crash never leaves half a batch), and DIR/meta
+// holding the edge name, the journal's instance id and the next sequence
+// number. A batch file is removed once the stream has acknowledged it.
+type journal struct {
+	dir      string
+	max      int64
+	edge     string
+	instance string
+
+	mu      sync.Mutex
+	next    uint64 // sequence of the next sealed batch
+	carry   uint64 // dropped clicks not yet in a batch, kept across restarts
+	pending []*entry
+	bytes   int64
+	notify  chan struct{} // a batch was appended
+	corrupt []string      // batch files set aside at open
+}
+
+// entry is one unacknowledged batch.
+type entry struct {
+	edge, instance string
+	seq            uint64
+	path           string
+	size           int64
+	clicks         uint64 // clicks and bots in the batch
+	sealedAt       time.Time
+	spilled        bool // waited on disk because the stream did not take it at once
+}
+
+const metaName = "meta"
+
+// errMetaNotSaved: the batches were stored but meta was not updated.
+var errMetaNotSaved = errors.New("click journal meta not saved")
+
+// openJournal opens (or creates) the journal in dir for edge. A journal
+// made for another edge name gets a new instance: its pending batches
+// still ship under their own (edge, instance), and the new name's
+// sequence starts at 1.
+func openJournal(dir, edge string, maxBytes int64) (*journal, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("click journal: %w", err)
+	}
+	j := &journal{dir: dir, max: maxBytes, edge: edge, notify: make(chan struct{}, 1)}
+	metaEdge, instance, next, carry, err := readMeta(filepath.Join(dir, metaName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("click journal: %w", err)
+	}
+	for _, de := range names {
+		name := de.Name()
+		if strings.HasSuffix(name, ".tmp") {
+			_ = os.Remove(filepath.Join(dir, name))
+			continue
+		}
+		if !strings.HasSuffix(name, ".batch") {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("click journal: %w", err)
+		}
+		b, err := link.UnmarshalClickBatch(data)
+		if err != nil {
+			// Never written by this code (batches are renamed into place
+			// once synced); keep it aside for the operator rather than
+			// refuse to start or ship it.
+			j.corrupt = append(j.corrupt, name)
+			_ = os.Rename(p, p+".corrupt")
+			continue
+		}
+		var clicks uint64
+		for _, lm := range b.Links {
+			clicks += lm.Clicks + lm.Bots
+		}
+		sealed := time.UnixMilli(b.ThroughUnixMs)
+		j.pending = append(j.pending, &entry{edge: b.Edge, instance: b.Instance, seq: b.Seq, path: p,
+			size: int64(len(data)), clicks: clicks, sealedAt: sealed, spilled: true})
+		j.bytes += int64(len(data))
+		if b.Edge == metaEdge && b.Instance == instance && b.Seq >= next {
+			next = b.Seq + 1
+		}
+	}
+	slices.SortFunc(j.pending, func(x, y *entry) int {
+		// Batches of an older instance first, each instance in sequence.
+		if x.instance != y.instance {
+			if x.instance == instance {
+				return 1
+			}
+			if y.instance == instance {
+				return -1
+			}
+			return x.sealedAt.Compare(y.sealedAt)
+		}
+		return cmp.Compare(x.seq, y.seq)
+	})
+	if instance == "" || metaEdge != edge {
+		instance, next = newInstance(), 1
+	}
+	if next == 0 {
+		next = 1
+	}
+	j.instance, j.next, j.carry = instance, next, carry
+	if err := j.writeMeta(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// newInstance is a random journal identity: 20 characters of [a-z0-9].
+func newInstance() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0234567"
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%32]
+	}
+	return string(b[:])
+}
+
+func readMeta(path string) (edge, instance string, next, carry uint64, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		switch k {
+		case "edge":
+			edge = v
+		case "instance":
+			instance = v
+		case "next":
+			if next, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return "", "", 0, 0, fmt.Errorf("click journal meta: %w", err)
+			}
+		case "dropped":
+			if carry, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return "", "", 0, 0, fmt.Errorf("click journal meta: %w", err)
+			}
+		}
+	}
+	if !link.ValidEdgeName(instance) || !link.ValidEdgeName(edge) {
+		return "", "", 0, 0, fmt.Errorf("click journal meta: bad edge %q or instance %q", edge, instance)
+	}
+	return edge, instance, next, carry, nil
+}
+
+// addDropped counts clicks dropped at the bound, on disk at once, so a
+// restart still reports them.
+func (j *journal) addDropped(n uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.carry += n
+	return j.writeMeta()
+}
+
+// dropped is the count the next batch reports.
+func (j *journal) dropped() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.carry
+}
+
+func (j *journal) writeMeta() error {
+	data := fmt.Sprintf("edge %s\ninstance %s\nnext %d\ndropped %d\n", j.edge, j.instance, j.next, j.carry)
+	return writeFileAtomic(filepath.Join(j.dir, metaName), []byte(data))
+}
+
+// writeFileAtomic writes data to path through a synced temporary file and
+// a rename, then syncs the directory.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("click journal: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("click journal: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+// nextSeq is the sequence the next appended batch must carry.
+func (j *journal) nextSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.next
+}
+
+// fits reports whether n more bytes stay within the bound.
+func (j *journal) fits(n int64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.max <= 0 || j.bytes+n <= j.max
+}
+
+// backlog reports whether any batch waits on disk.
+func (j *journal) backlog() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.pending) > 0
+}
+
+// append stores consecutive encoded batches, seqs next, next+1, ...
+// Only the sealer appends.
+func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) error {
+	j.mu.Lock()
+	seq := j.next
+	var spilled bool
+	for _, e := range j.pending {
+		spilled = spilled || e.spilled
+	}
+	j.mu.Unlock()
+	var added []*entry
+	for i, data := range batches {
+		p := filepath.Join(j.dir, fmt.Sprintf("%020d.batch", seq))
+		if err := writeFileAtomic(p, data); err != nil {
+			for _, e := range added {
+				_ = os.Remove(e.path)
+			}
+			return err
+		}
+		added = append(added, &entry{edge: j.edge, instance: j.instance, seq: seq, path: p,
+			size: int64(len(data)), clicks: clicks[i], sealedAt: sealedAt, spilled: spilled})
+		seq++
+	}
+	j.mu.Lock()
+	j.next = seq
+	j.carry = 0 // the last batch reported it
+	err := j.writeMeta()
+	if err != nil {
+		// The batches are in and will ship; a restart recomputes next
+		// from their files.
+		err = fmt.Errorf("%w: %w", errMetaNotSaved, err)
+	}
+	j.pending = append(j.pending, added...)
+	for _, e := range added {
+		j.bytes += e.size
+	}
+	j.mu.Unlock()
+	select {
+	case j.notify <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+// oldest returns the first unacknowledged batch, or nil.
+func (j *journal) oldest() *entry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.pending) == 0 {
+		return nil
+	}
+	return j.pending[0]
+}
+
+// markSpilled records that the stream did not take the pending batches at
+// once.
+func (j *journal) markSpilled() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, e := range j.pending {
+		e.spilled = true
+	}
+}
+
+// ack removes the oldest batch, which the stream acknowledged.
+func (j *journal) ack(e *entry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.pending) == 0 || j.pending[0] != e {
+		return errors.New("click journal: ack out of order")
+	}
+	j.pending = j.pending[1:]
+	j.bytes -= e.size
+	if err := os.Remove(e.path); err != nil {
+		return fmt.Errorf("click journal: %w", err)
+	}
+	return nil
+}
+
+// state reports the pending batches, their bytes and the oldest one's
+// seal time.
+func (j *journal) state() (n int, bytes int64, oldest time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.pending) > 0 {
+		oldest = j.pending[0].sealedAt
+	}
+	return len(j.pending), j.bytes, oldest
+}
+
+func readBatch(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("click journal: %w", err)
+	}
+	return data, nil
+}

@@ -1,0 +1,304 @@
+package clicks
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// Click is one redirect answered to a GET: what the recorder keeps of the
+// request. Slices are only read during Record.
+type Click struct {
+	// Code is the link's code.
+	Code []byte
+	// Time is when the request arrived.
+	Time time.Time
+	// Addr is the client address (Proxies.ClientAddr). It is hashed into
+	// the visitor identity and looked up for the country, never kept.
+	Addr netip.Addr
+	// UserAgent and Referer are the request's headers (empty if absent).
+	UserAgent, Referer []byte
+	// Stripe spreads concurrent clicks over the recorder's shards: the
+	// connection id, so the requests of one connection (served one at a
+	// time) share a shard and different connections rarely do.
+	Stripe uint64
+}
+
+// Hash sentinels: the hashes of real strings are never below reservedHash.
+const (
+	uaUnknown    = 0 // a User-Agent past the bound on distinct ones per interval
+	refDirect    = 0 // no referrer
+	refOther     = 1 // a referrer past the bound on distinct ones per interval
+	reservedHash = 2
+)
+
+// tuple is one combination of a click's dimensions; its User-Agent
+// carries device, browser, OS and the bot flag, resolved when the batch
+// is built.
+type tuple struct {
+	ua, ref uint64
+	country [2]byte
+}
+
+// minuteAgg aggregates the clicks of one shard on one code in one minute.
+// The first dimension combination and the first visitor are held inline,
+// so the long tail of codes clicked once in an interval costs no map.
+type minuteAgg struct {
+	minute int64
+	next   *minuteAgg // the same code in another minute
+	t0     tuple
+	t0n    uint64 // clicks of t0; 0 while none
+	tuples map[tuple]uint64
+	// visitors maps a visitor hash to its User-Agent hash, so bots are
+	// left out of the uniques once User-Agents are classified; v0 is the
+	// first one.
+	v0, v0ua uint64
+	hasV0    bool
+	visitors map[uint64]uint64
+	// plain counts clicks kept past the shard's bound: in the totals as
+	// non-bot clicks, without breakdowns.
+	plain uint64
+}
+
+// agg is one shard's aggregate of one flush interval.
+type agg struct {
+	codes map[string]*minuteAgg
+	// entries counts (code, minute) entries, tuples and visitors, against
+	// the shard's bound.
+	entries  int
+	uaNew    map[uint64]string // User-Agents first seen in this interval
+	refNew   map[uint64]string // referrer hosts first seen
+	recorded uint64            // clicks and bots recorded
+	dropped  uint64            // clicks not kept at all (bound hit on a new entry)
+	degraded uint64            // clicks kept without some detail
+	free     []*minuteAgg      // cleared entries to reuse
+}
+
+func newAgg() *agg {
+	return &agg{codes: make(map[string]*minuteAgg), uaNew: make(map[uint64]string), refNew: make(map[uint64]string)}
+}
+
+// shard is a lock and its aggregate; clicks of different connections
+// mostly take different shards.
+type shard struct {
+	mu  sync.Mutex
+	cur *agg
+	// uaKnown and refKnown hold the hashes the shipper has (or will have
+	// from this interval's uaNew/refNew) the strings of.
+	uaKnown, refKnown map[uint64]struct{}
+	_                 [64]byte // keep shards on separate cache lines
+}
+
+// Limits bound the recorder's memory.
+type Limits struct {
+	// Entries bounds, per flush interval, the distinct (code, minute)
+	// entries, dimension combinations and visitors held in memory, over
+	// all shards. Past it a click on an entry already held still counts
+	// (without breakdowns, and without its visitor); a click that needs a
+	// new entry is dropped and counted as dropped. The default is
+	// 1,048,576 (about 64 MiB at most).
+	Entries int
+	// Strings bounds, per shard and interval, the distinct User-Agents and
+	// referrer hosts first seen; past it they count as unknown ("other").
+	// The default is 4096.
+	Strings int
+}
+
+// Recorder counts clicks into sharded in-memory aggregates. Record is safe
+// for concurrent use; Seal is called by one goroutine (the Shipper).
+type Recorder struct {
+	key        VisitorKey
+	seed       maphash.Seed
+	shards     []shard
+	mask       uint64
+	perShard   int
+	maxStrings int
+}
+
+// NewRecorder returns a recorder hashing visitors with key.
+func NewRecorder(key VisitorKey, lim Limits) *Recorder {
+	if lim.Entries <= 0 {
+		lim.Entries = 1 << 20
+	}
+	if lim.Strings <= 0 {
+		lim.Strings = 4096
+	}
+	n := 1
+	for n < 4*runtime.GOMAXPROCS(0) {
+		n <<= 1
+	}
+	r := &Recorder{key: key, seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1),
+		perShard: max(lim.Entries/n, 16), maxStrings: lim.Strings}
+	for i := range r.shards {
+		r.shards[i].cur = newAgg()
+		r.shards[i].uaKnown = make(map[uint64]struct{})
+		r.shards[i].refKnown = make(map[uint64]struct{})
+	}
+	return r
+}
+
+// Record counts one click. It takes one shard's lock (not shared by all
+// connections), does no I/O and, once the code, visitor and dimensions
+// have been seen in the interval, does not allocate.
+func (r *Recorder) Record(c *Click) {
+	minute := c.Time.Unix()
+	minute -= minute % 60
+	uaHash := UAHash(c.UserAgent)
+	visitor := r.key.Visitor(c.Addr, uaHash)
+	if uaHash < reservedHash {
+		uaHash += reservedHash
+	}
+	ua := c.UserAgent
+	if len(ua) > maxUALen {
+		ua = ua[:maxUALen]
+	}
+	var hostBuf [253]byte
+	host := refererHost(c.Referer, &hostBuf)
+	refHash := uint64(refDirect)
+	if len(host) > 0 {
+		refHash = r.hash(host)
+	}
+	country := Country(c.Addr)
+
+	sh := &r.shards[c.Stripe&r.mask]
+	sh.mu.Lock()
+	a := sh.cur
+	a.recorded++
+	m := a.codes[string(c.Code)]
+	for m != nil && m.minute != minute {
+		m = m.next
+	}
+	if m == nil {
+		if a.entries >= r.perShard {
+			a.dropped++
+			sh.mu.Unlock()
+			return
+		}
+		a.entries++
+		m = a.newMinute(minute)
+		if head, ok := a.codes[string(c.Code)]; ok {
+			m.next = head.next
+			head.next = m
+		} else {
+			a.codes[string(c.Code)] = m
+		}
+	}
+	if _, ok := sh.uaKnown[uaHash]; !ok {
+		if len(a.uaNew) < r.maxStrings {
+			a.uaNew[uaHash] = string(ua)
+			sh.uaKnown[uaHash] = struct{}{}
+		} else {
+			uaHash = uaUnknown
+		}
+	}
+	if refHash >= reservedHash {
+		if _, ok := sh.refKnown[refHash]; !ok {
+			if len(a.refNew) < r.maxStrings {
+				a.refNew[refHash] = string(host)
+				sh.refKnown[refHash] = struct{}{}
+			} else {
+				refHash = refOther
+			}
+		}
+	}
+	t := tuple{ua: uaHash, ref: refHash, country: country}
+	switch {
+	case m.t0n > 0 && m.t0 == t:
+		m.t0n++
+	case m.t0n == 0:
+		// The entry's own slot: counted with the entry.
+		m.t0, m.t0n = t, 1
+	default:
+		if n, ok := m.tuples[t]; ok {
+			m.tuples[t] = n + 1
+		} else if a.entries < r.perShard {
+			a.entries++
+			if m.tuples == nil {
+				m.tuples = make(map[tuple]uint64)
+			}
+			m.tuples[t] = 1
+		} else {
+			m.plain++
+			a.degraded++
+		}
+	}
+	switch {
+	case m.hasV0 && m.v0 == visitor:
+	case !m.hasV0:
+		m.v0, m.v0ua, m.hasV0 = visitor, uaHash, true
+	default:
+		if _, ok := m.visitors[visitor]; !ok {
+			if a.entries < r.perShard {
+				a.entries++
+				if m.visitors == nil {
+					m.visitors = make(map[uint64]uint64)
+				}
+				m.visitors[visitor] = uaHash
+			} else {
+				a.degraded++
+			}
+		}
+	}
+	sh.mu.Unlock()
+}
+
+func (r *Recorder) hash(b []byte) uint64 {
+	h := maphash.Bytes(r.seed, b)
+	if h < reservedHash {
+		h += reservedHash
+	}
+	return h
+}
+
+func (a *agg) newMinute(minute int64) *minuteAgg {
+	if n := len(a.free); n > 0 {
+		m := a.free[n-1]
+		a.free = a.free[:n-1]
+		m.minute = minute
+		return m
+	}
+	return &minuteAgg{minute: minute}
+}
+
+// swap hands the shard's aggregate to the caller and installs spare (a
+// cleared aggregate), under the shard's lock. With forget the shard also
+// forgets which strings the shipper knows, so they are sent again.
+func (sh *shard) swap(spare *agg, forget bool) *agg {
+	sh.mu.Lock()
+	old := sh.cur
+	spare.free = append(spare.free, old.free...)
+	old.free = old.free[:0]
+	sh.cur = spare
+	if forget {
+		clear(sh.uaKnown)
+		clear(sh.refKnown)
+	}
+	sh.mu.Unlock()
+	return old
+}
+
+// maxFree bounds the cleared entries a shard keeps for reuse.
+const maxFree = 1 << 14
+
+// reset clears a for reuse, keeping its maps' capacity and its entries on
+// the free list.
+func (a *agg) reset() {
+	for _, m := range a.codes {
+		for m != nil {
+			next := m.next
+			clear(m.tuples)
+			clear(m.visitors)
+			m.plain, m.next, m.t0n, m.hasV0 = 0, nil, 0, false
+			if len(a.free) < maxFree {
+				a.free = append(a.free, m)
+			}
+			m = next
+		}
+	}
+	clear(a.codes)
+	clear(a.uaNew)
+	clear(a.refNew)
+	a.entries, a.recorded, a.dropped, a.degraded = 0, 0, 0, 0
+}

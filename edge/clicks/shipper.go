@@ -1,0 +1,425 @@
+package clicks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/proto/linkpb"
+)
+
+// Publisher sends one encoded click batch to the click stream and waits
+// for the stream's ack (replication.ClickPublisher). A batch the stream
+// already holds (same edge, instance and seq) must count as acknowledged.
+type Publisher interface {
+	PublishClicks(ctx context.Context, edge, instance string, seq uint64, data []byte) error
+}
+
+// Defaults of ShipperConfig.
+const (
+	DefaultFlush         = time.Second
+	DefaultSpillMaxBytes = 256 << 20
+	DefaultDrainTimeout  = 5 * time.Second
+)
+
+// ShipperConfig configures a Shipper.
+type ShipperConfig struct {
+	// Edge names this edge in its batches (link.ValidEdgeName). Required.
+	Edge string
+	// Dir holds the journal. Required.
+	Dir string
+	// Recorder is the recorder whose clicks are shipped. Required.
+	Recorder *Recorder
+	// Publisher publishes batches. Required.
+	Publisher Publisher
+	// Flush is the interval between two sealed batches: the most clicks a
+	// SIGKILL can lose, and the usual delay before a click ships. The
+	// default is 1s.
+	Flush time.Duration
+	// SpillMaxBytes bounds the journal. A batch that does not fit is
+	// shrunk to its counts (no visitors, no breakdowns); if that does not
+	// fit either, its clicks are counted as dropped and reported in the
+	// next batch that fits. The default is 256 MiB.
+	SpillMaxBytes int64
+	// DrainTimeout bounds how long Run, once its context is done, keeps
+	// publishing what is on disk; what remains ships at the next start.
+	// The default is 5s.
+	DrainTimeout time.Duration
+	// Logger receives operational logs. The default (nil) discards them.
+	Logger *slog.Logger
+	// Metrics is where the shipper's metrics are registered. The default
+	// (nil) is a new set.
+	Metrics *metrics.Set
+
+	// maxBatchLen overrides link.MaxClickBatchLen in tests.
+	maxBatchLen int
+}
+
+// Validate reports every bad field at once.
+func (c *ShipperConfig) Validate() error {
+	var errs []error
+	if !link.ValidEdgeName(c.Edge) {
+		errs = append(errs, fmt.Errorf("clicks: edge name %q is not 1-%d bytes of [A-Za-z0-9_-]", c.Edge, link.MaxEdgeNameLen))
+	}
+	if c.Dir == "" {
+		errs = append(errs, errors.New("clicks: Dir is required"))
+	}
+	if c.Recorder == nil {
+		errs = append(errs, errors.New("clicks: Recorder is required"))
+	}
+	if c.Publisher == nil {
+		errs = append(errs, errors.New("clicks: Publisher is required"))
+	}
+	if c.Flush < 0 {
+		errs = append(errs, errors.New("clicks: Flush must not be negative"))
+	}
+	if c.SpillMaxBytes < 0 {
+		errs = append(errs, errors.New("clicks: SpillMaxBytes must not be negative"))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("clicks: DrainTimeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Shipper seals the recorder's aggregates every flush interval into a
+// batch, journals it and publishes the journal in order.
+type Shipper struct {
+	cfg ShipperConfig
+	log *slog.Logger
+	rec *Recorder
+	j   *journal
+	b   *builder
+	met shipperMetrics
+
+	spares     []*agg
+	olds       []*agg
+	forgetNext bool
+	through    int64 // through mark of the last sealed batch
+	ran        bool
+	mu         sync.Mutex // serialises seal (Run's sealer and Seal)
+}
+
+type shipperMetrics struct {
+	recorded, dropped, detailDropped, shipped, spilled *metrics.Counter
+	published, publishErrors, reduced                  *metrics.Counter
+}
+
+// NewShipper opens the journal. Nothing runs until Run.
+func NewShipper(cfg ShipperConfig) (*Shipper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Flush == 0 {
+		cfg.Flush = DefaultFlush
+	}
+	if cfg.SpillMaxBytes == 0 {
+		cfg.SpillMaxBytes = DefaultSpillMaxBytes
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.maxBatchLen == 0 {
+		cfg.maxBatchLen = link.MaxClickBatchLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	j, err := openJournal(cfg.Dir, cfg.Edge, cfg.SpillMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range j.corrupt {
+		cfg.Logger.Error("click journal: undecodable batch set aside", "file", name+".corrupt")
+	}
+	s := &Shipper{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, j: j, b: newBuilder(), through: time.Now().UnixMilli()}
+	for range cfg.Recorder.shards {
+		s.spares = append(s.spares, newAgg())
+	}
+	s.olds = make([]*agg, len(s.spares))
+	set := cfg.Metrics
+	s.met = shipperMetrics{
+		recorded:      set.NewCounter("linkpop_edge_clicks_recorded_total"),
+		dropped:       set.NewCounter("linkpop_edge_clicks_dropped_total"),
+		detailDropped: set.NewCounter("linkpop_edge_clicks_detail_dropped_total"),
+		shipped:       set.NewCounter("linkpop_edge_clicks_shipped_total"),
+		spilled:       set.NewCounter("linkpop_edge_clicks_spilled_total"),
+		published:     set.NewCounter("linkpop_edge_click_batches_published_total"),
+		publishErrors: set.NewCounter("linkpop_edge_click_publish_errors_total"),
+		reduced:       set.NewCounter("linkpop_edge_click_batches_reduced_total"),
+	}
+	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
+	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
+	set.NewGauge("linkpop_edge_clicks_shipping_lag_seconds", func() float64 { return s.State().Lag.Seconds() })
+	return s, nil
+}
+
+// Instance is the journal's instance id.
+func (s *Shipper) Instance() string { return s.j.instance }
+
+// State is what the journal holds.
+type State struct {
+	Edge, Instance string
+	PendingBatches int
+	PendingBytes   int64
+	// Lag is the age of the oldest pending batch (0 when none).
+	Lag time.Duration
+}
+
+// State reports the journal's state.
+func (s *Shipper) State() State {
+	n, b, oldest := s.j.state()
+	st := State{Edge: s.j.edge, Instance: s.j.instance, PendingBatches: n, PendingBytes: b}
+	if n > 0 {
+		st.Lag = time.Since(oldest)
+	}
+	return st
+}
+
+// Run seals a batch every flush interval and publishes the journal until
+// ctx is done; then it seals a last batch (stop recording first: clicks
+// recorded after it are not shipped by this run), and publishes for at
+// most DrainTimeout. Batches still on disk ship at the next start.
+func (s *Shipper) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("clicks: shipper already run")
+	}
+	s.ran = true
+	s.mu.Unlock()
+
+	pubCtx, pubCancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	drained := make(chan struct{})
+	wg.Go(func() { s.publishLoop(pubCtx, drained) })
+
+	tick := time.NewTicker(s.cfg.Flush)
+	defer tick.Stop()
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			if serr := s.Seal(); serr != nil {
+				s.log.Error("seal click batch", "err", serr)
+			}
+		}
+	}
+	if serr := s.Seal(); serr != nil {
+		err = fmt.Errorf("seal last click batch: %w", serr)
+	}
+	close(drained)
+	timer := time.AfterFunc(s.cfg.DrainTimeout, pubCancel)
+	wg.Wait()
+	timer.Stop()
+	pubCancel()
+	if n, _, _ := s.j.state(); n > 0 {
+		s.log.Warn("click batches left on disk for the next start", "batches", n)
+	}
+	return err
+}
+
+// Seal seals the clicks recorded so far into the journal now. Run calls
+// it every flush interval; tests call it to make batches.
+func (s *Shipper) Seal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	through := time.Now().UnixMilli()
+	if through < s.through {
+		through = s.through // the clock went back: never lower the mark
+	}
+	forget := s.forgetNext
+	for i := range s.rec.shards {
+		s.olds[i] = s.rec.shards[i].swap(s.spares[i], forget)
+	}
+	s.b.learn(s.olds)
+	links, st := s.b.build(s.olds)
+	for i, a := range s.olds {
+		a.reset()
+		s.spares[i] = a
+	}
+	if forget {
+		clear(s.b.uaClass)
+		clear(s.b.refStr)
+		s.forgetNext = false
+	} else if len(s.b.uaClass)+len(s.b.refStr) > maxKnownStrings {
+		s.forgetNext = true
+	}
+	s.met.recorded.Add(int(st.recorded))
+	s.met.dropped.Add(int(st.dropped))
+	s.met.detailDropped.Add(int(st.degraded))
+	if st.dropped > 0 {
+		if err := s.j.addDropped(st.dropped); err != nil {
+			return err
+		}
+	}
+
+	if len(links) == 0 && s.j.dropped() == 0 && s.j.backlog() {
+		// Nothing to say that the batch after the backlog will not say:
+		// do not grow the journal by a batch a second during an outage.
+		return nil
+	}
+	batches, clicks, err := s.encode(links, through)
+	if err != nil {
+		return err
+	}
+	size := 0
+	for _, b := range batches {
+		size += len(b)
+	}
+	if !s.j.fits(int64(size)) {
+		s.met.reduced.Inc()
+		reduced := make([]*linkpb.LinkMinute, len(links))
+		for i, lm := range links {
+			reduced[i] = &linkpb.LinkMinute{Code: lm.Code, MinuteUnix: lm.MinuteUnix, Clicks: lm.Clicks, Bots: lm.Bots}
+			s.met.detailDropped.Add(int(lm.Clicks))
+		}
+		if batches, clicks, err = s.encode(reduced, through); err != nil {
+			return err
+		}
+		size = 0
+		for _, b := range batches {
+			size += len(b)
+		}
+		if !s.j.fits(int64(size)) {
+			var n uint64
+			for _, lm := range links {
+				n += lm.Clicks + lm.Bots
+			}
+			s.met.dropped.Add(int(n))
+			s.log.Warn("click journal full: clicks dropped", "clicks", n, "max_bytes", s.cfg.SpillMaxBytes)
+			if err := s.j.addDropped(n); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: %d clicks dropped", ErrSpillFull, n)
+		}
+	}
+	if err := s.j.append(batches, clicks, time.UnixMilli(through)); errors.Is(err, errMetaNotSaved) {
+		s.through = through
+		return err
+	} else if err != nil {
+		// The batch is not on disk (a full or failing disk): its clicks
+		// are lost, so count them.
+		var n uint64
+		for _, c := range clicks {
+			n += c
+		}
+		s.met.dropped.Add(int(n))
+		if derr := s.j.addDropped(n); derr != nil {
+			s.log.Error("click journal: dropped count not saved", "clicks", n, "err", derr)
+		}
+		return err
+	}
+	s.through = through
+	return nil
+}
+
+// maxKnownStrings bounds the User-Agents and referrers the shipper keeps
+// between intervals; past it they are forgotten and learnt again.
+const maxKnownStrings = 200_000
+
+// encode makes the batches of one seal: the links split to fit, with
+// consecutive seqs from the journal's next; only the last carries the new
+// through mark and the dropped count (earlier ones carry the previous
+// mark).
+func (s *Shipper) encode(links []*linkpb.LinkMinute, through int64) ([][]byte, []uint64, error) {
+	groups := split(links, s.cfg.maxBatchLen)
+	if len(groups) == 0 {
+		groups = [][]*linkpb.LinkMinute{nil}
+	}
+	seq := s.j.nextSeq()
+	var out [][]byte
+	var clicks []uint64
+	for i, g := range groups {
+		b := &linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through, Links: g}
+		if i == len(groups)-1 {
+			b.ThroughUnixMs, b.Dropped = through, s.j.dropped()
+		}
+		est := batchOverhead
+		for _, lm := range g {
+			est += sizeOf(lm)
+		}
+		data := link.AppendClickBatch(make([]byte, 0, est), b)
+		var n uint64
+		for _, lm := range g {
+			n += lm.Clicks + lm.Bots
+		}
+		out = append(out, data)
+		clicks = append(clicks, n)
+	}
+	return out, clicks, nil
+}
+
+// publishLoop publishes the journal's batches in order, one at a time,
+// retrying with a backoff; once drained is closed it returns when the
+// journal is empty or ctx is done.
+func (s *Shipper) publishLoop(ctx context.Context, drained <-chan struct{}) {
+	backoff := time.Duration(0)
+	for {
+		e := s.j.oldest()
+		if e == nil {
+			select {
+			case <-drained:
+				if s.j.oldest() == nil {
+					return
+				}
+				continue
+			case <-ctx.Done():
+				return
+			case <-s.j.notify:
+				continue
+			}
+		}
+		if backoff > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		data, err := readBatch(e.path)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			err = s.cfg.Publisher.PublishClicks(pctx, e.edge, e.instance, e.seq, data)
+			cancel()
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.met.publishErrors.Inc()
+			s.j.markSpilled()
+			if backoff == 0 {
+				s.log.Warn("publish click batch", "seq", e.seq, "err", err)
+			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			continue
+		}
+		backoff = 0
+		if err := s.j.ack(e); err != nil {
+			s.log.Error("remove shipped click batch", "seq", e.seq, "err", err)
+		}
+		s.met.published.Inc()
+		s.met.shipped.Add(int(e.clicks))
+		if e.spilled {
+			s.met.spilled.Add(int(e.clicks))
+		}
+	}
+}
+
+// publishTimeout bounds one publish.
+const publishTimeout = 5 * time.Second
