@@ -375,6 +375,7 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 	d := delta{rollups: map[string]*rollup{}, index: map[string]counts{}, totals: map[string]counts{}, codes: map[string]struct{}{}}
 	var clicks, bots, applied, empty, dups, retries, dropped uint64
 	var gaps []string
+	waiting := map[string]bool{} // instances with a batch sent back
 	for _, i := range order {
 		m := &msgs[i]
 		b := m.Batch
@@ -397,6 +398,7 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 			if now.Sub(first) < s.o.GapTimeout {
 				m.Verdict = replication.ClickRetry
 				retries++
+				waiting[sk] = true
 				continue
 			}
 			gaps = append(gaps, sk)
@@ -447,7 +449,9 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 		}
 		for sk, seq := range seqs {
 			s.seqs[sk] = seq
-			delete(s.gaps, sk)
+			if !waiting[sk] {
+				delete(s.gaps, sk)
+			}
 		}
 		for name, es := range edges {
 			s.edges[name] = es

@@ -36,6 +36,7 @@ type linkJSON struct {
 	ExpiresAt *string  `json:"expires_at"`
 	Revision  uint64   `json:"revision"`
 	Tags      []string `json:"tags"`
+	MaxVisits *uint64  `json:"max_visits"`
 }
 
 // apiTime is the API's time format: RFC 3339 in UTC, with fractional
@@ -61,6 +62,10 @@ func (s *Server) linkObject(r *link.Record) linkJSON {
 		e := apiTime(r.ExpiresAt)
 		o.ExpiresAt = &e
 	}
+	if r.MaxVisits > 0 {
+		n := r.MaxVisits
+		o.MaxVisits = &n
+	}
 	return o
 }
 
@@ -80,6 +85,7 @@ type linkBody struct {
 	Redirect  json.RawMessage `json:"redirect"`
 	ExpiresAt json.RawMessage `json:"expires_at"`
 	Tags      json.RawMessage `json:"tags"`
+	MaxVisits json.RawMessage `json:"max_visits"`
 }
 
 // patchBody is linkBody without code, which cannot change: a PATCH naming
@@ -89,6 +95,7 @@ type patchBody struct {
 	Redirect  json.RawMessage `json:"redirect"`
 	ExpiresAt json.RawMessage `json:"expires_at"`
 	Tags      json.RawMessage `json:"tags"`
+	MaxVisits json.RawMessage `json:"max_visits"`
 }
 
 func isNull(m json.RawMessage) bool { return bytes.Equal(m, []byte("null")) }
@@ -157,6 +164,19 @@ func parseTags(m json.RawMessage) ([]string, error) {
 	return tags, nil
 }
 
+// parseMaxVisits validates max_visits: a positive integer, or null for
+// no limit (0).
+func parseMaxVisits(m json.RawMessage) (uint64, error) {
+	if isNull(m) {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(string(bytes.TrimSpace(m)), 10, 64)
+	if err != nil || n == 0 {
+		return 0, link.OnField("max_visits", ErrInvalidMaxVisits)
+	}
+	return n, nil
+}
+
 // createRequest is a validated POST /v1/links body.
 type createRequest struct {
 	URL       string    `json:"url"`
@@ -164,6 +184,7 @@ type createRequest struct {
 	Redirect  int       `json:"redirect"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Tags      []string  `json:"tags"`
+	MaxVisits uint64    `json:"max_visits,omitempty"`
 }
 
 func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) {
@@ -193,6 +214,11 @@ func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) 
 	}
 	if b.Tags != nil {
 		if req.Tags, err = parseTags(b.Tags); err != nil {
+			return req, err
+		}
+	}
+	if b.MaxVisits != nil {
+		if req.MaxVisits, err = parseMaxVisits(b.MaxVisits); err != nil {
 			return req, err
 		}
 	}
@@ -253,6 +279,7 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 		Redirect:  req.Redirect,
 		ExpiresAt: req.ExpiresAt,
 		Tags:      req.Tags,
+		MaxVisits: req.MaxVisits,
 	}
 	if idemKey != "" {
 		sreq.Idem = &store.Idempotency{Scope: p.id, Key: idemKey, RequestHash: req.hash()}
@@ -324,8 +351,15 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 		}
 		req.Tags, n = &t, n+1
 	}
+	if body.MaxVisits != nil {
+		mv, err := parseMaxVisits(body.MaxVisits)
+		if err != nil {
+			return err
+		}
+		req.MaxVisits, n = &mv, n+1
+	}
 	if n == 0 {
-		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags")
+		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags, max_visits")
 	}
 	if !link.ValidCode(code) {
 		return link.ErrNotFound
@@ -333,6 +367,12 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 	rec, err := s.store.Update(r.Context(), req)
 	if err != nil {
 		return err
+	}
+	if req.MaxVisits != nil {
+		// A limit the link has already reached disables it now.
+		if rec, err = s.enforceMaxVisits(r.Context(), rec); err != nil {
+			return err
+		}
 	}
 	s.writeLink(w, http.StatusOK, &rec)
 	return nil

@@ -39,3 +39,13 @@ func PublishClickBatch(ctx context.Context, nc *nats.Conn, cfg ClickStreamConfig
 	}
 	return PublishClickData(ctx, nc, cfg.Subject(b.Edge), ClickMsgID(b.Edge, b.Instance, b.Seq), data)
 }
+
+// EnsureClickStreamConn is EnsureClickStream over a connection.
+func EnsureClickStreamConn(ctx context.Context, nc *nats.Conn, cfg ClickStreamConfig) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	_, err = EnsureClickStream(ctx, js, cfg)
+	return err
+}
