@@ -367,7 +367,7 @@ func TestLinkObject(t *testing.T) {
 	o := apiStart(t, nil)
 	before := time.Now().UTC().Truncate(time.Millisecond)
 	r := o.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"HTTPS://Bücher.Example:443/a%20b?q=ü&x=1#frag"}`)
-	wantKeys := []string{"code", "created_at", "expires_at", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
+	wantKeys := []string{"code", "created_at", "expires_at", "max_visits", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
 	var keys []string
 	for k := range r.body {
 		keys = append(keys, k)
@@ -392,6 +392,7 @@ func TestLinkObject(t *testing.T) {
 	f("status", "active")
 	f("expires_at", nil)
 	f("tags", []any{})
+	f("max_visits", nil)
 	f("revision", float64(1))
 	created, err := time.Parse(time.RFC3339, r.str("created_at"))
 	if err != nil || created.Before(before) || created.Location() != time.UTC || !strings.HasSuffix(r.str("created_at"), "Z") {
