@@ -18,9 +18,12 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -60,6 +63,12 @@ type Config struct {
 	BreakdownLimit                       int
 	GapTimeout                           time.Duration
 	RetireAfter, StaleAfter, ForgetAfter time.Duration
+	// AdminListen, if set, is the address of an operator listener that
+	// serves /metrics (Metrics in Prometheus text form) and /healthz,
+	// for a collector that runs as its own process. Port 0 picks a free
+	// port; AdminAddr reports it. The default ("") serves nothing (the
+	// origin serves its metrics set itself).
+	AdminListen string
 	// PruneInterval is how often expired minute and hour rollups are
 	// deleted. The default is 10 minutes.
 	PruneInterval time.Duration
@@ -137,10 +146,14 @@ func (c *Config) consumerConfig(st *Store) replication.ClickConsumerConfig {
 // work from New until Run returns.
 type Collector struct {
 	*Store
-	cfg  Config
-	log  *slog.Logger
-	nc   interface{ Close() }
-	cons *replication.ClickConsumer
+	cfg Config
+	log *slog.Logger
+	nc  interface {
+		Close()
+		IsConnected() bool
+	}
+	cons    *replication.ClickConsumer
+	adminLn net.Listener
 
 	ranOnce sync.Once
 }
@@ -183,6 +196,12 @@ func New(cfg Config) (*Collector, error) {
 		nc.Close()
 		return nil, errors.Join(err, st.Close())
 	}
+	if cfg.AdminListen != "" {
+		if c.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			nc.Close()
+			return nil, errors.Join(fmt.Errorf("listen admin: %w", err), st.Close())
+		}
+	}
 	cfg.Metrics.NewGauge("linkpop_collector_oldest_incomplete_edge_seconds", func() float64 {
 		return c.oldestIncomplete().Seconds()
 	})
@@ -192,6 +211,38 @@ func New(cfg Config) (*Collector, error) {
 		return float64(len(c.edges))
 	})
 	return c, nil
+}
+
+// AdminAddr is the address of the admin listener, "" without one.
+func (c *Collector) AdminAddr() string {
+	if c.adminLn == nil {
+		return ""
+	}
+	return c.adminLn.Addr().String()
+}
+
+// adminHandler serves /metrics and /healthz (200 while the NATS
+// connection is up, 503 otherwise, with the consumer's lag).
+func (c *Collector) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		c.cfg.Metrics.WritePrometheus(w)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		st := c.cons.Status()
+		status := http.StatusOK
+		if !c.nc.IsConnected() {
+			status = http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"nats_connected": c.nc.IsConnected(), "pending": st.Pending, "ack_pending": st.AckPending,
+			"complete_through": c.Completeness(time.Now()).CompleteThrough,
+		})
+	})
+	return mux
 }
 
 // Consumer is the click consumer (for its Status).
@@ -226,8 +277,22 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { c.prune(rctx) })
+	var srv *http.Server
+	if c.adminLn != nil {
+		srv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(c.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				c.log.Error("collector admin listener", "err", err)
+			}
+		})
+	}
 	err := c.cons.Run(rctx)
 	cancel()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		scancel()
+	}
 	wg.Wait()
 	c.nc.Close()
 	if cerr := c.Store.Close(); err == nil && cerr != nil {
@@ -242,6 +307,9 @@ func (c *Collector) Close() error {
 	c.ranOnce.Do(func() { first = true })
 	if !first {
 		return nil
+	}
+	if c.adminLn != nil {
+		_ = c.adminLn.Close()
 	}
 	c.nc.Close()
 	return c.Store.Close()
