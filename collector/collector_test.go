@@ -26,8 +26,18 @@ func checkModel(t *testing.T, s *Store, m *model, g *gen) {
 	t.Helper()
 	from := time.Unix(g.base, 0).UTC()
 	to := from.Add(time.Duration(g.minutes) * time.Minute)
-	for _, iv := range []string{"minute", "hour", "day"} {
-		r, err := ParseRange(from.Format(time.RFC3339), to.Format(time.RFC3339), iv, to)
+	type q struct {
+		from, to time.Time
+		iv       string
+	}
+	qs := []q{{from, to, "minute"}, {from, to, "hour"}, {from, to, "day"},
+		// Ranges that do not fall on hours: the uniques merge minutes,
+		// hours and days.
+		{from.Add(7 * time.Minute), to.Add(-13 * time.Minute), "minute"},
+		{from.Add(61 * time.Minute), to.Add(-59 * time.Minute), "minute"}}
+	for _, q := range qs {
+		iv := q.iv
+		r, err := ParseRange(q.from.Format(time.RFC3339), q.to.Format(time.RFC3339), iv, to)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -211,3 +211,50 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("referrers %v, want %v", s.Referrers, want)
 	}
 }
+
+// TestUniquesCover: the uniques of a range that spans whole days and
+// partial ones (at hour and minute interval) are the distinct visitors
+// of exactly that range, from day, hour and minute sketches together.
+func TestUniquesCover(t *testing.T) {
+	day0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	st, err := OpenStore(StoreOptions{Dir: t.TempDir(), Now: func() time.Time { return day0.Add(4 * 24 * time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// One visitor per minute over 3 days, each distinct: the exact
+	// uniques of a range are its minutes.
+	var seq uint64
+	var msgs []replication.ClickMsg
+	for m := int64(0); m < 3*1440; m++ {
+		seq++
+		msgs = append(msgs, replication.ClickMsg{Batch: &linkpb.ClickBatch{Edge: "e", Instance: "i", Seq: seq,
+			Links: []*linkpb.LinkMinute{{Code: "abc", MinuteUnix: day0.Unix() + 60*m, Clicks: 1, Visitors: []uint64{mix(uint64(m))}}}}})
+	}
+	if err := st.ApplyClicks(msgs); err != nil {
+		t.Fatal(err)
+	}
+	f := func(from, to time.Time, iv string) {
+		t.Helper()
+		r, err := ParseRange(from.Format(time.RFC3339), to.Format(time.RFC3339), iv, day0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := st.LinkStats("abc", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exact := int(r.To.Sub(r.From) / time.Minute)
+		if int(s.Clicks) != exact {
+			t.Fatalf("%v..%v %s: clicks %d, want %d", from, to, iv, s.Clicks, exact)
+		}
+		if d := float64(s.Uniques) - float64(exact); d > hllBound(exact) || -d > hllBound(exact) {
+			t.Fatalf("%v..%v %s: uniques %d, exact %d", from, to, iv, s.Uniques, exact)
+		}
+	}
+	f(day0.Add(5*time.Hour), day0.Add(55*time.Hour), "hour")
+	f(day0.Add(5*time.Hour+7*time.Minute), day0.Add(50*time.Hour+3*time.Minute), "minute")
+	f(day0.Add(23*time.Hour+59*time.Minute), day0.Add(24*time.Hour+time.Minute), "minute")
+	f(day0, day0.Add(72*time.Hour), "day")
+	f(day0.Add(time.Hour), day0.Add(2*time.Hour), "hour")
+}

@@ -35,8 +35,11 @@ const UnknownCountry = "ZZ"
 // breakdowns.
 type rollup struct {
 	clicks, bots uint64
-	hll          *hyperloglog.Sketch // nil: no visitor
-	dims         [numDims]map[string]uint64
+	// est is the sketch's estimate as stored (so a series needs no
+	// sketch); encode refreshes it.
+	est  uint64
+	hll  *hyperloglog.Sketch // nil: no visitor
+	dims [numDims]map[string]uint64
 }
 
 var errBadRollup = errors.New("collector: corrupt rollup")
@@ -49,6 +52,17 @@ func newSketch() *hyperloglog.Sketch {
 		panic(err) // the precision is a constant in range
 	}
 	return sk
+}
+
+// newSum returns an empty rollup whose sketch is dense: merging many
+// sparse sketches into a dense one costs one pass over each, merging
+// them into a sparse one re-sorts its growing list again and again.
+func newSum() *rollup {
+	sk, err := hyperloglog.NewSketch(link.HLLPrecision, false)
+	if err != nil {
+		panic(err)
+	}
+	return &rollup{hll: sk}
 }
 
 func (r *rollup) addDim(d int, key string, n uint64) {
@@ -130,12 +144,14 @@ func sortedCounts(m map[string]uint64) []KeyCount {
 }
 
 // encode appends the stored form of r to dst: a version byte, clicks,
-// bots, the sketch (length-prefixed, empty without visitors) and each
+// bots, the uniques estimate, the sketch (length-prefixed, empty without visitors) and each
 // breakdown as a count of (key, clicks) pairs.
 func (r *rollup) encode(dst []byte) ([]byte, error) {
 	dst = append(dst, rollupVersion)
 	dst = binary.AppendUvarint(dst, r.clicks)
 	dst = binary.AppendUvarint(dst, r.bots)
+	r.est = r.uniques()
+	dst = binary.AppendUvarint(dst, r.est)
 	if r.hll == nil {
 		dst = binary.AppendUvarint(dst, 0)
 	} else {
@@ -177,7 +193,7 @@ func decodeRollup(b []byte, withSketch, withDims bool) (*rollup, error) {
 		return v
 	}
 	ok = true
-	r.clicks, r.bots = uv(), uv()
+	r.clicks, r.bots, r.est = uv(), uv(), uv()
 	hl := uv()
 	if !ok || hl > uint64(len(b)) {
 		return nil, errBadRollup

@@ -100,35 +100,76 @@ func (s *Store) LinkStats(code string, r Range) (*LinkStats, error) {
 	hi := rollupKey(nil, r.Interval, code, r.To.Unix())
 	err := s.scan(lo, hi, func(k, v []byte) error {
 		bucket := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
-		ro, err := decodeRollup(v, true, true)
+		ro, err := decodeRollup(v, false, true)
 		if err != nil {
 			return err
 		}
 		p := &st.Series[(bucket-from)/step]
-		p.Clicks, p.Bots, p.Uniques = ro.clicks, ro.bots, ro.uniques()
+		p.Clicks, p.Bots, p.Uniques = ro.clicks, ro.bots, ro.est
 		return sum.merge(ro)
 	})
 	if err != nil {
 		return nil, err
 	}
-	st.Clicks, st.Bots, st.Uniques = sum.clicks, sum.bots, sum.uniques()
+	st.Clicks, st.Bots = sum.clicks, sum.bots
+	if st.Uniques, err = s.uniquesOver(code, r); err != nil {
+		return nil, err
+	}
 	st.Referrers, st.Countries, st.Devices = top(sum.dims[dimReferrers]), top(sum.dims[dimCountries]), top(sum.dims[dimDevices])
 	st.Browsers, st.OS, st.Edges = top(sum.dims[dimBrowsers]), top(sum.dims[dimOS]), top(sum.dims[dimEdges])
 	st.Completeness = s.Completeness(r.To)
 	return st, nil
 }
 
-// uniquesOver merges the sketches of code over r.
-func (s *Store) uniquesOver(code string, lvl Interval, from, to int64) (uint64, error) {
-	var sum rollup
-	err := s.scan(rollupKey(nil, lvl, code, from), rollupKey(nil, lvl, code, to), func(_, v []byte) error {
+// uniquesOver estimates the distinct visitors of code over r by merging
+// the fewest sketches that cover it exactly: whole days from the day
+// rollups, the rest from hours, and (for a minute range) the rest from
+// minutes. A 30-day range merges 30 day sketches, not 720 hour ones.
+func (s *Store) uniquesOver(code string, r Range) (uint64, error) {
+	sum := newSum()
+	var cover func(lvl Interval, from, to int64) error
+	cover = func(lvl Interval, from, to int64) error {
+		if from >= to {
+			return nil
+		}
+		d := int64(lvl.Duration() / time.Second)
+		a, b := lvl.floor(from+d-1), lvl.floor(to)
+		if lvl == r.Interval || (a < b && lvl > r.Interval) {
+			if lvl == r.Interval {
+				a, b = from, to
+			}
+			if err := s.mergeSketches(sum, code, lvl, a, b); err != nil {
+				return err
+			}
+			if lvl == r.Interval {
+				return nil
+			}
+			if err := cover(lvl-1, from, a); err != nil {
+				return err
+			}
+			return cover(lvl-1, b, to)
+		}
+		return cover(lvl-1, from, to)
+	}
+	if err := cover(Day, r.From.Unix(), r.To.Unix()); err != nil {
+		return 0, err
+	}
+	return sum.uniques(), nil
+}
+
+// mergeSketches merges into sum the sketches of code's lvl rollups in
+// [from, to).
+func (s *Store) mergeSketches(sum *rollup, code string, lvl Interval, from, to int64) error {
+	return s.scan(rollupKey(nil, lvl, code, from), rollupKey(nil, lvl, code, to), func(_, v []byte) error {
 		ro, err := decodeRollup(v, true, false)
 		if err != nil {
 			return err
 		}
-		return sum.merge(ro)
+		if ro.hll == nil {
+			return nil
+		}
+		return sum.hll.Merge(ro.hll)
 	})
-	return sum.uniques(), err
 }
 
 // TopLinks answers the links with the most clicks over r, at most limit,
@@ -170,7 +211,7 @@ func (s *Store) TopLinks(r Range, limit int) (*TopLinks, error) {
 		links = links[:limit]
 	}
 	for i := range links {
-		if links[i].Uniques, err = s.uniquesOver(links[i].Code, r.Interval, r.From.Unix(), r.To.Unix()); err != nil {
+		if links[i].Uniques, err = s.uniquesOver(links[i].Code, r); err != nil {
 			return nil, err
 		}
 	}
@@ -191,7 +232,9 @@ func (s *Store) Totals(code string) (Totals, error) {
 	if err != nil {
 		return t, err
 	}
-	t.Uniques, err = s.uniquesOver(code, Day, 0, 1<<62)
+	sum := newSum()
+	err = s.mergeSketches(sum, code, Day, 0, 1<<62)
+	t.Uniques = sum.uniques()
 	return t, err
 }
 

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/axiomhq/hyperloglog"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -482,7 +481,6 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 // addMinute adds one LinkMinute of a batch from edge to the delta, at
 // every level whose retention still holds its bucket.
 func (s *Store) addMinute(d *delta, edge string, lm *linkpb.LinkMinute, now time.Time) {
-	var entry *hyperloglog.Sketch // the visitors of lm, built once
 	for lvl := Minute; lvl < numLevels; lvl++ {
 		bucket := lvl.floor(lm.MinuteUnix)
 		if !s.retained(lvl, bucket, now) {
@@ -497,16 +495,11 @@ func (s *Store) addMinute(d *delta, edge string, lm *linkpb.LinkMinute, now time
 		r.clicks += lm.Clicks
 		r.bots += lm.Bots
 		if len(lm.Visitors) > 0 {
-			if entry == nil {
-				entry = newSketch()
-				for _, v := range lm.Visitors {
-					entry.InsertHash(v)
-				}
-			}
 			if r.hll == nil {
-				r.hll = entry.Clone()
-			} else {
-				_ = r.hll.Merge(entry) // one precision everywhere: cannot fail
+				r.hll = newSketch()
+			}
+			for _, v := range lm.Visitors {
+				r.hll.InsertHash(v)
 			}
 		}
 		for dim, kcs := range [...][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os} {

@@ -138,7 +138,7 @@ func (g *gen) batch(edge, instance string, seq uint64, through int64, n int) *li
 		lm.Bots = uint64(g.rng.IntN(4))
 		vis := map[uint64]bool{}
 		for range clicks {
-			vis[g.rng.Uint64N(g.visitors)*0x9e3779b97f4a7c15] = true
+			vis[mix(g.rng.Uint64N(g.visitors))] = true
 		}
 		lm.Clicks = clicks
 		for v := range vis {
@@ -219,4 +219,14 @@ func runCollector(t testing.TB, c *Collector) func() {
 			t.Errorf("collector Run: %v", err)
 		}
 	}
+}
+
+// mix is splitmix64's finalizer: visitor ids become uniformly
+// distributed 64-bit hashes, like the edge's keyed hashes (HyperLogLog
+// needs that; a multiplied counter is not).
+func mix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
 }
