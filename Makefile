@@ -12,7 +12,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/origin, bin/edge and bin/linkpop-run
+build: ## build bin/origin, bin/edge, bin/collector and bin/linkpop-run
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
@@ -39,7 +39,7 @@ crash-soak: ## origin crash-durability test with 1,000 SIGKILL trials
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for p in ./link/ ./origin/; do \
+	@for p in ./link/ ./origin/ ./collector/; do \
 		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(or $(FUZZTIME),30s) $$p || exit 1; done; done
 
