@@ -12,7 +12,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/origin, bin/edge, bin/linkpop (the CLI) and bin/linkpop-run
+build: ## build bin/origin, bin/edge, bin/collector, bin/linkpop (the CLI) and bin/linkpop-run
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
@@ -41,7 +41,7 @@ crash-soak: ## origin crash-durability test with 1,000 SIGKILL trials
 # gets FUZZMINIMIZE (5s) and no more, so a worker cannot spend the whole
 # run shrinking a failure and report PASS; the failing input lands in the
 # package's testdata/fuzz/ to be committed with the fix.
-FUZZ_PKGS     := ./link/ ./origin/ ./client/cli/
+FUZZ_PKGS     := ./link/ ./origin/ ./client/cli/ ./collector/
 FUZZMINIMIZE  ?= 5s
 # fuzz-soak runs each target for this many executions.
 SOAK_EXECS    ?= 10000000

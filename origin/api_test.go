@@ -393,6 +393,7 @@ func TestLinkObject(t *testing.T) {
 	f("status", "active")
 	f("expires_at", nil)
 	f("tags", []any{})
+	f("max_visits", nil)
 	f("revision", float64(1))
 	created, err := time.Parse(time.RFC3339, r.str("created_at"))
 	if err != nil || created.Before(before) || created.Location() != time.UTC || !strings.HasSuffix(r.str("created_at"), "Z") {

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
 	"github.com/linkpop/linkpop/replication"
@@ -28,10 +30,12 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultDevNATSAddr     = "127.0.0.1:4222"
 	DefaultIdempotencyTTL  = 24 * time.Hour
+	DefaultStatsHeartbeat  = 15 * time.Second
 	MinAdminKeyLen         = 16
 	MaxAdminKeyLen         = 256
 	adminKeyFile           = "admin.key"
 	storeSubdir            = "origin"
+	collectorSubdir        = "collector"
 	devNATSSubdir          = "nats"
 )
 
@@ -124,6 +128,20 @@ type Config struct {
 	// picks a free port. The default is "127.0.0.1:4222".
 	DevNATSAddr string
 
+	// NoCollector turns off the click collector that otherwise runs
+	// inside the origin (consuming the click stream into DataDir/collector
+	// and answering the stats API). Turn it off when a separate collector
+	// runs (cmd/collector); the stats API then answers 503. The default
+	// (false) runs it.
+	NoCollector bool
+	// Collector configures the in-process collector. Dir and NATS are
+	// set by the origin (DataDir/collector, the origin's NATS settings);
+	// every other field is collector.Config's, with its defaults.
+	Collector collector.Config
+	// StatsHeartbeat is the interval of the comment heartbeat on the live
+	// stats stream (GET /v1/links/{code}/stats/live). The default is 15s.
+	StatsHeartbeat time.Duration
+
 	// Logger receives operational logs: one line per request at debug,
 	// errors at error. The default (nil) discards them.
 	Logger *slog.Logger
@@ -173,6 +191,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DevNATSAddr == "" {
 		c.DevNATSAddr = DefaultDevNATSAddr
+	}
+	if c.StatsHeartbeat == 0 {
+		c.StatsHeartbeat = DefaultStatsHeartbeat
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -256,7 +277,27 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		bad("ShutdownTimeout %v must not be negative", c.ShutdownTimeout)
 	}
+	if c.StatsHeartbeat < 0 {
+		bad("StatsHeartbeat %v must not be negative", c.StatsHeartbeat)
+	}
+	if !c.NoCollector {
+		cc := c.collectorConfig(replication.ConnConfig{URLs: []string{"nats://127.0.0.1:4222"}})
+		if err := cc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// collectorConfig is the in-process collector's configuration over the
+// origin's NATS settings.
+func (c *Config) collectorConfig(nats replication.ConnConfig) collector.Config {
+	cc := c.Collector
+	cc.Dir = filepath.Join(c.DataDir, collectorSubdir)
+	cc.FS = nil
+	cc.NATS = nats
+	cc.NATS.Name = "linkpop-origin-collector"
+	return cc
 }
 
 // baseHost returns the host of an absolute http(s) base URL, checked to

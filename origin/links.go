@@ -46,6 +46,7 @@ type linkBody struct {
 	Redirect  jsontext.Value `json:"redirect"`
 	ExpiresAt jsontext.Value `json:"expires_at"`
 	Tags      jsontext.Value `json:"tags"`
+	MaxVisits jsontext.Value `json:"max_visits"`
 }
 
 // patchBody is linkBody without code, which cannot change: a PATCH naming
@@ -55,6 +56,7 @@ type patchBody struct {
 	Redirect  jsontext.Value `json:"redirect"`
 	ExpiresAt jsontext.Value `json:"expires_at"`
 	Tags      jsontext.Value `json:"tags"`
+	MaxVisits jsontext.Value `json:"max_visits"`
 }
 
 func isNull(m jsontext.Value) bool { return bytes.Equal(m, []byte("null")) }
@@ -129,6 +131,19 @@ func parseTags(m jsontext.Value) ([]string, error) {
 	return tags, nil
 }
 
+// parseMaxVisits validates max_visits: a positive integer, or null for
+// no limit (0).
+func parseMaxVisits(m jsontext.Value) (uint64, error) {
+	if isNull(m) {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(string(bytes.TrimSpace(m)), 10, 64)
+	if err != nil || n == 0 {
+		return 0, link.OnField("max_visits", ErrInvalidMaxVisits)
+	}
+	return n, nil
+}
+
 // createRequest is a validated POST /v1/links body.
 type createRequest struct {
 	URL       string    `json:"url"`
@@ -136,6 +151,7 @@ type createRequest struct {
 	Redirect  int       `json:"redirect"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Tags      []string  `json:"tags"`
+	MaxVisits uint64    `json:"max_visits,omitempty"`
 }
 
 func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) {
@@ -165,6 +181,11 @@ func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) 
 	}
 	if b.Tags != nil {
 		if req.Tags, err = parseTags(b.Tags); err != nil {
+			return req, err
+		}
+	}
+	if b.MaxVisits != nil {
+		if req.MaxVisits, err = parseMaxVisits(b.MaxVisits); err != nil {
 			return req, err
 		}
 	}
@@ -225,6 +246,7 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 		Redirect:  req.Redirect,
 		ExpiresAt: req.ExpiresAt,
 		Tags:      req.Tags,
+		MaxVisits: req.MaxVisits,
 	}
 	if idemKey != "" {
 		sreq.Idem = &store.Idempotency{Scope: p.id, Key: idemKey, RequestHash: req.hash()}
@@ -296,8 +318,15 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 		}
 		req.Tags, n = &t, n+1
 	}
+	if body.MaxVisits != nil {
+		mv, err := parseMaxVisits(body.MaxVisits)
+		if err != nil {
+			return err
+		}
+		req.MaxVisits, n = &mv, n+1
+	}
 	if n == 0 {
-		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags")
+		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags, max_visits")
 	}
 	if !link.ValidCode(code) {
 		return link.ErrNotFound
@@ -305,6 +334,12 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 	rec, err := s.store.Update(r.Context(), req)
 	if err != nil {
 		return err
+	}
+	if req.MaxVisits != nil {
+		// A limit the link has already reached disables it now.
+		if rec, err = s.enforceMaxVisits(r.Context(), rec); err != nil {
+			return err
+		}
 	}
 	s.writeLink(w, http.StatusOK, &rec)
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/relay"
 	"github.com/linkpop/linkpop/origin/store"
@@ -51,6 +52,15 @@ type Server struct {
 	nc    natsConn
 	pub   *replication.Publisher
 	relay *relay.Relay
+	// collector is the in-process click collector; nil with NoCollector.
+	collector *collector.Collector
+	// maxVisits receives codes whose clicks reached their max_visits.
+	maxVisits chan string
+	// mMaxVisits counts the links disabled for reaching max_visits.
+	mMaxVisits *metrics.Counter
+	// quit is closed when Run begins to stop: long-lived answers (the
+	// live stats stream) end on it.
+	quit chan struct{}
 
 	apiLn, adminLn net.Listener
 	apiSrv         *http.Server
@@ -92,14 +102,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		metrics:   cfg.Metrics,
-		reserved:  link.NewReserved(cfg.Reserved),
-		shortBase: cfg.BaseURL,
-		keys:      newKeyCache(),
-		limits:    newLimiters(),
-		scans:     make(chan struct{}, maxDigestScans),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    cfg.Metrics,
+		reserved:   link.NewReserved(cfg.Reserved),
+		shortBase:  cfg.BaseURL,
+		keys:       newKeyCache(),
+		limits:     newLimiters(),
+		scans:      make(chan struct{}, maxDigestScans),
+		maxVisits:  make(chan string, maxVisitsQueue),
+		mMaxVisits: cfg.Metrics.GetOrCreateCounter("linkpop_origin_max_visits_disabled_total"),
+		quit:       make(chan struct{}),
 	}
 	host, _ := baseHost(cfg.BaseURL) // validated
 	policy, err := link.NewURLPolicy(append([]string{host}, cfg.BlockedDomains...))
@@ -149,6 +162,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.nc = nc
+	if !cfg.NoCollector {
+		cc := cfg.collectorConfig(natsCfg)
+		cc.Logger = cfg.Logger.With("component", "collector")
+		cc.NATS.Logger = cfg.Logger.With("component", "nats", "conn", "collector")
+		cc.Metrics = cfg.Metrics
+		cc.OnClicks = s.onClicks
+		if s.collector, err = collector.New(cc); err != nil {
+			return nil, fmt.Errorf("collector: %w", err)
+		}
+	}
 	s.pub, err = replication.NewPublisher(nc, cfg.Stream)
 	if err != nil {
 		return nil, err
@@ -236,7 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("origin serving", "api", s.Addr(), "admin", s.AdminAddr(), "base_url", s.shortBase)
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var httpWG sync.WaitGroup
 	serve := func(name string, srv *http.Server, ln net.Listener) {
 		httpWG.Add(1)
@@ -266,6 +289,17 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 
+	collCtx, stopCollector := context.WithCancel(context.Background())
+	var collWG sync.WaitGroup
+	if s.collector != nil {
+		collWG.Go(func() {
+			if err := s.collector.Run(collCtx); err != nil {
+				errc <- fmt.Errorf("collector: %w", err)
+			}
+		})
+		collWG.Go(func() { s.runMaxVisits(collCtx) })
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -274,6 +308,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("origin stopping on error", "err", runErr)
 	}
 	s.shutting.Store(true)
+	close(s.quit)
 
 	shutdown := func(name string, srv *http.Server) {
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
@@ -286,6 +321,11 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdown("api", s.apiSrv)
 	shutdown("admin", s.adminSrv)
 	httpWG.Wait()
+
+	// The collector disables links through the store (max_visits): it
+	// stops before the relay and the store.
+	stopCollector()
+	collWG.Wait()
 
 	stopRelay()
 	relayWG.Wait()
@@ -325,6 +365,10 @@ func (s *Server) release() error {
 					_ = ln.Close()
 				}
 			}
+		}
+		if s.collector != nil {
+			// A no-op after the collector's Run, which closes it itself.
+			_ = s.collector.Close()
 		}
 		if s.nc != nil {
 			s.nc.Close()

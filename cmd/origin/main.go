@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -125,6 +126,10 @@ type flags struct {
 	defaultBurst                   int
 	maxBodyBytes                   int64
 	shutdownTimeout                time.Duration
+	noCollector                    bool
+	clickStreamReplicas            int
+	minuteRetention, hourRetention time.Duration
+	edgeRetireAfter                time.Duration
 }
 
 const defaultNATS = "nats://127.0.0.1:4222"
@@ -150,6 +155,11 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.defaultBurst, "burst", origin.DefaultBurst, "token bucket size for keys minted without a burst")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", origin.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", origin.DefaultShutdownTimeout, "how long in-flight requests may finish at shutdown")
+	fs.BoolVar(&f.noCollector, "no-collector", false, "do not run the click collector in this process (the stats API then answers 503)")
+	fs.IntVar(&f.clickStreamReplicas, "click-stream-replicas", 1, "click stream (LINKPOP_CLICKS) replication factor (3 in production)")
+	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
+	fs.DurationVar(&f.hourRetention, "hour-retention", 90*24*time.Hour, "how long the collector keeps hour rollups (day rollups are kept forever)")
+	fs.DurationVar(&f.edgeRetireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return f
@@ -192,7 +202,14 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 		ShutdownTimeout:  f.shutdownTimeout,
 		Dev:              f.dev,
 		DevNATSAddr:      f.devNATSAddr,
-		Logger:           logger,
+		NoCollector:      f.noCollector,
+		Collector: collector.Config{
+			Stream:          replication.ClickStreamConfig{Replicas: f.clickStreamReplicas},
+			MinuteRetention: f.minuteRetention,
+			HourRetention:   f.hourRetention,
+			RetireAfter:     f.edgeRetireAfter,
+		},
+		Logger: logger,
 	}
 	// With -dev, -nats defaults to the embedded server.
 	if !f.dev || set["nats"] {

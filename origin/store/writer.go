@@ -37,6 +37,9 @@ type CreateRequest struct {
 	ExpiresAt time.Time
 	// Tags are the link's tags.
 	Tags []string
+	// MaxVisits is the click count at which the origin disables the
+	// link; 0 is no limit.
+	MaxVisits uint64
 	// Idem, when set, makes a retry of the same request return the first
 	// response.
 	Idem *Idempotency
@@ -51,6 +54,9 @@ type UpdateRequest struct {
 	// clears the expiry.
 	ExpiresAt *time.Time
 	Tags      *[]string
+	// MaxVisits: nil leaves it unchanged; a pointer to 0 removes the
+	// limit.
+	MaxVisits *uint64
 	// IfRevision: 0 updates unconditionally; otherwise the update is
 	// link.ErrRevisionMismatch unless it equals the current revision.
 	IfRevision uint64
@@ -360,6 +366,7 @@ func (t *txn) create(req *CreateRequest) result {
 		ExpiresAt: normTime(req.ExpiresAt),
 		Revision:  t.rev + 1,
 		Tags:      normTags(req.Tags),
+		MaxVisits: req.MaxVisits,
 	}
 	var idem *idemRecord
 	if req.Idem != nil {
@@ -420,8 +427,11 @@ func (t *txn) updateLink(req *UpdateRequest) result {
 	if req.Tags != nil {
 		next.Tags = normTags(*req.Tags)
 	}
+	if req.MaxVisits != nil {
+		next.MaxVisits = *req.MaxVisits
+	}
 	if next.URL == cur.URL && next.Redirect == cur.Redirect && next.ExpiresAt.Equal(cur.ExpiresAt) &&
-		slices.Equal(next.Tags, cur.Tags) {
+		slices.Equal(next.Tags, cur.Tags) && next.MaxVisits == cur.MaxVisits {
 		return result{rec: cur}
 	}
 	next.UpdatedAt = t.now

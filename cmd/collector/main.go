@@ -1,0 +1,98 @@
+// Command collector runs linkpop's click collector on its own: it
+// consumes the click stream (LINKPOP_CLICKS) through a durable JetStream
+// consumer into its own Pebble rollup store and serves /metrics and
+// /healthz on an operator listener.
+//
+//	collector -data DIR [-nats URLS] [-durable NAME] [-edges E1,E2] [-admin 127.0.0.1:9083] ...
+//
+// The origin runs the same collector in-process by default; run this
+// binary with the origin's -no-collector. See the README ("Click
+// analytics") for what a separate collector serves today.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"github.com/linkpop/linkpop/collector"
+	"github.com/linkpop/linkpop/replication"
+)
+
+func main() {
+	fs := flag.NewFlagSet("collector", flag.ExitOnError)
+	var (
+		data, admin, natsURLs, natsCreds, natsToken string
+		stream, durable, edges                      string
+		streamReplicas                              int
+		minuteRet, hourRet, retireAfter, ackWait    time.Duration
+		logLevel, logFormat                         string
+	)
+	fs.StringVar(&data, "data", "", "data directory: the rollup store is DIR/collector (required)")
+	fs.StringVar(&admin, "admin", "127.0.0.1:9083", "admin listen address: /metrics /healthz")
+	fs.StringVar(&natsURLs, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma separated")
+	fs.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
+	fs.StringVar(&natsToken, "nats-token", "", "NATS auth token")
+	fs.StringVar(&stream, "click-stream", "LINKPOP_CLICKS", "JetStream click stream name")
+	fs.IntVar(&streamReplicas, "click-stream-replicas", 1, "click stream replication factor (3 in production)")
+	fs.StringVar(&durable, "durable", "linkpop-collector", "durable consumer name; each collector of a partitioned fleet needs its own")
+	fs.StringVar(&edges, "edges", "", "consume only these edges' batches, comma separated (a partition; default every edge)")
+	fs.DurationVar(&minuteRet, "minute-retention", 7*24*time.Hour, "how long minute rollups are kept")
+	fs.DurationVar(&hourRet, "hour-retention", 90*24*time.Hour, "how long hour rollups are kept (day rollups are kept forever)")
+	fs.DurationVar(&retireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
+	fs.DurationVar(&ackWait, "ack-wait", 30*time.Second, "redelivery delay of unacknowledged batches (after a crash)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "collector: unexpected arguments %q\n", fs.Args())
+		os.Exit(2)
+	}
+	logger, err := cli.NewLogger(logLevel, logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "collector:", err)
+		os.Exit(2)
+	}
+	if data == "" {
+		fmt.Fprintln(os.Stderr, "collector: -data is required")
+		os.Exit(2)
+	}
+	cfg := collector.Config{
+		Dir:             filepath.Join(data, "collector"),
+		NATS:            replication.ConnConfig{URLs: cli.SplitList(natsURLs), CredsFile: natsCreds, Token: natsToken, Logger: logger},
+		Stream:          replication.ClickStreamConfig{Name: stream, Replicas: streamReplicas},
+		Durable:         durable,
+		Edges:           cli.SplitList(edges),
+		AckWait:         ackWait,
+		MinuteRetention: minuteRet,
+		HourRetention:   hourRet,
+		RetireAfter:     retireAfter,
+		AdminListen:     admin,
+		Logger:          logger,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "collector:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg collector.Config) error {
+	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o700); err != nil {
+		return errors.New("data dir: " + err.Error())
+	}
+	c, err := collector.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("collector consuming %s as %s, admin on http://%s\n", cfg.Stream.Name, cfg.Durable, c.AdminAddr())
+	return c.Run(ctx)
+}

@@ -1,0 +1,277 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/linkpop/linkpop/collector"
+	"github.com/linkpop/linkpop/link"
+)
+
+// Top links page sizes of GET /v1/stats.
+const (
+	DefaultTopLimit = 20
+	MaxTopLimit     = 1000
+)
+
+// maxVisitsQueue bounds the codes waiting to be disabled for max_visits;
+// a code dropped when it is full is queued again by its next click.
+const maxVisitsQueue = 1024
+
+// liveMinGap is the least time between two events of the live stream.
+const liveMinGap = time.Second
+
+// errNoCollector answers the stats API of an origin without a collector.
+var errNoCollector = withDetail(ErrUnavailable, "analytics are not collected by this origin (NoCollector)")
+
+// statsRange reads from, to and interval; each may appear once.
+func statsRange(r *http.Request) (collector.Range, error) {
+	q := r.URL.Query()
+	var vals [3]string
+	for i, name := range []string{"from", "to", "interval"} {
+		v, ok := q[name]
+		if !ok {
+			continue
+		}
+		if len(v) != 1 {
+			return collector.Range{}, link.OnField(name, withDetail(ErrInvalidRange, name+" must be given once"))
+		}
+		vals[i] = v[0]
+		if vals[i] == "" {
+			return collector.Range{}, link.OnField(name, withDetail(ErrInvalidRange, name+" must not be empty"))
+		}
+	}
+	rg, err := collector.ParseRange(vals[0], vals[1], vals[2], time.Now())
+	var re *collector.RangeError
+	if errors.As(err, &re) {
+		return rg, link.OnField(re.Field, withDetail(ErrInvalidRange, re.Msg))
+	}
+	return rg, err
+}
+
+// statsLink checks that code names a link of the store.
+func (s *Server) statsLink(code string) error {
+	if s.collector == nil {
+		return errNoCollector
+	}
+	if !link.ValidCode(code) {
+		return link.ErrNotFound
+	}
+	_, err := s.store.Get(code)
+	return err
+}
+
+// wantsCSV reports whether the Accept header asks for text/csv.
+func wantsCSV(h http.Header) bool {
+	for _, part := range strings.Split(h.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/csv" {
+			return true
+		}
+	}
+	return false
+}
+
+// linkStats is GET /v1/links/{code}/stats?from=&to=&interval=.
+func (s *Server) linkStats(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	code := r.PathValue("code")
+	if err := s.statsLink(code); err != nil {
+		return err
+	}
+	rg, err := statsRange(r)
+	if err != nil {
+		return err
+	}
+	st, err := s.collector.LinkStats(code, rg)
+	if err != nil {
+		return fmt.Errorf("link stats: %w", err)
+	}
+	if wantsCSV(r.Header) {
+		var b strings.Builder
+		b.WriteString("t,clicks,uniques,bots\n")
+		for _, p := range st.Series {
+			fmt.Fprintf(&b, "%s,%d,%d,%d\n", apiTime(p.T), p.Clicks, p.Uniques, p.Bots)
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/csv; charset=utf-8")
+		h.Set("Content-Disposition", `attachment; filename="`+code+`-stats.csv"`)
+		h.Set("Content-Length", strconv.Itoa(b.Len()))
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(b.String()))
+		return nil
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// topLinks is GET /v1/stats?from=&to=&limit=.
+func (s *Server) topLinks(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	if s.collector == nil {
+		return errNoCollector
+	}
+	limit := DefaultTopLimit
+	if vals, ok := r.URL.Query()["limit"]; ok {
+		n, err := strconv.Atoi(vals[0])
+		if len(vals) != 1 || err != nil || n < 1 || n > MaxTopLimit {
+			return link.OnField("limit", ErrInvalidLimit)
+		}
+		limit = n
+	}
+	if _, ok := r.URL.Query()["interval"]; ok {
+		return link.OnField("interval", withDetail(ErrInvalidRange, "GET /v1/stats takes from, to and limit"))
+	}
+	rg, err := statsRange(r)
+	if err != nil {
+		return err
+	}
+	top, err := s.collector.TopLinks(rg, limit)
+	if err != nil {
+		return fmt.Errorf("top links: %w", err)
+	}
+	writeJSON(w, http.StatusOK, top)
+	return nil
+}
+
+// liveStats is GET /v1/links/{code}/stats/live: Server-Sent Events with
+// the link's running totals (event "clicks"), at once and then at most
+// once a second while clicks arrive, and a comment heartbeat every
+// StatsHeartbeat. It ends when the client goes or the origin stops.
+func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	code := r.PathValue("code")
+	if err := s.statsLink(code); err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	// The API's write timeout does not apply to a stream.
+	_ = rc.SetWriteDeadline(time.Time{})
+	ch, stop := s.collector.Watch(code)
+	defer stop()
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	send := func() error {
+		t, err := s.collector.Totals(code)
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(t)
+		if _, err := fmt.Fprintf(w, "event: clicks\ndata: %s\n\n", b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	if err := send(); err != nil {
+		return nil // the answer has begun: nothing more to say
+	}
+	last := time.Now()
+	hb := time.NewTicker(s.cfg.StatsHeartbeat)
+	defer hb.Stop()
+	var due <-chan time.Time // set while an event waits for liveMinGap
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-s.quit:
+			return nil
+		case <-hb.C:
+			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
+				return nil
+			}
+		case <-ch:
+			if due != nil {
+				continue
+			}
+			if wait := liveMinGap - time.Since(last); wait > 0 {
+				due = time.After(wait)
+				continue
+			}
+			if send() != nil {
+				return nil
+			}
+			last = time.Now()
+		case <-due:
+			due = nil
+			if send() != nil {
+				return nil
+			}
+			last = time.Now()
+		}
+	}
+}
+
+// onClicks is the collector's hook after every commit: codes whose
+// clicks reached their max_visits are queued to be disabled. It never
+// blocks the collector: a code that finds the queue full is queued again
+// by its next batch of clicks.
+func (s *Server) onClicks(totals map[string]uint64) {
+	if s.closed.Load() {
+		return
+	}
+	for code, n := range totals {
+		rec, err := s.store.Get(code)
+		if err != nil || rec.MaxVisits == 0 || n < rec.MaxVisits || rec.Status != link.StatusActive {
+			continue
+		}
+		select {
+		case s.maxVisits <- code:
+		default:
+		}
+	}
+}
+
+// runMaxVisits disables the links queued by onClicks until ctx ends.
+func (s *Server) runMaxVisits(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case code := <-s.maxVisits:
+			rec, err := s.store.Get(code)
+			if err != nil {
+				continue
+			}
+			if _, err := s.enforceMaxVisits(ctx, rec); err != nil && ctx.Err() == nil {
+				s.log.Error("disable link at max_visits", "code", code, "err", err)
+			}
+		}
+	}
+}
+
+// enforceMaxVisits disables rec, through the ordinary store and change
+// stream, if it is active and its clicks reached its max_visits; it
+// returns the link's state after that.
+func (s *Server) enforceMaxVisits(ctx context.Context, rec link.Record) (link.Record, error) {
+	if s.collector == nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+		return rec, nil
+	}
+	n, err := s.collector.Clicks(rec.Code)
+	if err != nil || n < rec.MaxVisits {
+		return rec, err
+	}
+	// Conditional on the revision read: a concurrent change wins, and its
+	// own clicks re-trigger the check.
+	next, err := s.store.Disable(ctx, rec.Code, rec.Revision)
+	if errors.Is(err, link.ErrRevisionMismatch) {
+		return s.store.Get(rec.Code)
+	}
+	if err != nil {
+		return rec, err
+	}
+	s.mMaxVisits.Inc()
+	s.log.Info("link disabled: max_visits reached", "code", rec.Code, "max_visits", rec.MaxVisits, "clicks", n)
+	return next, nil
+}
+
+// apiTime is the API's time format: RFC 3339 in UTC, with fractional
+// seconds only when there are some (as client.Link writes its times).
+func apiTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
