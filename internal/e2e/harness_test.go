@@ -9,15 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/wait"
@@ -27,6 +30,12 @@ import (
 
 // testAdminKey is the origin's bootstrap admin key in every test.
 const testAdminKey = "e2e-admin-key-0123456789abcdef"
+
+// testAnalyticsKey keys the edges' visitor hashes in every test.
+const testAnalyticsKey = "e2e-analytics-key-fedcba9876543210"
+
+// testClickFlush is the edges' click flush interval in every test.
+const testClickFlush = 200 * time.Millisecond
 
 // convergeTimeout bounds how long the edges may take to reflect every
 // write. Generous: the machine is shared and has two cores.
@@ -41,6 +50,7 @@ type system struct {
 	origin *originNode
 	edges  []*edgeNode
 	api    *apiClient
+	client *client.Client // the current origin's, through the client package
 }
 
 // newSystem starts JetStream, an origin and two edges: edge-a asks the
@@ -75,7 +85,10 @@ func (s *system) startOrigin(dir string) {
 		NATS:        replication.ConnConfig{URLs: []string{s.ns.URL()}, ReconnectWait: 50 * time.Millisecond, Logger: s.log},
 		Stream:      s.stream,
 		AdminKey:    testAdminKey,
-		Logger:      s.log.With("component", "origin"),
+		// A collector restarted mid-ingest gets its unacknowledged
+		// batches back after AckWait: keep that short of the 30s default.
+		Collector: collector.Config{AckWait: 2 * time.Second},
+		Logger:    s.log.With("component", "origin"),
 	})
 	if err != nil {
 		t.Fatalf("origin.New: %v", err)
@@ -86,6 +99,11 @@ func (s *system) startOrigin(dir string) {
 	t.Cleanup(func() { s.stopOrigin(o) })
 	s.origin = o
 	s.api = &apiClient{base: "http://" + srv.Addr(), key: testAdminKey, hc: &http.Client{Timeout: 10 * time.Second}}
+	c, err := client.New(client.Config{BaseURL: s.api.base, Key: testAdminKey})
+	if err != nil {
+		t.Fatalf("client.New: %v", err)
+	}
+	s.client = c
 }
 
 // stopOrigin cancels the origin's Run and waits for it. Stopping a stopped
@@ -111,7 +129,8 @@ type edgeNode struct {
 	name   string
 	cfg    edge.Config
 	srv    *edge.Server
-	base   string // http://host:port of the redirect listener
+	base   string                 // http://host:port of the redirect listener
+	url    atomic.Pointer[string] // base, for goroutines sending traffic while the edge restarts
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -130,7 +149,13 @@ func (s *system) startEdge(name, dir string, fallback bool, join ...string) *edg
 		// Declare the stream unreachable soon after contact is lost, so
 		// the outage tests see "stale" without waiting the 30s default.
 		MaxStale: 2 * time.Second,
-		Logger:   s.log.With("component", name),
+		// Analytics on: 127.0.0.1 is a trusted proxy, so the tests choose
+		// each click's client address with X-Forwarded-For; a short flush
+		// makes complete_through follow the traffic closely.
+		AnalyticsKey:   []byte(testAnalyticsKey),
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		ClickFlush:     testClickFlush,
+		Logger:         s.log.With("component", name),
 	}
 	if fallback {
 		cfg.OriginURL, cfg.OriginKey = s.api.base, testAdminKey
@@ -161,6 +186,8 @@ func (s *system) runEdge(e *edgeNode) {
 		t.Fatalf("edge %s did not start within 30s", e.name)
 	}
 	e.base = "http://" + srv.Addr()
+	base := e.base
+	e.url.Store(&base)
 }
 
 // stopEdge cancels e's Run and waits for it. Stopping a stopped edge does
