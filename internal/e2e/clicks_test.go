@@ -1,0 +1,494 @@
+package e2e
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/edge/clicks"
+	"github.com/linkpop/linkpop/internal/leaktest"
+	"github.com/linkpop/linkpop/internal/wait"
+)
+
+// uaClass is a User-Agent of the scripted traffic and what the contract
+// says it is: the model's own table, not the edge's classifier.
+type uaClass struct {
+	ua     string
+	device string // the devices key of its clicks ("bot" for bots)
+	bot    bool
+}
+
+var testUAs = []uaClass{
+	{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", "desktop", false},
+	{"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15", "desktop", false},
+	{"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0", "desktop", false},
+	{"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1", "mobile", false},
+	{"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36", "mobile", false},
+	{"Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1", "tablet", false},
+	{"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot", true},
+	{"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "bot", true},
+	{"Twitterbot/1.0", "bot", true},
+	{"facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "bot", true},
+}
+
+// browserUA is a desktop browser: one click per redirect.
+var browserUA = testUAs[0].ua
+
+// testReferers are Referer values and the referrer host each counts under
+// ("" is a direct visit).
+var testReferers = []struct{ header, host string }{
+	{"", ""},
+	{"https://news.example.com/item?id=1", "news.example.com"},
+	{"https://WWW.Example.ORG:8443/a/b", "www.example.org"},
+	{"http://user@blog.example.net/post", "blog.example.net"},
+	{"android-app://com.slack/", "com.slack"},
+	{"not a url", ""},
+}
+
+// testAddrs are the client addresses the traffic claims through
+// X-Forwarded-For (127.0.0.1 is a trusted proxy). Their countries come
+// from the edge's own offline database, whatever it says.
+var testAddrs = func() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range []string{"8.8.8.8", "81.2.69.142", "2.16.0.1", "1.1.1.1", "5.9.0.1", "193.0.0.1", "133.0.0.1", "200.160.0.1", "41.0.0.1", "10.1.2.3", "2001:4860::8888"} {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	// Many more distinct visitors from one network, for the uniques.
+	for i := range 200 {
+		out = append(out, netip.AddrFrom4([4]byte{8, 8, byte(4 + i/250), byte(1 + i%250)}))
+	}
+	return out
+}()
+
+// clickReq is one scripted request.
+type clickReq struct {
+	edge   int // index into system.edges
+	method string
+	code   string
+	ua     uaClass
+	ref    int // index into testReferers
+	addr   netip.Addr
+	// want is the answer the request must get (0: any); redirect says
+	// whether it must be a redirect.
+	want int
+}
+
+// linkCounts is what the model holds for one code.
+type linkCounts struct {
+	clicks, bots                  uint64
+	referrers, countries, devices map[string]uint64
+	edges                         map[string]uint64
+	visitors                      map[string]struct{}
+}
+
+// clickModel counts what the edges answered, as the contract defines a
+// click: a GET answered with a redirect; bots apart.
+type clickModel struct {
+	mu        sync.Mutex
+	links     map[string]*linkCounts
+	ambiguous int // requests without an answer (the edge went away)
+	served    int // redirects of every kind
+}
+
+func newClickModel() *clickModel { return &clickModel{links: map[string]*linkCounts{}} }
+
+func (m *clickModel) link(code string) *linkCounts {
+	lc := m.links[code]
+	if lc == nil {
+		lc = &linkCounts{referrers: map[string]uint64{}, countries: map[string]uint64{}, devices: map[string]uint64{},
+			edges: map[string]uint64{}, visitors: map[string]struct{}{}}
+		m.links[code] = lc
+	}
+	return lc
+}
+
+// baseline starts the model from the clicks already counted: the
+// harness's convergence checks are GETs whose User-Agent (Go's) is a bot.
+// It waits until complete_through has passed now, and fails if any of
+// those requests counted as a click.
+func (m *clickModel) baseline(t *testing.T, s *system, codes ...string) {
+	t.Helper()
+	now := time.Now()
+	waitComplete(t, s, codes[0], now)
+	for _, code := range codes {
+		st, err := s.client.Stats(context.Background(), code, client.StatsQuery{})
+		if err != nil {
+			t.Fatalf("stats %s: %v", code, err)
+		}
+		if st.Clicks != 0 {
+			t.Fatalf("stats %s before the traffic: %d clicks, want only bots", code, st.Clicks)
+		}
+		if st.Bots > 0 {
+			lc := m.link(code)
+			lc.bots, lc.devices["bot"] = st.Bots, st.Bots
+		}
+	}
+}
+
+func (m *clickModel) record(edgeName string, r clickReq, status int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.method != http.MethodGet || !isRedirect(status) {
+		return
+	}
+	m.served++
+	lc := m.link(r.code)
+	lc.devices[r.ua.device]++
+	if r.ua.bot {
+		lc.bots++
+		return
+	}
+	lc.clicks++
+	lc.referrers[testReferers[r.ref].host]++
+	c := clicks.Country(r.addr)
+	lc.countries[string(c[:])]++
+	lc.edges[edgeName]++
+	lc.visitors[r.addr.String()+"|"+r.ua.ua] = struct{}{}
+}
+
+func isRedirect(status int) bool {
+	return status == 301 || status == 302 || status == 307 || status == 308
+}
+
+// send sends r to its edge and returns the status (0 and the error when
+// there was no answer).
+func send(s *system, r clickReq) (int, error) {
+	e := s.edges[r.edge]
+	req, err := http.NewRequest(r.method, *e.url.Load()+"/"+r.code, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("User-Agent", r.ua.ua)
+	if h := testReferers[r.ref].header; h != "" {
+		req.Header.Set("Referer", h)
+	}
+	req.Header.Set("X-Forwarded-For", r.addr.String())
+	resp, err := edgeClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// traffic sends reqs from workers goroutines, records every answer in m
+// and checks it against the request's want. progress counts the requests
+// done. With refusedOK, a refused connection (an edge that is stopped: the
+// request never reached it) is no answer and no error; any other request
+// without an answer is counted in m.ambiguous.
+func traffic(s *system, m *clickModel, reqs []clickReq, workers int, progress *atomic.Int64, refusedOK bool) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(reqs) {
+					return
+				}
+				r := reqs[i]
+				status, err := send(s, r)
+				progress.Add(1)
+				if err != nil {
+					if refusedOK {
+						if !errors.Is(err, syscall.ECONNREFUSED) {
+							m.mu.Lock()
+							m.ambiguous++
+							m.mu.Unlock()
+						}
+						continue
+					}
+					errs <- fmt.Errorf("%s %s on %s: %v", r.method, r.code, s.edges[r.edge].name, err)
+					return
+				}
+				m.record(s.edges[r.edge].name, r, status)
+				if r.want != 0 && status != r.want {
+					errs <- fmt.Errorf("%s %s on %s: status %d, want %d", r.method, r.code, s.edges[r.edge].name, status, r.want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// clickScene is a system with links for the scripted traffic: active
+// ones with a skewed popularity, a disabled one and unknown codes.
+type clickScene struct {
+	s        *system
+	active   []string
+	disabled string
+	unknown  []string
+}
+
+func newClickScene(t *testing.T) *clickScene {
+	s := newSystem(t)
+	sc := &clickScene{s: s, unknown: []string{"zzunknown1", "zzunknown2"}}
+	m := model{}
+	for i := range 6 {
+		o := s.api.create(t, map[string]any{"url": fmt.Sprintf("https://example.com/clicks/%d", i)})
+		sc.active = append(sc.active, o.Code)
+		m[o.Code] = wantOf(t, o)
+	}
+	o := s.api.create(t, map[string]any{"url": "https://example.com/gone"})
+	o = s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+o.Code, nil)
+	sc.disabled = o.Code
+	m[o.Code] = wantOf(t, o)
+	s.converge(m, sc.unknown)
+	return sc
+}
+
+// script is n requests, deterministic in seed: the i-th active link is
+// asked about (i+1) times as often as the first, so the ranking is
+// clear; one in ten is a HEAD, one in twenty an unknown code, one in
+// twenty the disabled link.
+func (sc *clickScene) script(seed uint64, n int) []clickReq {
+	x := seed
+	rnd := func(k int) int { // xorshift: reproducible without a shared source
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		return int(x % uint64(k))
+	}
+	weights := 0
+	for i := range sc.active {
+		weights += i + 1
+	}
+	out := make([]clickReq, n)
+	for i := range out {
+		r := clickReq{edge: rnd(2), method: http.MethodGet, ua: testUAs[rnd(len(testUAs))], ref: rnd(len(testReferers)), addr: testAddrs[rnd(len(testAddrs))]}
+		switch p := rnd(100); {
+		case p < 5:
+			r.code, r.want = sc.unknown[rnd(len(sc.unknown))], http.StatusNotFound
+		case p < 10:
+			r.code, r.want = sc.disabled, http.StatusGone
+		default:
+			w := rnd(weights)
+			for j := range sc.active {
+				if w -= j + 1; w < 0 {
+					r.code = sc.active[j]
+					break
+				}
+			}
+			r.want = http.StatusFound
+			if p < 20 {
+				r.method = http.MethodHead
+			}
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// waitComplete polls the stats of code until complete_through passes
+// end, then asks once more: that answer was read after a commit that
+// covered end. It returns the answer and how long it took.
+func waitComplete(t *testing.T, s *system, code string, end time.Time) (client.Stats, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), convergeTimeout)
+	defer cancel()
+	for {
+		st, err := s.client.Stats(ctx, code, client.StatsQuery{})
+		if err == nil && st.CompleteThrough.After(end) {
+			took := time.Since(end)
+			st, err = s.client.Stats(ctx, code, client.StatsQuery{})
+			if err != nil {
+				t.Fatalf("stats %s: %v", code, err)
+			}
+			return st, took
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("complete_through of %s did not pass %v within %v: last %+v, err %v", code, end, convergeTimeout, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkStats requires the stats of every code of m (and of the codes in
+// also, which must have none) to equal the model, and GET /v1/stats to
+// rank the links as the model does.
+func checkStats(t *testing.T, s *system, m *clickModel, end time.Time, also ...string) {
+	t.Helper()
+	codes := slices.Sorted(maps.Keys(m.links))
+	codes = append(codes, also...)
+	if len(codes) == 0 {
+		t.Fatal("the model holds no clicks")
+	}
+	_, took := waitComplete(t, s, codes[0], end)
+	t.Logf("complete_through passed the end of the traffic %v after it", took.Round(time.Millisecond))
+	ctx := context.Background()
+	for _, code := range codes {
+		st, err := s.client.Stats(ctx, code, client.StatsQuery{})
+		if err != nil {
+			t.Fatalf("stats %s: %v", code, err)
+		}
+		if !st.CompleteThrough.After(end) {
+			t.Fatalf("stats %s: complete_through %v went back before %v", code, st.CompleteThrough, end)
+		}
+		lc := m.links[code]
+		if lc == nil {
+			lc = &linkCounts{}
+		}
+		if st.Clicks != lc.clicks || st.Bots != lc.bots {
+			t.Errorf("%s: clicks %d bots %d, model %d and %d", code, st.Clicks, st.Bots, lc.clicks, lc.bots)
+		}
+		n := float64(len(lc.visitors))
+		if bound := 3*1.04/math.Sqrt(16384)*n + 2; math.Abs(float64(st.Uniques)-n) > bound {
+			t.Errorf("%s: uniques %d, model %d distinct visitors (bound ±%.1f)", code, st.Uniques, len(lc.visitors), bound)
+		}
+		var sc, sb uint64
+		for _, p := range st.Series {
+			sc += p.Clicks
+			sb += p.Bots
+		}
+		if sc != st.Clicks || sb != st.Bots {
+			t.Errorf("%s: series sums to %d clicks %d bots, totals %d and %d", code, sc, sb, st.Clicks, st.Bots)
+		}
+		for _, d := range []struct {
+			name string
+			got  []client.StatsCount
+			want map[string]uint64
+		}{
+			{"referrers", st.Referrers, lc.referrers},
+			{"countries", st.Countries, lc.countries},
+			{"devices", st.Devices, lc.devices},
+			{"edges", st.Edges, lc.edges},
+		} {
+			got := map[string]uint64{}
+			for _, kc := range d.got {
+				got[kc.Key] = kc.Clicks
+			}
+			want := map[string]uint64{}
+			for k, v := range d.want {
+				if v > 0 {
+					want[k] = v
+				}
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("%s: %s %v, model %v", code, d.name, got, want)
+			}
+		}
+	}
+	top, err := s.client.Top(ctx, client.StatsQuery{Limit: 1000})
+	if err != nil {
+		t.Fatalf("GET /v1/stats: %v", err)
+	}
+	var want []client.TopLink
+	var clicksSum, botsSum uint64
+	for code, lc := range m.links {
+		if lc.clicks+lc.bots > 0 {
+			want = append(want, client.TopLink{Code: code, Clicks: lc.clicks, Bots: lc.bots})
+		}
+		clicksSum += lc.clicks
+		botsSum += lc.bots
+	}
+	slices.SortFunc(want, func(a, b client.TopLink) int {
+		return cmp.Or(cmp.Compare(b.Clicks, a.Clicks), cmp.Compare(a.Code, b.Code))
+	})
+	got := make([]client.TopLink, len(top.Links))
+	for i, l := range top.Links {
+		got[i] = client.TopLink{Code: l.Code, Clicks: l.Clicks, Bots: l.Bots}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("GET /v1/stats ranks\n  %v\nmodel\n  %v", got, want)
+	}
+	if top.Clicks != clicksSum || top.Bots != botsSum {
+		t.Errorf("GET /v1/stats: clicks %d bots %d, model %d and %d", top.Clicks, top.Bots, clicksSum, botsSum)
+	}
+}
+
+// TestClicksExact: a scripted mix of browsers and bots, referrers,
+// addresses, HEADs, 404s and 410s over both edges; once complete_through
+// has passed the end, every count equals the model's.
+func TestClicksExact(t *testing.T) {
+	leaktest.Check(t)
+	sc := newClickScene(t)
+	m := newClickModel()
+	m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
+	var done atomic.Int64
+	if err := traffic(sc.s, m, sc.script(1, 1500), 8, &done, false); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	t.Logf("%d redirects served", m.served)
+	checkStats(t, sc.s, m, end, sc.disabled)
+}
+
+// TestClicksExactThroughFaults: the same traffic with a fault in the
+// middle of it (applied after a third of the requests, undone after two
+// thirds): every count still equals the model, nothing lost, nothing
+// counted twice.
+func TestClicksExactThroughFaults(t *testing.T) {
+	for _, f := range []struct {
+		name        string
+		apply, undo func(s *system)
+		tolerate    bool // requests to a stopped edge are refused
+	}{
+		{"NATSRestart", func(s *system) { s.ns.Stop() }, func(s *system) { s.ns.Restart() }, false},
+		{"CollectorRestart", func(s *system) { s.stopOrigin(s.origin) }, func(s *system) { s.startOrigin(s.origin.dir) }, false},
+		{"EdgeRestart", func(s *system) {
+			s.stopEdge(s.edges[1])
+			s.runEdge(s.edges[1])
+		}, func(*system) {}, true},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			leaktest.Check(t)
+			sc := newClickScene(t)
+			m := newClickModel()
+			m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
+			reqs := sc.script(2, 1800)
+			var done atomic.Int64
+			finished := make(chan struct{})
+			var terr error
+			go func() {
+				defer close(finished)
+				terr = traffic(sc.s, m, reqs, 4, &done, f.tolerate)
+			}()
+			waitProgress := func(n int) {
+				wait.For(t, convergeTimeout, fmt.Sprintf("%d requests sent", n), func() bool {
+					select {
+					case <-finished:
+						return true
+					default:
+					}
+					return done.Load() >= int64(n)
+				})
+			}
+			waitProgress(len(reqs) / 3)
+			f.apply(sc.s)
+			waitProgress(2 * len(reqs) / 3)
+			f.undo(sc.s)
+			<-finished
+			if terr != nil {
+				t.Fatal(terr)
+			}
+			end := time.Now()
+			t.Logf("%d redirects served, %d requests without an answer", m.served, m.ambiguous)
+			if m.ambiguous > 0 {
+				t.Fatalf("%d requests got no answer from an edge stopping in order", m.ambiguous)
+			}
+			checkStats(t, sc.s, m, end, sc.disabled)
+		})
+	}
+}
