@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -121,6 +123,7 @@ func (m *clickModel) link(code string) *linkCounts {
 // those requests counted as a click.
 func (m *clickModel) baseline(t *testing.T, s *system, codes ...string) {
 	t.Helper()
+	s.waitEdgesKnown()
 	now := time.Now()
 	waitComplete(t, s, codes[0], now)
 	for _, code := range codes {
@@ -418,6 +421,25 @@ func checkStats(t *testing.T, s *system, m *clickModel, end time.Time, also ...s
 	}
 }
 
+// waitEdgesKnown waits until the collector has heard from every edge:
+// complete_through is the oldest mark among the edges the collector
+// knows, so before an edge's first batch is applied it does not hold
+// complete_through back (a fresh edge ships its first batches only once
+// its connection and the click stream are up).
+func (s *system) waitEdgesKnown() {
+	s.t.Helper()
+	url := "http://" + s.origin.srv.AdminAddr() + "/metrics"
+	wait.For(s.t, convergeTimeout, "the collector knows every edge", func() bool {
+		_, met := httpGet(url)
+		for _, l := range strings.Split(met, "\n") {
+			if v, ok := strings.CutPrefix(l, "linkpop_collector_edges "); ok {
+				return v == strconv.Itoa(len(s.edges))
+			}
+		}
+		return false
+	})
+}
+
 // TestClicksExact: a scripted mix of browsers and bots, referrers,
 // addresses, HEADs, 404s and 410s over both edges; once complete_through
 // has passed the end, every count equals the model's.
@@ -445,7 +467,19 @@ func TestClicksExactThroughFaults(t *testing.T) {
 		apply, undo func(s *system)
 		tolerate    bool // requests to a stopped edge are refused
 	}{
-		{"NATSRestart", func(s *system) { s.ns.Stop() }, func(s *system) { s.ns.Restart() }, false},
+		{"NATSRestart", func(s *system) {
+			s.ns.Stop()
+			// The outage lasts until an edge holds sealed batches it
+			// could not ship.
+			wait.For(s.t, convergeTimeout, "an edge holds unshipped batches", func() bool {
+				for _, e := range s.edges {
+					if c := e.srv.Status().Clicks; c != nil && c.PendingBatches > 0 {
+						return true
+					}
+				}
+				return false
+			})
+		}, func(s *system) { s.ns.Restart() }, false},
 		{"CollectorRestart", func(s *system) { s.stopOrigin(s.origin) }, func(s *system) { s.startOrigin(s.origin.dir) }, false},
 		{"EdgeRestart", func(s *system) {
 			s.stopEdge(s.edges[1])
@@ -457,7 +491,7 @@ func TestClicksExactThroughFaults(t *testing.T) {
 			sc := newClickScene(t)
 			m := newClickModel()
 			m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
-			reqs := sc.script(2, 1800)
+			reqs := sc.script(2, 3000)
 			var done atomic.Int64
 			finished := make(chan struct{})
 			var terr error
@@ -476,6 +510,11 @@ func TestClicksExactThroughFaults(t *testing.T) {
 				})
 			}
 			waitProgress(len(reqs) / 3)
+			select {
+			case <-finished:
+				t.Fatalf("the traffic ended before the fault: %v", terr)
+			default:
+			}
 			f.apply(sc.s)
 			waitProgress(2 * len(reqs) / 3)
 			f.undo(sc.s)
@@ -491,4 +530,85 @@ func TestClicksExactThroughFaults(t *testing.T) {
 			checkStats(t, sc.s, m, end, sc.disabled)
 		})
 	}
+}
+
+// TestViralCode: one code hammered by 32 goroutines × 250 requests over
+// both edges counts exactly.
+func TestViralCode(t *testing.T) {
+	leaktest.Check(t)
+	s := newSystem(t)
+	o := s.api.create(t, map[string]any{"url": "https://example.com/viral"})
+	s.converge(model{o.Code: wantOf(t, o)}, nil)
+	m := newClickModel()
+	m.baseline(t, s, o.Code)
+	reqs := make([]clickReq, 32*250)
+	for i := range reqs {
+		reqs[i] = clickReq{edge: i % 2, method: http.MethodGet, code: o.Code, ua: testUAs[3*(i%2)], addr: testAddrs[i%len(testAddrs)], want: http.StatusFound}
+	}
+	var done atomic.Int64
+	if err := traffic(s, m, reqs, 32, &done, false); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	if m.links[o.Code].clicks != uint64(len(reqs)) {
+		t.Fatalf("model counts %d clicks of %d requests", m.links[o.Code].clicks, len(reqs))
+	}
+	checkStats(t, s, m, end)
+}
+
+// maxOvershoot bounds the clicks TestMaxVisits may serve past the limit.
+// At maxVisitsRate requests a second, the disable reaches the edges
+// about flush (200ms) + collector commit + origin disable + relay + edge
+// apply after the crossing click: under a second here, so about 100
+// clicks; the bound allows 4 s of a loaded two-core machine.
+const (
+	maxVisitsRate = 100
+	maxOvershoot  = 4 * maxVisitsRate
+)
+
+// TestMaxVisits: a link with max_visits N, asked at a steady rate over
+// both edges, goes 410 on both; the stats count every redirect served,
+// at least N, and the overshoot stays under maxOvershoot.
+func TestMaxVisits(t *testing.T) {
+	leaktest.Check(t)
+	s := newSystem(t)
+	const limit = 50
+	o := s.api.create(t, map[string]any{"url": "https://example.com/limited", "max_visits": limit})
+	s.converge(model{o.Code: wantOf(t, o)}, nil)
+	m := newClickModel()
+	m.baseline(t, s, o.Code)
+	gone := [2]bool{}
+	tick := time.NewTicker(time.Second / maxVisitsRate)
+	defer tick.Stop()
+	deadline := time.Now().Add(convergeTimeout)
+	for i := 0; !gone[0] || !gone[1]; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d redirects the link is still served (gone on edges: %v)", m.served, gone)
+		}
+		<-tick.C
+		r := clickReq{edge: i % 2, method: http.MethodGet, code: o.Code, ua: testUAs[0], addr: testAddrs[i%len(testAddrs)]}
+		status, err := send(s, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.record(s.edges[r.edge].name, r, status)
+		switch {
+		case status == http.StatusGone:
+			gone[r.edge] = true
+		case status != http.StatusFound:
+			t.Fatalf("GET %s: status %d", o.Code, status)
+		case gone[r.edge]:
+			t.Fatalf("%s redirected after answering 410", s.edges[r.edge].name)
+		}
+	}
+	end := time.Now()
+	served := m.links[o.Code].clicks
+	t.Logf("max_visits %d: %d redirects served at %d/s, overshoot %d (bound %d)", limit, served, maxVisitsRate, served-min(served, limit), maxOvershoot)
+	if served < limit {
+		t.Fatalf("disabled after %d redirects, limit %d", served, limit)
+	}
+	if served-limit > maxOvershoot {
+		t.Errorf("overshoot %d past the limit %d, bound %d", served-limit, limit, maxOvershoot)
+	}
+	checkStats(t, s, m, end)
 }

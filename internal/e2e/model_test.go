@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,9 +35,27 @@ func TestRandomizedModel(t *testing.T) {
 
 	s := newSystem(t)
 	g := &generator{t: t, r: r, api: s.api, m: model{}}
+	clicks := newClickModel()
 	for i := 0; i < ops; i++ {
 		g.step(i)
+		// Clicks during the ops: a browser GET of a random code on a
+		// random edge. The edge answers by its replica, which may lag
+		// the origin, so the model counts what the edge answered (a
+		// click is a redirect answered).
+		for range g.r.IntN(3) {
+			code := g.codes[g.r.IntN(len(g.codes))]
+			if g.r.IntN(10) == 0 {
+				code = unknownCodes(r, 1)[0]
+			}
+			req := clickReq{edge: g.r.IntN(2), method: http.MethodGet, code: code, ua: testUAs[g.r.IntN(6)], addr: testAddrs[g.r.IntN(len(testAddrs))]}
+			status, err := send(s, req)
+			if err != nil {
+				t.Fatalf("GET %s: %v", code, err)
+			}
+			clicks.record(s.edges[req.edge].name, req, status)
+		}
 	}
+	clicksEnd := time.Now()
 	t.Logf("model: %d links (%d created, %d updated, %d deactivated, %d duplicate codes refused)",
 		len(g.m), g.created, g.updated, g.disabled, g.refused)
 
@@ -47,6 +68,40 @@ func TestRandomizedModel(t *testing.T) {
 	t.Logf("expected answers: %v", g.m.tally(time.Now()))
 	s.converge(g.m, unknownCodes(r, 50))
 	s.checkDigests()
+	checkRandomClicks(t, s, clicks, clicksEnd)
+}
+
+// checkRandomClicks requires GET /v1/stats to hold every code's clicks
+// as the model counted them, once complete_through has passed end. The
+// convergence checks are GETs too, but with Go's User-Agent, a bot:
+// they count in bots only, which are not compared here.
+func checkRandomClicks(t *testing.T, s *system, m *clickModel, end time.Time) {
+	t.Helper()
+	codes := slices.Sorted(maps.Keys(m.links))
+	if len(codes) == 0 {
+		t.Fatal("no clicks in the model")
+	}
+	waitComplete(t, s, codes[0], end)
+	top, err := s.client.Top(context.Background(), client.StatsQuery{Limit: 1000})
+	if err != nil {
+		t.Fatalf("GET /v1/stats: %v", err)
+	}
+	got := map[string]uint64{}
+	for _, l := range top.Links {
+		if l.Clicks > 0 {
+			got[l.Code] = l.Clicks
+		}
+	}
+	want := map[string]uint64{}
+	for code, lc := range m.links {
+		if lc.clicks > 0 {
+			want[code] = lc.clicks
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("clicks per code %v, model %v", got, want)
+	}
+	t.Logf("clicks: %d redirects over %d codes counted exactly", m.served, len(want))
 }
 
 // tally counts the answers the model expects at now, by status.
