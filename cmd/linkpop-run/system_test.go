@@ -168,6 +168,39 @@ func TestSystem(t *testing.T) {
 		})
 	}
 
+	// A browser's redirect on each edge is a click (the checks above are
+	// Go's User-Agent, a bot): the stats show both once complete_through
+	// has passed them.
+	const browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+	for _, e := range cfg.Layout.Edges {
+		req, err := http.NewRequest(http.MethodGet, "http://"+e.Listen+"/"+code, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("User-Agent", browser)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("browser GET on %s: %v", e.Name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("browser GET on %s: %d", e.Name, resp.StatusCode)
+		}
+	}
+	clicked := time.Now()
+	api, err := client.New(client.Config{BaseURL: "http://" + cfg.Layout.OriginAPI, Key: s.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st client.Stats
+	wait.For(t, 30*time.Second, "stats with both clicks and complete_through past them", func() bool {
+		st, err = api.Stats(context.Background(), code, client.StatsQuery{})
+		return err == nil && st.CompleteThrough.After(clicked)
+	})
+	if st, err = api.Stats(context.Background(), code, client.StatsQuery{}); err != nil || st.Clicks != 2 || len(st.Edges) != 2 {
+		t.Fatalf("stats of %s: clicks %d over edges %v (err %v), want 2 over both edges", code, st.Clicks, st.Edges, err)
+	}
+
 	originPID := s.origin.cmd.Process.Pid
 	if err := syscall.Kill(originPID, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill origin: %v", err)
