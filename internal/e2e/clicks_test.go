@@ -477,6 +477,21 @@ func TestClicksExact(t *testing.T) {
 	end := time.Now()
 	t.Logf("%d redirects served", m.served)
 	checkStats(t, sc.s, m, end, sc.disabled)
+	// The countries come from the edge's own database; the ones no
+	// database can disagree on are pinned, and the mix must hold several.
+	countries := map[string]uint64{}
+	for _, lc := range m.links {
+		for k, v := range lc.countries {
+			countries[k] += v
+		}
+	}
+	if us, zz := clicks.Country(netip.MustParseAddr("8.8.8.8")), clicks.Country(netip.MustParseAddr("10.1.2.3")); string(us[:]) != "US" || string(zz[:]) != "ZZ" {
+		t.Errorf("8.8.8.8 in %s, 10.1.2.3 in %s; want US and ZZ", us[:], zz[:])
+	}
+	if len(countries) < 4 || countries["US"] == 0 || countries["ZZ"] == 0 {
+		t.Errorf("the traffic's clicks come from %v: want US, ZZ and more", countries)
+	}
+	t.Logf("clicks by country: %v", countries)
 }
 
 // TestClicksExactThroughFaults: the same traffic with a fault in the
