@@ -85,8 +85,7 @@ type clickReq struct {
 	ua     uaClass
 	ref    int // index into testReferers
 	addr   netip.Addr
-	// want is the answer the request must get (0: any); redirect says
-	// whether it must be a redirect.
+	// want is the status the request must get (0: any).
 	want int
 }
 
