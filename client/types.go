@@ -366,11 +366,11 @@ type StatsCount struct {
 // TopLinks is GET /v1/stats: the links with the most clicks in the range,
 // descending.
 type TopLinks struct {
-	From            time.Time `json:"from"`
-	To              time.Time `json:"to"`
-	Clicks          uint64    `json:"clicks"`
-	Bots            uint64    `json:"bots"`
-	Links           []TopLink `json:"links"`
+	From            time.Time  `json:"from"`
+	To              time.Time  `json:"to"`
+	Clicks          uint64     `json:"clicks"`
+	Bots            uint64     `json:"bots"`
+	Links           []TopLink  `json:"links"`
 	CompleteThrough *time.Time `json:"complete_through"` // null before any edge reported
 }
 
