@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -759,6 +760,26 @@ func (s *Store) DiskBytes() uint64 {
 		return 0
 	}
 	return s.db.Metrics().DiskSpaceUsage()
+}
+
+// TableBytes is the size of the store's sstables (compressed; without
+// the WAL and memtables), after compacting everything when compact is
+// set. Benchmarks measure bytes per link-day with it.
+func (s *Store) TableBytes(compact bool) (int64, error) {
+	s.rmu.RLock()
+	defer s.rmu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	if compact {
+		if err := s.db.Flush(); err != nil {
+			return 0, err
+		}
+		if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+			return 0, err
+		}
+	}
+	return s.db.Metrics().Total().TablesSize, nil
 }
 
 // Flush writes the memtable to disk (benchmarks measure bytes on disk).
