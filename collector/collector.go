@@ -206,8 +206,8 @@ func New(cfg Config) (*Collector, error) {
 		return c.oldestIncomplete().Seconds()
 	})
 	cfg.Metrics.NewGauge("linkpop_collector_edges", func() float64 {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+		c.emu.RLock()
+		defer c.emu.RUnlock()
 		return float64(len(c.edges))
 	})
 	return c, nil

@@ -181,8 +181,11 @@ type Store struct {
 
 	// mu serialises writers (Apply, Prune) and guards the state below.
 	mu    sync.Mutex
-	seqs  map[string]uint64    // seqKey -> last applied seq
-	gaps  map[string]time.Time // seqKey -> when a gap after it was first seen
+	seqs map[string]uint64    // seqKey -> last applied seq
+	gaps map[string]time.Time // seqKey -> when a gap after it was first seen
+	// emu guards edges, so queries read the marks without waiting for a
+	// commit (Apply holds mu through its fsync).
+	emu   sync.RWMutex
 	edges map[string]edgeState // edge name -> state
 	// closed is set by Close, under mu.
 	closed bool
@@ -411,7 +414,9 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 		applied++
 		es, ok := edges[b.Edge]
 		if !ok {
+			s.emu.RLock()
 			es = s.edges[b.Edge]
+			s.emu.RUnlock()
 		}
 		es.through = max(es.through, b.ThroughUnixMs)
 		es.dropped += b.Dropped
@@ -453,9 +458,11 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 				delete(s.gaps, sk)
 			}
 		}
+		s.emu.Lock()
 		for name, es := range edges {
 			s.edges[name] = es
 		}
+		s.emu.Unlock()
 	}
 	for _, sk := range gaps {
 		delete(s.gaps, sk)
@@ -697,8 +704,8 @@ type EdgeMark struct {
 
 // Edges lists the edges the store has applied batches from, by name.
 func (s *Store) Edges() []EdgeMark {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.emu.RLock()
+	defer s.emu.RUnlock()
 	out := make([]EdgeMark, 0, len(s.edges))
 	for name, es := range s.edges {
 		out = append(out, EdgeMark{Edge: name, Through: time.UnixMilli(es.through).UTC(), Dropped: es.dropped})
