@@ -180,7 +180,7 @@ type Store struct {
 	log *slog.Logger
 
 	// mu serialises writers (Apply, Prune) and guards the state below.
-	mu    sync.Mutex
+	mu   sync.Mutex
 	seqs map[string]uint64    // seqKey -> last applied seq
 	gaps map[string]time.Time // seqKey -> when a gap after it was first seen
 	// emu guards edges, so queries read the marks without waiting for a
