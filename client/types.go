@@ -345,7 +345,7 @@ type Stats struct {
 	Browsers        []StatsCount `json:"browsers"`
 	OS              []StatsCount `json:"os"`
 	Edges           []StatsCount `json:"edges"`
-	CompleteThrough time.Time    `json:"complete_through"`
+	CompleteThrough *time.Time   `json:"complete_through"` // null before any edge reported
 	IncompleteEdges []string     `json:"incomplete_edges"`
 }
 
@@ -366,12 +366,12 @@ type StatsCount struct {
 // TopLinks is GET /v1/stats: the links with the most clicks in the range,
 // descending.
 type TopLinks struct {
-	From            time.Time `json:"from"`
-	To              time.Time `json:"to"`
-	Clicks          uint64    `json:"clicks"`
-	Bots            uint64    `json:"bots"`
-	Links           []TopLink `json:"links"`
-	CompleteThrough time.Time `json:"complete_through"`
+	From            time.Time  `json:"from"`
+	To              time.Time  `json:"to"`
+	Clicks          uint64     `json:"clicks"`
+	Bots            uint64     `json:"bots"`
+	Links           []TopLink  `json:"links"`
+	CompleteThrough *time.Time `json:"complete_through"` // null before any edge reported
 }
 
 // TopLink is one link of TopLinks.

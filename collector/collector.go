@@ -108,8 +108,12 @@ func (c *Config) Validate() error {
 	if c.PruneInterval < 0 {
 		errs = append(errs, errors.New("collector: PruneInterval must not be negative"))
 	}
-	if c.GapTimeout != 0 && c.AckWait != 0 && c.GapTimeout <= c.AckWait {
-		errs = append(errs, fmt.Errorf("collector: GapTimeout %v must exceed AckWait %v (a gap after a crash fills after AckWait)", c.GapTimeout, c.AckWait))
+	gap, ack := so.withDefaults().GapTimeout, c.AckWait
+	if ack == 0 {
+		ack = 30 * time.Second // ClickConsumerConfig's default
+	}
+	if gap <= ack {
+		errs = append(errs, fmt.Errorf("collector: GapTimeout %v must exceed AckWait %v (a gap after a crash fills after AckWait)", gap, ack))
 	}
 	return errors.Join(errs...)
 }
@@ -206,8 +210,8 @@ func New(cfg Config) (*Collector, error) {
 		return c.oldestIncomplete().Seconds()
 	})
 	cfg.Metrics.NewGauge("linkpop_collector_edges", func() float64 {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+		c.emu.RLock()
+		defer c.emu.RUnlock()
 		return float64(len(c.edges))
 	})
 	return c, nil

@@ -3,14 +3,19 @@ package collector
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/wait"
+	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/proto/linkpb"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -224,5 +229,63 @@ func TestGapAcceptedAfterTimeout(t *testing.T) {
 	}
 	if g, l := set.GetOrCreateCounter("linkpop_collector_gaps_total").Get(), set.GetOrCreateCounter("linkpop_collector_gap_batches_lost_total").Get(); g != 1 || l != 2 {
 		t.Fatalf("gaps %d lost %d, want 1 and 2", g, l)
+	}
+}
+
+// TestPoisonAndAdmin: an undecodable batch, and one whose subject names
+// another edge, are terminated and counted, and the batches after them
+// apply; the admin listener serves the metrics and health.
+func TestPoisonAndAdmin(t *testing.T) {
+	leaktest.Check(t)
+	ns := natstest.Start(t)
+	ctx := ctxT(t)
+	set := metrics.NewSet()
+	c, err := New(Config{Dir: t.TempDir(), NATS: replication.ConnConfig{URLs: []string{ns.URL()}}, Metrics: set, AdminListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runCollector(t, c)
+	defer stop()
+	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{ns.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := replication.EnsureClickStreamConn(ctx, nc, replication.ClickStreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := replication.PublishClickData(ctx, nc, "linkpop.clicks.e", "junk", []byte("not a batch")); err != nil {
+		t.Fatal(err)
+	}
+	other := &linkpb.ClickBatch{Edge: "other", Instance: "i", Seq: 1, Links: []*linkpb.LinkMinute{{Code: "abc", MinuteUnix: 60, Clicks: 50}}}
+	data, _ := link.MarshalClickBatch(other)
+	if err := replication.PublishClickData(ctx, nc, "linkpop.clicks.e", "wrong-subject", data); err != nil {
+		t.Fatal(err)
+	}
+	good := &linkpb.ClickBatch{Edge: "e", Instance: "i", Seq: 1, ThroughUnixMs: 5000, Links: []*linkpb.LinkMinute{{Code: "abc", MinuteUnix: 60, Clicks: 2}}}
+	if err := replication.PublishClickBatch(ctx, nc, replication.ClickStreamConfig{}, good); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the good batch applied", func() bool { return c.LastSeq("e", "i") == 1 })
+	if n, _ := c.Clicks("abc"); n != 2 {
+		t.Fatalf("clicks %d, want 2 (poison counted?)", n)
+	}
+	if got := c.Consumer().Status().Poison; got != 2 {
+		t.Fatalf("poison %d, want 2", got)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + c.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "linkpop_collector_clicks_total 2") || !strings.Contains(body, "linkpop_collector_consumer_poison_total 2") {
+		t.Fatalf("/metrics %d:\n%s", code, body)
+	}
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, `"nats_connected":true`) {
+		t.Fatalf("/healthz %d: %s", code, body)
 	}
 }

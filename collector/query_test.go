@@ -258,3 +258,22 @@ func TestUniquesCover(t *testing.T) {
 	f(day0, day0.Add(72*time.Hour), "day")
 	f(day0.Add(time.Hour), day0.Add(2*time.Hour), "hour")
 }
+
+func TestConfigValidate(t *testing.T) {
+	nats := replication.ConnConfig{URLs: []string{"nats://127.0.0.1:1"}}
+	f := func(c Config, wantErr bool) {
+		t.Helper()
+		if err := c.Validate(); (err != nil) != wantErr {
+			t.Fatalf("Validate(%+v) = %v, want error %v", c, err, wantErr)
+		}
+	}
+	f(Config{Dir: "x", NATS: nats}, false)
+	f(Config{NATS: nats}, true)
+	f(Config{Dir: "x"}, true)
+	f(Config{Dir: "x", NATS: nats, AckWait: 5 * time.Minute}, true)
+	f(Config{Dir: "x", NATS: nats, AckWait: 5 * time.Minute, GapTimeout: 10 * time.Minute}, false)
+	f(Config{Dir: "x", NATS: nats, Durable: "bad name"}, true)
+	f(Config{Dir: "x", NATS: nats, Edges: []string{"a.b"}}, true)
+	f(Config{Dir: "x", NATS: nats, BreakdownLimit: 1}, true)
+	f(Config{Dir: "x", NATS: nats, RetireAfter: -time.Second}, true)
+}

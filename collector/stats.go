@@ -260,8 +260,8 @@ func (s *Store) Clicks(code string) (uint64, error) {
 // frontier. Marks are the edges' clocks: a collector that was down does
 // not retire anybody.
 func (s *Store) Completeness(to time.Time) Completeness {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.emu.RLock()
+	defer s.emu.RUnlock()
 	c := Completeness{IncompleteEdges: []string{}}
 	if len(s.edges) == 0 {
 		return c

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/link"
 )
@@ -107,7 +108,7 @@ func (s *Server) linkStats(w http.ResponseWriter, r *http.Request, _ *principal)
 		_, _ = w.Write([]byte(b.String()))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, statsObject(st))
 	return nil
 }
 
@@ -135,7 +136,7 @@ func (s *Server) topLinks(w http.ResponseWriter, r *http.Request, _ *principal) 
 	if err != nil {
 		return fmt.Errorf("top links: %w", err)
 	}
-	writeJSON(w, http.StatusOK, top)
+	writeJSON(w, http.StatusOK, topObject(top))
 	return nil
 }
 
@@ -164,7 +165,7 @@ func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal)
 		if err != nil {
 			return err
 		}
-		b, _ := json.Marshal(t)
+		b, _ := json.Marshal(client.LiveClicks{T: t.T, Clicks: t.Clicks, Uniques: t.Uniques, Bots: t.Bots})
 		if _, err := fmt.Fprintf(w, "event: clicks\ndata: %s\n\n", b); err != nil {
 			return err
 		}
@@ -275,3 +276,50 @@ func (s *Server) enforceMaxVisits(ctx context.Context, rec link.Record) (link.Re
 // apiTime is the API's time format: RFC 3339 in UTC, with fractional
 // seconds only when there are some (as client.Link writes its times).
 func apiTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// statsObject is the stats object of the API (client.Stats, the one
+// definition) for what the collector answered.
+func statsObject(st *collector.LinkStats) client.Stats {
+	out := client.Stats{
+		Code: st.Code, From: st.From, To: st.To, Interval: st.Interval,
+		Clicks: st.Clicks, Uniques: st.Uniques, Bots: st.Bots,
+		Series:          make([]client.StatsPoint, len(st.Series)),
+		Referrers:       statsCounts(st.Referrers),
+		Countries:       statsCounts(st.Countries),
+		Devices:         statsCounts(st.Devices),
+		Browsers:        statsCounts(st.Browsers),
+		OS:              statsCounts(st.OS),
+		Edges:           statsCounts(st.Edges),
+		CompleteThrough: st.CompleteThrough,
+		IncompleteEdges: st.IncompleteEdges,
+	}
+	for i, p := range st.Series {
+		out.Series[i] = client.StatsPoint{T: p.T, Clicks: p.Clicks, Uniques: p.Uniques, Bots: p.Bots}
+	}
+	if out.IncompleteEdges == nil {
+		out.IncompleteEdges = []string{}
+	}
+	return out
+}
+
+// statsCounts is a breakdown of the API: an array, never null.
+func statsCounts(kcs []collector.KeyCount) []client.StatsCount {
+	out := make([]client.StatsCount, len(kcs))
+	for i, kc := range kcs {
+		out[i] = client.StatsCount{Key: kc.Key, Clicks: kc.Count}
+	}
+	return out
+}
+
+// topObject is GET /v1/stats's answer (client.TopLinks).
+func topObject(top *collector.TopLinks) client.TopLinks {
+	out := client.TopLinks{
+		From: top.From, To: top.To, Clicks: top.Clicks, Bots: top.Bots,
+		Links:           make([]client.TopLink, len(top.Links)),
+		CompleteThrough: top.CompleteThrough,
+	}
+	for i, l := range top.Links {
+		out.Links[i] = client.TopLink{Code: l.Code, Clicks: l.Clicks, Uniques: l.Uniques, Bots: l.Bots}
+	}
+	return out
+}

@@ -332,3 +332,16 @@ func TestMaxVisits(t *testing.T) {
 		t.Fatalf("PATCH below the count: %s", r.raw)
 	}
 }
+
+// TestStatsWithoutCollector: an origin started with NoCollector answers
+// the stats API 503 unavailable, and links keep working.
+func TestStatsWithoutCollector(t *testing.T) {
+	leaktest.Check(t)
+	o := apiStart(t, func(c *origin.Config) { c.NoCollector = true })
+	o.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"https://example.com/a","code":"alpha","max_visits":5}`)
+	for _, p := range []string{"/v1/links/alpha/stats", "/v1/stats", "/v1/links/alpha/stats/live"} {
+		if r := o.must(503, "GET", p, apiAdminKey, ""); r.errCode() != "unavailable" {
+			t.Fatalf("GET %s: %s", p, r.raw)
+		}
+	}
+}

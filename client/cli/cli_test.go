@@ -237,11 +237,15 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("qr svg to stdout: %.100s", r.stdout)
 	}
 
-	// Analytics is not served by this origin.
-	for _, args := range [][]string{{"stats", "launch"}, {"top"}} {
-		if r := e.must(1, args...); !strings.Contains(r.stderr, "analytics is not available on this server") {
-			t.Fatalf("%v: %s", args, r.stderr)
-		}
+	// The origin's collector answers stats: no clicks yet.
+	if r := e.must(0, "stats", "launch"); !strings.Contains(r.stdout, "clicks") || !strings.Contains(r.stdout, "launch") {
+		t.Fatalf("stats launch: %s", r.stdout)
+	}
+	if r := e.must(0, "stats", "launch", "-o", "json"); !strings.Contains(r.stdout, `"clicks":0`) {
+		t.Fatalf("stats launch -o json: %s", r.stdout)
+	}
+	if r := e.must(0, "top"); !strings.Contains(strings.ToLower(r.stdout), "clicks") {
+		t.Fatalf("top: %s", r.stdout)
 	}
 	if r := e.must(1, "stats", "nope404"); !strings.Contains(r.stderr, "not_found") {
 		t.Fatalf("stats of an unknown link: %s", r.stderr)

@@ -396,7 +396,7 @@ func (a *app) statsCmd() *cobra.Command {
 			}
 			tw := newTable(a.io.Stdout)
 			fmt.Fprintf(tw, "code\t%s\nrange\t%s .. %s (%s)\nclicks\t%d\nuniques\t%d\nbots\t%d\ncomplete through\t%s\n",
-				s.Code, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339), s.Interval, s.Clicks, s.Uniques, s.Bots, s.CompleteThrough.Format(time.RFC3339))
+				s.Code, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339), s.Interval, s.Clicks, s.Uniques, s.Bots, completeThrough(s.CompleteThrough))
 			if len(s.IncompleteEdges) > 0 {
 				fmt.Fprintf(tw, "incomplete edges\t%s\n", strings.Join(s.IncompleteEdges, ", "))
 			}
@@ -469,7 +469,7 @@ func (a *app) topCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", l.Code, l.Clicks, l.Uniques, l.Bots)
 			}
 			fmt.Fprintf(tw, "\n%d clicks, %d bots, %s .. %s, complete through %s\n", top.Clicks, top.Bots,
-				top.From.Format(time.RFC3339), top.To.Format(time.RFC3339), top.CompleteThrough.Format(time.RFC3339))
+				top.From.Format(time.RFC3339), top.To.Format(time.RFC3339), completeThrough(top.CompleteThrough))
 			return tw.Flush()
 		},
 	}
@@ -748,3 +748,12 @@ func (a *app) versionCmd() *cobra.Command {
 }
 
 var errStop = errors.New("stopped")
+
+// completeThrough prints a stats answer's complete_through: "-" before
+// any edge has reported.
+func completeThrough(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}

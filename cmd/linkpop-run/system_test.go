@@ -195,7 +195,7 @@ func TestSystem(t *testing.T) {
 	var st client.Stats
 	wait.For(t, 30*time.Second, "stats with both clicks and complete_through past them", func() bool {
 		st, err = api.Stats(context.Background(), code, client.StatsQuery{})
-		return err == nil && st.CompleteThrough.After(clicked)
+		return err == nil && st.CompleteThrough != nil && st.CompleteThrough.After(clicked)
 	})
 	if st, err = api.Stats(context.Background(), code, client.StatsQuery{}); err != nil || st.Clicks != 2 || len(st.Edges) != 2 {
 		t.Fatalf("stats of %s: clicks %d over edges %v (err %v), want 2 over both edges", code, st.Clicks, st.Edges, err)

@@ -314,7 +314,7 @@ func waitComplete(t *testing.T, s *system, code string, end time.Time) (client.S
 	defer cancel()
 	for {
 		st, err := s.client.Stats(ctx, code, client.StatsQuery{})
-		if err == nil && st.CompleteThrough.After(end) {
+		if err == nil && st.CompleteThrough != nil && st.CompleteThrough.After(end) {
 			took := time.Since(end)
 			st, err = s.client.Stats(ctx, code, client.StatsQuery{})
 			if err != nil {
@@ -347,7 +347,7 @@ func checkStats(t *testing.T, s *system, m *clickModel, end time.Time, also ...s
 		if err != nil {
 			t.Fatalf("stats %s: %v", code, err)
 		}
-		if !st.CompleteThrough.After(end) {
+		if st.CompleteThrough == nil || !st.CompleteThrough.After(end) {
 			t.Fatalf("stats %s: complete_through %v went back before %v", code, st.CompleteThrough, end)
 		}
 		lc := m.links[code]

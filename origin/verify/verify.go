@@ -53,7 +53,9 @@ type Config struct {
 	// Edges are the bases of the edges' admin listeners, for example
 	// "http://127.0.0.1:9080". At least one is required.
 	Edges []string
-	// Wait bounds how long Run keeps comparing while an edge differs. The
+	// Wait bounds how long Run keeps comparing while an edge differs; an
+	// edge compared only once by then gets one more round, within a second
+	// Wait, so a diverged verdict always rests on two comparisons. The
 	// default is 10s.
 	Wait time.Duration
 	// Interval is the pause between rounds. The default is 500ms.
@@ -216,7 +218,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				break
 			}
 		}
-		if !time.Now().Before(deadline) {
+		// Past Wait, an edge that differs but was compared only once gets
+		// a second round (within one more Wait): one differing digest may
+		// be a change in flight, and a verdict needs two.
+		if now := time.Now(); !now.Before(deadline) && (!read || !needsSecondRound(rep) || !now.Before(deadline.Add(cfg.Wait))) {
 			if !read {
 				return nil, fmt.Errorf("origin digest: %w", err)
 			}
@@ -428,4 +433,15 @@ func bucketList(bs []int, max int) string {
 		parts = append(parts, strconv.Itoa(b))
 	}
 	return strings.Join(parts, " ")
+}
+
+// needsSecondRound reports whether an edge that answered differs from the
+// origin after a single comparison.
+func needsSecondRound(rep *Report) bool {
+	for _, e := range rep.Edges {
+		if e.State != OK && e.Rounds == 1 {
+			return true
+		}
+	}
+	return false
 }
