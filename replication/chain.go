@@ -22,23 +22,27 @@ type SendFunc func(code string, revision uint64, data []byte, lastSeq uint64) (*
 // carries Nats-Msg-Id (see MsgID) and Nats-Expected-Last-Sequence: the
 // i-th event of a window sent after the stream's tail T expects T+i-1,
 // so the stream leader refuses (10071) an event whose predecessors did
-// not all land, and with it everything sent after it. What lands is
-// always a prefix of what was sent, in order.
+// not all land, and with it everything sent after it.
 //
+// The check is by position, so every window must agree on which event
+// goes where, including windows still in flight from before a failure or
+// from a previous relay: a window anchors on the stream's last message.
 // After any failure (a refusal, a timeout, a lost connection, a leader
-// change, 10158 "duplicate in process") the chain no longer trusts its
-// tail. Before its next window it re-reads the tail from the stream and
-// asks the stream leader which of the window's events are already there:
-// an event is done if the stream holds its code at its revision or a
-// newer one (it landed although its ack was lost, or it was superseded).
-// The others are sent again, in order, with the same Nats-Msg-Id, so an
-// event still in flight from before is absorbed by the dedup window.
+// change, 10158 "duplicate in process") the chain reads the stream's last
+// message and its sequence T from the stream leader; if it is one of the
+// window's events, that event and those before it are in the stream, and
+// the next one expects T. While the stream holds only the chain's events,
+// each exactly once and in order, event k of the sequence sits at T0+k
+// for a fixed T0, every anchor agrees, and so does every window ever sent:
+// an event can only land right after its predecessor. Events sent again
+// carry the same Nats-Msg-Id, so one that is still in flight, or landed
+// within the dedup window, is absorbed.
 //
 // A code never has two events in flight: the chain waits for a code's
 // ack before sending its next event. That keeps a code's events in
 // revision order even if something other than the chain appended to the
-// stream (which makes the position-based check accept a later event in
-// place of a refused one).
+// stream (which breaks the fixed offset above: events after a refused one
+// could then land in its place).
 //
 // A Chain is not safe for concurrent use; one writer owns it.
 type Chain struct {
@@ -75,9 +79,9 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 	if len(events) == 0 {
 		return 0, nil
 	}
-	var stored []bool
+	skip := 0
 	if !c.known {
-		if stored, err = c.resync(ctx, events); err != nil {
+		if skip, err = c.resync(ctx, events); err != nil {
 			return 0, err
 		}
 	}
@@ -113,7 +117,7 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 	}
 	expect := c.tail
 	for i, e := range events {
-		if stored != nil && stored[i] {
+		if i < skip {
 			continue
 		}
 		if j, ok := inflight[e.Code]; ok {
@@ -133,32 +137,23 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 	return n, await(len(events) - 1)
 }
 
-// resync reads the stream's tail, then asks the stream leader which of
-// events are already stored or superseded. Reading the tail first is what
-// makes it safe: an event that lands between the two reads is seen as
-// stored and the first event sent then expects a stale tail, is refused,
-// and the chain resyncs again.
-func (c *Chain) resync(ctx context.Context, events []Event) ([]bool, error) {
-	tail, err := c.pub.LastSequence(ctx)
+// resync anchors the chain on the stream's last message: it returns how
+// many events, from the first, are in the stream (0 unless the last
+// message is one of events, then up to and including it).
+func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
+	t, err := c.pub.Tail(ctx)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("resync: %w", err)
 	}
-	have := make(map[string]uint64, len(events)) // code → revision stored, 0 for none
-	stored := make([]bool, len(events))
-	for i, e := range events {
-		rev, ok := have[e.Code]
-		if !ok {
-			r, found, err := c.pub.StoredRevision(ctx, e.Code)
-			if err != nil {
-				return nil, fmt.Errorf("resync: %w", err)
+	skip := 0
+	if t.Found {
+		for i := len(events) - 1; i >= 0; i-- {
+			if events[i].Code == t.Code && events[i].Revision == t.Revision {
+				skip = i + 1
+				break
 			}
-			if found {
-				rev = r
-			}
-			have[e.Code] = rev
 		}
-		stored[i] = rev >= e.Revision
 	}
-	c.tail, c.known = tail, true
-	return stored, nil
+	c.tail, c.known = t.Seq, true
+	return skip, nil
 }

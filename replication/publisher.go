@@ -185,47 +185,54 @@ func (p *Publisher) publishAsync(code string, revision uint64, data []byte, last
 	return &PendingAck{f: f, code: code, revision: revision}, nil
 }
 
-// StoredRevision returns the revision of the event the stream holds for
-// code (its newest: the stream keeps one per code), and found = false if
-// it holds none. The stream leader answers, not a possibly lagging
-// replica (direct gets are not used), so the answer includes every event
-// the stream has acknowledged.
-func (p *Publisher) StoredRevision(ctx context.Context, code string) (rev uint64, found bool, err error) {
+// Tail is the stream's last message as a Chain anchors on it.
+type Tail struct {
+	// Seq is the stream's last sequence.
+	Seq uint64
+	// Found says whether the message at Seq exists and is a change event
+	// (not for an empty or purged stream); Code and Revision name it.
+	Found    bool
+	Code     string
+	Revision uint64
+}
+
+// Tail reads the stream's last message from the stream leader (a direct
+// get could be answered by a lagging replica): its sequence and which
+// event it is, in one request.
+func (p *Publisher) Tail(ctx context.Context) (Tail, error) {
 	req, err := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
-	}{p.cfg.Subject(code)})
+	}{p.cfg.Subject("*")})
 	if err != nil {
-		return 0, false, err
+		return Tail{}, err
 	}
 	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.cfg.Name, req)
 	if err != nil {
-		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, err)
+		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, err)
 	}
 	var resp struct {
 		Message *struct {
+			Seq  uint64 `json:"seq"`
 			Data []byte `json:"data"`
 		} `json:"message"`
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, err)
+		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return 0, false, nil
+		// Empty or purged: the sequence goes on from the stream's state.
+		seq, err := p.LastSequence(ctx)
+		return Tail{Seq: seq}, err
 	case resp.Error != nil:
-		return 0, false, fmt.Errorf("stream %s get %s: %w", p.cfg.Name, code, resp.Error)
+		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, resp.Error)
 	case resp.Message == nil:
-		return 0, false, fmt.Errorf("stream %s get %s: empty answer", p.cfg.Name, code)
+		return Tail{}, fmt.Errorf("stream %s tail: empty answer", p.cfg.Name)
 	}
-	c, err := link.UnmarshalChange(resp.Message.Data)
-	if err != nil {
-		// Not an event this publisher could have sent: nothing of code's
-		// is known to be stored.
-		return 0, false, nil
+	t := Tail{Seq: resp.Message.Seq}
+	if c, err := link.UnmarshalChange(resp.Message.Data); err == nil {
+		t.Found, t.Code, t.Revision = true, c.Record.Code, c.Record.Revision
 	}
-	if c.Record.Code != code {
-		return 0, false, nil
-	}
-	return c.Record.Revision, true, nil
+	return t, nil
 }

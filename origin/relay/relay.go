@@ -296,10 +296,10 @@ func (r *Relay) publishEvents(ctx context.Context, events []replication.Event, o
 // stream, for a stream that is empty or damaged. It holds off Run's
 // passes while it works, so each code's events stay in revision order.
 // The links go out in code order through the same chain as the outbox
-// (expected last sequence, resync after a failure): links the stream
-// already holds at their current revision are skipped after a failure,
-// never stored twice. The next pass re-reads the stream's tail. It
-// returns how many links are in the stream.
+// (expected last sequence; after a failure a batch resumes after the
+// stream's last message, and what is sent again is absorbed by the dedup
+// window). The next pass re-reads the stream's tail. It returns how many
+// links are in the stream.
 func (r *Relay) Republish(ctx context.Context) (n int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
