@@ -87,7 +87,9 @@ func top(m map[string]uint64) []KeyCount {
 // LinkStats answers the stats of one code over r. Intervals without
 // clicks are zeros; so are minute and hour intervals past retention.
 func (s *Store) LinkStats(code string, r Range) (*LinkStats, error) {
-	st := &LinkStats{Code: code, From: r.From, To: r.To, Interval: r.Interval.String()}
+	// Completeness first: a commit landing during the scan may then add
+	// clicks the answer does not claim, never claim clicks it lacks.
+	st := &LinkStats{Code: code, From: r.From, To: r.To, Interval: r.Interval.String(), Completeness: s.Completeness(r.To)}
 	n := r.Buckets()
 	st.Series = make([]Point, n)
 	step := int64(r.Interval.Duration() / time.Second)
@@ -117,7 +119,6 @@ func (s *Store) LinkStats(code string, r Range) (*LinkStats, error) {
 	}
 	st.Referrers, st.Countries, st.Devices = top(sum.dims[dimReferrers]), top(sum.dims[dimCountries]), top(sum.dims[dimDevices])
 	st.Browsers, st.OS, st.Edges = top(sum.dims[dimBrowsers]), top(sum.dims[dimOS]), top(sum.dims[dimEdges])
-	st.Completeness = s.Completeness(r.To)
 	return st, nil
 }
 
@@ -176,7 +177,7 @@ func (s *Store) mergeSketches(sum *rollup, code string, lvl Interval, from, to i
 // by clicks descending (then code), with the range's totals over all
 // links.
 func (s *Store) TopLinks(r Range, limit int) (*TopLinks, error) {
-	out := &TopLinks{From: r.From, To: r.To, Links: []LinkCount{}}
+	out := &TopLinks{From: r.From, To: r.To, Links: []LinkCount{}, CompleteThrough: s.Completeness(r.To).CompleteThrough} // before the scan, as in LinkStats
 	per := map[string]counts{}
 	lo := indexKey(nil, r.Interval, r.From.Unix(), "")
 	hi := indexKey(nil, r.Interval, r.To.Unix(), "")
@@ -216,7 +217,6 @@ func (s *Store) TopLinks(r Range, limit int) (*TopLinks, error) {
 		}
 	}
 	out.Links = links
-	out.CompleteThrough = s.Completeness(r.To).CompleteThrough
 	return out, nil
 }
 
