@@ -196,16 +196,16 @@ type txn struct {
 	dirty bool   // the batch holds writes
 	err   error  // a commit of this group failed: everything fails
 
-	recs    map[string]link.Record // links written in this batch
-	idem    map[string]idemRecord  // idempotency records written in this batch
+	recs map[string]link.Record // links written in this batch
+	idem map[string]idemRecord  // idempotency records written in this batch
 	// idemRead caches what idemRecordAny read from the store in this
 	// batch: a create looks its key up twice (replay check, then the
 	// expired record its write replaces).
 	idemRead map[string]idemLookup
-	keys    map[string]APIKey      // API keys written, by id
-	hashes  map[[32]byte]string    // hash index entries written
-	added   []outboxMark           // outbox entries added
-	deleted []uint64               // outbox entries deleted
+	keys     map[string]APIKey   // API keys written, by id
+	hashes   map[[32]byte]string // hash index entries written
+	added    []outboxMark        // outbox entries added
+	deleted  []uint64            // outbox entries deleted
 }
 
 type outboxMark struct {
