@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -746,5 +745,3 @@ func (a *app) versionCmd() *cobra.Command {
 	o.add(cmd)
 	return cmd
 }
-
-var errStop = errors.New("stopped")
