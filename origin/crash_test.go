@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/proctest"
@@ -216,14 +217,8 @@ type crashBody struct {
 	Tags []string `json:"tags,omitempty"`
 }
 
-// crashLink is the part of the link object the test checks.
-type crashLink struct {
-	Code     string   `json:"code"`
-	URL      string   `json:"url"`
-	Status   string   `json:"status"`
-	Revision uint64   `json:"revision"`
-	Tags     []string `json:"tags"`
-}
+// crashLink is the link object.
+type crashLink = client.Link
 
 // create sends one create without an Idempotency-Key.
 func (h *crashHarness) create(ctx context.Context, o *crashOrigin, kind crashKind, body crashBody) {
@@ -424,10 +419,7 @@ func (h *crashHarness) listAll(o *crashOrigin) map[string]crashLink {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("list page %d: status %d, err %v: %s", page, resp.StatusCode, err, raw)
 		}
-		var body struct {
-			Links      []crashLink `json:"links"`
-			NextCursor *string     `json:"next_cursor"`
-		}
+		var body client.ListPage
 		if err := json.Unmarshal(raw, &body); err != nil {
 			t.Fatalf("list page %d: %v: %s", page, err, raw)
 		}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -746,8 +745,6 @@ func (a *app) versionCmd() *cobra.Command {
 	o.add(cmd)
 	return cmd
 }
-
-var errStop = errors.New("stopped")
 
 // completeThrough prints a stats answer's complete_through: "-" before
 // any edge has reported.

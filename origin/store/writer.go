@@ -202,12 +202,16 @@ type txn struct {
 	dirty bool   // the batch holds writes
 	err   error  // a commit of this group failed: everything fails
 
-	recs    map[string]link.Record // links written in this batch
-	idem    map[string]idemRecord  // idempotency records written in this batch
-	keys    map[string]APIKey      // API keys written, by id
-	hashes  map[[32]byte]string    // hash index entries written
-	added   []outboxMark           // outbox entries added
-	deleted []uint64               // outbox entries deleted
+	recs map[string]link.Record // links written in this batch
+	idem map[string]idemRecord  // idempotency records written in this batch
+	// idemRead caches what idemRecordAny read from the store in this
+	// batch: a create looks its key up twice (replay check, then the
+	// expired record its write replaces).
+	idemRead map[string]idemLookup
+	keys     map[string]APIKey   // API keys written, by id
+	hashes   map[[32]byte]string // hash index entries written
+	added    []outboxMark        // outbox entries added
+	deleted  []uint64            // outbox entries deleted
 }
 
 type outboxMark struct {
@@ -551,6 +555,27 @@ func (t *txn) idemRecordAny(id string) (idemRecord, bool, error) {
 	if r, ok := t.idem[id]; ok {
 		return r, true, nil
 	}
+	if l, ok := t.idemRead[id]; ok {
+		return l.r, l.ok, nil
+	}
+	r, ok, err := t.readIdem(id)
+	if err != nil {
+		return r, ok, err
+	}
+	if t.idemRead == nil {
+		t.idemRead = map[string]idemLookup{}
+	}
+	t.idemRead[id] = idemLookup{r, ok}
+	return r, ok, nil
+}
+
+type idemLookup struct {
+	r  idemRecord
+	ok bool
+}
+
+// readIdem reads the idempotency record for id from the store.
+func (t *txn) readIdem(id string) (idemRecord, bool, error) {
 	v, closer, err := t.s.db.Get(idemKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return idemRecord{}, false, nil
@@ -617,7 +642,7 @@ func (t *txn) commit() error {
 func (t *txn) reset() {
 	t.b.Reset()
 	t.sync, t.dirty = false, false
-	t.recs, t.idem, t.keys, t.hashes = nil, nil, nil, nil
+	t.recs, t.idem, t.keys, t.hashes, t.idemRead = nil, nil, nil, nil, nil
 	t.added, t.deleted = nil, nil
 }
 
