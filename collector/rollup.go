@@ -124,8 +124,8 @@ func (r *rollup) bound(limit int) {
 
 // KeyCount is one entry of a breakdown.
 type KeyCount struct {
-	Key   string `json:"key"`
-	Count uint64 `json:"clicks"`
+	Key   string
+	Count uint64
 }
 
 // sortedCounts lists m by count descending, then key ascending.

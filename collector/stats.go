@@ -13,29 +13,30 @@ const TopKeys = 20
 
 // Point is one interval of a series.
 type Point struct {
-	T       time.Time `json:"t"`
-	Clicks  uint64    `json:"clicks"`
-	Uniques uint64    `json:"uniques"`
-	Bots    uint64    `json:"bots"`
+	T       time.Time
+	Clicks  uint64
+	Uniques uint64
+	Bots    uint64
 }
 
-// LinkStats is the stats object of GET /v1/links/{code}/stats.
+// LinkStats is what the collector answers for one link and range; the
+// origin encodes it as the API's stats object (client.Stats).
 type LinkStats struct {
-	Code     string    `json:"code"`
-	From     time.Time `json:"from"`
-	To       time.Time `json:"to"`
-	Interval string    `json:"interval"`
-	Clicks   uint64    `json:"clicks"`
-	Uniques  uint64    `json:"uniques"`
-	Bots     uint64    `json:"bots"`
-	Series   []Point   `json:"series"`
+	Code     string
+	From     time.Time
+	To       time.Time
+	Interval string
+	Clicks   uint64
+	Uniques  uint64
+	Bots     uint64
+	Series   []Point
 	// Breakdowns, top TopKeys by clicks, descending.
-	Referrers []KeyCount `json:"referrers"`
-	Countries []KeyCount `json:"countries"`
-	Devices   []KeyCount `json:"devices"`
-	Browsers  []KeyCount `json:"browsers"`
-	OS        []KeyCount `json:"os"`
-	Edges     []KeyCount `json:"edges"`
+	Referrers []KeyCount
+	Countries []KeyCount
+	Devices   []KeyCount
+	Browsers  []KeyCount
+	OS        []KeyCount
+	Edges     []KeyCount
 	Completeness
 }
 
@@ -44,36 +45,37 @@ type Completeness struct {
 	// CompleteThrough: every click answered before it by every edge the
 	// collector counts (see Store.Completeness) is in the stats. Null
 	// before any edge reported.
-	CompleteThrough *time.Time `json:"complete_through"`
+	CompleteThrough *time.Time
 	// IncompleteEdges are the edges whose clicks of the range may not all
 	// be in yet.
-	IncompleteEdges []string `json:"incomplete_edges"`
+	IncompleteEdges []string
 }
 
 // LinkCount is one entry of the top links.
 type LinkCount struct {
-	Code    string `json:"code"`
-	Clicks  uint64 `json:"clicks"`
-	Uniques uint64 `json:"uniques"`
-	Bots    uint64 `json:"bots"`
+	Code    string
+	Clicks  uint64
+	Uniques uint64
+	Bots    uint64
 }
 
-// TopLinks is the answer of GET /v1/stats.
+// TopLinks is what the collector answers for GET /v1/stats; the origin
+// encodes it as client.TopLinks.
 type TopLinks struct {
-	From            time.Time   `json:"from"`
-	To              time.Time   `json:"to"`
-	Clicks          uint64      `json:"clicks"`
-	Bots            uint64      `json:"bots"`
-	Links           []LinkCount `json:"links"`
-	CompleteThrough *time.Time  `json:"complete_through"`
+	From            time.Time
+	To              time.Time
+	Clicks          uint64
+	Bots            uint64
+	Links           []LinkCount
+	CompleteThrough *time.Time
 }
 
 // Totals are a link's running totals since its first click.
 type Totals struct {
-	T       time.Time `json:"t"`
-	Clicks  uint64    `json:"clicks"`
-	Uniques uint64    `json:"uniques"`
-	Bots    uint64    `json:"bots"`
+	T       time.Time
+	Clicks  uint64
+	Uniques uint64
+	Bots    uint64
 }
 
 func top(m map[string]uint64) []KeyCount {
