@@ -166,7 +166,8 @@ func (r *Recorder) Record(c *Click) {
 	sh.mu.Lock()
 	a := sh.cur
 	a.recorded++
-	m := a.codes[string(c.Code)]
+	head := a.codes[string(c.Code)]
+	m := head
 	for m != nil && m.minute != minute {
 		m = m.next
 	}
@@ -178,7 +179,7 @@ func (r *Recorder) Record(c *Click) {
 		}
 		a.entries++
 		m = a.newMinute(minute)
-		if head, ok := a.codes[string(c.Code)]; ok {
+		if head != nil {
 			m.next = head.next
 			head.next = m
 		} else {
