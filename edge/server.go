@@ -347,25 +347,9 @@ func (s *Server) startShipper(pub clicks.Publisher, name string) (func(), error)
 	return func() { cancel(); wg.Wait() }, nil
 }
 
-// ClickEdgeName is the name an edge called node gives its click batches:
-// the node name with every byte outside [A-Za-z0-9_-] replaced by '_'
-// (the default node name "host:port" becomes "host_port"), cut to
-// link.MaxEdgeNameLen.
-func ClickEdgeName(node string) string {
-	b := []byte(node)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			b[i] = '_'
-		}
-	}
-	if len(b) > link.MaxEdgeNameLen {
-		b = b[:link.MaxEdgeNameLen]
-	}
-	if len(b) == 0 {
-		return "edge"
-	}
-	return string(b)
-}
+// ClickEdgeName is the name an edge called node gives its click batches
+// (link.EdgeNameFrom).
+func ClickEdgeName(node string) string { return link.EdgeNameFrom(node) }
 
 // SealClicks seals the clicks recorded so far into the click journal at
 // once, as the shipper does every ClickFlush; it does nothing with

@@ -41,6 +41,25 @@ func ValidEdgeName(s string) bool {
 	return true
 }
 
+// EdgeNameFrom turns a node name into a valid edge name: every byte
+// outside [A-Za-z0-9_-] becomes '_' ("host:port" becomes "host_port"),
+// the result is cut to MaxEdgeNameLen, and an empty name is "edge".
+func EdgeNameFrom(node string) string {
+	b := []byte(node)
+	for i, c := range b {
+		if !codeByte[c] {
+			b[i] = '_'
+		}
+	}
+	if len(b) > MaxEdgeNameLen {
+		b = b[:MaxEdgeNameLen]
+	}
+	if len(b) == 0 {
+		return "edge"
+	}
+	return string(b)
+}
+
 // MarshalClickBatch encodes b, stamping the schema version.
 func MarshalClickBatch(b *linkpb.ClickBatch) ([]byte, error) {
 	b.SchemaVersion = SchemaVersion
