@@ -80,10 +80,6 @@ func ClickMsgID(edge, instance string, seq uint64) string {
 
 func (c ClickStreamConfig) jsConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
-	storage := jetstream.FileStorage
-	if c.Memory {
-		storage = jetstream.MemoryStorage
-	}
 	return jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "linkpop click stream: click batches from every edge",
@@ -91,7 +87,7 @@ func (c ClickStreamConfig) jsConfig() jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      c.MaxAge,
-		Storage:     storage,
+		Storage:     storageOf(c.Memory),
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
 		MaxMsgSize:  1 << 20,
@@ -105,9 +101,5 @@ func EnsureClickStream(ctx context.Context, js jetstream.JetStream, cfg ClickStr
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s, err := js.CreateOrUpdateStream(ctx, cfg.jsConfig())
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", cfg.withDefaults().Name, err)
-	}
-	return s, nil
+	return ensureStream(ctx, js, cfg.jsConfig())
 }

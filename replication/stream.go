@@ -74,10 +74,6 @@ func MsgID(code string, revision uint64) string {
 // disabled link's last event is its tombstone and is never dropped.
 func (c StreamConfig) jsConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
-	storage := jetstream.FileStorage
-	if c.Memory {
-		storage = jetstream.MemoryStorage
-	}
 	return jetstream.StreamConfig{
 		Name:              c.Name,
 		Description:       "linkpop change stream: latest event per short code",
@@ -85,7 +81,7 @@ func (c StreamConfig) jsConfig() jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		MaxMsgsPerSubject: 1,
 		Discard:           jetstream.DiscardOld,
-		Storage:           storage,
+		Storage:           storageOf(c.Memory),
 		Replicas:          c.Replicas,
 		Duplicates:        c.DuplicateWindow,
 		MaxMsgSize:        64 << 10,
@@ -100,9 +96,22 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s, err := js.CreateOrUpdateStream(ctx, cfg.jsConfig())
+	return ensureStream(ctx, js, cfg.jsConfig())
+}
+
+// ensureStream creates the stream sc describes, or updates it to sc.
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", cfg.withDefaults().Name, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 	}
 	return s, nil
+}
+
+// storageOf is the JetStream storage for a stream kept in memory or not.
+func storageOf(memory bool) jetstream.StorageType {
+	if memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
 }
