@@ -18,6 +18,10 @@ const (
 	SysBare302          = "bare302"
 	SysNginx            = "nginx"
 	SysGolink           = "golink"
+	// SysRedisPG is the design documents' reference architecture: an app
+	// server doing cache-aside against Redis in front of PostgreSQL
+	// (bench/cmd/redispg). It is measured for redirects and for creates.
+	SysRedisPG = "redis-pg"
 )
 
 // Distribution names of request streams.
@@ -38,7 +42,7 @@ const (
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
-	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink}
+	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink, SysRedisPG}
 	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation}
 )
 

@@ -28,6 +28,15 @@ type proc struct {
 // start runs bin with args and env added to the harness's environment,
 // pinned to cpu when cpu >= 0 and taskset is available. Output goes to WorkDir/logs/<name>.log.
 func (h *harness) start(name string, cpu int, env []string, bin string, args ...string) (*proc, error) {
+	return h.startCmd(name, cpu, env, nil, bin, args...)
+}
+
+// startAs is start as another user (PostgreSQL refuses to run as root).
+func (h *harness) startAs(name string, cpu int, cred *syscall.Credential, bin string, args ...string) (*proc, error) {
+	return h.startCmd(name, cpu, nil, cred, bin, args...)
+}
+
+func (h *harness) startCmd(name string, cpu int, env []string, cred *syscall.Credential, bin string, args ...string) (*proc, error) {
 	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
@@ -44,6 +53,7 @@ func (h *harness) start(name string, cpu int, env []string, bin string, args ...
 	cmd := exec.Command(path, argv...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = procAttr()
+	cmd.SysProcAttr.Credential = cred
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -20,14 +20,29 @@ type server struct {
 	p    *proc
 	// stopSig stops the server gracefully.
 	stopSig syscall.Signal
+	// sys is the reference architecture's processes behind the app (nil
+	// for a single-process system).
+	sys *redisPG
 }
 
 func (s *server) url() string { return "http://" + s.addr + "/" }
 
-// pids are the server's processes (nginx: master and worker).
-func (s *server) pids() []int { return procTree(s.p.pid()) }
+// pids are the server's processes (nginx: master and worker; redis-pg:
+// the app, Redis and PostgreSQL).
+func (s *server) pids() []int {
+	if s.sys != nil {
+		return s.sys.pids()
+	}
+	return procTree(s.p.pid())
+}
 
-func (s *server) stop() { s.p.stop(s.stopSig, 20*time.Second) }
+func (s *server) stop() {
+	if s.sys != nil {
+		s.sys.stop()
+		return
+	}
+	s.p.stop(s.stopSig, 20*time.Second)
+}
 
 // SystemInfo describes one system of the redirect section.
 type SystemInfo struct {
