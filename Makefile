@@ -78,3 +78,7 @@ check: lint generate ## lint, regenerate, prove generated code is current and go
 .PHONY: clean
 clean: ## remove build output and the local data directory
 	rm -rf bin .data
+
+.PHONY: bench-quick
+bench-quick: ## the benchmark for iterating: 100k links, 2 s runs, no golink; redirects and creates (≤ 5 min)
+	BENCH_QUICK=1 ./bench/run.sh

@@ -35,16 +35,16 @@ func (r *Report) Markdown() string {
 			}
 		}
 		p("Load average at the start of the section %s, at the end %s.\n\n", orDash(rr.LoadAvgStart), orDash(rr.LoadAvgEnd))
-		p("| distribution | conns | system | req/s | ratio to bare302 | ratio to linkpop | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | CPU/req vs bare302 | wrk CPU | peak RSS | ≥400 / socket errors |\n")
-		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| distribution | conns | system | req/s | ratio to bare302 | ratio to linkpop | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | CPU/req vs bare302 | wrk CPU | peak RSS | PSS | ≥400 / socket errors |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, k := range keys {
 			for _, s := range rr.Summary {
 				if s.Distribution+"\x00"+strconv.Itoa(s.Connections) != k {
 					continue
 				}
-				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f× | %.2f | %s | %d / %d |\n",
+				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f× | %.2f | %s | %s | %d / %d |\n",
 					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.RatioLinkpop, s.P50Ms, s.P99Ms, s.P999Ms,
-					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.RatioCPU, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.RatioCPU, s.LoadCPUCores, bytesStr(s.PeakRSS), bytesStr(s.PSS), s.StatusErrors, s.SocketErrors)
 			}
 		}
 		if c := rr.Cold; c != nil {
@@ -67,13 +67,13 @@ func (r *Report) Markdown() string {
 					float64(x.P50US)/1e3, float64(x.P99US)/1e3, float64(x.P999US)/1e3, x.CPUCores, x.CPUMicrosPerRequest, x.LoadCPUCores)
 			}
 		}
-		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---|\n", num(r.Dataset.Links))
+		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | PSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---:|---|\n", num(r.Dataset.Links))
 		for _, s := range rr.Systems {
 			check := mix(s.Verify)
 			if s.Skipped != "" {
 				check = "not measured: " + s.Skipped
 			}
-			p("| %s | %s | %s | %s | %s | %s |\n", s.Name, mdEscape(s.Description), secs(s.LoadSeconds), secs(s.StartSeconds), bytesStr(s.MemoryLoaded.RSS), mdEscape(check))
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", s.Name, mdEscape(s.Description), secs(s.LoadSeconds), secs(s.StartSeconds), bytesStr(s.MemoryLoaded.RSS), bytesStr(s.MemoryLoaded.PSS), mdEscape(check))
 		}
 		for _, s := range rr.Systems {
 			for _, n := range s.Notes {
@@ -124,7 +124,7 @@ func (r *Report) Markdown() string {
 	if w := r.Writes; w != nil {
 		p("#### Creates: each acknowledged after a synced commit, %d alternated rounds, medians\n\n", r.Settings.Rounds)
 		p("linkpop: `POST /v1/links` on the origin (Pebble group commit, outbox → relay → JetStream); CPU and RSS are the origin process's (the JetStream server runs inside the harness and is not counted). redis-pg: `POST /v1/links` on the reference app, one `INSERT` with synchronous_commit=on; CPU and RSS are the whole system's (app + Redis + every PostgreSQL process). Neither is pinned; the client is the harness (Go net/http, keep-alive). Ratio: linkpop's creates/s over the reference's in the same round. Load average at the start of the section %s, at the end %s.\n\n", orDash(w.LoadAvgStart), orDash(w.LoadAvgEnd))
-		p("| concurrency | system | creates/s | linkpop ÷ this | p50 ms | p99 ms | CPU cores | CPU µs/create | RSS | creates per fsync | outbox → stream drain | statuses |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		p("| concurrency | system | creates/s | linkpop ÷ this | p50 ms | p99 ms | CPU cores | CPU µs/create | RSS | PSS | creates per fsync | outbox → stream drain | statuses |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, s := range w.Summary {
 			ratio, perCommit, drain := "-", "-", "-"
 			if s.LinkpopRatio > 0 {
@@ -136,8 +136,8 @@ func (r *Report) Markdown() string {
 			if s.System == SysLinkpop {
 				drain = fmt.Sprintf("%.1f ms", s.DrainMs)
 			}
-			p("| %d | %s | %s | %s | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s |\n", s.Concurrency, s.System, num(int(s.PerSecond)), ratio,
-				s.P50Ms, s.P99Ms, s.CPUCores, s.CPUMicrosPerCreate, bytesStr(s.PeakRSS), perCommit, drain, mix(s.Statuses))
+			p("| %d | %s | %s | %s | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %s |\n", s.Concurrency, s.System, num(int(s.PerSecond)), ratio,
+				s.P50Ms, s.P99Ms, s.CPUCores, s.CPUMicrosPerCreate, bytesStr(s.RSS), bytesStr(s.PSS), perCommit, drain, mix(s.Statuses))
 		}
 		for _, k := range slices.Sorted(maps.Keys(w.Skipped)) {
 			p("\n%s not measured: %s\n", k, mdEscape(w.Skipped[k]))

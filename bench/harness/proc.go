@@ -211,10 +211,13 @@ func cpuSeconds(pids []int) float64 {
 }
 
 // memory is resident memory in bytes: now (VmRSS) and peak (VmHWM),
-// summed over processes.
+// summed over processes, and PSS (smaps_rollup), which counts a page
+// shared by several processes (PostgreSQL's shared buffers, nginx's map)
+// once in all: the sum of RSS counts it in each.
 type memory struct {
 	RSS  int64 `json:"rss_bytes"`
 	Peak int64 `json:"peak_rss_bytes"`
+	PSS  int64 `json:"pss_bytes"`
 }
 
 func readMemory(pids []int) memory {
@@ -239,6 +242,17 @@ func readMemory(pids []int) memory {
 				m.RSS += kb << 10
 			case "VmHWM":
 				m.Peak += kb << 10
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+					if f := strings.Fields(v); len(f) > 0 {
+						kb, _ := strconv.ParseInt(f[0], 10, 64)
+						m.PSS += kb << 10
+					}
+					break
+				}
 			}
 		}
 	}

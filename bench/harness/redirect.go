@@ -437,6 +437,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 				cpuReq = append(cpuReq, r.CPUMicrosPerRequest)
 				load = append(load, r.LoadCPUCores)
 				s.PeakRSS = max(s.PeakRSS, r.Memory.Peak)
+				s.PSS = max(s.PSS, r.Memory.PSS)
 				s.StatusErrors += r.StatusErrors
 				s.SocketErrors += r.SocketErrors
 				if l, ok := lp[rk{k, r.Round}]; ok && l.RPS > 0 {

@@ -61,6 +61,16 @@ func redisPGTools() (redisServer, initdb, postgres string, err error) {
 	return redisServer, initdb, postgres, nil
 }
 
+// RedisPGAvailable reports why the reference architecture cannot run here
+// (redis-server or PostgreSQL missing), or nil.
+func RedisPGAvailable() error {
+	if _, _, _, err := redisPGTools(); err != nil {
+		return err
+	}
+	_, err := pgCredential()
+	return err
+}
+
 // pgCredential is who PostgreSQL runs as: it refuses to run as root, so
 // under root the Debian package's postgres user (or nobody); nil when the
 // harness is not root.

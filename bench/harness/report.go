@@ -166,13 +166,16 @@ type RedirectSummary struct {
 	CPUMicros    float64 `json:"cpu_us_per_request"`
 	LoadCPUCores float64 `json:"load_cpu_cores"`
 	PeakRSS      int64   `json:"peak_rss_bytes"`
+	// PSS is the largest proportional set size after a run: the memory
+	// of a multi-process system counted once.
+	PSS int64 `json:"pss_bytes"`
 	// RatioRPS is the median over rounds of this system's requests/s
 	// divided by bare302's in the same round; P99DeltaMs likewise for
 	// p99 minus bare302's p99, and RatioCPU for CPU time per request
 	// (steadier than requests/s when other processes take CPU time).
-	RatioRPS     float64 `json:"ratio_rps_to_bare302"`
-	P99DeltaMs   float64 `json:"p99_delta_ms_to_bare302"`
-	RatioCPU     float64 `json:"ratio_cpu_per_request_to_bare302"`
+	RatioRPS   float64 `json:"ratio_rps_to_bare302"`
+	P99DeltaMs float64 `json:"p99_delta_ms_to_bare302"`
+	RatioCPU   float64 `json:"ratio_cpu_per_request_to_bare302"`
 	// RatioLinkpop is likewise this system's requests/s over linkpop's.
 	RatioLinkpop float64 `json:"ratio_rps_to_linkpop"`
 	StatusErrors int64   `json:"status_errors"`
@@ -300,7 +303,8 @@ type WriteSummary struct {
 	P99Ms              float64        `json:"p99_ms"`
 	CPUCores           float64        `json:"cpu_cores"`
 	CPUMicrosPerCreate float64        `json:"cpu_us_per_create"`
-	PeakRSS            int64          `json:"rss_bytes"`
+	RSS                int64          `json:"rss_bytes"`
+	PSS                int64          `json:"pss_bytes"`
 	CreatesPerCommit   float64        `json:"creates_per_commit,omitempty"`
 	DrainMs            float64        `json:"drain_ms,omitempty"`
 	Statuses           map[string]int `json:"statuses"`

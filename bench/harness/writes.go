@@ -287,7 +287,8 @@ func summarizeWrites(runs []WriteRun) []WriteSummary {
 			cpuReq = append(cpuReq, r.CPUMicrosPerCreate)
 			perCommit = append(perCommit, r.CreatesPerCommit)
 			drain = append(drain, r.DrainMs)
-			s.PeakRSS = max(s.PeakRSS, r.Memory.RSS)
+			s.RSS = max(s.RSS, r.Memory.RSS)
+			s.PSS = max(s.PSS, r.Memory.PSS)
 			for st, n := range r.Statuses {
 				s.Statuses[st] += n
 			}
