@@ -258,15 +258,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		stops = append(stops, fbCancel)
 	}
 
+	// The redirect listener's timeouts are swept, not set as socket
+	// deadlines on every request (see connTimeouts).
+	timeouts := newConnTimeouts(readTimeout, writeTimeout, idleTimeout)
+	stops = append(stops, timeouts.stopSweeper) // after the listeners stop
 	redirect := &fasthttp.Server{
 		Handler:              s.Resolve,
 		Name:                 "linkpop",
 		Concurrency:          maxConcurrency,
 		ReadBufferSize:       readBufferSize,
 		MaxRequestBodySize:   maxRequestBody,
-		ReadTimeout:          readTimeout,
-		WriteTimeout:         writeTimeout,
-		IdleTimeout:          idleTimeout,
+		ConnState:            timeouts.connState,
 		NoDefaultContentType: true,
 		CloseOnShutdown:      true,
 		Logger:               fasthttpLogger{s.log.With("component", "redirect")},
@@ -292,7 +294,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			}
 		})
 	}
-	serve(redirect, ln, "redirects")
+	serve(redirect, timeouts.listener(ln), "redirects")
 	serve(admin, adminLn, "admin")
 	stops = append(stops, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
