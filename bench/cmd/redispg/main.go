@@ -79,6 +79,18 @@ func run() error {
 		return err
 	}
 	defer pool.Close()
+	// PostgreSQL listens before it accepts queries ("the database system
+	// is starting up"): wait for it, bounded.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		err := pool.Ping(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("postgresql: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS links (
 		code text PRIMARY KEY,
 		url text NOT NULL,
