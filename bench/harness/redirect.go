@@ -143,7 +143,7 @@ func (h *harness) warmup(r *RedirectReport, s *server, dist string) error {
 // asked (linkpop's hot cache, the reference's Redis), so its warm-up walks
 // the whole request stream.
 func cachesPerLink(name string) bool {
-	return name == SysLinkpop || name == SysLinkpopAnalytics || name == SysRedisPG
+	return name == SysLinkpop || name == SysLinkpopAnalytics || name == SysLinkpopBase || name == SysRedisPG
 }
 
 // maxWarmWalk bounds linkpop's walk of a request stream during warm-up.
@@ -218,6 +218,26 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 	return nil
 }
 
+// startBaseEdge starts the other edge build on a fresh replica and waits
+// until it has the whole stream.
+func (h *harness) startBaseEdge(info *SystemInfo) (*server, error) {
+	begin := time.Now()
+	e, err := h.startEdgeBin(h.cfg.BaseEdge, "edge-base", filepath.Join(h.cfg.WorkDir, "edge-base"), h.cfg.ServerCPU)
+	if err != nil {
+		return nil, err
+	}
+	_, caught, err := h.waitEdge(h.ctx, e, begin, h.rep.Bootstrap.StreamLastSeq, 30*time.Minute)
+	if err != nil {
+		e.stop()
+		return nil, fmt.Errorf("base edge: %w", err)
+	}
+	info.LoadSeconds = h.rep.Bootstrap.PublishSeconds + caught.Seconds()
+	info.StartSeconds = caught.Seconds()
+	s := e.server
+	s.name = SysLinkpopBase
+	return &s, nil
+}
+
 // startAnalyticsEdge starts an edge with click analytics on a fresh
 // replica and waits until it has the whole stream.
 func (h *harness) startAnalyticsEdge(info *SystemInfo) (*server, error) {
@@ -289,6 +309,9 @@ func (h *harness) startSystem(info *SystemInfo) (*server, error) {
 		info.LoadSeconds = (gen + took).Seconds()
 		info.Notes = append(info.Notes, fmt.Sprintf("map file written in %.1f s; nginx builds the map hash on every start", gen.Seconds()))
 		return s, nil
+	case SysLinkpopBase:
+		info.Description = "another build of the edge (" + h.cfg.BaseEdge + "), its own replica bootstrapped from the same stream: the A/B of a hot-path change"
+		return h.startBaseEdge(info)
 	case SysRedisPG:
 		rp, err := h.startRedisPG(info)
 		if err != nil {

@@ -359,6 +359,11 @@ type edgeStatus struct {
 // startEdge starts bin/edge on dataDir (kept across restarts) with fresh
 // ports.
 func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
+	return h.startEdgeBin(filepath.Join(h.cfg.BinDir, "edge"), name, dataDir, cpu, extra...)
+}
+
+// startEdgeBin is startEdge with another edge binary.
+func (h *harness) startEdgeBin(bin, name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -369,7 +374,7 @@ func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*ed
 	}
 	args := append([]string{"-listen", addr, "-admin", admin, "-data", dataDir, "-nats", h.natsURL,
 		"-node", name, "-log-level", "warn"}, extra...)
-	p, err := h.start(name, cpu, nil, filepath.Join(h.cfg.BinDir, "edge"), args...)
+	p, err := h.start(name, cpu, nil, bin, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,7 @@ func run(args []string) error {
 		seed      = fs.Uint64("seed", 0, "seed of codes and request streams (default 1)")
 		command   = fs.String("command", "", "command line recorded in the report (default this one)")
 		verbose   = fs.Bool("v", false, "log every run")
+		baseEdge  = fs.String("base-edge", "", "edge `binary` of another build, measured as system linkpop-base (add it to -systems)")
 		propLinks = fs.Int("propagation-links", 0, "links created and deactivated in the propagation section (default 1000)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -68,7 +69,7 @@ func run(args []string) error {
 
 	cfg := harness.Config{
 		BinDir: *bin, CacheDir: *cache, Links: *links, Duration: *duration, Rounds: *rounds,
-		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks, WriteDuration: *writeDur,
+		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks, WriteDuration: *writeDur, BaseEdge: *baseEdge,
 		Mode: "quick", Command: *command, Logger: log,
 	}
 	if cfg.Command == "" {
@@ -118,6 +119,11 @@ func run(args []string) error {
 	}
 	if cfg.BinDir, err = filepath.Abs(cfg.BinDir); err != nil {
 		return err
+	}
+	if cfg.BaseEdge != "" {
+		if cfg.BaseEdge, err = filepath.Abs(cfg.BaseEdge); err != nil {
+			return err
+		}
 	}
 	if cfg.CacheDir != "" {
 		if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
