@@ -18,6 +18,7 @@ import (
 	"github.com/linkpop/linkpop/edge/replica"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // ErrAlreadyRun is returned by a second call to Run.
@@ -184,7 +185,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.name, s.addr, s.adminAddr = name, ln.Addr().String(), adminLn.Addr().String()
 	s.mu.Unlock()
 
-	natsCfg := cfg.NATS
+	natsCfg := cfg.NATS.ForRole(natsauth.Edge)
 	if natsCfg.Name == "" {
 		natsCfg.Name = "linkpop-edge " + name
 	}
