@@ -116,6 +116,14 @@ type Config struct {
 	// listeners. Joining is retried in the background while no peer
 	// answers. The default is none.
 	GossipJoin []string
+	// GossipKeys encrypt and authenticate gossip (memberlist's AES-GCM,
+	// keys of 16, 24 or 32 bytes, the same on every edge of the fleet).
+	// The first key encrypts; every key is accepted when decrypting, so a
+	// key can be rotated without a partition (README, "Gossip
+	// encryption"). With keys set, plaintext gossip is refused in both
+	// directions and a peer without a key cannot join. ParseGossipKeys
+	// reads -gossip-key-file. The default (none) gossips in plaintext.
+	GossipKeys [][]byte
 
 	// AnalyticsKey turns click analytics on: every GET answered with a
 	// redirect is recorded and shipped to the click stream. It keys the
@@ -304,6 +312,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ClickMaxEntries < 0 {
 		bad("ClickMaxEntries %d must not be negative", c.ClickMaxEntries)
+	}
+	for i, k := range c.GossipKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			bad("GossipKeys[%d] is %d bytes; want 16, 24 or 32", i, n)
+		}
 	}
 	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
 		bad("GossipJoin needs GossipBind")

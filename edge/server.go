@@ -232,7 +232,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 
 	if cfg.GossipBind != "" {
-		g, err := startGossip(name, cfg.GossipBind, s.nodeMeta(), s.log.With("component", "gossip"))
+		g, err := startGossip(name, cfg.GossipBind, cfg.GossipKeys, s.nodeMeta(), s.log.With("component", "gossip"))
 		if err != nil {
 			return err
 		}

@@ -27,8 +27,8 @@ type asyncErrors struct {
 }
 
 func (a *asyncErrors) Enabled(context.Context, slog.Level) bool { return true }
-func (a *asyncErrors) WithAttrs([]slog.Attr) slog.Handler      { return a }
-func (a *asyncErrors) WithGroup(string) slog.Handler           { return a }
+func (a *asyncErrors) WithAttrs([]slog.Attr) slog.Handler       { return a }
+func (a *asyncErrors) WithGroup(string) slog.Handler            { return a }
 func (a *asyncErrors) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(at slog.Attr) bool {
 		if at.Key == "err" {
