@@ -80,4 +80,3 @@ func (f *Flags) URLsSet(fs *flag.FlagSet) bool {
 	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == f.prefix })
 	return set
 }
-
