@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // Defaults for the zero values of Config.
@@ -41,6 +42,11 @@ type Config struct {
 	// picks a free port; Server.Addr reports it. The default is
 	// "127.0.0.1:8080".
 	Listen string
+	// TLSCertFile and TLSKeyFile, a PEM certificate (chain first) and its
+	// key, make the redirect listener speak TLS only (tlsconf.Server).
+	// The default (empty) is plain HTTP, for an edge behind a TLS
+	// terminating load balancer.
+	TLSCertFile, TLSKeyFile string
 	// AdminListen is the address of the admin listener serving /metrics,
 	// /healthz, /readyz, /status and /digest, and POST /resync and
 	// /repair. It has no authentication and changes the replica: bind it
@@ -68,6 +74,10 @@ type Config struct {
 	// OriginKey is the API key (scope links:read) sent as a Bearer token
 	// to the origin. The default is none.
 	OriginKey string
+	// OriginCAFile is a PEM file of the CAs an https OriginURL's
+	// certificate is verified against. The default ("") is the system's
+	// roots; verification is never off.
+	OriginCAFile string
 
 	// LagThreshold is the number of stream messages the replica may be
 	// behind while a miss still counts as authoritative and /readyz says
@@ -226,6 +236,9 @@ func (c Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := tlsconf.PairError("TLSCertFile/TLSKeyFile", c.TLSCertFile, c.TLSKeyFile); err != nil {
+		errs = append(errs, err)
+	}
 	addr := func(field, v string) {
 		if v == "" {
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +27,7 @@ import (
 	"github.com/linkpop/linkpop/replication"
 	"github.com/linkpop/linkpop/replication/devserver"
 	"github.com/linkpop/linkpop/replication/natsauth"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // ErrAlreadyRun is returned by a second call to Run: a Server serves once.
@@ -210,8 +212,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.registerGauges()
 
+	var apiTLS *tls.Config
+	if cfg.TLSCertFile != "" {
+		if apiTLS, err = tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
 	if s.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen api: %w", err)
+	}
+	if apiTLS != nil {
+		// Under the refusal listener: its rewritten answers go through TLS.
+		s.apiLn = tls.NewListener(s.apiLn, apiTLS)
 	}
 	s.apiLn = &refusalListener{Listener: s.apiLn, s: s}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {

@@ -37,6 +37,9 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	var (
 		listen        = fs.String("listen", edge.DefaultListen, "redirect listener `address`")
+		tlsCert       = fs.String("tls-cert", "", "PEM certificate `file` (chain first): the redirect listener speaks TLS only")
+		tlsKey        = fs.String("tls-key", "", "PEM `file` of the -tls-cert key")
+		originCA      = fs.String("origin-ca", "", "PEM `file` of the CAs an https -origin is verified against (default the system's)")
 		admin         = fs.String("admin", edge.DefaultAdminListen, "admin listener `address` (/metrics /healthz /readyz /status /digest, POST /resync /repair; operator-only, never public)")
 		data          = fs.String("data", "", "data `dir` holding the replica (required)")
 		natsFlags     = natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
@@ -112,6 +115,9 @@ func run(args []string) error {
 		Stream:               replication.StreamConfig{Name: *stream},
 		OriginURL:            *origin,
 		OriginKey:            okey,
+		OriginCAFile:         *originCA,
+		TLSCertFile:          *tlsCert,
+		TLSKeyFile:           *tlsKey,
 		LagThreshold:         lagThresholdConfig(*lagThreshold),
 		MaxStale:             *maxStale,
 		MaxAge:               *maxAge,

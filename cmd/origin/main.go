@@ -137,6 +137,7 @@ func args0(republish bool) string {
 // flags are the command line options shared by every mode.
 type flags struct {
 	listen, admin, data            string
+	tlsCert, tlsKey                string
 	nats, collectorNATS            *natsflag.Flags
 	adminKey                       *cli.Secret
 	stream                         string
@@ -163,6 +164,8 @@ const defaultNATS = "nats://127.0.0.1:4222"
 func registerFlags(fs *flag.FlagSet) *flags {
 	f := &flags{}
 	fs.StringVar(&f.listen, "listen", origin.DefaultListen, "API listen address (JSON under /v1)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file (chain first): the API listener speaks TLS only")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM file of the -tls-cert key")
 	fs.StringVar(&f.admin, "admin", origin.DefaultAdminListen, "admin listen address: /metrics /healthz /readyz")
 	fs.StringVar(&f.data, "data", "", "data directory: Pebble under DIR/origin, admin key in DIR/admin.key, -dev JetStream under DIR/nats (required)")
 	f.nats = natsflag.Register(fs, "nats", "LINKPOP_NATS", defaultNATS)
@@ -216,6 +219,8 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 	}
 	cfg := origin.Config{
 		Listen:      f.listen,
+		TLSCertFile: f.tlsCert,
+		TLSKeyFile:  f.tlsKey,
 		AdminListen: f.admin,
 		DataDir:     f.data,
 		NATS:        natsCfg,
