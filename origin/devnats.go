@@ -100,9 +100,10 @@ func hasCredentials(c replication.ConnConfig) bool {
 
 // withCredentials is base with the credentials (and client certificate)
 // of cred: the in-process collector reaches the origin's servers as its
-// own user.
+// own user, with its own inbox prefix.
 func withCredentials(base, cred replication.ConnConfig) replication.ConnConfig {
 	base.User, base.Password, base.Token, base.CredsFile = cred.User, cred.Password, cred.Token, cred.CredsFile
+	base.InboxPrefix = cred.InboxPrefix // its own role's, not the origin's
 	if cred.CertFile != "" {
 		base.CertFile, base.KeyFile = cred.CertFile, cred.KeyFile
 	}
