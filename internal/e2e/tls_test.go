@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/client/cli"
 	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/internal/natstest"
@@ -232,6 +233,21 @@ func TestTLSEverywhere(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusFound && resp.Header.Get("Location") == "https://example.com/tls"
 	})
+	// The CLI verifies the origin against $LINKPOP_CA_FILE.
+	cliRun := func(ca string) (int, string) {
+		var out, errOut strings.Builder
+		env := map[string]string{cli.EnvAPI: originURL, cli.EnvKey: testAdminKey, cli.EnvCAFile: ca}
+		code := cli.Main(ctx, []string{"get", l.Code, "-o", "json"}, cli.IO{Stdout: &out, Stderr: &errOut,
+			Getenv:    func(k string) string { return env[k] },
+			ConfigDir: func() (string, error) { return t.TempDir(), nil }})
+		return code, out.String() + errOut.String()
+	}
+	if code, out := cliRun(pki.caFile); code != 0 || !strings.Contains(out, "https://example.com/tls") {
+		t.Errorf("linkpop get over https with the CA: exit %d, %s", code, out)
+	}
+	if code, out := cliRun(""); code == 0 || !strings.Contains(out, "certificate") {
+		t.Errorf("linkpop get over https without the CA: exit %d, %s", code, out)
+	}
 	untrusting := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
 	defer untrusting.CloseIdleConnections()
 	for _, base := range []string{originURL + "/v1/links/" + l.Code, "https://" + esrv.Addr() + "/" + l.Code} {
