@@ -92,6 +92,17 @@ func TestRolePermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
+	// Before the operator's step the origin finds no stream and may not
+	// create one.
+	early, _ := dialRole(t, ns, natsauth.Origin)
+	epub0, err := replication.NewPublisher(early, replication.StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := epub0.OpenStream(ctx); !errors.Is(err, replication.ErrStreamMissing) {
+		t.Fatalf("origin opens a missing stream: %v, want ErrStreamMissing", err)
+	}
+
 	// The operator's step: both streams.
 	op, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{ns.URL()}})
 	if err != nil {
