@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -319,6 +320,10 @@ func checkSecretsHidden(t *testing.T, s *system, out *syncBuffer) {
 	}
 	for name, pid := range procs {
 		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil && runtime.GOOS != "linux" {
+			t.Logf("no /proc/PID/cmdline on %s: the command lines are not checked", runtime.GOOS)
+			break
+		}
 		if err != nil {
 			t.Fatalf("cmdline of %s: %v", name, err)
 		}
