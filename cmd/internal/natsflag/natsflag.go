@@ -73,10 +73,3 @@ func (f *Flags) Config(log *slog.Logger) (replication.ConnConfig, error) {
 	}
 	return c, errors.Join(errs...)
 }
-
-// URLsSet reports whether -PREFIX was given (visit is fs.Visit).
-func (f *Flags) URLsSet(fs *flag.FlagSet) bool {
-	set := false
-	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == f.prefix })
-	return set
-}
