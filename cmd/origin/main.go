@@ -105,6 +105,21 @@ func run(ctx context.Context, cfg origin.Config) error {
 	if u := srv.NATSURL(); u != "" {
 		fmt.Printf("embedded JetStream on %s\n", u)
 	}
+	// SIGHUP rereads the blocklist files (logged and counted by the
+	// server either way).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = srv.ReloadBlocklists(ctx)
+			}
+		}
+	}()
 	return srv.Run(ctx)
 }
 
@@ -119,6 +134,9 @@ type flags struct {
 	codeLength                     int
 	adminKey                       string
 	blockedDomains                 string
+	blocklistFiles                 string
+	blocklistRefresh               time.Duration
+	allowPrivateTargets            bool
 	dev                            bool
 	devNATSAddr                    string
 	logLevel, logFormat            string
@@ -149,6 +167,9 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.codeLength, "code-length", 7, "length of random codes")
 	fs.StringVar(&f.adminKey, "admin-key", "", "bootstrap admin API key (default $"+adminKeyEnv+", else DIR/admin.key, generated on the first start)")
 	fs.StringVar(&f.blockedDomains, "blocked-domains", "", "extra domains refused as targets, comma separated")
+	fs.StringVar(&f.blocklistFiles, "blocklist-file", "", "files of hosts refused as targets (domain list, hosts file or URLhaus CSV), comma separated; reread on SIGHUP and every -blocklist-refresh, and newly listed hosts have their links disabled")
+	fs.DurationVar(&f.blocklistRefresh, "blocklist-refresh", origin.DefaultBlocklistRefresh, "how often -blocklist-file is reread (negative: only on SIGHUP)")
+	fs.BoolVar(&f.allowPrivateTargets, "allow-private-targets", false, "accept targets on loopback, private, link-local and cloud-metadata addresses and localhost names")
 	fs.BoolVar(&f.dev, "dev", false, "embed a JetStream server (store DIR/nats) on -dev-nats-addr")
 	fs.StringVar(&f.devNATSAddr, "dev-nats-addr", origin.DefaultDevNATSAddr, "client address of the embedded JetStream server")
 	fs.Float64Var(&f.defaultRateLimit, "rate-limit", origin.DefaultRateLimit, "requests per second for keys minted without a rate_limit (negative: unlimited)")
@@ -211,6 +232,9 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 		},
 		Logger: logger,
 	}
+	cfg.BlocklistFiles = cli.SplitList(f.blocklistFiles)
+	cfg.BlocklistRefresh = f.blocklistRefresh
+	cfg.AllowPrivateTargets = f.allowPrivateTargets
 	// With -dev, -nats defaults to the embedded server.
 	if !f.dev || set["nats"] {
 		cfg.NATS.URLs = cli.SplitList(f.natsURLs)

@@ -51,15 +51,17 @@ type system struct {
 	edges  []*edgeNode
 	api    *apiClient
 	client *client.Client // the current origin's, through the client package
+	// originOpts change the origin's configuration (newSystem's opts).
+	originOpts []func(*origin.Config)
 }
 
 // newSystem starts JetStream, an origin and two edges: edge-a asks the
 // origin on a lagging miss, edge-b never does (so its answers come from
 // its replica alone); b joins a's gossip. Everything stops in t.Cleanup:
 // edges, origin, then NATS.
-func newSystem(t *testing.T) *system {
+func newSystem(t *testing.T, originOpts ...func(*origin.Config)) *system {
 	t.Helper()
-	s := &system{t: t, log: testLogger(t), ns: natstest.Start(t)}
+	s := &system{t: t, log: testLogger(t), ns: natstest.Start(t), originOpts: originOpts}
 	s.startOrigin(t.TempDir())
 	a := s.startEdge("edge-a", t.TempDir(), true)
 	s.startEdge("edge-b", t.TempDir(), false, a.srv.GossipAddr())
@@ -78,7 +80,7 @@ type originNode struct {
 func (s *system) startOrigin(dir string) {
 	t := s.t
 	t.Helper()
-	srv, err := origin.New(origin.Config{
+	cfg := origin.Config{
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		DataDir:     dir,
@@ -89,7 +91,11 @@ func (s *system) startOrigin(dir string) {
 		// batches back after AckWait: keep that short of the 30s default.
 		Collector: collector.Config{AckWait: 2 * time.Second},
 		Logger:    s.log.With("component", "origin"),
-	})
+	}
+	for _, o := range s.originOpts {
+		o(&cfg)
+	}
+	srv, err := origin.New(cfg)
 	if err != nil {
 		t.Fatalf("origin.New: %v", err)
 	}
