@@ -410,3 +410,22 @@ func Encode(v any) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// EdgeStatus is the part of an edge's GET /status (its admin listener)
+// that clients read: its node name, readiness and the PoP's members as
+// gossip knows them. The edge writes the whole object (edge.Status); a
+// test in package edge decodes it into this type.
+type EdgeStatus struct {
+	Node    string       `json:"node"`
+	Ready   bool         `json:"ready"`
+	Members []EdgeMember `json:"members"`
+}
+
+// EdgeMember is one member of an edge's PoP (edge.Member).
+type EdgeMember struct {
+	Name string `json:"name"`
+	// Listen is the member's redirect listener, host:port.
+	Listen string `json:"listen"`
+	Ready  bool   `json:"ready"`
+	Self   bool   `json:"self"`
+}
