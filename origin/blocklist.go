@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -143,7 +144,7 @@ func (s *Server) ReloadBlocklists(ctx context.Context) error {
 			added = append(added, h)
 		}
 	}
-	p := b.base.WithHosts(slices.Collect(mapKeys(hosts)))
+	p := b.base.WithHosts(slices.Collect(maps.Keys(hosts)))
 	// Every create or update that read the old policy holds writeGate
 	// until its commit: once Lock returns they are in the store, where
 	// the sweep finds them, and later ones read the new policy.
@@ -170,16 +171,6 @@ func (s *Server) ReloadBlocklists(ctx context.Context) error {
 	}
 	clear(b.pending)
 	return nil
-}
-
-func mapKeys(m map[string]struct{}) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // sweepBlocked disables every active link whose target deny blocks, and
@@ -297,7 +288,7 @@ func (s *Server) runBlocklists(ctx context.Context) {
 func (b *blocklists) initialDeny() link.URLPolicy {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return link.URLPolicy{}.WithHosts(slices.Collect(mapKeys(b.entries)))
+	return link.URLPolicy{}.WithHosts(slices.Collect(maps.Keys(b.entries)))
 }
 
 // loadInitial is the load New does: an unreadable file is a start-up
@@ -307,7 +298,7 @@ func (b *blocklists) loadInitial() error {
 	if err != nil {
 		return err
 	}
-	p := b.base.WithHosts(slices.Collect(mapKeys(hosts)))
+	p := b.base.WithHosts(slices.Collect(maps.Keys(hosts)))
 	b.current.Store(&p)
 	b.entries = hosts
 	b.mEntries.Store(int64(len(hosts)))
