@@ -29,8 +29,10 @@ const (
 	StatusDisabled = "disabled"
 )
 
-// Link is the link object. Every field is always present: expires_at and
-// max_visits are null when unset, tags is [] without tags. Times are UTC.
+// Link is the link object. Every field but disabled_reason is always
+// present: expires_at and max_visits are null when unset, tags is []
+// without tags; disabled_reason is present only on a link the origin
+// disabled on its own (a blocklist entry, max_visits). Times are UTC.
 type Link struct {
 	Code      string     `json:"code"`
 	URL       string     `json:"url"`
@@ -43,6 +45,8 @@ type Link struct {
 	Revision  uint64     `json:"revision"`
 	Tags      []string   `json:"tags"`
 	MaxVisits *uint64    `json:"max_visits"`
+	// DisabledReason says why the origin disabled the link.
+	DisabledReason string `json:"disabled_reason,omitempty"`
 }
 
 // NewLink is the link object of r, whose short URL is shortBase + code
@@ -58,6 +62,8 @@ func NewLink(r *link.Record, shortBase string) Link {
 		UpdatedAt: r.UpdatedAt.UTC(),
 		Revision:  r.Revision,
 		Tags:      r.Tags,
+
+		DisabledReason: r.DisabledReason,
 	}
 	if l.Tags == nil {
 		l.Tags = []string{}
@@ -86,6 +92,8 @@ func (l *Link) Record() (link.Record, error) {
 		UpdatedAt: l.UpdatedAt.UTC(),
 		Revision:  l.Revision,
 		Tags:      l.Tags,
+
+		DisabledReason: l.DisabledReason,
 	}
 	switch l.Status {
 	case StatusActive:
@@ -401,4 +409,23 @@ func Encode(v any) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// EdgeStatus is the part of an edge's GET /status (its admin listener)
+// that clients read: its node name, readiness and the PoP's members as
+// gossip knows them. The edge writes the whole object (edge.Status); a
+// test in package edge decodes it into this type.
+type EdgeStatus struct {
+	Node    string       `json:"node"`
+	Ready   bool         `json:"ready"`
+	Members []EdgeMember `json:"members"`
+}
+
+// EdgeMember is one member of an edge's PoP (edge.Member).
+type EdgeMember struct {
+	Name string `json:"name"`
+	// Listen is the member's redirect listener, host:port.
+	Listen string `json:"listen"`
+	Ready  bool   `json:"ready"`
+	Self   bool   `json:"self"`
 }

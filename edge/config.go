@@ -35,6 +35,9 @@ const (
 	DefaultClickMaxEntries      = 1 << 20
 )
 
+// The enumeration limiter's defaults are in notfound.go
+// (DefaultNotFoundRate, DefaultNotFoundBurst, DefaultNotFoundClients).
+
 // Config configures an edge Server. The zero value of every field but
 // DataDir and NATS.URLs is usable; see each field for its default.
 type Config struct {
@@ -147,6 +150,25 @@ type Config struct {
 	// chain that is not a trusted proxy). The default is none: the client
 	// is the socket peer.
 	TrustedProxies []netip.Prefix
+
+	// NotFoundRate and NotFoundBurst are the enumeration limiter's token
+	// bucket per client address (TrustedProxies decides the address; an
+	// IPv6 client is its /64): each answer that would be 404 for a
+	// well-formed code spends a token, and with none left the answer is
+	// 429 with Retry-After. Redirects and 410s never spend one. The
+	// defaults are 2 per second and 100: a person mistyping or a page of
+	// dead links stays far below, a scan of the code space is held to 2
+	// guesses a second per address.
+	NotFoundRate  float64
+	NotFoundBurst int
+	// NotFoundClients is how many client buckets the limiter keeps, in
+	// fixed memory (about 24 bytes each); beyond it the fullest bucket of
+	// a set is reused. The default is 65,536.
+	NotFoundClients int
+	// NoNotFoundLimit turns the enumeration limiter off. The default
+	// (false) has it on.
+	NoNotFoundLimit bool
+
 	// ClickStream names the click stream. The default is
 	// replication.ClickStreamConfig's (LINKPOP_CLICKS).
 	ClickStream replication.ClickStreamConfig
@@ -221,6 +243,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ClickMaxEntries == 0 {
 		c.ClickMaxEntries = DefaultClickMaxEntries
+	}
+	if c.NotFoundRate == 0 {
+		c.NotFoundRate = DefaultNotFoundRate
+	}
+	if c.NotFoundBurst == 0 {
+		c.NotFoundBurst = DefaultNotFoundBurst
+	}
+	if c.NotFoundClients == 0 {
+		c.NotFoundClients = DefaultNotFoundClients
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -330,6 +361,15 @@ func (c *Config) Validate() error {
 		if n := len(k); n != 16 && n != 24 && n != 32 {
 			bad("GossipKeys[%d] is %d bytes; want 16, 24 or 32", i, n)
 		}
+	}
+	if c.NotFoundRate < 0 || c.NotFoundRate > 0 && c.NotFoundRate < 0.001 {
+		bad("NotFoundRate %v must be at least 0.001 per second", c.NotFoundRate)
+	}
+	if c.NotFoundBurst < 0 {
+		bad("NotFoundBurst %d must not be negative", c.NotFoundBurst)
+	}
+	if c.NotFoundClients < 0 || c.NotFoundClients > 1<<26 {
+		bad("NotFoundClients %d outside [0, %d]", c.NotFoundClients, 1<<26)
 	}
 	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
 		bad("GossipJoin needs GossipBind")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,12 @@ type Member struct {
 	StreamLast uint64 `json:"stream_last"`
 	Lag        uint64 `json:"lag"`
 	Ready      bool   `json:"ready"`
+	// Listen is its redirect listener's address (host:port), with an
+	// unspecified host ("0.0.0.0") replaced by its gossip host, so a
+	// synthetic check (linkpop probe) can reach every edge of the PoP
+	// from one edge's /status. Empty from an edge that does not
+	// announce it.
+	Listen string `json:"listen,omitempty"`
 }
 
 // nodeMeta is what an edge announces in its memberlist node metadata.
@@ -39,6 +46,7 @@ type nodeMeta struct {
 	StreamLast uint64 `json:"s"`
 	Lag        uint64 `json:"l"`
 	Ready      bool   `json:"r"`
+	Listen     string `json:"h,omitempty"`
 }
 
 const (
@@ -96,6 +104,12 @@ func (g *gossip) observe(n *memberlist.Node) {
 	var meta nodeMeta
 	if json.Unmarshal(n.Meta, &meta) == nil {
 		m.Applied, m.StreamLast, m.Lag, m.Ready = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready
+		if host, port, err := net.SplitHostPort(meta.Listen); err == nil {
+			if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+				host = n.Addr.String()
+			}
+			m.Listen = net.JoinHostPort(host, port)
+		}
 	}
 	g.mu.Lock()
 	g.peers[n.Name] = m

@@ -10,6 +10,7 @@ import (
 // front so the hot path only increments: no map, no formatting.
 type serverMetrics struct {
 	req301, req302, req307, req308, req404, req405, req410, req503 *metrics.Counter
+	req429                                                         *metrics.Counter // the enumeration limiter
 	// duration is sampled: one request in durationSample (see Resolve).
 	// Its _count is therefore about 1/8 of the requests; the request
 	// counters above count every one.
@@ -29,6 +30,7 @@ func newServerMetrics(set *metrics.Set, s *Server) *serverMetrics {
 	m := &serverMetrics{
 		req301: req("301"), req302: req("302"), req307: req("307"), req308: req("308"),
 		req404: req("404"), req405: req("405"), req410: req("410"), req503: req("503"),
+		req429:             req("429"),
 		duration:           set.NewHistogram("linkpop_edge_request_duration_seconds"),
 		fallbackHit:        fb("hit"),
 		fallbackNotFound:   fb("not_found"),
@@ -73,5 +75,7 @@ func (m *serverMetrics) countStatus(status int) {
 		m.req410.Inc()
 	case 503:
 		m.req503.Inc()
+	case 429:
+		m.req429.Inc()
 	}
 }

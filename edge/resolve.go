@@ -38,6 +38,8 @@ var (
 //   - 410 for a disabled or expired link;
 //   - 404 for an unknown code, and for any path that is not "/" followed by
 //     a valid code (no decoding: "/%61bc" is not "/abc"), without a lookup;
+//   - 429 with Retry-After instead of 404 for an unknown code once the
+//     client has collected too many (the enumeration limiter, notFound);
 //   - 405 with "Allow: GET, HEAD" for other methods.
 //
 // A miss is authoritative while the replica is caught up. While it lags
@@ -94,16 +96,13 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 	if err != nil {
 		return textStatus(ctx, fasthttp.StatusServiceUnavailable, bodyUnavailable)
 	}
-	return textStatus(ctx, fasthttp.StatusNotFound, bodyNotFound)
+	return s.notFound(ctx, now)
 }
 
-// recordClick records a click if the answer decided is a redirect to a
-// GET (HEAD, 404 and 410 are not clicks) and analytics is on, and returns
-// status.
-func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Time, status int) int {
-	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
-		return status
-	}
+// clientAddr is the request's client address: the socket peer, or behind
+// a trusted proxy the address its forwarding headers name
+// (clicks.Proxies.ClientAddr).
+func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	addr := peer.Unmap()
 	if s.proxies.Trusts(addr) {
@@ -115,10 +114,20 @@ func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Tim
 			addr = s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
 		}
 	}
+	return addr
+}
+
+// recordClick records a click if the answer decided is a redirect to a
+// GET (HEAD, 404 and 410 are not clicks) and analytics is on, and returns
+// status.
+func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Time, status int) int {
+	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
+		return status
+	}
 	c := clicks.Click{
 		Code:      code,
 		Time:      now,
-		Addr:      addr,
+		Addr:      s.clientAddr(ctx),
 		UserAgent: ctx.Request.Header.UserAgent(),
 		Referer:   ctx.Request.Header.Referer(),
 		Stripe:    ctx.ConnID(),

@@ -58,6 +58,7 @@ type Server struct {
 	clk     *clicks.Recorder
 	proxies *clicks.Proxies
 	shipper atomic.Pointer[clicks.Shipper]
+	nf      *notFoundLimiter // nil with NoNotFoundLimit
 
 	ran      atomic.Bool
 	started  chan struct{}
@@ -94,7 +95,11 @@ func New(cfg Config) (*Server, error) {
 	s.met = newServerMetrics(cfg.Metrics, s)
 	if len(cfg.AnalyticsKey) > 0 {
 		s.clk = clicks.NewRecorder(clicks.NewVisitorKey(cfg.AnalyticsKey), clicks.Limits{Entries: cfg.ClickMaxEntries})
-		s.proxies = clicks.NewProxies(cfg.TrustedProxies)
+	}
+	s.proxies = clicks.NewProxies(cfg.TrustedProxies)
+	if !cfg.NoNotFoundLimit {
+		s.nf = newNotFoundLimiter(cfg.NotFoundRate, cfg.NotFoundBurst, cfg.NotFoundClients)
+		cfg.Metrics.NewGauge("linkpop_edge_notfound_clients", func() float64 { return float64(s.nf.clients()) })
 	}
 	return s, nil
 }

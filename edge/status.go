@@ -173,5 +173,5 @@ func (s *Server) Status() Status {
 // nodeMeta is what this edge announces to its PoP.
 func (s *Server) nodeMeta() nodeMeta {
 	h := s.health(time.Now())
-	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready}
+	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready, Listen: s.Addr()}
 }

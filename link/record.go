@@ -19,6 +19,8 @@ const (
 	// MaxTags and MaxTagLen bound a link's tags.
 	MaxTags   = 16
 	MaxTagLen = 64
+	// MaxReasonLen bounds a record's DisabledReason.
+	MaxReasonLen = 512
 	// MaxEncodedLen bounds an encoded record or change: the URL, tags and
 	// framing with room to spare. Anything larger is refused unread.
 	MaxEncodedLen = 16 << 10
@@ -78,6 +80,9 @@ type Record struct {
 	Revision  uint64    // origin revision of the last mutation
 	Tags      []string
 	MaxVisits uint64 // clicks after which the origin disables the link; 0: no limit
+	// DisabledReason says why the origin disabled the link on its own
+	// ("blocklist: evil.example", "max_visits"); empty otherwise.
+	DisabledReason string
 }
 
 // Expired reports whether the link has an expiry at or before now.
@@ -111,6 +116,9 @@ func (r *Record) Validate() error {
 	}
 	if err := ValidateTags(r.Tags); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(r.DisabledReason) > MaxReasonLen || !utf8.ValidString(r.DisabledReason) {
+		return fmt.Errorf("%w: disabled reason", ErrCorrupt)
 	}
 	return nil
 }
@@ -257,6 +265,7 @@ func recordToPB(r *Record) *linkpb.Record {
 		Revision:        r.Revision,
 		Tags:            r.Tags,
 		MaxVisits:       r.MaxVisits,
+		DisabledReason:  r.DisabledReason,
 	}
 	if !r.ExpiresAt.IsZero() {
 		pb.ExpiresAtUnixMs = r.ExpiresAt.UnixMilli()
@@ -278,6 +287,8 @@ func recordFromPB(pb *linkpb.Record) (Record, error) {
 		Revision:  pb.Revision,
 		Tags:      pb.Tags,
 		MaxVisits: pb.MaxVisits,
+
+		DisabledReason: pb.DisabledReason,
 	}
 	if pb.ExpiresAtUnixMs != 0 {
 		r.ExpiresAt = time.UnixMilli(pb.ExpiresAtUnixMs).UTC()

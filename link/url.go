@@ -47,11 +47,17 @@ var std3Profile = idna.New(
 )
 
 // URLPolicy says which targets are acceptable beyond the syntax rules.
-// The zero value blocks nothing; NewURLPolicy builds one with a blocklist.
+// The zero value blocks nothing; NewURLPolicy builds one with a blocklist,
+// WithHosts adds the entries of blocklist files (ParseBlocklist) and
+// RefusingPrivateAddresses refuses internal addresses. A URLPolicy is an
+// immutable value: an origin that reloads its lists builds a new one.
 type URLPolicy struct {
-	// blocked holds the canonical form (CanonicalHost) of every blocked
+	// deny holds the canonical form (CanonicalHost) of every blocked
 	// domain or address.
 	deny map[string]struct{}
+	// refusePrivate refuses hosts that are internal addresses
+	// (PrivateHost).
+	refusePrivate bool
 }
 
 // NewURLPolicy returns a policy that refuses targets on the given
@@ -78,6 +84,54 @@ func NewURLPolicy(blocked []string) (URLPolicy, error) {
 	return p, nil
 }
 
+// WithHosts returns a copy of p that also refuses hosts, which must be
+// canonical already (ParseBlocklist returns them so), with their
+// subdomains.
+func (p URLPolicy) WithHosts(hosts []string) URLPolicy {
+	deny := make(map[string]struct{}, len(p.deny)+len(hosts))
+	for h := range p.deny {
+		deny[h] = struct{}{}
+	}
+	for _, h := range hosts {
+		deny[h] = struct{}{}
+	}
+	p.deny = deny
+	return p
+}
+
+// RefusingPrivateAddresses returns a copy of p that also refuses targets
+// whose host is an internal address (PrivateHost), in any spelling
+// CanonicalHost reads ("127.1", "2130706433", "0x7f.1", "[::ffff:7f00:1]").
+func (p URLPolicy) RefusingPrivateAddresses() URLPolicy {
+	p.refusePrivate = true
+	return p
+}
+
+// BlockedBy reports which entry of p's blocklist refuses the target
+// rawURL: the listed domain it is on (or under) or the listed address.
+// ok is false when no entry does, including when rawURL is not a valid
+// target at all. Private addresses are not entries: BlockedBy ignores
+// RefusingPrivateAddresses.
+func (p URLPolicy) BlockedBy(rawURL string) (entry string, ok bool) {
+	u, err := URLPolicy{}.NormalizeURL(rawURL)
+	if err != nil {
+		return "", false
+	}
+	rest := u[strings.Index(u, "://")+3:]
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if strings.HasPrefix(rest, "[") {
+		rest = rest[1:strings.IndexByte(rest, ']')]
+	} else if i := strings.IndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	return p.blockedBy(rest)
+}
+
+// Len is the number of entries on p's blocklist.
+func (p URLPolicy) Len() int { return len(p.deny) }
+
 // NormalizeURL validates a creator's target URL and returns its canonical
 // form: scheme and host lower-cased, host in IDNA ASCII form, default port
 // dropped, path/query/fragment percent-encoded to pure ASCII. The result is
@@ -87,7 +141,8 @@ func NewURLPolicy(blocked []string) (URLPolicy, error) {
 // what is stored is what the creator sent); control characters (including
 // CR, LF, NUL, DEL), spaces and backslashes anywhere; schemes other than
 // http and https; missing hosts; userinfo (user:pass@host is a phishing
-// device); hosts CanonicalHost refuses; targets on the policy's blocklist.
+// device); hosts CanonicalHost refuses; targets on the policy's blocklist
+// and, if the policy refuses them, internal addresses (ErrURLBlocked).
 //
 // The result is a fixed point: NormalizeURL of a canonical URL returns it
 // unchanged.
@@ -157,7 +212,10 @@ func (p URLPolicy) NormalizeURL(raw string) (string, error) {
 			port = ""
 		}
 	}
-	if p.blocked(host) {
+	if _, ok := p.blockedBy(host); ok {
+		return "", ErrURLBlocked
+	}
+	if p.refusePrivate && PrivateHost(host) {
 		return "", ErrURLBlocked
 	}
 
@@ -404,26 +462,26 @@ func parseIPv4Number(s string) (uint64, bool) {
 	return n, err == nil
 }
 
-// blocked reports whether host (canonical) or any domain it is a
-// subdomain of is on the blocklist. An IP address matches only itself.
-func (p URLPolicy) blocked(host string) bool {
+// blockedBy returns the blocklist entry that host (canonical) is, or is
+// a subdomain of. An IP address matches only itself.
+func (p URLPolicy) blockedBy(host string) (string, bool) {
 	if len(p.deny) == 0 {
-		return false
+		return "", false
 	}
 	if _, ok := p.deny[host]; ok {
-		return true
+		return host, true
 	}
 	if isIPHost(host) {
-		return false
+		return "", false
 	}
 	for i := 0; i < len(host); i++ {
 		if host[i] == '.' {
 			if _, ok := p.deny[host[i+1:]]; ok {
-				return true
+				return host[i+1:], true
 			}
 		}
 	}
-	return false
+	return "", false
 }
 
 // asciiOnly percent-encodes every byte outside printable ASCII, and the few

@@ -45,6 +45,8 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 	if len(body.Links) == 0 || len(body.Links) > client.MaxBatch {
 		return link.OnField("links", ErrBatchTooLarge)
 	}
+	s.writeGate.RLock() // from the policy checks to the commit
+	defer s.writeGate.RUnlock()
 	now := time.Now()
 	results := make([]client.BatchResult, len(body.Links))
 	reqs := make([]store.CreateRequest, 0, len(body.Links))

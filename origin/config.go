@@ -93,6 +93,23 @@ type Config struct {
 	// (link.CanonicalHost), and one that cannot be is a Validate error
 	// naming it. The default is none.
 	BlockedDomains []string
+	// BlocklistFiles are files of hosts refused as targets like
+	// BlockedDomains, in any of the formats link.ParseBlocklist reads (a
+	// domain list, a hosts file, a URLhaus-style CSV). They are read at
+	// New (an unreadable file stops the start), again on
+	// Server.ReloadBlocklists (SIGHUP in cmd/origin) and every
+	// BlocklistRefresh; a host a reload newly lists has its active links
+	// disabled. The default is none.
+	BlocklistFiles []string
+	// BlocklistRefresh is how often BlocklistFiles are read again; a
+	// negative value reads them only on ReloadBlocklists. The default is
+	// 15 minutes (URLhaus publishes every 5).
+	BlocklistRefresh time.Duration
+	// AllowPrivateTargets accepts targets whose host is an internal
+	// address (link.PrivateHost: loopback, RFC 1918, link-local, cloud
+	// metadata, localhost names ...), for a deployment that shortens
+	// intranet links. The default (false) refuses them as url_blocked.
+	AllowPrivateTargets bool
 	// Reserved are codes custom links may not take (case-insensitively).
 	// The default (nil) is link.DefaultReserved; an empty non-nil slice
 	// reserves nothing.
@@ -198,6 +215,9 @@ func (c Config) withDefaults() Config {
 	if c.DevNATSAddr == "" {
 		c.DevNATSAddr = DefaultDevNATSAddr
 	}
+	if c.BlocklistRefresh == 0 {
+		c.BlocklistRefresh = DefaultBlocklistRefresh
+	}
 	if c.StatsHeartbeat == 0 {
 		c.StatsHeartbeat = DefaultStatsHeartbeat
 	}
@@ -264,6 +284,14 @@ func (c *Config) Validate() error {
 		} else if _, err := link.CanonicalHost(d); err != nil {
 			bad("BlockedDomains: %q is not a domain name or IP address", d)
 		}
+	}
+	for _, f := range c.BlocklistFiles {
+		if f == "" {
+			bad("BlocklistFiles: empty file name")
+		}
+	}
+	if c.BlocklistRefresh > 0 && c.BlocklistRefresh < time.Second {
+		bad("BlocklistRefresh %v is below 1s", c.BlocklistRefresh)
 	}
 	if c.MaxBodyBytes < 0 {
 		bad("MaxBodyBytes %d must not be negative", c.MaxBodyBytes)

@@ -130,6 +130,9 @@ func TestContractHosts(t *testing.T) {
 	o := apiStart(t, func(c *origin.Config) {
 		c.BaseURL = "https://Bücher.Test/"
 		c.BlockedDomains = []string{"MÜNCHEN.test.", "xn--zrich-kva.test", "127.0.0.1", "[::1]"}
+		// An address entry blocks only itself; the private-address rule,
+		// which would refuse 127.0.0.2 too, is TestPrivateTargetsDefault's.
+		c.AllowPrivateTargets = true
 	})
 	f := func(target string, wantStatus int, wantCode, wantURL string) {
 		t.Helper()
@@ -164,6 +167,38 @@ func TestContractHosts(t *testing.T) {
 	f("https://trail-.example/", 201, "", "https://trail-.example/")
 	f("https://notbücher.test/", 201, "", "https://xn--notbcher-95a.test/")
 	f("http://A../", 400, "invalid_url", "")
+}
+
+// TestPrivateTargetsDefault (issue 10): by default targets on internal
+// addresses are url_blocked in any spelling; AllowPrivateTargets accepts
+// them (and the listed entries stay refused).
+func TestPrivateTargetsDefault(t *testing.T) {
+	leaktest.Check(t)
+	targets := []string{
+		"http://127.0.0.2/", "http://0x7f.0.0.2/", "http://2130706433/", "http://10.1/", "http://0xa9fea9fe/",
+		"http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]/", "http://[fd00:ec2::254]/",
+		"http://localhost:8080/", "http://metadata.google.internal/",
+	}
+	for _, allow := range []bool{false, true} {
+		o := apiStart(t, func(c *origin.Config) {
+			c.AllowPrivateTargets = allow
+			c.BlockedDomains = []string{"10.0.0.9"}
+		})
+		for _, target := range append(targets, "http://10.0.0.9/") {
+			body, _ := json.Marshal(map[string]string{"url": target})
+			r := o.do("POST", "/v1/links", apiAdminKey, string(body))
+			want := 400
+			if allow && target != "http://10.0.0.9/" {
+				want = 201
+			}
+			if r.status != want || want == 400 && r.errCode() != "url_blocked" {
+				t.Errorf("allow %v, %q: got %d %q, want %d", allow, target, r.status, r.errCode(), want)
+			}
+		}
+		if r := o.do("POST", "/v1/links", apiAdminKey, `{"url":"https://example.com/"}`); r.status != 201 {
+			t.Errorf("allow %v: public target: %d", allow, r.status)
+		}
+	}
 }
 
 // TestConfigBlockedDomainsCanonical (issue 12, class 3): a blocklist

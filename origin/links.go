@@ -76,7 +76,7 @@ func (s *Server) parseURL(m jsontext.Value) (string, error) {
 		}
 		return "", link.OnField("url", withDetail(link.ErrInvalidURL, "url must be a string"))
 	}
-	u, err := s.policy.NormalizeURL(raw)
+	u, err := s.blocks.policy().NormalizeURL(raw)
 	if err != nil {
 		return "", link.OnField("url", err)
 	}
@@ -236,6 +236,8 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 	if err := readJSON(r, &body); err != nil {
 		return err
 	}
+	s.writeGate.RLock() // from the policy check to the commit
+	defer s.writeGate.RUnlock()
 	req, err := s.parseCreate(&body, time.Now())
 	if err != nil {
 		return err
@@ -288,6 +290,8 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 	if err := readJSON(r, &body); err != nil {
 		return err
 	}
+	s.writeGate.RLock() // from the policy check to the commit
+	defer s.writeGate.RUnlock()
 	req := store.UpdateRequest{Code: code, IfRevision: ifRev}
 	n := 0
 	if body.URL != nil {

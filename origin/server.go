@@ -70,7 +70,12 @@ type Server struct {
 	adminSrv       *http.Server
 	handler        http.Handler
 
-	policy    link.URLPolicy
+	// blocks holds the target policy (blocklist files reloaded in place);
+	// writeGate is held for reading by every create and update from the
+	// policy check to the commit, and for writing while a reload swaps
+	// the policy (see ReloadBlocklists).
+	blocks    *blocklists
+	writeGate sync.RWMutex
 	reserved  link.Reserved
 	shortBase string
 
@@ -118,11 +123,14 @@ func New(cfg Config) (*Server, error) {
 		quit:       make(chan struct{}),
 	}
 	host, _ := baseHost(cfg.BaseURL) // validated
-	policy, err := link.NewURLPolicy(append([]string{host}, cfg.BlockedDomains...))
+	blocks, err := newBlocklists(&cfg, host, cfg.Metrics)
 	if err != nil { // validated too
 		return nil, fmt.Errorf("origin config: %w", err)
 	}
-	s.policy = policy
+	if err := blocks.loadInitial(); err != nil {
+		return nil, err
+	}
+	s.blocks = blocks
 
 	ok := false
 	defer func() {
@@ -318,6 +326,12 @@ func (s *Server) Run(ctx context.Context) error {
 		collWG.Go(func() { s.runMaxVisits(collCtx) })
 	}
 
+	blockCtx, stopBlocklists := context.WithCancel(context.Background())
+	var blockWG sync.WaitGroup
+	if s.blocks.Len() > 0 || len(s.cfg.BlocklistFiles) > 0 {
+		blockWG.Go(func() { s.runBlocklists(blockCtx) })
+	}
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -344,6 +358,8 @@ func (s *Server) Run(ctx context.Context) error {
 	// stops before the relay and the store.
 	stopCollector()
 	collWG.Wait()
+	stopBlocklists() // disables links through the store too
+	blockWG.Wait()
 
 	stopRelay()
 	relayWG.Wait()

@@ -261,7 +261,7 @@ func (s *Server) enforceMaxVisits(ctx context.Context, rec link.Record) (link.Re
 	}
 	// Conditional on the revision read: a concurrent change wins, and its
 	// own clicks re-trigger the check.
-	next, err := s.store.Disable(ctx, rec.Code, rec.Revision)
+	next, err := s.store.DisableFor(ctx, rec.Code, rec.Revision, "max_visits")
 	if errors.Is(err, link.ErrRevisionMismatch) {
 		return s.store.Get(rec.Code)
 	}

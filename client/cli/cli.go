@@ -206,7 +206,7 @@ scripts. Exit status: 0 success, 1 the API refused or the network failed,
 	pf.DurationVar(&a.timeout, "timeout", 60*time.Second, "bound on each API call")
 	root.AddCommand(a.createCmd(), a.getCmd(), a.listCmd(), a.updateCmd(), a.disableCmd(),
 		a.statsCmd(), a.topCmd(), a.qrCmd(), a.exportCmd(), a.importCmd(), a.keysCmd(),
-		a.configureCmd(), a.versionCmd())
+		a.configureCmd(), a.versionCmd(), a.probeCmd())
 	return root
 }
 

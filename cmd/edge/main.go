@@ -62,6 +62,10 @@ func run(args []string) error {
 		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the most a SIGKILL can lose)")
 		clickSpill    = fs.Int64("click-spill-max-bytes", edge.DefaultClickSpillMaxBytes, "`bytes` of click batches kept on disk while the stream is unreachable")
 		clickEntries  = fs.Int("click-max-entries", edge.DefaultClickMaxEntries, "click aggregate `entries` held in memory per flush interval")
+		nfRate        = fs.Float64("notfound-rate", edge.DefaultNotFoundRate, "enumeration limiter: unknown codes per `second` a client address may collect after its burst; beyond, 429")
+		nfBurst       = fs.Int("notfound-burst", edge.DefaultNotFoundBurst, "enumeration limiter: unknown codes a client address may collect at once")
+		nfClients     = fs.Int("notfound-clients", edge.DefaultNotFoundClients, "enumeration limiter: client `buckets` kept (fixed memory, about 24 bytes each)")
+		noNF          = fs.Bool("no-notfound-limit", false, "turn the enumeration limiter off: every unknown code is a 404")
 		logLevel      = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "log `format`: text or json")
 	)
@@ -134,6 +138,10 @@ func run(args []string) error {
 		ClickFlush:           *clickFlush,
 		ClickSpillMaxBytes:   *clickSpill,
 		ClickMaxEntries:      *clickEntries,
+		NotFoundRate:         *nfRate,
+		NotFoundBurst:        *nfBurst,
+		NotFoundClients:      *nfClients,
+		NoNotFoundLimit:      *noNF,
 		Logger:               log,
 	})
 	if err != nil {

@@ -123,6 +123,21 @@ func run(ctx context.Context, cfg origin.Config) error {
 	if u := srv.NATSURL(); u != "" {
 		fmt.Printf("embedded JetStream on %s\n", u)
 	}
+	// SIGHUP rereads the blocklist files (logged and counted by the
+	// server either way).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = srv.ReloadBlocklists(ctx)
+			}
+		}
+	}()
 	return srv.Run(ctx)
 }
 
@@ -146,6 +161,9 @@ type flags struct {
 	baseURL                        string
 	codeLength                     int
 	blockedDomains                 string
+	blocklistFiles                 string
+	blocklistRefresh               time.Duration
+	allowPrivateTargets            bool
 	dev                            bool
 	devNATSAddr                    string
 	logLevel, logFormat            string
@@ -177,6 +195,9 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.codeLength, "code-length", 7, "length of random codes")
 	f.adminKey = cli.SecretVar(fs, "admin-key", adminKeyEnv, "bootstrap admin API key (default DIR/admin.key, generated on the first start)", true)
 	fs.StringVar(&f.blockedDomains, "blocked-domains", "", "extra domains refused as targets, comma separated")
+	fs.StringVar(&f.blocklistFiles, "blocklist-file", "", "files of hosts refused as targets (domain list, hosts file or URLhaus CSV), comma separated; reread on SIGHUP and every -blocklist-refresh, and newly listed hosts have their links disabled")
+	fs.DurationVar(&f.blocklistRefresh, "blocklist-refresh", origin.DefaultBlocklistRefresh, "how often -blocklist-file is reread (negative: only on SIGHUP)")
+	fs.BoolVar(&f.allowPrivateTargets, "allow-private-targets", false, "accept targets on loopback, private, link-local and cloud-metadata addresses and localhost names")
 	fs.BoolVar(&f.dev, "dev", false, "embed a JetStream server (store DIR/nats) on -dev-nats-addr")
 	fs.StringVar(&f.devNATSAddr, "dev-nats-addr", origin.DefaultDevNATSAddr, "client address of the embedded JetStream server")
 	fs.Float64Var(&f.defaultRateLimit, "rate-limit", origin.DefaultRateLimit, "requests per second for keys minted without a rate_limit (negative: unlimited)")
@@ -249,6 +270,9 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 		},
 		Logger: logger,
 	}
+	cfg.BlocklistFiles = cli.SplitList(f.blocklistFiles)
+	cfg.BlocklistRefresh = f.blocklistRefresh
+	cfg.AllowPrivateTargets = f.allowPrivateTargets
 	// With -dev, -nats defaults to the embedded server.
 	if f.dev && !set["nats"] {
 		cfg.NATS.URLs = nil

@@ -28,6 +28,7 @@ func runVerify(ctx context.Context, args []string) int {
 	interval := fs.Duration("interval", verify.DefaultInterval, "pause between comparison rounds")
 	caFile := fs.String("ca", "", "PEM `file` of the CAs an https origin is verified against (default the system's)")
 	detail := fs.Bool("detail", false, "list the codes whose revision differs in the differing buckets")
+	metricsFile := fs.String("metrics-file", "", "also write the verdict as Prometheus metrics to this `file` (node_exporter textfile collector; written atomically)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: origin verify [flags]\n\nCompares each edge's replica with the origin by bucketed digest. Exits 0 when\nevery edge matches, 1 otherwise.\n\n")
 		fs.PrintDefaults()
@@ -76,6 +77,12 @@ func runVerify(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "origin verify:", err)
 		return 1
 	}
+	if *metricsFile != "" {
+		if err := writeMetricsFile(*metricsFile, rep); err != nil {
+			fmt.Fprintln(os.Stderr, "origin verify:", err)
+			return 1
+		}
+	}
 	if !rep.OK() {
 		return 1
 	}
@@ -99,4 +106,22 @@ func verifyKey(key, file string) (string, error) {
 		return k, nil
 	}
 	return "", errors.New("an API key with links:read is required: -key, -key-file or $" + adminKeyEnv)
+}
+
+// writeMetricsFile writes rep's metrics to name through a temporary file
+// and a rename, so the collector never reads half a file.
+func writeMetricsFile(name string, rep *verify.Report) error {
+	tmp := name + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteMetrics(f, time.Now()); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
 }

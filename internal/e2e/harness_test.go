@@ -52,15 +52,17 @@ type system struct {
 	edges  []*edgeNode
 	api    *apiClient
 	client *client.Client // the current origin's, through the client package
+	// originOpts change the origin's configuration (newSystem's opts).
+	originOpts []func(*origin.Config)
 }
 
 // newSystem starts JetStream, an origin and two edges: edge-a asks the
 // origin on a lagging miss, edge-b never does (so its answers come from
 // its replica alone); b joins a's gossip. Everything stops in t.Cleanup:
 // edges, origin, then NATS.
-func newSystem(t *testing.T) *system {
+func newSystem(t *testing.T, originOpts ...func(*origin.Config)) *system {
 	t.Helper()
-	s := &system{t: t, log: testLogger(t), ns: natstest.Start(t)}
+	s := &system{t: t, log: testLogger(t), ns: natstest.Start(t), originOpts: originOpts}
 	s.createStreams()
 	s.startOrigin(t.TempDir())
 	a := s.startEdge("edge-a", t.TempDir(), true)
@@ -108,7 +110,7 @@ type originNode struct {
 func (s *system) startOrigin(dir string) {
 	t := s.t
 	t.Helper()
-	srv, err := origin.New(origin.Config{
+	cfg := origin.Config{
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		DataDir:     dir,
@@ -119,7 +121,11 @@ func (s *system) startOrigin(dir string) {
 		// batches back after AckWait: keep that short of the 30s default.
 		Collector: collector.Config{AckWait: 2 * time.Second, NATS: s.conn(natsauth.Collector)},
 		Logger:    s.log.With("component", "origin"),
-	})
+	}
+	for _, o := range s.originOpts {
+		o(&cfg)
+	}
+	srv, err := origin.New(cfg)
 	if err != nil {
 		t.Fatalf("origin.New: %v", err)
 	}
@@ -186,7 +192,11 @@ func (s *system) startEdge(name, dir string, fallback bool, join ...string) *edg
 		AnalyticsKey:   []byte(testAnalyticsKey),
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		ClickFlush:     testClickFlush,
-		Logger:         s.log.With("component", name),
+		// The checks ask for unknown codes over and over from 127.0.0.1:
+		// the enumeration limiter stays on, with a bucket they never
+		// empty (edge TestNotFoundLimiter tests it).
+		NotFoundBurst: 1 << 30,
+		Logger:        s.log.With("component", name),
 	}
 	if fallback {
 		cfg.OriginURL, cfg.OriginKey = s.api.base, testAdminKey

@@ -102,7 +102,13 @@ func (s *Store) Update(ctx context.Context, req UpdateRequest) (link.Record, err
 // is as in UpdateRequest. Errors: link.ErrNotFound,
 // link.ErrRevisionMismatch.
 func (s *Store) Disable(ctx context.Context, code string, ifRevision uint64) (link.Record, error) {
-	res := s.submit(ctx, &request{kind: kindDisable, code: code, ifRev: ifRevision})
+	return s.DisableFor(ctx, code, ifRevision, "")
+}
+
+// DisableFor is Disable recording why the origin disabled the link on its
+// own (link.Record.DisabledReason, at most link.MaxReasonLen bytes).
+func (s *Store) DisableFor(ctx context.Context, code string, ifRevision uint64, reason string) (link.Record, error) {
+	res := s.submit(ctx, &request{kind: kindDisable, code: code, ifRev: ifRevision, reason: reason})
 	return res.rec, res.err
 }
 
@@ -143,6 +149,7 @@ type request struct {
 	update    UpdateRequest
 	code      string
 	ifRev     uint64
+	reason    string // kindDisable: link.Record.DisabledReason
 	key       APIKey
 	keyID     string
 	revisions []uint64
@@ -298,7 +305,7 @@ func (t *txn) apply(r *request) result {
 	case kindUpdate:
 		return t.updateLink(&r.update)
 	case kindDisable:
-		return t.disable(r.code, r.ifRev)
+		return t.disable(r.code, r.ifRev, r.reason)
 	case kindPutKey:
 		return t.putKey(r.key)
 	case kindRevokeKey:
@@ -446,7 +453,7 @@ func (t *txn) updateLink(req *UpdateRequest) result {
 	return result{rec: next}
 }
 
-func (t *txn) disable(code string, ifRev uint64) result {
+func (t *txn) disable(code string, ifRev uint64, reason string) result {
 	cur, ok, err := t.link(code)
 	if err != nil {
 		return result{err: err}
@@ -462,6 +469,7 @@ func (t *txn) disable(code string, ifRev uint64) result {
 	}
 	next := cur
 	next.Status = link.StatusDisabled
+	next.DisabledReason = reason
 	next.UpdatedAt = t.now
 	next.Revision = t.rev + 1
 	if err := t.writeLink(link.OpDisable, next, "", nil); err != nil {

@@ -147,9 +147,13 @@ type Record struct {
 	Revision uint64   `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
 	Tags     []string `protobuf:"bytes,10,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Clicks after which the origin disables the link; 0 means no limit.
-	MaxVisits     uint64 `protobuf:"varint,11,opt,name=max_visits,json=maxVisits,proto3" json:"max_visits,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxVisits uint64 `protobuf:"varint,11,opt,name=max_visits,json=maxVisits,proto3" json:"max_visits,omitempty"`
+	// Why the origin disabled the link when it did so on its own (a
+	// blocklist entry, max_visits); empty for a creator's disable and for
+	// active links.
+	DisabledReason string `protobuf:"bytes,12,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -257,6 +261,13 @@ func (x *Record) GetMaxVisits() uint64 {
 		return x.MaxVisits
 	}
 	return 0
+}
+
+func (x *Record) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
 }
 
 // Change is one committed mutation: the full new state of the link, so an
@@ -621,7 +632,7 @@ var File_linkpop_proto protoreflect.FileDescriptor
 const file_linkpop_proto_rawDesc = "" +
 	"\n" +
 	"\rlinkpop.proto\x12\n" +
-	"linkpop.v1\"\xf3\x02\n" +
+	"linkpop.v1\"\x9c\x03\n" +
 	"\x06Record\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x10\n" +
@@ -635,7 +646,8 @@ const file_linkpop_proto_rawDesc = "" +
 	"\x04tags\x18\n" +
 	" \x03(\tR\x04tags\x12\x1d\n" +
 	"\n" +
-	"max_visits\x18\v \x01(\x04R\tmaxVisits\"\xb0\x01\n" +
+	"max_visits\x18\v \x01(\x04R\tmaxVisits\x12'\n" +
+	"\x0fdisabled_reason\x18\f \x01(\tR\x0edisabledReason\"\xb0\x01\n" +
 	"\x06Change\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1e\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x0e.linkpop.v1.OpR\x02op\x12*\n" +
