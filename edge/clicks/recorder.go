@@ -46,6 +46,7 @@ type tuple struct {
 // The first dimension combination and the first visitor are held inline,
 // so the long tail of codes clicked once in an interval costs no map.
 type minuteAgg struct {
+	code   string
 	minute int64
 	next   *minuteAgg // the same code in another minute
 	t0     tuple
@@ -180,10 +181,12 @@ func (r *Recorder) Record(c *Click) {
 		a.entries++
 		m = a.newMinute(minute)
 		if head != nil {
+			m.code = head.code
 			m.next = head.next
 			head.next = m
 		} else {
-			a.codes[string(c.Code)] = m
+			m.code = string(c.Code)
+			a.codes[m.code] = m
 		}
 	}
 	if _, ok := sh.uaKnown[uaHash]; !ok {
@@ -291,7 +294,7 @@ func (a *agg) reset() {
 			next := m.next
 			clear(m.tuples)
 			clear(m.visitors)
-			m.plain, m.next, m.t0n, m.hasV0 = 0, nil, 0, false
+			m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
 			if len(a.free) < maxFree {
 				a.free = append(a.free, m)
 			}

@@ -100,6 +100,9 @@ type Shipper struct {
 
 	spares     []*agg
 	olds       []*agg
+	enc        batchEnc
+	out        [][]byte // the batches of the last encode
+	clicks     []uint64 // their clicks
 	forgetNext bool
 	through    int64 // through mark of the last sealed batch
 	ran        bool
@@ -245,11 +248,14 @@ func (s *Shipper) Seal() error {
 		s.olds[i] = s.rec.shards[i].swap(s.spares[i], forget)
 	}
 	s.b.learn(s.olds)
-	links, st := s.b.build(s.olds)
-	for i, a := range s.olds {
-		a.reset()
-		s.spares[i] = a
-	}
+	st := s.b.gather(s.olds)
+	defer func() {
+		s.b.aggs = nil
+		for i, a := range s.olds {
+			a.reset()
+			s.spares[i] = a
+		}
+	}()
 	if forget {
 		clear(s.b.uaClass)
 		clear(s.b.refStr)
@@ -266,38 +272,21 @@ func (s *Shipper) Seal() error {
 		}
 	}
 
-	if len(links) == 0 && s.j.dropped() == 0 && s.j.backlog() {
+	if s.b.entries == 0 && s.j.dropped() == 0 && s.j.backlog() {
 		// Nothing to say that the batch after the backlog will not say:
 		// do not grow the journal by a batch a second during an outage.
 		return nil
 	}
-	batches, clicks, err := s.encode(links, through)
-	if err != nil {
-		return err
-	}
-	size := 0
-	for _, b := range batches {
-		size += len(b)
-	}
-	if !s.j.fits(int64(size)) {
+	batches, clicks := s.encode(false, through)
+	if !s.j.fits(int64(size(batches))) {
 		s.met.reduced.Inc()
-		reduced := make([]*linkpb.LinkMinute, len(links))
-		for i, lm := range links {
-			reduced[i] = &linkpb.LinkMinute{Code: lm.Code, MinuteUnix: lm.MinuteUnix, Clicks: lm.Clicks, Bots: lm.Bots}
-			s.met.detailDropped.Add(int(lm.Clicks))
+		batches, clicks = s.encode(true, through)
+		var n uint64
+		for _, c := range clicks {
+			n += c
 		}
-		if batches, clicks, err = s.encode(reduced, through); err != nil {
-			return err
-		}
-		size = 0
-		for _, b := range batches {
-			size += len(b)
-		}
-		if !s.j.fits(int64(size)) {
-			var n uint64
-			for _, lm := range links {
-				n += lm.Clicks + lm.Bots
-			}
+		s.met.detailDropped.Add(int(n))
+		if !s.j.fits(int64(size(batches))) {
 			s.met.dropped.Add(int(n))
 			s.log.Warn("click journal full: clicks dropped", "clicks", n, "max_bytes", s.cfg.SpillMaxBytes)
 			if err := s.j.addDropped(n); err != nil {
@@ -330,36 +319,49 @@ func (s *Shipper) Seal() error {
 // between intervals; past it they are forgotten and learnt again.
 const maxKnownStrings = 200_000
 
-// encode makes the batches of one seal: the links split to fit, with
-// consecutive seqs from the journal's next; only the last carries the new
-// through mark and the dropped count (earlier ones carry the previous
-// mark).
-func (s *Shipper) encode(links []*linkpb.LinkMinute, through int64) ([][]byte, []uint64, error) {
-	groups := split(links, s.cfg.maxBatchLen)
-	if len(groups) == 0 {
-		groups = [][]*linkpb.LinkMinute{nil}
+// encode makes the batches of one seal from the builder's groups (with
+// reduced, their counts only): the links split to fit, with consecutive
+// seqs from the journal's next; only the last carries the new through
+// mark and the dropped count (earlier ones carry the previous mark). The
+// batches live in the shipper's buffers until the next encode.
+func (s *Shipper) encode(reduced bool, through int64) ([][]byte, []uint64) {
+	e := &s.enc
+	e.reset(s.cfg.maxBatchLen - batchOverhead)
+	s.b.encode(e, reduced)
+	e.flush()
+	n := max(len(e.ends), 1)
+	for len(s.out) < n {
+		s.out = append(s.out, nil)
 	}
+	out, clicks := s.out[:n], s.clicks[:0]
 	seq := s.j.nextSeq()
-	var out [][]byte
-	var clicks []uint64
-	for i, g := range groups {
-		b := &linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through, Links: g}
-		if i == len(groups)-1 {
+	hdr := func(i int) []byte {
+		b := linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through}
+		if i == n-1 {
 			b.ThroughUnixMs, b.Dropped = through, s.j.dropped()
 		}
-		est := batchOverhead
-		for _, lm := range g {
-			est += sizeOf(lm)
-		}
-		data := link.AppendClickBatch(make([]byte, 0, est), b)
-		var n uint64
-		for _, lm := range g {
-			n += lm.Clicks + lm.Bots
-		}
-		out = append(out, data)
-		clicks = append(clicks, n)
+		return link.AppendClickBatch(out[i][:0], &b)
 	}
-	return out, clicks, nil
+	if len(e.ends) == 0 {
+		out[0] = hdr(0)
+		clicks = append(clicks, 0)
+	}
+	i := 0
+	e.sections(func(links []byte, c uint64) {
+		out[i] = append(hdr(i), links...)
+		clicks = append(clicks, c)
+		i++
+	})
+	s.clicks = clicks
+	return out, clicks
+}
+
+func size(batches [][]byte) int {
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n
 }
 
 // publishLoop publishes the journal's batches in order, one at a time,
