@@ -42,7 +42,7 @@ func TestSmoke(t *testing.T) {
 		t.Log("wrk not installed: the redirect and flood sections must report themselves skipped (.ci/run installs wrk)")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cfg := harness.Config{
 		BinDir:                     bin,
@@ -60,6 +60,7 @@ func TestSmoke(t *testing.T) {
 		PropagationWorkers:         4,
 		PropagationLoadConnections: 4,
 		CatchupChanges:             50,
+		ClickSamples:               10,
 		FloodDuration:              time.Second,
 		FloodConnections:           8,
 		FloodKnownConnections:      2,
@@ -94,7 +95,7 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"machine", "config", "dataset", "bootstrap", "footprint", "catchup", "writes", "propagation"}
+	want := []string{"machine", "config", "dataset", "bootstrap", "footprint", "catchup", "writes", "propagation", "clicks"}
 	if haveWrk {
 		want = append(want, "redirect", "flood")
 	} else {
@@ -150,6 +151,21 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("writes c=%d: nothing created: %v", r.Concurrency, r.Statuses)
 		}
 	}
+	if c := rep.Clicks; c == nil || c.Idle.Samples != cfg.ClickSamples || len(c.Idle.Failures) > 0 || c.Idle.Visible.P50Ms <= 0 {
+		t.Errorf("clicks: idle click → stats latency not measured: %+v", c)
+	} else if haveWrk {
+		if len(c.Cost) == 0 || c.Cost[0].RatioCPU <= 0 {
+			t.Errorf("clicks: no analytics on/off ratio: %+v", c.Cost)
+		}
+		if len(c.Loads) == 0 {
+			t.Errorf("clicks: no load runs")
+		}
+		for _, l := range c.Loads {
+			if l.ClicksShipped == 0 || l.BytesPerClick <= 0 || l.Latency.Samples == 0 || len(l.Latency.Failures) > 0 {
+				t.Errorf("clicks: load %s: %+v", l.Distribution, l)
+			}
+		}
+	}
 	if c := rep.Catchup; c.CaughtUpSeconds <= 0 {
 		t.Errorf("catch-up not measured: %+v", c)
 	}
@@ -157,7 +173,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("footprint: %+v", f)
 	}
 	md := rep.Markdown()
-	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Origin writes", "Propagation"}
+	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Origin writes", "Propagation", "Click analytics"}
 	if haveWrk {
 		heads = append(heads, "Redirects", "Negative flood")
 	}

@@ -48,7 +48,7 @@ type tuple struct {
 type minuteAgg struct {
 	code   string
 	minute int64
-	next   *minuteAgg // the same code in another minute
+	next   *minuteAgg // another entry whose code has the same hash: another minute, or another code
 	t0     tuple
 	t0n    uint64 // clicks of t0; 0 while none
 	tuples map[tuple]uint64
@@ -65,7 +65,7 @@ type minuteAgg struct {
 
 // agg is one shard's aggregate of one flush interval.
 type agg struct {
-	codes map[string]*minuteAgg
+	codes map[uint64]*minuteAgg // by the code's hash; a list of entries each
 	// entries counts (code, minute) entries, tuples and visitors, against
 	// the shard's bound.
 	entries  int
@@ -78,7 +78,7 @@ type agg struct {
 }
 
 func newAgg() *agg {
-	return &agg{codes: make(map[string]*minuteAgg), uaNew: make(map[uint64]string), refNew: make(map[uint64]string)}
+	return &agg{codes: make(map[uint64]*minuteAgg), uaNew: make(map[uint64]string), refNew: make(map[uint64]string)}
 }
 
 // shard is a lock and its aggregate; clicks of different connections
@@ -89,7 +89,8 @@ type shard struct {
 	// uaKnown and refKnown hold the hashes the shipper has (or will have
 	// from this interval's uaNew/refNew) the strings of.
 	uaKnown, refKnown map[uint64]struct{}
-	_                 [64]byte // keep shards on separate cache lines
+	hostBuf           [253]byte // a referrer host lower-cased, under mu
+	_                 [64]byte  // keep shards on separate cache lines
 }
 
 // Limits bound the recorder's memory.
@@ -116,6 +117,7 @@ type Recorder struct {
 	mask       uint64
 	perShard   int
 	maxStrings int
+	collide    bool // tests: every code hashes alike
 }
 
 // NewRecorder returns a recorder hashing visitors with key.
@@ -155,22 +157,38 @@ func (r *Recorder) Record(c *Click) {
 	if len(ua) > maxUALen {
 		ua = ua[:maxUALen]
 	}
-	var hostBuf [253]byte
-	host := refererHost(c.Referer, &hostBuf)
-	refHash := uint64(refDirect)
-	if len(host) > 0 {
-		refHash = r.hash(host)
+	host, upper := refererHostIn(c.Referer)
+	codeHash := maphash.Bytes(r.seed, c.Code)
+	if r.collide {
+		codeHash = 7
 	}
 	country := Country(c.Addr)
 
 	sh := &r.shards[c.Stripe&r.mask]
 	sh.mu.Lock()
+	refHash := uint64(refDirect)
+	if len(host) > 0 {
+		if upper {
+			// The shard's buffer, under its lock: no per-call buffer to
+			// clear on the common lower-case path.
+			host = lowerHost(host, &sh.hostBuf)
+		}
+		refHash = r.hash(host)
+	}
 	a := sh.cur
 	a.recorded++
-	head := a.codes[string(c.Code)]
+	// The entries whose code hashes to codeHash: the code's minutes, and
+	// other codes on a collision.
+	head := a.codes[codeHash]
+	var same *minuteAgg // an entry of this code, for its string
 	m := head
-	for m != nil && m.minute != minute {
-		m = m.next
+	for ; m != nil; m = m.next {
+		if m.code == string(c.Code) {
+			if m.minute == minute {
+				break
+			}
+			same = m
+		}
 	}
 	if m == nil {
 		if a.entries >= r.perShard {
@@ -180,13 +198,16 @@ func (r *Recorder) Record(c *Click) {
 		}
 		a.entries++
 		m = a.newMinute(minute)
+		if same != nil {
+			m.code = same.code
+		} else {
+			m.code = string(c.Code)
+		}
 		if head != nil {
-			m.code = head.code
 			m.next = head.next
 			head.next = m
 		} else {
-			m.code = string(c.Code)
-			a.codes[m.code] = m
+			a.codes[codeHash] = m
 		}
 	}
 	if _, ok := sh.uaKnown[uaHash]; !ok {

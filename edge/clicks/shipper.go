@@ -111,7 +111,7 @@ type Shipper struct {
 
 type shipperMetrics struct {
 	recorded, dropped, detailDropped, shipped, spilled *metrics.Counter
-	published, publishErrors, reduced                  *metrics.Counter
+	published, publishedBytes, publishErrors, reduced  *metrics.Counter
 }
 
 // NewShipper opens the journal. Nothing runs until Run.
@@ -157,8 +157,11 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 		shipped:       set.NewCounter("linkpop_edge_clicks_shipped_total"),
 		spilled:       set.NewCounter("linkpop_edge_clicks_spilled_total"),
 		published:     set.NewCounter("linkpop_edge_click_batches_published_total"),
-		publishErrors: set.NewCounter("linkpop_edge_click_publish_errors_total"),
-		reduced:       set.NewCounter("linkpop_edge_click_batches_reduced_total"),
+		// The encoded batches' bytes: over shipped, the bytes a click
+		// costs on the wire (NATS headers and framing not included).
+		publishedBytes: set.NewCounter("linkpop_edge_click_batch_bytes_published_total"),
+		publishErrors:  set.NewCounter("linkpop_edge_click_publish_errors_total"),
+		reduced:        set.NewCounter("linkpop_edge_click_batches_reduced_total"),
 	}
 	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
 	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
@@ -416,6 +419,7 @@ func (s *Shipper) publishLoop(ctx context.Context, drained <-chan struct{}) {
 			s.log.Error("remove shipped click batch", "seq", e.seq, "err", err)
 		}
 		s.met.published.Inc()
+		s.met.publishedBytes.Add(len(data))
 		s.met.shipped.Add(int(e.clicks))
 		if e.spilled {
 			s.met.spilled.Add(int(e.clicks))
