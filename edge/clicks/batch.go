@@ -124,8 +124,8 @@ type sealStats struct {
 // allocates nothing per code-minute.
 type builder struct {
 	cls     *Classifier
-	uaClass map[uint64]Class
-	refStr  map[uint64]string
+	uaClass map[uint64]*uaInfo
+	refStr  map[uint64]*refInfo
 	aggs    []*agg    // the aggregates of the seal in progress
 	entries int       // their codes
 	lb      lmBuilder // the merge of an entry with more than one tuple
@@ -133,10 +133,53 @@ type builder struct {
 }
 
 func newBuilder() *builder {
-	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]Class), refStr: make(map[uint64]string)}
+	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]*uaInfo), refStr: make(map[uint64]*refInfo)}
 }
 
-var unknownClass = Class{Device: DeviceOther, Browser: otherKey, OS: otherKey}
+// uaInfo is a User-Agent's class and the encoding of its breakdowns for
+// one click: devices, browsers and OS (a bot: devices only).
+type uaInfo struct {
+	Class
+	one []byte
+}
+
+func newUAInfo(c Class) *uaInfo {
+	u := &uaInfo{Class: c, one: appendKeyCount(nil, 8, c.Device, 1)}
+	if !c.Bot {
+		u.one = appendKeyCount(u.one, 9, c.Browser, 1)
+		u.one = appendKeyCount(u.one, 10, c.OS, 1)
+	}
+	return u
+}
+
+// refInfo is a referrer host and its breakdown's encoding for one click.
+type refInfo struct {
+	key string
+	one []byte
+}
+
+func newRefInfo(key string) *refInfo { return &refInfo{key: key, one: appendKeyCount(nil, 6, key, 1)} }
+
+var (
+	unknownUA  = newUAInfo(Class{Device: DeviceOther, Browser: otherKey, OS: otherKey})
+	directRef  = newRefInfo("")
+	otherRef   = newRefInfo(otherKey)
+	countryOne = func() (t [26*26 + 1][]byte) {
+		for i := range 26 * 26 {
+			t[i] = appendKeyCount(nil, 7, countryNames[i], 1)
+		}
+		t[26*26] = appendKeyCount(nil, 7, CountryUnknown, 1)
+		return
+	}()
+)
+
+// countryOneOf is the countries breakdown of one click from c.
+func countryOneOf(c [2]byte) []byte {
+	if c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' {
+		return countryOne[int(c[0]-'A')*26+int(c[1]-'A')]
+	}
+	return countryOne[26*26]
+}
 
 // learn classifies the User-Agents and keeps the referrers first seen in
 // the aggregates.
@@ -144,34 +187,38 @@ func (b *builder) learn(aggs []*agg) {
 	for _, a := range aggs {
 		for h, s := range a.uaNew {
 			if _, ok := b.uaClass[h]; !ok {
-				b.uaClass[h] = b.cls.Classify(s)
+				b.uaClass[h] = newUAInfo(b.cls.Classify(s))
 			}
 		}
 		for h, s := range a.refNew {
-			b.refStr[h] = s
+			if _, ok := b.refStr[h]; !ok {
+				b.refStr[h] = newRefInfo(s)
+			}
 		}
 	}
 }
 
-func (b *builder) class(h uint64) Class {
+func (b *builder) class(h uint64) *uaInfo {
 	if c, ok := b.uaClass[h]; ok {
 		return c
 	}
-	return unknownClass
+	return unknownUA
 }
 
-func (b *builder) referrer(h uint64) string {
+func (b *builder) ref(h uint64) *refInfo {
 	switch h {
 	case refDirect:
-		return ""
+		return directRef
 	case refOther:
-		return otherKey
+		return otherRef
 	}
-	if s, ok := b.refStr[h]; ok {
-		return s
+	if r, ok := b.refStr[h]; ok {
+		return r
 	}
-	return otherKey
+	return otherRef
 }
+
+func (b *builder) referrer(h uint64) string { return b.ref(h).key }
 
 // gather takes the aggregates of a seal and returns its counts. They
 // stay the builder's until the aggregates are reset.
@@ -217,6 +264,22 @@ func (b *builder) encodeSingle(e *batchEnc, m *minuteAgg) {
 	n := m.t0n
 	body := appendString(b.body[:0], 1, m.code)
 	body = appendVarint(body, 2, uint64(m.minute))
+	if n == 1 {
+		// The usual entry of spread traffic: the breakdowns' encodings are
+		// kept per User-Agent, referrer and country.
+		if c.Bot {
+			body = appendVarint(body, 4, 1)
+		} else {
+			body = appendVarint(body, 3, 1)
+			body = b.appendVisitors(body, m)
+			body = append(body, b.ref(m.t0.ref).one...)
+			body = append(body, countryOneOf(m.t0.country)...)
+		}
+		body = append(body, c.one...)
+		b.body = body
+		b.emit(e, body, 1)
+		return
+	}
 	if c.Bot {
 		body = appendVarint(body, 4, n)
 	} else {
