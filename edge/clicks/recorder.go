@@ -89,6 +89,7 @@ type shard struct {
 	// uaKnown and refKnown hold the hashes the shipper has (or will have
 	// from this interval's uaNew/refNew) the strings of.
 	uaKnown, refKnown map[uint64]struct{}
+	lastUA, lastRef   uint64    // the last hashes found known (0: none)
 	hostBuf           [253]byte // a referrer host lower-cased, under mu
 	_                 [64]byte  // keep shards on separate cache lines
 }
@@ -210,22 +211,28 @@ func (r *Recorder) Record(c *Click) {
 			a.codes[codeHash] = m
 		}
 	}
-	if _, ok := sh.uaKnown[uaHash]; !ok {
-		if len(a.uaNew) < r.maxStrings {
+	// lastUA and lastRef spare the map lookups while a shard's clicks
+	// keep the same User-Agent and referrer (one browser's connection).
+	if uaHash != sh.lastUA {
+		if _, ok := sh.uaKnown[uaHash]; ok {
+			sh.lastUA = uaHash
+		} else if len(a.uaNew) < r.maxStrings {
 			a.uaNew[uaHash] = string(ua)
 			sh.uaKnown[uaHash] = struct{}{}
+			sh.lastUA = uaHash
 		} else {
 			uaHash = uaUnknown
 		}
 	}
-	if refHash >= reservedHash {
-		if _, ok := sh.refKnown[refHash]; !ok {
-			if len(a.refNew) < r.maxStrings {
-				a.refNew[refHash] = string(host)
-				sh.refKnown[refHash] = struct{}{}
-			} else {
-				refHash = refOther
-			}
+	if refHash >= reservedHash && refHash != sh.lastRef {
+		if _, ok := sh.refKnown[refHash]; ok {
+			sh.lastRef = refHash
+		} else if len(a.refNew) < r.maxStrings {
+			a.refNew[refHash] = string(host)
+			sh.refKnown[refHash] = struct{}{}
+			sh.lastRef = refHash
+		} else {
+			refHash = refOther
 		}
 	}
 	t := tuple{ua: uaHash, ref: refHash, country: country}
@@ -299,6 +306,7 @@ func (sh *shard) swap(spare *agg, forget bool) *agg {
 	if forget {
 		clear(sh.uaKnown)
 		clear(sh.refKnown)
+		sh.lastUA, sh.lastRef = 0, 0
 	}
 	sh.mu.Unlock()
 	return old
