@@ -235,25 +235,72 @@ func (b *builder) gather(aggs []*agg) sealStats {
 	return st
 }
 
-// encode appends every gathered (code, minute) entry to e, whole or
-// (reduced) with its counts only. A code clicked through connections of
-// different shards has one entry per shard: the collector adds them up,
-// and merging them here would cost a lookup per entry on every seal.
-func (b *builder) encode(e *batchEnc, reduced bool) {
+// encode appends every gathered (code, minute) entry to e and recycles
+// it (one pass over the entries: they are not touched again). A code
+// clicked through connections of different shards has one entry per
+// shard: the collector adds them up, and merging them here would cost a
+// lookup per entry on every seal.
+func (b *builder) encode(e *batchEnc) {
 	for _, a := range b.aggs {
 		for _, m := range a.codes {
-			for ; m != nil; m = m.next {
-				switch {
-				case reduced:
-					b.encodeCounts(e, m)
-				case len(m.tuples) == 0 && m.plain == 0:
+			for m != nil {
+				if len(m.tuples) == 0 && m.plain == 0 {
 					b.encodeSingle(e, m)
-				default:
+				} else {
 					b.encodeMerged(e, m)
 				}
+				next := m.next
+				a.recycle(m)
+				m = next
 			}
 		}
+		clear(a.codes)
 	}
+}
+
+// reduce appends to dst the counts of every LinkMinute in src's sections
+// (code, minute, clicks and bots; no visitors, no breakdowns): what a
+// seal keeps when the journal has no room for more.
+func (b *builder) reduce(src, dst *batchEnc) {
+	src.sections(func(links []byte, _ uint64) {
+		for len(links) > 0 {
+			_, _, n := protowire.ConsumeField(links) // field 7, a LinkMinute
+			_, _, tn := protowire.ConsumeTag(links)
+			lm, _ := protowire.ConsumeBytes(links[tn:])
+			links = links[n:]
+			var code []byte
+			var minute, clicks, bots uint64
+			for len(lm) > 0 {
+				num, typ, tn := protowire.ConsumeTag(lm)
+				lm = lm[tn:]
+				switch {
+				case num == 1 && typ == protowire.BytesType:
+					v, vn := protowire.ConsumeBytes(lm)
+					code, lm = v, lm[vn:]
+				case typ == protowire.VarintType:
+					v, vn := protowire.ConsumeVarint(lm)
+					lm = lm[vn:]
+					switch num {
+					case 2:
+						minute = v
+					case 3:
+						clicks = v
+					case 4:
+						bots = v
+					}
+				default:
+					lm = lm[protowire.ConsumeFieldValue(num, typ, lm):]
+				}
+			}
+			body := protowire.AppendTag(b.body[:0], 1, protowire.BytesType)
+			body = protowire.AppendBytes(body, code)
+			body = appendVarint(body, 2, minute)
+			body = appendVarint(body, 3, clicks)
+			body = appendVarint(body, 4, bots)
+			b.body = body
+			dst.add(body, clicks+bots)
+		}
+	})
 }
 
 // encodeSingle encodes an entry of one shard with one dimension
@@ -370,31 +417,6 @@ func (b *builder) encodeMerged(e *batchEnc, m *minuteAgg) {
 	}
 	b.body = body
 	b.emit(e, body, lb.clicks+lb.bots)
-}
-
-// encodeCounts encodes an entry's clicks and bots only (no visitors, no
-// breakdowns): what a seal keeps when the journal has no room for more.
-func (b *builder) encodeCounts(e *batchEnc, m *minuteAgg) {
-	clicks, bots := m.plain, uint64(0)
-	count := func(t tuple, n uint64) {
-		if b.class(t.ua).Bot {
-			bots += n
-		} else {
-			clicks += n
-		}
-	}
-	if m.t0n > 0 {
-		count(m.t0, m.t0n)
-	}
-	for t, n := range m.tuples {
-		count(t, n)
-	}
-	body := appendString(b.body[:0], 1, m.code)
-	body = appendVarint(body, 2, uint64(m.minute))
-	body = appendVarint(body, 3, clicks)
-	body = appendVarint(body, 4, bots)
-	b.body = body
-	e.add(body, clicks+bots)
 }
 
 // encodeCut adds a LinkMinute too large for one batch (a very popular

@@ -312,6 +312,20 @@ func (sh *shard) swap(spare *agg, forget bool) *agg {
 	return old
 }
 
+// recycle clears m and keeps it for reuse.
+func (a *agg) recycle(m *minuteAgg) {
+	if m.tuples != nil {
+		clear(m.tuples)
+	}
+	if m.visitors != nil {
+		clear(m.visitors)
+	}
+	m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
+	if len(a.free) < maxFree {
+		a.free = append(a.free, m)
+	}
+}
+
 // maxFree bounds the cleared entries a shard keeps for reuse.
 const maxFree = 1 << 14
 
@@ -321,12 +335,7 @@ func (a *agg) reset() {
 	for _, m := range a.codes {
 		for m != nil {
 			next := m.next
-			clear(m.tuples)
-			clear(m.visitors)
-			m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
-			if len(a.free) < maxFree {
-				a.free = append(a.free, m)
-			}
+			a.recycle(m)
 			m = next
 		}
 	}

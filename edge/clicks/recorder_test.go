@@ -42,7 +42,7 @@ func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealS
 	st := b.gather(olds)
 	var e batchEnc
 	e.reset(link.MaxClickBatchLen - batchOverhead)
-	b.encode(&e, false)
+	b.encode(&e)
 	e.flush()
 	return decodeSections(&e), st
 }
@@ -291,7 +291,7 @@ func TestSplit(t *testing.T) {
 	b.gather(olds)
 	var e batchEnc
 	e.reset(limit - batchOverhead)
-	b.encode(&e, false)
+	b.encode(&e)
 	e.flush()
 	var clicks, bots, visitors, sections uint64
 	e.sections(func(sec []byte, n uint64) {
@@ -448,4 +448,56 @@ func TestSipHash(t *testing.T) {
 	f(16, 0x3f2acc7f57c29bdb)
 	f(17, 0x699ae9f52cbe4794)
 	f(63, 0x958a324ceb064572)
+}
+
+// TestReduce: the counts-only form of a seal keeps every entry's code,
+// minute, clicks and bots, and nothing else.
+func TestReduce(t *testing.T) {
+	r := NewRecorder(testKey, Limits{})
+	now := time.Unix(1_700_000_040, 0)
+	for i := range 300 {
+		ua := uaChrome
+		if i%7 == 0 {
+			ua = uaGoogle
+		}
+		r.Record(&Click{Code: []byte(fmt.Sprintf("r%d", i%40)), Time: now.Add(time.Duration(i%3) * time.Minute), Addr: netip.AddrFrom4([4]byte{9, 9, 9, byte(i)}),
+			UserAgent: []byte(ua), Referer: []byte("https://q.example/"), Stripe: uint64(i)})
+	}
+	b := newBuilder()
+	olds := make([]*agg, len(r.shards))
+	for i := range r.shards {
+		olds[i] = r.shards[i].swap(newAgg(), false)
+	}
+	b.learn(olds)
+	b.gather(olds)
+	var full, red batchEnc
+	full.reset(2 << 10)
+	b.encode(&full)
+	full.flush()
+	red.reset(2 << 10)
+	b.reduce(&full, &red)
+	red.flush()
+	type key struct {
+		code   string
+		minute int64
+	}
+	sum := func(links []*linkpb.LinkMinute, bare bool) map[key][2]uint64 {
+		out := map[key][2]uint64{}
+		for _, lm := range links {
+			if bare && (len(lm.Visitors) > 0 || len(lm.Referrers)+len(lm.Countries)+len(lm.Devices)+len(lm.Browsers)+len(lm.Os) > 0) {
+				t.Fatalf("reduced entry with detail: %v", lm)
+			}
+			k := key{lm.Code, lm.MinuteUnix}
+			c := out[k]
+			out[k] = [2]uint64{c[0] + lm.Clicks, c[1] + lm.Bots}
+		}
+		return out
+	}
+	want, got := sum(decodeSections(&full), false), sum(decodeSections(&red), true)
+	if len(want) != 120 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("reduced %v\nwant %v", got, want)
+	}
+	if len(red.ends) >= len(full.ends) {
+		t.Fatalf("reduced into %d batches, full %d", len(red.ends), len(full.ends))
+	}
 }

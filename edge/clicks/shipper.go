@@ -100,7 +100,7 @@ type Shipper struct {
 
 	spares     []*agg
 	olds       []*agg
-	enc        batchEnc
+	enc, enc2  batchEnc // a seal's LinkMinutes; their counts only
 	out        [][]byte // the batches of the last encode
 	clicks     []uint64 // their clicks
 	forgetNext bool
@@ -280,10 +280,16 @@ func (s *Shipper) Seal() error {
 		// do not grow the journal by a batch a second during an outage.
 		return nil
 	}
-	batches, clicks := s.encode(false, through)
+	s.enc.reset(s.cfg.maxBatchLen - batchOverhead)
+	s.b.encode(&s.enc)
+	s.enc.flush()
+	batches, clicks := s.batches(&s.enc, through)
 	if !s.j.fits(int64(size(batches))) {
 		s.met.reduced.Inc()
-		batches, clicks = s.encode(true, through)
+		s.enc2.reset(s.cfg.maxBatchLen - batchOverhead)
+		s.b.reduce(&s.enc, &s.enc2)
+		s.enc2.flush()
+		batches, clicks = s.batches(&s.enc2, through)
 		var n uint64
 		for _, c := range clicks {
 			n += c
@@ -322,16 +328,11 @@ func (s *Shipper) Seal() error {
 // between intervals; past it they are forgotten and learnt again.
 const maxKnownStrings = 200_000
 
-// encode makes the batches of one seal from the builder's groups (with
-// reduced, their counts only): the links split to fit, with consecutive
-// seqs from the journal's next; only the last carries the new through
-// mark and the dropped count (earlier ones carry the previous mark). The
-// batches live in the shipper's buffers until the next encode.
-func (s *Shipper) encode(reduced bool, through int64) ([][]byte, []uint64) {
-	e := &s.enc
-	e.reset(s.cfg.maxBatchLen - batchOverhead)
-	s.b.encode(e, reduced)
-	e.flush()
+// batches makes the batches of one seal from e's sections, with
+// consecutive seqs from the journal's next; only the last carries the new
+// through mark and the dropped count (earlier ones carry the previous
+// mark). They live in the shipper's buffers until the next call.
+func (s *Shipper) batches(e *batchEnc, through int64) ([][]byte, []uint64) {
 	n := max(len(e.ends), 1)
 	for len(s.out) < n {
 		s.out = append(s.out, nil)
