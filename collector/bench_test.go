@@ -252,3 +252,12 @@ func BenchmarkRollupBytesPerLinkDay(b *testing.B) {
 }
 
 var benchTotal = uint64(1_000_000)
+
+// BenchmarkIngestDistinctCodes: what spread traffic ships: every click on
+// another code of 200,000 (2,000 one-click LinkMinutes per batch), so
+// nearly every rollup key is new and its read finds nothing.
+func BenchmarkIngestDistinctCodes(b *testing.B) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	batches := benchBatches(rng, 64, 2000, 200_000, 1, 1, time.Now().Unix()/60*60)
+	benchIngest(b, batches, 8)
+}

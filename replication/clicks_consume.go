@@ -72,6 +72,10 @@ type ClickConsumerConfig struct {
 	// BatchSize is the most messages given to one ApplyClicks (one group
 	// commit). The default is 512.
 	BatchSize int
+	// GroupMaxBytes bounds the encoded batches of one group, so a backlog
+	// of full batches (after an outage) is applied in groups that commit
+	// well within AckWait. The default is 8 MiB.
+	GroupMaxBytes int
 	// BatchWait is how long the consumer waits to fill a group once one
 	// message arrived. The default is 5ms.
 	BatchWait time.Duration
@@ -106,6 +110,9 @@ func (c ClickConsumerConfig) withDefaults() ClickConsumerConfig {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 512
+	}
+	if c.GroupMaxBytes == 0 {
+		c.GroupMaxBytes = 8 << 20
 	}
 	if c.BatchWait == 0 {
 		c.BatchWait = 5 * time.Millisecond
@@ -151,7 +158,7 @@ func (c *ClickConsumerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("click consumer: edge %q is not an edge name", e))
 		}
 	}
-	if c.BatchSize < 0 || c.BatchWait < 0 || c.AckWait < 0 || c.RetryDelay < 0 || c.PollInterval < 0 || c.StallTimeout < 0 {
+	if c.BatchSize < 0 || c.GroupMaxBytes < 0 || c.BatchWait < 0 || c.AckWait < 0 || c.RetryDelay < 0 || c.PollInterval < 0 || c.StallTimeout < 0 {
 		errs = append(errs, errors.New("click consumer: sizes and durations must not be negative"))
 	}
 	if c.AckWait != 0 && c.AckWait < time.Second {
@@ -201,6 +208,7 @@ type ClickConsumer struct {
 	groups, poison, rebuil atomic.Uint64
 	lastContact            atomic.Int64
 	lastRecv               atomic.Int64
+	applying               atomic.Bool // a group is being applied: not a stall
 
 	mu    sync.Mutex
 	abort context.CancelCauseFunc
@@ -346,9 +354,10 @@ func (c *ClickConsumer) session(ctx context.Context) error {
 			return nextErr(sctx, err)
 		}
 		group, raw = c.take(group, raw, msg, prefix)
+		size := len(msg.Data())
 		fill, cancel := context.WithTimeout(sctx, c.cfg.BatchWait)
 		var stop error
-		for len(raw) < c.cfg.BatchSize {
+		for len(raw) < c.cfg.BatchSize && size < c.cfg.GroupMaxBytes {
 			msg, err := it.Next(jetstream.NextContext(fill))
 			if err != nil {
 				if sctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
@@ -357,12 +366,19 @@ func (c *ClickConsumer) session(ctx context.Context) error {
 				break
 			}
 			group, raw = c.take(group, raw, msg, prefix)
+			size += len(msg.Data())
 		}
 		cancel()
 		c.contact()
 		c.lastRecv.Store(time.Now().UnixNano())
 		if len(group) > 0 {
-			if err := c.cfg.Applier.ApplyClicks(group); err != nil {
+			// A long apply (a big group on a loaded machine) is work, not
+			// a stall: the watcher leaves the session alone meanwhile.
+			c.applying.Store(true)
+			err := c.cfg.Applier.ApplyClicks(group)
+			c.lastRecv.Store(time.Now().UnixNano())
+			c.applying.Store(false)
+			if err != nil {
 				return fmt.Errorf("%w: %w", ErrClickApply, err)
 			}
 			c.groups.Add(1)
@@ -435,7 +451,7 @@ func (c *ClickConsumer) watch(ctx context.Context) {
 		c.pending.Store(info.NumPending)
 		c.ackPending.Store(uint64(info.NumAckPending))
 		since := time.Since(unixTime(c.lastRecv.Load()))
-		if info.NumPending > 0 && since >= c.cfg.StallTimeout {
+		if info.NumPending > 0 && since >= c.cfg.StallTimeout && !c.applying.Load() {
 			c.mu.Lock()
 			abort := c.abort
 			c.mu.Unlock()

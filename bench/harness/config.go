@@ -42,13 +42,14 @@ const (
 	SecCatchup     = "catchup"
 	SecWrites      = "writes"
 	SecPropagation = "propagation"
+	SecClicks      = "clicks"
 )
 
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
 	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink, SysRedisPG}
-	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation}
+	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation, SecClicks}
 )
 
 // Config says what to measure and how. Zero fields take the quick-mode
@@ -140,6 +141,9 @@ type Config struct {
 	// PropagationLoadConnections is the wrk load on each edge during the
 	// propagation section. The default is 32; negative runs without load.
 	PropagationLoadConnections int
+	// ClickSamples is how many click → stats samples the clicks section
+	// takes with no other traffic. The default is 200.
+	ClickSamples int
 	// CatchupChanges is how many changes are published while an edge is
 	// down. The default is Links/10, at most 100,000.
 	CatchupChanges int
@@ -206,7 +210,7 @@ func (c *Config) Validate() error {
 	}
 	for name, n := range map[string]int{"Threads": c.Threads, "Rounds": c.Rounds, "PropagationLinks": c.PropagationLinks,
 		"PropagationWorkers": c.PropagationWorkers, "CatchupChanges": c.CatchupChanges, "PathsPerFile": c.PathsPerFile,
-		"FloodConnections": c.FloodConnections, "FloodKnownConnections": c.FloodKnownConnections} {
+		"FloodConnections": c.FloodConnections, "FloodKnownConnections": c.FloodKnownConnections, "ClickSamples": c.ClickSamples} {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s %d is negative", name, n))
 		}
@@ -275,6 +279,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PropagationLoadConnections == 0 {
 		c.PropagationLoadConnections = 32
+	}
+	if c.ClickSamples == 0 {
+		c.ClickSamples = 200
 	}
 	if c.CatchupChanges == 0 {
 		c.CatchupChanges = max(min(c.Links/10, 100_000), 1)

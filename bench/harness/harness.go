@@ -148,6 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{SecCatchup, h.catchup},
 		{SecWrites, h.writes},
 		{SecPropagation, h.propagation},
+		{SecClicks, h.clicks},
 	}
 	for _, s := range sections {
 		if !cfg.section(s.name) {

@@ -165,6 +165,10 @@ func (r *Report) Markdown() string {
 		p("\n")
 	}
 
+	if r.Clicks != nil {
+		clicksMarkdown(&b, r.Clicks)
+	}
+
 	if len(r.Skipped) > 0 || len(r.Errors) > 0 {
 		p("#### Not measured\n\n")
 		for _, k := range slices.Sorted(maps.Keys(r.Skipped)) {

@@ -33,6 +33,7 @@ type Report struct {
 	Catchup     *CatchupReport     `json:"catchup,omitempty"`
 	Writes      *WritesReport      `json:"writes,omitempty"`
 	Propagation *PropagationReport `json:"propagation,omitempty"`
+	Clicks      *ClicksReport      `json:"clicks,omitempty"`
 	// Skipped maps a section to why it did not run.
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Errors are failures of sections that did not stop the run.

@@ -66,6 +66,7 @@ func TestSmoke(t *testing.T) {
 		PropagationWorkers:         4,
 		PropagationLoadConnections: 4,
 		CatchupChanges:             50,
+		ClickSamples:               10,
 		FloodDuration:              time.Second,
 		FloodConnections:           8,
 		FloodKnownConnections:      2,
@@ -100,7 +101,7 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"machine", "config", "dataset", "bootstrap", "footprint", "catchup", "writes", "propagation"}
+	want := []string{"machine", "config", "dataset", "bootstrap", "footprint", "catchup", "writes", "propagation", "clicks"}
 	if haveWrk {
 		want = append(want, "redirect", "flood")
 	} else {
@@ -182,6 +183,21 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	if c := rep.Clicks; c == nil || c.Idle.Samples != cfg.ClickSamples || len(c.Idle.Failures) > 0 || c.Idle.Visible.P50Ms <= 0 {
+		t.Errorf("clicks: idle click → stats latency not measured: %+v", c)
+	} else if haveWrk {
+		if len(c.Cost) == 0 || c.Cost[0].RatioCPU <= 0 {
+			t.Errorf("clicks: no analytics on/off ratio: %+v", c.Cost)
+		}
+		if len(c.Loads) == 0 {
+			t.Errorf("clicks: no load runs")
+		}
+		for _, l := range c.Loads {
+			if l.ClicksShipped == 0 || l.BytesPerClick <= 0 || l.Latency.Samples == 0 || len(l.Latency.Failures) > 0 {
+				t.Errorf("clicks: load %s: %+v", l.Distribution, l)
+			}
+		}
+	}
 	if c := rep.Catchup; c.CaughtUpSeconds <= 0 {
 		t.Errorf("catch-up not measured: %+v", c)
 	}
@@ -189,7 +205,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("footprint: %+v", f)
 	}
 	md := rep.Markdown()
-	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Creates", "Propagation"}
+	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Creates", "Propagation", "Click analytics"}
 	if haveWrk {
 		heads = append(heads, "Redirects", "Negative flood")
 	}

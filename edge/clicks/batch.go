@@ -2,20 +2,17 @@ package clicks
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
-// lmKey identifies one LinkMinute of a batch.
-type lmKey struct {
-	code   string
-	minute int64
-}
-
-// lmBuilder merges the shards' aggregates of one (code, minute).
+// lmBuilder merges the dimension combinations of one entry.
 type lmBuilder struct {
-	key                                    lmKey
 	clicks, bots                           uint64
 	visitors                               []uint64
 	refs, countries, devices, browsers, os counter
@@ -59,7 +56,7 @@ func (c *counter) add(k string, n uint64) {
 			c.first.n += n
 			return
 		}
-		c.kvs = append(make([]kv, 0, 4), c.first, kv{k, n})
+		c.kvs = append(c.kvs, c.first, kv{k, n})
 		return
 	}
 	if c.idx != nil {
@@ -86,27 +83,103 @@ func (c *counter) add(k string, n uint64) {
 	}
 }
 
+// reset empties the counter, keeping its slice.
+func (c *counter) reset() {
+	clear(c.kvs)
+	c.first, c.kvs, c.idx = kv{}, c.kvs[:0], nil
+}
+
+// appendTo appends the counted keys, by count (then key), as KeyCounts in
+// field num.
+func (c *counter) appendTo(dst []byte, num protowire.Number) []byte {
+	if len(c.kvs) == 0 {
+		if c.first.n > 0 {
+			dst = appendKeyCount(dst, num, c.first.key, c.first.n)
+		}
+		return dst
+	}
+	slices.SortFunc(c.kvs, func(x, y kv) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.key, y.key)) })
+	for _, e := range c.kvs {
+		dst = appendKeyCount(dst, num, e.key, e.n)
+	}
+	return dst
+}
+
+func (lb *lmBuilder) reset() {
+	lb.clicks, lb.bots, lb.visitors = 0, 0, lb.visitors[:0]
+	for _, c := range [...]*counter{&lb.refs, &lb.countries, &lb.devices, &lb.browsers, &lb.os} {
+		c.reset()
+	}
+}
+
 // sealStats are the counts of one seal.
 type sealStats struct {
 	recorded, dropped, degraded uint64
 }
 
-// builder turns shard aggregates into LinkMinutes. It owns what the
-// shipper knows of User-Agents and referrers, keyed by the recorder's
-// hashes.
+// builder turns shard aggregates into the encoded LinkMinutes of a seal.
+// It owns what the shipper knows of User-Agents and referrers, keyed by
+// the recorder's hashes. Everything it holds is kept between seals
+// (cleared), so a steady flow of code-minutes reuses its memory: a seal
+// allocates nothing per code-minute.
 type builder struct {
 	cls     *Classifier
-	uaClass map[uint64]Class
-	refStr  map[uint64]string
-	idx     map[lmKey]int
-	lbs     []lmBuilder
+	uaClass map[uint64]*uaInfo
+	refStr  map[uint64]*refInfo
+	aggs    []*agg    // the aggregates of the seal in progress
+	entries int       // their codes
+	lb      lmBuilder // the merge of an entry with more than one tuple
+	body    []byte    // the encoding of one LinkMinute
 }
 
 func newBuilder() *builder {
-	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]Class), refStr: make(map[uint64]string), idx: make(map[lmKey]int)}
+	return &builder{cls: NewClassifier(), uaClass: make(map[uint64]*uaInfo), refStr: make(map[uint64]*refInfo)}
 }
 
-var unknownClass = Class{Device: DeviceOther, Browser: otherKey, OS: otherKey}
+// uaInfo is a User-Agent's class and the encoding of its breakdowns for
+// one click: devices, browsers and OS (a bot: devices only).
+type uaInfo struct {
+	Class
+	one []byte
+}
+
+func newUAInfo(c Class) *uaInfo {
+	u := &uaInfo{Class: c, one: appendKeyCount(nil, 8, c.Device, 1)}
+	if !c.Bot {
+		u.one = appendKeyCount(u.one, 9, c.Browser, 1)
+		u.one = appendKeyCount(u.one, 10, c.OS, 1)
+	}
+	return u
+}
+
+// refInfo is a referrer host and its breakdown's encoding for one click.
+type refInfo struct {
+	key string
+	one []byte
+}
+
+func newRefInfo(key string) *refInfo { return &refInfo{key: key, one: appendKeyCount(nil, 6, key, 1)} }
+
+var (
+	unknownUA  = newUAInfo(Class{Device: DeviceOther, Browser: otherKey, OS: otherKey})
+	directRef  = newRefInfo("")
+	otherRef   = newRefInfo(otherKey)
+	countryOne = func() (t [26*26 + 1][]byte) {
+		for i := range 26 * 26 {
+			t[i] = appendKeyCount(nil, 7, countryNames[i], 1)
+		}
+		t[26*26] = appendKeyCount(nil, 7, CountryUnknown, 1)
+		return
+	}()
+)
+
+// countryOneOf is the countries breakdown of one click from c.
+func countryOneOf(c [2]byte) []byte {
+	if c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' {
+		return countryOne[int(c[0]-'A')*26+int(c[1]-'A')]
+	}
+	return countryOne[26*26]
+}
 
 // learn classifies the User-Agents and keeps the referrers first seen in
 // the aggregates.
@@ -114,124 +187,256 @@ func (b *builder) learn(aggs []*agg) {
 	for _, a := range aggs {
 		for h, s := range a.uaNew {
 			if _, ok := b.uaClass[h]; !ok {
-				b.uaClass[h] = b.cls.Classify(s)
+				b.uaClass[h] = newUAInfo(b.cls.Classify(s))
 			}
 		}
 		for h, s := range a.refNew {
-			b.refStr[h] = s
+			if _, ok := b.refStr[h]; !ok {
+				b.refStr[h] = newRefInfo(s)
+			}
 		}
 	}
 }
 
-func (b *builder) class(h uint64) Class {
+func (b *builder) class(h uint64) *uaInfo {
 	if c, ok := b.uaClass[h]; ok {
 		return c
 	}
-	return unknownClass
+	return unknownUA
 }
 
-func (b *builder) referrer(h uint64) string {
+func (b *builder) ref(h uint64) *refInfo {
 	switch h {
 	case refDirect:
-		return ""
+		return directRef
 	case refOther:
-		return otherKey
+		return otherRef
 	}
-	if s, ok := b.refStr[h]; ok {
-		return s
+	if r, ok := b.refStr[h]; ok {
+		return r
 	}
-	return otherKey
+	return otherRef
 }
 
-// build merges the aggregates into LinkMinutes ordered by code and minute.
-func (b *builder) build(aggs []*agg) ([]*linkpb.LinkMinute, sealStats) {
+func (b *builder) referrer(h uint64) string { return b.ref(h).key }
+
+// gather takes the aggregates of a seal and returns its counts. They
+// stay the builder's until the aggregates are reset.
+func (b *builder) gather(aggs []*agg) sealStats {
 	var st sealStats
-	// The index and the builders are kept between seals (cleared), so a
-	// steady flow of code-minutes reuses their memory.
-	idx := b.idx
-	clear(idx)
-	lbs := b.lbs[:0]
-	defer func() { b.lbs = lbs[:0] }()
+	b.aggs = aggs
+	b.entries = 0
 	for _, a := range aggs {
 		st.recorded += a.recorded
 		st.dropped += a.dropped
 		st.degraded += a.degraded
-		for code, m := range a.codes {
-			for ; m != nil; m = m.next {
-				k := lmKey{code, m.minute}
-				i, ok := idx[k]
-				if !ok {
-					i = len(lbs)
-					idx[k] = i
-					lbs = append(lbs, lmBuilder{key: k})
+		b.entries += len(a.codes)
+	}
+	return st
+}
+
+// encode appends every gathered (code, minute) entry to e and recycles
+// it (one pass over the entries: they are not touched again). A code
+// clicked through connections of different shards has one entry per
+// shard: the collector adds them up, and merging them here would cost a
+// lookup per entry on every seal.
+func (b *builder) encode(e *batchEnc) {
+	for _, a := range b.aggs {
+		for _, m := range a.codes {
+			for m != nil {
+				if len(m.tuples) == 0 && m.plain == 0 {
+					b.encodeSingle(e, m)
+				} else {
+					b.encodeMerged(e, m)
 				}
-				lb := &lbs[i]
-				if m.t0n > 0 {
-					b.addTuple(lb, m.t0, m.t0n)
-				}
-				for t, n := range m.tuples {
-					b.addTuple(lb, t, n)
-				}
-				lb.clicks += m.plain
-				if m.hasV0 && !b.class(m.v0ua).Bot {
-					lb.visitors = append(lb.visitors, m.v0)
-				}
-				for v, ua := range m.visitors {
-					if !b.class(ua).Bot {
-						lb.visitors = append(lb.visitors, v)
-					}
-				}
+				next := m.next
+				a.recycle(m)
+				m = next
 			}
 		}
+		clear(a.codes)
 	}
-	// One allocation for every LinkMinute and one for every KeyCount.
-	nkc := 0
-	for i := range lbs {
-		lb := &lbs[i]
-		nkc += lb.refs.len() + lb.countries.len() + lb.devices.len() + lb.browsers.len() + lb.os.len()
-	}
-	lmSlab := make([]linkpb.LinkMinute, len(lbs))
-	kcSlab := make([]linkpb.KeyCount, nkc)
-	kcPtrs := make([]*linkpb.KeyCount, nkc)
-	for i := range kcSlab {
-		kcPtrs[i] = &kcSlab[i]
-	}
-	take := func(c *counter) []*linkpb.KeyCount {
-		switch c.len() {
-		case 0:
-			return nil
-		case 1:
-			out := kcPtrs[:1:1]
-			kcPtrs = kcPtrs[1:]
-			out[0].Key, out[0].Count = c.first.key, c.first.n
-			return out
+}
+
+// reduce appends to dst the counts of every LinkMinute in src's sections
+// (code, minute, clicks and bots; no visitors, no breakdowns): what a
+// seal keeps when the journal has no room for more.
+func (b *builder) reduce(src, dst *batchEnc) {
+	src.sections(func(links []byte, _ uint64) {
+		for len(links) > 0 {
+			_, _, n := protowire.ConsumeField(links) // field 7, a LinkMinute
+			_, _, tn := protowire.ConsumeTag(links)
+			lm, _ := protowire.ConsumeBytes(links[tn:])
+			links = links[n:]
+			var code []byte
+			var minute, clicks, bots uint64
+			for len(lm) > 0 {
+				num, typ, tn := protowire.ConsumeTag(lm)
+				lm = lm[tn:]
+				switch {
+				case num == 1 && typ == protowire.BytesType:
+					v, vn := protowire.ConsumeBytes(lm)
+					code, lm = v, lm[vn:]
+				case typ == protowire.VarintType:
+					v, vn := protowire.ConsumeVarint(lm)
+					lm = lm[vn:]
+					switch num {
+					case 2:
+						minute = v
+					case 3:
+						clicks = v
+					case 4:
+						bots = v
+					}
+				default:
+					lm = lm[protowire.ConsumeFieldValue(num, typ, lm):]
+				}
+			}
+			body := protowire.AppendTag(b.body[:0], 1, protowire.BytesType)
+			body = protowire.AppendBytes(body, code)
+			body = appendVarint(body, 2, minute)
+			body = appendVarint(body, 3, clicks)
+			body = appendVarint(body, 4, bots)
+			b.body = body
+			dst.add(body, clicks+bots)
 		}
-		slices.SortFunc(c.kvs, func(x, y kv) int { return cmp.Or(cmp.Compare(y.n, x.n), cmp.Compare(x.key, y.key)) })
-		out := kcPtrs[:len(c.kvs):len(c.kvs)]
-		kcPtrs = kcPtrs[len(c.kvs):]
-		for i, e := range c.kvs {
-			out[i].Key, out[i].Count = e.key, e.n
-		}
-		return out
-	}
-	out := make([]*linkpb.LinkMinute, len(lbs))
-	for i := range lbs {
-		lb := &lbs[i]
-		lm := &lmSlab[i]
-		lm.Code, lm.MinuteUnix, lm.Clicks, lm.Bots = lb.key.code, lb.key.minute, lb.clicks, lb.bots
-		lm.Referrers, lm.Countries, lm.Devices = take(&lb.refs), take(&lb.countries), take(&lb.devices)
-		lm.Browsers, lm.Os = take(&lb.browsers), take(&lb.os)
-		if len(lb.visitors) > 1 {
-			slices.Sort(lb.visitors)
-			lb.visitors = slices.Compact(lb.visitors)
-		}
-		lm.Visitors = lb.visitors
-		out[i] = lm
-	}
-	slices.SortFunc(out, func(x, y *linkpb.LinkMinute) int {
-		return cmp.Or(cmp.Compare(x.Code, y.Code), cmp.Compare(x.MinuteUnix, y.MinuteUnix))
 	})
-	return out, st
+}
+
+// encodeSingle encodes an entry of one shard with one dimension
+// combination (most code-minutes of an interval): every breakdown has one
+// key, and its visitors are distinct already.
+func (b *builder) encodeSingle(e *batchEnc, m *minuteAgg) {
+	c := b.class(m.t0.ua)
+	n := m.t0n
+	body := appendString(b.body[:0], 1, m.code)
+	body = appendVarint(body, 2, uint64(m.minute))
+	if n == 1 {
+		// The usual entry of spread traffic: the breakdowns' encodings are
+		// kept per User-Agent, referrer and country.
+		if c.Bot {
+			body = appendVarint(body, 4, 1)
+		} else {
+			body = appendVarint(body, 3, 1)
+			body = b.appendVisitors(body, m)
+			body = append(body, b.ref(m.t0.ref).one...)
+			body = append(body, countryOneOf(m.t0.country)...)
+		}
+		body = append(body, c.one...)
+		b.body = body
+		b.emit(e, body, 1)
+		return
+	}
+	if c.Bot {
+		body = appendVarint(body, 4, n)
+	} else {
+		body = appendVarint(body, 3, n)
+		body = b.appendVisitors(body, m)
+		body = appendKeyCount(body, 6, b.referrer(m.t0.ref), n)
+		body = appendKeyCount(body, 7, countryKey(m.t0.country), n)
+	}
+	body = appendKeyCount(body, 8, c.Device, n)
+	if !c.Bot {
+		body = appendKeyCount(body, 9, c.Browser, n)
+		body = appendKeyCount(body, 10, c.OS, n)
+	}
+	b.body = body
+	b.emit(e, body, n)
+}
+
+// emit adds one encoded LinkMinute holding n clicks and bots to e, cut
+// into parts if it is too large for a batch.
+func (b *builder) emit(e *batchEnc, body []byte, n uint64) {
+	if len(body) > e.room-16 {
+		b.encodeCut(e, body)
+		return
+	}
+	e.add(body, n)
+}
+
+// appendVisitors appends the non-bot visitors of one entry as field 5.
+func (b *builder) appendVisitors(body []byte, m *minuteAgg) []byte {
+	k := 0
+	if m.hasV0 && !b.class(m.v0ua).Bot {
+		k++
+	}
+	for _, ua := range m.visitors {
+		if !b.class(ua).Bot {
+			k++
+		}
+	}
+	if k == 0 {
+		return body
+	}
+	body = protowire.AppendTag(body, 5, protowire.BytesType)
+	body = protowire.AppendVarint(body, uint64(8*k))
+	if m.hasV0 && !b.class(m.v0ua).Bot {
+		body = protowire.AppendFixed64(body, m.v0)
+	}
+	for v, ua := range m.visitors {
+		if !b.class(ua).Bot {
+			body = protowire.AppendFixed64(body, v)
+		}
+	}
+	return body
+}
+
+// encodeMerged merges the dimension combinations of an entry and encodes
+// it, breakdowns by count.
+func (b *builder) encodeMerged(e *batchEnc, m *minuteAgg) {
+	lb := &b.lb
+	lb.reset()
+	if m.t0n > 0 {
+		b.addTuple(lb, m.t0, m.t0n)
+	}
+	for t, n := range m.tuples {
+		b.addTuple(lb, t, n)
+	}
+	lb.clicks += m.plain
+	if m.hasV0 && !b.class(m.v0ua).Bot {
+		lb.visitors = append(lb.visitors, m.v0)
+	}
+	for v, ua := range m.visitors {
+		if !b.class(ua).Bot {
+			lb.visitors = append(lb.visitors, v)
+		}
+	}
+	body := appendString(b.body[:0], 1, m.code)
+	body = appendVarint(body, 2, uint64(m.minute))
+	body = appendVarint(body, 3, lb.clicks)
+	body = appendVarint(body, 4, lb.bots)
+	if len(lb.visitors) > 0 {
+		body = protowire.AppendTag(body, 5, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(8*len(lb.visitors)))
+		for _, v := range lb.visitors {
+			body = protowire.AppendFixed64(body, v)
+		}
+	}
+	for i, c := range [...]*counter{&lb.refs, &lb.countries, &lb.devices, &lb.browsers, &lb.os} {
+		body = c.appendTo(body, protowire.Number(6+i))
+	}
+	b.body = body
+	b.emit(e, body, lb.clicks+lb.bots)
+}
+
+// encodeCut adds a LinkMinute too large for one batch (a very popular
+// code with many visitors in one minute) as several parts, each in a
+// batch of its own (cutLinkMinute). It is rare, so it goes through the
+// protobuf structs.
+func (b *builder) encodeCut(e *batchEnc, body []byte) {
+	var lm linkpb.LinkMinute
+	if err := proto.Unmarshal(body, &lm); err != nil {
+		panic(fmt.Sprintf("clicks: own LinkMinute encoding does not decode: %v", err)) // a bug in this file
+	}
+	for _, part := range cutLinkMinute(&lm, e.room-16) {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(part)
+		if err != nil {
+			panic(fmt.Sprintf("clicks: LinkMinute does not encode: %v", err))
+		}
+		e.flush()
+		e.add(data, part.Clicks+part.Bots)
+		e.flush()
+	}
 }
 
 // addTuple counts n clicks of one dimension combination.
@@ -247,6 +452,81 @@ func (b *builder) addTuple(lb *lmBuilder, t tuple, n uint64) {
 	lb.countries.add(countryKey(t.country), n)
 	lb.browsers.add(c.Browser, n)
 	lb.os.add(c.OS, n)
+}
+
+// batchEnc collects encoded LinkMinutes into the link sections of
+// consecutive batches, each within room bytes. Its buffers are kept
+// between seals.
+type batchEnc struct {
+	room   int
+	buf    []byte // the link sections, one after the other
+	ends   []int  // where each closed section ends in buf
+	clicks []uint64
+	curN   uint64
+	start  int // where the open section starts
+}
+
+func (e *batchEnc) reset(room int) {
+	e.room, e.buf, e.ends, e.clicks, e.curN, e.start = room, e.buf[:0], e.ends[:0], e.clicks[:0], 0, 0
+}
+
+// add appends one LinkMinute (body, holding n clicks and bots) as field 7
+// of a batch, closing the open section first if body does not fit in it.
+func (e *batchEnc) add(body []byte, n uint64) {
+	size := protowire.SizeTag(7) + protowire.SizeBytes(len(body))
+	if len(e.buf)-e.start+size > e.room {
+		e.flush()
+	}
+	e.buf = protowire.AppendTag(e.buf, 7, protowire.BytesType)
+	e.buf = protowire.AppendBytes(e.buf, body)
+	e.curN += n
+}
+
+// flush closes the open section, if it holds anything.
+func (e *batchEnc) flush() {
+	if len(e.buf) == e.start {
+		return
+	}
+	e.ends = append(e.ends, len(e.buf))
+	e.clicks = append(e.clicks, e.curN)
+	e.start, e.curN = len(e.buf), 0
+}
+
+// sections calls f with each closed section and its clicks, in order.
+func (e *batchEnc) sections(f func(links []byte, clicks uint64)) {
+	from := 0
+	for i, end := range e.ends {
+		f(e.buf[from:end], e.clicks[i])
+		from = end
+	}
+}
+
+func appendVarint(dst []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return dst
+	}
+	dst = protowire.AppendTag(dst, num, protowire.VarintType)
+	return protowire.AppendVarint(dst, v)
+}
+
+func appendString(dst []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	return protowire.AppendString(dst, s)
+}
+
+// appendKeyCount appends a KeyCount (key, n) as field num.
+func appendKeyCount(dst []byte, num protowire.Number, key string, n uint64) []byte {
+	size := protowire.SizeVarint(n) + 1
+	if key != "" {
+		size += 1 + protowire.SizeBytes(len(key))
+	}
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(size))
+	dst = appendString(dst, 1, key)
+	return appendVarint(dst, 2, n)
 }
 
 // countryKey is the breakdown key of a country code, without allocating
@@ -282,48 +562,6 @@ func sizeOf(lm *linkpb.LinkMinute) int {
 
 // batchOverhead is room left in every batch for its header fields.
 const batchOverhead = 256
-
-// split divides links into groups whose batches each encode within
-// limit bytes. A LinkMinute too large on its own (a very popular code
-// with many visitors in one minute) is cut into parts that each carry a
-// share of its visitors and as many of its clicks (the first part carries
-// the rest of the clicks, the bots and the breakdowns), so every part
-// stays valid (visitors <= clicks) and the parts sum to the whole. The
-// parts of one (code, minute) go to different groups: a batch holds at
-// most one entry per (code, minute).
-func split(links []*linkpb.LinkMinute, limit int) [][]*linkpb.LinkMinute {
-	room := limit - batchOverhead
-	var groups [][]*linkpb.LinkMinute
-	var cur []*linkpb.LinkMinute
-	size := 0
-	flush := func() {
-		if len(cur) > 0 {
-			groups = append(groups, cur)
-			cur, size = nil, 0
-		}
-	}
-	add := func(lm *linkpb.LinkMinute) {
-		n := sizeOf(lm)
-		if size+n > room {
-			flush()
-		}
-		cur = append(cur, lm)
-		size += n
-	}
-	for _, lm := range links {
-		if sizeOf(lm) <= room {
-			add(lm)
-			continue
-		}
-		for _, part := range cutLinkMinute(lm, room) {
-			flush()
-			add(part)
-		}
-		flush()
-	}
-	flush()
-	return groups
-}
 
 // cutLinkMinute cuts lm into parts of at most room bytes each.
 func cutLinkMinute(lm *linkpb.LinkMinute, room int) []*linkpb.LinkMinute {

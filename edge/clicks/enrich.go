@@ -92,13 +92,32 @@ func Country(addr netip.Addr) [2]byte {
 // returns it: "" for none (a direct visit) or for a value that is not an
 // absolute URL with a host. The port and any user info are dropped.
 func refererHost(ref []byte, buf *[253]byte) []byte {
+	host, upper := refererHostIn(ref)
+	if !upper {
+		return host
+	}
+	return lowerHost(host, buf)
+}
+
+// lowerHost writes host lower-cased into buf and returns it.
+func lowerHost(host []byte, buf *[253]byte) []byte {
+	for j, c := range host {
+		buf[j] = hostByte[c]
+	}
+	return buf[:len(host)]
+}
+
+// refererHostIn returns the host of a Referer value as it is in ref (see
+// refererHost), and whether it holds upper-case letters, so the common
+// lower-case host needs no copy.
+func refererHostIn(ref []byte) (host []byte, upper bool) {
 	i := bytes.Index(ref, schemeSep)
 	if i <= 0 || i > 32 {
-		return nil
+		return nil, false
 	}
 	for _, c := range ref[:i] {
 		if !schemeByte[c] {
-			return nil
+			return nil, false
 		}
 	}
 	rest := ref[i+3:]
@@ -118,7 +137,7 @@ func refererHost(ref []byte, buf *[253]byte) []byte {
 	if len(auth) > 0 && auth[0] == '[' { // IPv6 literal
 		j := bytes.IndexByte(auth, ']')
 		if j < 0 {
-			return nil
+			return nil, false
 		}
 		auth = auth[:j+1]
 	} else if j := bytes.IndexByte(auth, ':'); j >= 0 {
@@ -127,17 +146,17 @@ func refererHost(ref []byte, buf *[253]byte) []byte {
 	for len(auth) > 0 && auth[len(auth)-1] == '.' {
 		auth = auth[:len(auth)-1]
 	}
-	if len(auth) == 0 || len(auth) > len(buf) {
-		return nil
+	if len(auth) == 0 || len(auth) > 253 {
+		return nil, false
 	}
-	for j, c := range auth {
+	for _, c := range auth {
 		l := hostByte[c]
 		if l == 0 {
-			return nil
+			return nil, false
 		}
-		buf[j] = l
+		upper = upper || l != c
 	}
-	return buf[:len(auth)]
+	return auth, upper
 }
 
 var schemeSep = []byte("://")

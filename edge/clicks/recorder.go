@@ -46,8 +46,9 @@ type tuple struct {
 // The first dimension combination and the first visitor are held inline,
 // so the long tail of codes clicked once in an interval costs no map.
 type minuteAgg struct {
+	code   string
 	minute int64
-	next   *minuteAgg // the same code in another minute
+	next   *minuteAgg // another entry whose code has the same hash: another minute, or another code
 	t0     tuple
 	t0n    uint64 // clicks of t0; 0 while none
 	tuples map[tuple]uint64
@@ -64,7 +65,7 @@ type minuteAgg struct {
 
 // agg is one shard's aggregate of one flush interval.
 type agg struct {
-	codes map[string]*minuteAgg
+	codes map[uint64]*minuteAgg // by the code's hash; a list of entries each
 	// entries counts (code, minute) entries, tuples and visitors, against
 	// the shard's bound.
 	entries  int
@@ -77,7 +78,7 @@ type agg struct {
 }
 
 func newAgg() *agg {
-	return &agg{codes: make(map[string]*minuteAgg), uaNew: make(map[uint64]string), refNew: make(map[uint64]string)}
+	return &agg{codes: make(map[uint64]*minuteAgg), uaNew: make(map[uint64]string), refNew: make(map[uint64]string)}
 }
 
 // shard is a lock and its aggregate; clicks of different connections
@@ -88,7 +89,9 @@ type shard struct {
 	// uaKnown and refKnown hold the hashes the shipper has (or will have
 	// from this interval's uaNew/refNew) the strings of.
 	uaKnown, refKnown map[uint64]struct{}
-	_                 [64]byte // keep shards on separate cache lines
+	lastUA, lastRef   uint64    // the last hashes found known (0: none)
+	hostBuf           [253]byte // a referrer host lower-cased, under mu
+	_                 [64]byte  // keep shards on separate cache lines
 }
 
 // Limits bound the recorder's memory.
@@ -115,6 +118,7 @@ type Recorder struct {
 	mask       uint64
 	perShard   int
 	maxStrings int
+	collide    bool // tests: every code hashes alike
 }
 
 // NewRecorder returns a recorder hashing visitors with key.
@@ -154,22 +158,38 @@ func (r *Recorder) Record(c *Click) {
 	if len(ua) > maxUALen {
 		ua = ua[:maxUALen]
 	}
-	var hostBuf [253]byte
-	host := refererHost(c.Referer, &hostBuf)
-	refHash := uint64(refDirect)
-	if len(host) > 0 {
-		refHash = r.hash(host)
+	host, upper := refererHostIn(c.Referer)
+	codeHash := maphash.Bytes(r.seed, c.Code)
+	if r.collide {
+		codeHash = 7
 	}
 	country := Country(c.Addr)
 
 	sh := &r.shards[c.Stripe&r.mask]
 	sh.mu.Lock()
+	refHash := uint64(refDirect)
+	if len(host) > 0 {
+		if upper {
+			// The shard's buffer, under its lock: no per-call buffer to
+			// clear on the common lower-case path.
+			host = lowerHost(host, &sh.hostBuf)
+		}
+		refHash = r.hash(host)
+	}
 	a := sh.cur
 	a.recorded++
-	head := a.codes[string(c.Code)]
+	// The entries whose code hashes to codeHash: the code's minutes, and
+	// other codes on a collision.
+	head := a.codes[codeHash]
+	var same *minuteAgg // an entry of this code, for its string
 	m := head
-	for m != nil && m.minute != minute {
-		m = m.next
+	for ; m != nil; m = m.next {
+		if m.code == string(c.Code) {
+			if m.minute == minute {
+				break
+			}
+			same = m
+		}
 	}
 	if m == nil {
 		if a.entries >= r.perShard {
@@ -179,29 +199,40 @@ func (r *Recorder) Record(c *Click) {
 		}
 		a.entries++
 		m = a.newMinute(minute)
+		if same != nil {
+			m.code = same.code
+		} else {
+			m.code = string(c.Code)
+		}
 		if head != nil {
 			m.next = head.next
 			head.next = m
 		} else {
-			a.codes[string(c.Code)] = m
+			a.codes[codeHash] = m
 		}
 	}
-	if _, ok := sh.uaKnown[uaHash]; !ok {
-		if len(a.uaNew) < r.maxStrings {
+	// lastUA and lastRef spare the map lookups while a shard's clicks
+	// keep the same User-Agent and referrer (one browser's connection).
+	if uaHash != sh.lastUA {
+		if _, ok := sh.uaKnown[uaHash]; ok {
+			sh.lastUA = uaHash
+		} else if len(a.uaNew) < r.maxStrings {
 			a.uaNew[uaHash] = string(ua)
 			sh.uaKnown[uaHash] = struct{}{}
+			sh.lastUA = uaHash
 		} else {
 			uaHash = uaUnknown
 		}
 	}
-	if refHash >= reservedHash {
-		if _, ok := sh.refKnown[refHash]; !ok {
-			if len(a.refNew) < r.maxStrings {
-				a.refNew[refHash] = string(host)
-				sh.refKnown[refHash] = struct{}{}
-			} else {
-				refHash = refOther
-			}
+	if refHash >= reservedHash && refHash != sh.lastRef {
+		if _, ok := sh.refKnown[refHash]; ok {
+			sh.lastRef = refHash
+		} else if len(a.refNew) < r.maxStrings {
+			a.refNew[refHash] = string(host)
+			sh.refKnown[refHash] = struct{}{}
+			sh.lastRef = refHash
+		} else {
+			refHash = refOther
 		}
 	}
 	t := tuple{ua: uaHash, ref: refHash, country: country}
@@ -275,9 +306,24 @@ func (sh *shard) swap(spare *agg, forget bool) *agg {
 	if forget {
 		clear(sh.uaKnown)
 		clear(sh.refKnown)
+		sh.lastUA, sh.lastRef = 0, 0
 	}
 	sh.mu.Unlock()
 	return old
+}
+
+// recycle clears m and keeps it for reuse.
+func (a *agg) recycle(m *minuteAgg) {
+	if m.tuples != nil {
+		clear(m.tuples)
+	}
+	if m.visitors != nil {
+		clear(m.visitors)
+	}
+	m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
+	if len(a.free) < maxFree {
+		a.free = append(a.free, m)
+	}
 }
 
 // maxFree bounds the cleared entries a shard keeps for reuse.
@@ -289,12 +335,7 @@ func (a *agg) reset() {
 	for _, m := range a.codes {
 		for m != nil {
 			next := m.next
-			clear(m.tuples)
-			clear(m.visitors)
-			m.plain, m.next, m.t0n, m.hasV0 = 0, nil, 0, false
-			if len(a.free) < maxFree {
-				a.free = append(a.free, m)
-			}
+			a.recycle(m)
 			m = next
 		}
 	}

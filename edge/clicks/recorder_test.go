@@ -1,12 +1,18 @@
 package clicks
 
 import (
+	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
@@ -20,25 +26,88 @@ const (
 
 var testKey = NewVisitorKey([]byte("0123456789abcdef-test-key"))
 
-// sealAll seals r with a fresh builder, as the shipper does.
+// sealAll seals r with b, as the shipper does.
 func sealAll(b *builder, r *Recorder) ([]*linkpb.LinkMinute, sealStats) {
-	olds := make([]*agg, len(r.shards))
-	for i := range r.shards {
-		olds[i] = r.shards[i].swap(newAgg(), false)
-	}
-	b.learn(olds)
-	return b.build(olds)
+	return sealWith(b, r, false)
 }
 
+// sealWith swaps r's aggregates out (with forget, the shards forget the
+// strings they sent), encodes them and decodes the batch sections back.
+func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealStats) {
+	olds := make([]*agg, len(r.shards))
+	for i := range r.shards {
+		olds[i] = r.shards[i].swap(newAgg(), forget)
+	}
+	b.learn(olds)
+	st := b.gather(olds)
+	var e batchEnc
+	e.reset(link.MaxClickBatchLen - batchOverhead)
+	b.encode(&e)
+	e.flush()
+	return decodeSections(&e), st
+}
+
+// decodeSections decodes the LinkMinutes of e's sections, each as the
+// links of a batch.
+func decodeSections(e *batchEnc) []*linkpb.LinkMinute {
+	var links []*linkpb.LinkMinute
+	e.sections(func(sec []byte, _ uint64) {
+		var b linkpb.ClickBatch
+		if err := proto.Unmarshal(sec, &b); err != nil {
+			panic(err)
+		}
+		links = append(links, b.Links...)
+	})
+	return links
+}
+
+// find returns the entries of code added up, as the collector adds them:
+// one per shard whose connections clicked it.
 func find(t *testing.T, links []*linkpb.LinkMinute, code string) *linkpb.LinkMinute {
 	t.Helper()
+	var of []*linkpb.LinkMinute
 	for _, lm := range links {
 		if lm.Code == code {
-			return lm
+			of = append(of, lm)
 		}
 	}
-	t.Fatalf("no entry for %q in %v", code, links)
-	return nil
+	if len(of) == 0 {
+		t.Fatalf("no entry for %q in %v", code, links)
+	}
+	return addUp(of)
+}
+
+// addUp adds entries of one code and minute up: counts and breakdowns
+// summed (breakdowns by count, then key), visitors deduplicated.
+func addUp(of []*linkpb.LinkMinute) *linkpb.LinkMinute {
+	sum := &linkpb.LinkMinute{Code: of[0].Code, MinuteUnix: of[0].MinuteUnix}
+	dims := make([]map[string]uint64, 5)
+	for i := range dims {
+		dims[i] = map[string]uint64{}
+	}
+	for _, lm := range of {
+		sum.Clicks += lm.Clicks
+		sum.Bots += lm.Bots
+		sum.Visitors = append(sum.Visitors, lm.Visitors...)
+		for i, kcs := range [][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os} {
+			for _, kc := range kcs {
+				dims[i][kc.Key] += kc.Count
+			}
+		}
+	}
+	slices.Sort(sum.Visitors)
+	sum.Visitors = slices.Compact(sum.Visitors)
+	out := make([][]*linkpb.KeyCount, 5)
+	for i, d := range dims {
+		for k, n := range d {
+			out[i] = append(out[i], &linkpb.KeyCount{Key: k, Count: n})
+		}
+		slices.SortFunc(out[i], func(x, y *linkpb.KeyCount) int {
+			return cmp.Or(cmp.Compare(y.Count, x.Count), cmp.Compare(x.Key, y.Key))
+		})
+	}
+	sum.Referrers, sum.Countries, sum.Devices, sum.Browsers, sum.Os = out[0], out[1], out[2], out[3], out[4]
+	return sum
 }
 
 func counts(kc []*linkpb.KeyCount) map[string]uint64 {
@@ -68,10 +137,10 @@ func TestRecorderViralCode(t *testing.T) {
 	}
 	wg.Wait()
 	links, st := sealAll(newBuilder(), r)
-	if len(links) != 1 {
-		t.Fatalf("got %d entries, want 1", len(links))
+	if len(links) > len(r.shards) {
+		t.Fatalf("got %d entries, want at most one per shard (%d)", len(links), len(r.shards))
 	}
-	lm := links[0]
+	lm := find(t, links, "viral1")
 	if lm.Clicks != goroutines*per || lm.Bots != 0 || st.recorded != goroutines*per || st.dropped != 0 || st.degraded != 0 {
 		t.Fatalf("clicks %d bots %d recorded %d dropped %d degraded %d, want %d clicks", lm.Clicks, lm.Bots, st.recorded, st.dropped, st.degraded, goroutines*per)
 	}
@@ -161,12 +230,7 @@ func TestRecorderForget(t *testing.T) {
 		r.Record(&Click{Code: []byte("f1"), Time: now, Addr: netip.AddrFrom4([4]byte{1, 1, 1, 1}), UserAgent: []byte(uaGoogle), Referer: []byte("https://a.example/")})
 	}
 	seal := func(forget bool) *linkpb.LinkMinute {
-		olds := make([]*agg, len(r.shards))
-		for i := range r.shards {
-			olds[i] = r.shards[i].swap(newAgg(), forget)
-		}
-		b.learn(olds)
-		links, _ := b.build(olds)
+		links, _ := sealWith(b, r, forget)
 		if forget {
 			clear(b.uaClass)
 			clear(b.refStr)
@@ -195,49 +259,173 @@ func TestRecordAllocs(t *testing.T) {
 	}
 }
 
+// TestSplit: the seal of many codes and of one code with more visitors
+// than a batch holds fits in batches under the limit, the parts of the
+// cut entry each in a batch of their own, and the parts sum to the whole.
 func TestSplit(t *testing.T) {
-	var links []*linkpb.LinkMinute
+	r := NewRecorder(testKey, Limits{})
+	now := time.Unix(1_700_000_040, 0)
 	for i := range 50 {
-		lm := &linkpb.LinkMinute{Code: fmt.Sprintf("code%02d", i), MinuteUnix: 60, Clicks: 300, Bots: 1,
-			Referrers: []*linkpb.KeyCount{{Key: "x.example", Count: 300}}}
-		for v := range 200 {
-			lm.Visitors = append(lm.Visitors, uint64(i*1000+v))
+		code := []byte(fmt.Sprintf("code%02d", i))
+		for v := range 300 {
+			r.Record(&Click{Code: code, Time: now, Addr: netip.AddrFrom4([4]byte{10, byte(i), byte(v / 200), byte(v % 200)}),
+				UserAgent: []byte(uaChrome), Referer: []byte("https://x.example/"), Stripe: uint64(v % 3)})
 		}
-		links = append(links, lm)
+		r.Record(&Click{Code: code, Time: now, Addr: netip.AddrFrom4([4]byte{1, 1, 1, 1}), UserAgent: []byte(uaGoogle)})
 	}
-	big := &linkpb.LinkMinute{Code: "huge", MinuteUnix: 120, Clicks: 5000, Bots: 7, Devices: []*linkpb.KeyCount{{Key: "bot", Count: 7}}}
-	for v := range 4000 {
-		big.Visitors = append(big.Visitors, uint64(1e9+v))
+	// One connection: one entry, cut into parts.
+	for v := range 5000 {
+		r.Record(&Click{Code: []byte("huge"), Time: now, Addr: netip.AddrFrom4([4]byte{11, byte(v >> 8), byte(v), 1}),
+			UserAgent: []byte(uaChrome), Referer: []byte(fmt.Sprintf("https://r%d.example/", v%40))})
 	}
-	links = append(links, big)
+	for range 7 {
+		r.Record(&Click{Code: []byte("huge"), Time: now, Addr: netip.AddrFrom4([4]byte{1, 1, 1, 1}), UserAgent: []byte(uaGoogle)})
+	}
 	const limit = 8 << 10
-	groups := split(links, limit)
-	var clicks, bots, visitors uint64
-	for _, g := range groups {
-		b := &linkpb.ClickBatch{Edge: "e", Instance: "i", Seq: 1, Links: g}
-		data, err := marshalForTest(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+	b := newBuilder()
+	olds := make([]*agg, len(r.shards))
+	for i := range r.shards {
+		olds[i] = r.shards[i].swap(newAgg(), false)
+	}
+	b.learn(olds)
+	b.gather(olds)
+	var e batchEnc
+	e.reset(limit - batchOverhead)
+	b.encode(&e)
+	e.flush()
+	var clicks, bots, visitors, sections uint64
+	e.sections(func(sec []byte, n uint64) {
+		sections++
+		hdr := link.AppendClickBatch(nil, &linkpb.ClickBatch{Edge: "e", Instance: "i", Seq: 1 << 60, ThroughUnixMs: 1 << 50, Dropped: 1 << 40})
+		data := append(hdr, sec...)
 		if len(data) > limit {
 			t.Fatalf("batch of %d bytes over %d", len(data), limit)
 		}
-		seen := map[string]bool{}
-		for _, lm := range g {
-			if seen[lm.Code] {
-				t.Fatalf("two entries for %s in one batch", lm.Code)
+		bt, err := link.UnmarshalClickBatch(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inSec uint64
+		huge := 0
+		for _, lm := range bt.Links {
+			if lm.Code == "huge" {
+				huge++
 			}
-			seen[lm.Code] = true
 			clicks += lm.Clicks
 			bots += lm.Bots
+			inSec += lm.Clicks + lm.Bots
 			visitors += uint64(len(lm.Visitors))
 		}
-	}
-	if clicks != 50*300+5000 || bots != 57 || visitors != 50*200+4000 {
+		if inSec != n {
+			t.Fatalf("section counts %d clicks, holds %d", n, inSec)
+		}
+		if huge > 1 {
+			t.Fatalf("%d parts of the cut entry in one batch", huge)
+		}
+	})
+	if clicks != 50*300+5000 || bots != 57 || visitors != 50*300+5000 {
 		t.Fatalf("split sums: clicks %d bots %d visitors %d", clicks, bots, visitors)
 	}
-	if len(groups) < 3 {
-		t.Fatalf("only %d groups", len(groups))
+	if sections < 6 {
+		t.Fatalf("only %d batches", sections)
+	}
+}
+
+// TestSealModel records random clicks (codes, minutes, User-Agents,
+// referrers, addresses and stripes drawn from small sets, so entries are
+// single and merged, in one shard and in several, and in some rounds all
+// codes on one hash) and compares the decoded seal with a plain count per
+// (code, minute).
+func TestSealModel(t *testing.T) {
+	uas := []string{uaChrome, uaIPhone, uaSlack, uaGoogle, uaFirefox, ""}
+	refs := []string{"", "https://a.example/x", "https://B.example:8080/", "junk"}
+	addrs := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("81.2.69.160"), netip.MustParseAddr("2001:db8::7")}
+	cls := NewClassifier()
+	classes := map[string]Class{}
+	for _, ua := range uas {
+		classes[ua] = cls.Classify(ua)
+	}
+	type key struct {
+		code   string
+		minute int64
+	}
+	type model struct {
+		clicks, bots                           uint64
+		visitors                               map[string]bool
+		refs, countries, devices, browsers, os map[string]uint64
+	}
+	b := newBuilder()
+	for round := range 20 {
+		rng := rand.New(rand.NewPCG(uint64(round), 7))
+		r := NewRecorder(testKey, Limits{})
+		// Every fourth round, every code hashes alike: one list per shard.
+		r.collide = round%4 == 3
+		want := map[key]*model{}
+		for range 1 + rng.IntN(3000) {
+			code := fmt.Sprintf("m%d", rng.IntN(1+rng.IntN(200)))
+			at := time.Unix(1_700_000_000+int64(rng.IntN(180)), 0)
+			ua, ref, addr := uas[rng.IntN(len(uas))], refs[rng.IntN(len(refs))], addrs[rng.IntN(len(addrs))]
+			r.Record(&Click{Code: []byte(code), Time: at, Addr: addr, UserAgent: []byte(ua), Referer: []byte(ref), Stripe: rng.Uint64()})
+			k := key{code, at.Unix() - at.Unix()%60}
+			m := want[k]
+			if m == nil {
+				m = &model{visitors: map[string]bool{}, refs: map[string]uint64{}, countries: map[string]uint64{}, devices: map[string]uint64{}, browsers: map[string]uint64{}, os: map[string]uint64{}}
+				want[k] = m
+			}
+			c := classes[ua]
+			m.devices[c.Device]++
+			if c.Bot {
+				m.bots++
+				continue
+			}
+			m.clicks++
+			m.visitors[addr.String()+"|"+ua] = true
+			var buf [253]byte
+			m.refs[string(refererHost([]byte(ref), &buf))]++
+			cc := Country(addr)
+			m.countries[string(cc[:])]++
+			m.browsers[c.Browser]++
+			m.os[c.OS]++
+		}
+		links, _ := sealAll(b, r)
+		entries := map[key][]*linkpb.LinkMinute{}
+		for _, lm := range links {
+			k := key{lm.Code, lm.MinuteUnix}
+			entries[k] = append(entries[k], lm)
+			for _, kcs := range [][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os} {
+				if !slices.IsSortedFunc(kcs, func(x, y *linkpb.KeyCount) int { return cmp.Compare(y.Count, x.Count) }) {
+					t.Fatalf("round %d: %v: breakdown not by count: %v", round, k, kcs)
+				}
+			}
+		}
+		got := map[key]*linkpb.LinkMinute{}
+		for k, of := range entries {
+			if len(of) > len(r.shards) {
+				t.Fatalf("round %d: %v: %d entries, more than the %d shards", round, k, len(of), len(r.shards))
+			}
+			got[k] = addUp(of)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("round %d: %d entries, want %d", round, len(got), len(want))
+		}
+		for k, m := range want {
+			lm := got[k]
+			if lm == nil {
+				t.Fatalf("round %d: no entry for %v", round, k)
+			}
+			if lm.Clicks != m.clicks || lm.Bots != m.bots || len(lm.Visitors) != len(m.visitors) {
+				t.Fatalf("round %d: %v: clicks %d bots %d visitors %d, want %d %d %d", round, k, lm.Clicks, lm.Bots, len(lm.Visitors), m.clicks, m.bots, len(m.visitors))
+			}
+			for _, d := range []struct {
+				name string
+				got  []*linkpb.KeyCount
+				want map[string]uint64
+			}{{"referrers", lm.Referrers, m.refs}, {"countries", lm.Countries, m.countries}, {"devices", lm.Devices, m.devices}, {"browsers", lm.Browsers, m.browsers}, {"os", lm.Os, m.os}} {
+				if fmt.Sprint(counts(d.got)) != fmt.Sprint(d.want) {
+					t.Fatalf("round %d: %v: %s %v, want %v", round, k, d.name, counts(d.got), d.want)
+				}
+			}
+		}
 	}
 }
 
@@ -260,4 +448,56 @@ func TestSipHash(t *testing.T) {
 	f(16, 0x3f2acc7f57c29bdb)
 	f(17, 0x699ae9f52cbe4794)
 	f(63, 0x958a324ceb064572)
+}
+
+// TestReduce: the counts-only form of a seal keeps every entry's code,
+// minute, clicks and bots, and nothing else.
+func TestReduce(t *testing.T) {
+	r := NewRecorder(testKey, Limits{})
+	now := time.Unix(1_700_000_040, 0)
+	for i := range 300 {
+		ua := uaChrome
+		if i%7 == 0 {
+			ua = uaGoogle
+		}
+		r.Record(&Click{Code: []byte(fmt.Sprintf("r%d", i%40)), Time: now.Add(time.Duration(i%3) * time.Minute), Addr: netip.AddrFrom4([4]byte{9, 9, 9, byte(i)}),
+			UserAgent: []byte(ua), Referer: []byte("https://q.example/"), Stripe: uint64(i)})
+	}
+	b := newBuilder()
+	olds := make([]*agg, len(r.shards))
+	for i := range r.shards {
+		olds[i] = r.shards[i].swap(newAgg(), false)
+	}
+	b.learn(olds)
+	b.gather(olds)
+	var full, red batchEnc
+	full.reset(2 << 10)
+	b.encode(&full)
+	full.flush()
+	red.reset(2 << 10)
+	b.reduce(&full, &red)
+	red.flush()
+	type key struct {
+		code   string
+		minute int64
+	}
+	sum := func(links []*linkpb.LinkMinute, bare bool) map[key][2]uint64 {
+		out := map[key][2]uint64{}
+		for _, lm := range links {
+			if bare && (len(lm.Visitors) > 0 || len(lm.Referrers)+len(lm.Countries)+len(lm.Devices)+len(lm.Browsers)+len(lm.Os) > 0) {
+				t.Fatalf("reduced entry with detail: %v", lm)
+			}
+			k := key{lm.Code, lm.MinuteUnix}
+			c := out[k]
+			out[k] = [2]uint64{c[0] + lm.Clicks, c[1] + lm.Bots}
+		}
+		return out
+	}
+	want, got := sum(decodeSections(&full), false), sum(decodeSections(&red), true)
+	if len(want) != 120 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("reduced %v\nwant %v", got, want)
+	}
+	if len(red.ends) >= len(full.ends) {
+		t.Fatalf("reduced into %d batches, full %d", len(red.ends), len(full.ends))
+	}
 }

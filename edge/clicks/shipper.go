@@ -100,6 +100,9 @@ type Shipper struct {
 
 	spares     []*agg
 	olds       []*agg
+	enc, enc2  batchEnc // a seal's LinkMinutes; their counts only
+	out        [][]byte // the batches of the last encode
+	clicks     []uint64 // their clicks
 	forgetNext bool
 	through    int64 // through mark of the last sealed batch
 	ran        bool
@@ -108,7 +111,7 @@ type Shipper struct {
 
 type shipperMetrics struct {
 	recorded, dropped, detailDropped, shipped, spilled *metrics.Counter
-	published, publishErrors, reduced                  *metrics.Counter
+	published, publishedBytes, publishErrors, reduced  *metrics.Counter
 }
 
 // NewShipper opens the journal. Nothing runs until Run.
@@ -154,8 +157,11 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 		shipped:       set.NewCounter("linkpop_edge_clicks_shipped_total"),
 		spilled:       set.NewCounter("linkpop_edge_clicks_spilled_total"),
 		published:     set.NewCounter("linkpop_edge_click_batches_published_total"),
-		publishErrors: set.NewCounter("linkpop_edge_click_publish_errors_total"),
-		reduced:       set.NewCounter("linkpop_edge_click_batches_reduced_total"),
+		// The encoded batches' bytes: over shipped, the bytes a click
+		// costs on the wire (NATS headers and framing not included).
+		publishedBytes: set.NewCounter("linkpop_edge_click_batch_bytes_published_total"),
+		publishErrors:  set.NewCounter("linkpop_edge_click_publish_errors_total"),
+		reduced:        set.NewCounter("linkpop_edge_click_batches_reduced_total"),
 	}
 	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
 	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
@@ -245,11 +251,14 @@ func (s *Shipper) Seal() error {
 		s.olds[i] = s.rec.shards[i].swap(s.spares[i], forget)
 	}
 	s.b.learn(s.olds)
-	links, st := s.b.build(s.olds)
-	for i, a := range s.olds {
-		a.reset()
-		s.spares[i] = a
-	}
+	st := s.b.gather(s.olds)
+	defer func() {
+		s.b.aggs = nil
+		for i, a := range s.olds {
+			a.reset()
+			s.spares[i] = a
+		}
+	}()
 	if forget {
 		clear(s.b.uaClass)
 		clear(s.b.refStr)
@@ -266,38 +275,27 @@ func (s *Shipper) Seal() error {
 		}
 	}
 
-	if len(links) == 0 && s.j.dropped() == 0 && s.j.backlog() {
+	if s.b.entries == 0 && s.j.dropped() == 0 && s.j.backlog() {
 		// Nothing to say that the batch after the backlog will not say:
 		// do not grow the journal by a batch a second during an outage.
 		return nil
 	}
-	batches, clicks, err := s.encode(links, through)
-	if err != nil {
-		return err
-	}
-	size := 0
-	for _, b := range batches {
-		size += len(b)
-	}
-	if !s.j.fits(int64(size)) {
+	s.enc.reset(s.cfg.maxBatchLen - batchOverhead)
+	s.b.encode(&s.enc)
+	s.enc.flush()
+	batches, clicks := s.batches(&s.enc, through)
+	if !s.j.fits(int64(size(batches))) {
 		s.met.reduced.Inc()
-		reduced := make([]*linkpb.LinkMinute, len(links))
-		for i, lm := range links {
-			reduced[i] = &linkpb.LinkMinute{Code: lm.Code, MinuteUnix: lm.MinuteUnix, Clicks: lm.Clicks, Bots: lm.Bots}
-			s.met.detailDropped.Add(int(lm.Clicks))
+		s.enc2.reset(s.cfg.maxBatchLen - batchOverhead)
+		s.b.reduce(&s.enc, &s.enc2)
+		s.enc2.flush()
+		batches, clicks = s.batches(&s.enc2, through)
+		var n uint64
+		for _, c := range clicks {
+			n += c
 		}
-		if batches, clicks, err = s.encode(reduced, through); err != nil {
-			return err
-		}
-		size = 0
-		for _, b := range batches {
-			size += len(b)
-		}
-		if !s.j.fits(int64(size)) {
-			var n uint64
-			for _, lm := range links {
-				n += lm.Clicks + lm.Bots
-			}
+		s.met.detailDropped.Add(int(n))
+		if !s.j.fits(int64(size(batches))) {
 			s.met.dropped.Add(int(n))
 			s.log.Warn("click journal full: clicks dropped", "clicks", n, "max_bytes", s.cfg.SpillMaxBytes)
 			if err := s.j.addDropped(n); err != nil {
@@ -330,36 +328,44 @@ func (s *Shipper) Seal() error {
 // between intervals; past it they are forgotten and learnt again.
 const maxKnownStrings = 200_000
 
-// encode makes the batches of one seal: the links split to fit, with
+// batches makes the batches of one seal from e's sections, with
 // consecutive seqs from the journal's next; only the last carries the new
 // through mark and the dropped count (earlier ones carry the previous
-// mark).
-func (s *Shipper) encode(links []*linkpb.LinkMinute, through int64) ([][]byte, []uint64, error) {
-	groups := split(links, s.cfg.maxBatchLen)
-	if len(groups) == 0 {
-		groups = [][]*linkpb.LinkMinute{nil}
+// mark). They live in the shipper's buffers until the next call.
+func (s *Shipper) batches(e *batchEnc, through int64) ([][]byte, []uint64) {
+	n := max(len(e.ends), 1)
+	for len(s.out) < n {
+		s.out = append(s.out, nil)
 	}
+	out, clicks := s.out[:n], s.clicks[:0]
 	seq := s.j.nextSeq()
-	var out [][]byte
-	var clicks []uint64
-	for i, g := range groups {
-		b := &linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through, Links: g}
-		if i == len(groups)-1 {
+	hdr := func(i int) []byte {
+		b := linkpb.ClickBatch{Edge: s.j.edge, Instance: s.j.instance, Seq: seq + uint64(i), ThroughUnixMs: s.through}
+		if i == n-1 {
 			b.ThroughUnixMs, b.Dropped = through, s.j.dropped()
 		}
-		est := batchOverhead
-		for _, lm := range g {
-			est += sizeOf(lm)
-		}
-		data := link.AppendClickBatch(make([]byte, 0, est), b)
-		var n uint64
-		for _, lm := range g {
-			n += lm.Clicks + lm.Bots
-		}
-		out = append(out, data)
-		clicks = append(clicks, n)
+		return link.AppendClickBatch(out[i][:0], &b)
 	}
-	return out, clicks, nil
+	if len(e.ends) == 0 {
+		out[0] = hdr(0)
+		clicks = append(clicks, 0)
+	}
+	i := 0
+	e.sections(func(links []byte, c uint64) {
+		out[i] = append(hdr(i), links...)
+		clicks = append(clicks, c)
+		i++
+	})
+	s.clicks = clicks
+	return out, clicks
+}
+
+func size(batches [][]byte) int {
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n
 }
 
 // publishLoop publishes the journal's batches in order, one at a time,
@@ -414,6 +420,7 @@ func (s *Shipper) publishLoop(ctx context.Context, drained <-chan struct{}) {
 			s.log.Error("remove shipped click batch", "seq", e.seq, "err", err)
 		}
 		s.met.published.Inc()
+		s.met.publishedBytes.Add(len(data))
 		s.met.shipped.Add(int(e.clicks))
 		if e.spilled {
 			s.met.spilled.Add(int(e.clicks))

@@ -367,7 +367,8 @@ type ClickBatch struct {
 	// Clicks this edge answered but could not keep (a bound was hit) since
 	// the previous batch. They are reported, never silently lost.
 	Dropped uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
-	// Aggregates, at most one entry per (code, minute).
+	// Aggregates. A (code, minute) may have several entries (an edge keeps
+	// one per recorder shard the code was clicked in): they add up.
 	Links         []*LinkMinute `protobuf:"bytes,7,rep,name=links,proto3" json:"links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
