@@ -73,6 +73,13 @@ type Config struct {
 	// behind while a miss still counts as authoritative and /readyz says
 	// ready. The default (0) is 1000; a negative value tolerates no lag.
 	LagThreshold int64
+	// PeerLagThreshold is how many stream messages the replica may be
+	// behind the most advanced ready peer of its PoP (as gossiped) while
+	// /readyz says ready: past it /readyz answers 503 "behind_peers", so
+	// the load balancer sends visitors to that peer. It catches an edge
+	// cut off from the stream while its peers are not. The default (0) is
+	// LagThreshold's value; a negative value turns the check off.
+	PeerLagThreshold int64
 	// MaxStale is how long the edge may go without contact with the
 	// stream before its lag is considered unknown: it then serves its
 	// last state as stale. The default is 30s.
@@ -170,6 +177,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LagThreshold < 0 {
 		c.LagThreshold = 0
+	}
+	if c.PeerLagThreshold == 0 {
+		c.PeerLagThreshold = c.LagThreshold
 	}
 	if c.MaxStale == 0 {
 		c.MaxStale = DefaultMaxStale

@@ -32,7 +32,9 @@ type Status struct {
 	// the edge serves its last state and its lag is unknown.
 	Stale bool `json:"stale"`
 	// Reason says why in one word: "ok", "stale", "lagging",
-	// "bootstrapping", or "starting" before Run has opened the replica.
+	// "behind_peers" (a ready peer of the PoP announced a position more
+	// than PeerLagThreshold ahead), "bootstrapping", or "starting" before
+	// Run has opened the replica.
 	Reason string `json:"reason"`
 	// Links, Quarantined, HotEntries and NegativeEntries describe the
 	// replica.
@@ -110,6 +112,8 @@ func (s *Server) health(now time.Time) health {
 	switch {
 	case !h.bootstrapped:
 		h.reason = "bootstrapping"
+	case s.behindPeers(h.applied, now):
+		h.stale, h.reason = !reachable, "behind_peers"
 	case !reachable:
 		h.ready, h.stale, h.reason = true, true, "stale"
 	case h.lag > s.lagThreshold:
@@ -118,6 +122,20 @@ func (s *Server) health(now time.Time) health {
 		h.ready, h.reason = true, "ok"
 	}
 	return h
+}
+
+// behindPeers reports whether a ready peer of the PoP announced a position
+// more than PeerLagThreshold ahead of applied: the load balancer should
+// send this edge's traffic to that peer. Peers lagging the stream do not
+// count (they announce themselves not ready), nor peers not heard from
+// for peerViewMaxAge.
+func (s *Server) behindPeers(applied uint64, now time.Time) bool {
+	g := s.gossip.Load()
+	if g == nil || s.cfg.PeerLagThreshold < 0 {
+		return false
+	}
+	ahead, _ := g.aheadPeer(now)
+	return ahead > applied && ahead-applied > uint64(s.cfg.PeerLagThreshold)
 }
 
 // caughtUp reports whether a miss in the replica is authoritative.

@@ -44,6 +44,7 @@ func run(args []string) error {
 		origin        = fs.String("origin", "", "origin API base `URL` asked about misses while the replica lags (empty disables)")
 		originKey     = fs.String("origin-key", "", "origin API `key` with links:read, for the fallback")
 		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
+		peerLag       = fs.Int64("peer-lag-threshold", 0, "stream `messages` the replica may trail the most advanced ready PoP peer before /readyz says behind_peers (0: the -lag-threshold value; negative disables)")
 		maxStale      = fs.Duration("max-stale", edge.DefaultMaxStale, "`duration` without contact with the stream before the lag is considered unknown")
 		maxAge        = fs.Duration("max-age", edge.DefaultMaxAge, "Cache-Control max-age `duration` for 301/308 (at most 24h)")
 		hotCache      = fs.Int("hot-cache", edge.DefaultHotCacheEntries, "hot cache `entries`")
@@ -100,6 +101,7 @@ func run(args []string) error {
 		OriginURL:            *origin,
 		OriginKey:            *originKey,
 		LagThreshold:         lagThresholdConfig(*lagThreshold),
+		PeerLagThreshold:     *peerLag,
 		MaxStale:             *maxStale,
 		MaxAge:               *maxAge,
 		HotCacheEntries:      *hotCache,
