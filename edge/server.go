@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/linkpop/linkpop/edge/clicks"
@@ -49,6 +50,8 @@ type Server struct {
 	con    atomic.Pointer[replication.Consumer]
 	gossip atomic.Pointer[gossip]
 	fb     *fallback // nil without an origin; set before serving
+
+	strictRefused *metrics.Counter // see registerFreshnessMetrics
 
 	// clk records clicks (nil with analytics off); proxies selects the
 	// client address.
@@ -89,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 		startAt:               time.Now(),
 	}
 	s.met = newServerMetrics(cfg.Metrics, s)
+	s.registerFreshnessMetrics(cfg.Metrics)
 	if len(cfg.AnalyticsKey) > 0 {
 		s.clk = clicks.NewRecorder(clicks.NewVisitorKey(cfg.AnalyticsKey), clicks.Limits{Entries: cfg.ClickMaxEntries})
 		s.proxies = clicks.NewProxies(cfg.TrustedProxies)

@@ -28,6 +28,13 @@ type Status struct {
 	// Ready is what /readyz answers: bootstrapped, and either within
 	// LagThreshold of a reachable stream or stale.
 	Ready bool `json:"ready"`
+	// ProvenSeq and ProofAgeSeconds are the newest proof of freshness:
+	// every message the stream held ProofAgeSeconds ago (its last
+	// sequence was ProvenSeq) is applied. Strict links are answered 503
+	// while ProofAgeSeconds exceeds MaxStale (or before any proof, when
+	// it counts from the start).
+	ProvenSeq       uint64  `json:"proven_seq"`
+	ProofAgeSeconds float64 `json:"proof_age_seconds"`
 	// Stale reports that the stream has not been heard from for MaxStale:
 	// the edge serves its last state and its lag is unknown.
 	Stale bool `json:"stale"`
@@ -175,6 +182,9 @@ func (s *Server) Status() Status {
 		Stalls:              h.stalls,
 		Members:             s.Members(),
 	}
+	var provenAt time.Time
+	st.ProvenSeq, provenAt = s.proof()
+	st.ProofAgeSeconds = s.since(provenAt, now)
 	if rep := s.rep.Load(); rep != nil {
 		rs := rep.Stats()
 		st.Links, st.Quarantined = rs.Links, rs.Quarantined
