@@ -26,6 +26,9 @@ const (
 	DefaultHotCacheEntries      = 1_000_000
 	DefaultNegativeCacheEntries = 100_000
 	DefaultBlockCacheBytes      = 64 << 20
+	DefaultWarmEntries          = 200_000
+	DefaultWarmTimeout          = 5 * time.Second
+	DefaultWarmSaveInterval     = time.Minute
 	DefaultFallbackBudget       = 50
 	DefaultFallbackBurst        = 100
 	DefaultFallbackTimeout      = 500 * time.Millisecond
@@ -96,6 +99,18 @@ type Config struct {
 	// NegativeCacheEntries bounds the cache of codes known to be absent.
 	// The default is 100,000.
 	NegativeCacheEntries int
+	// WarmEntries is how many codes of the hot cache the hot set keeps
+	// (recently requested first): saved in DataDir/hotset every
+	// WarmSaveInterval and on stop, and loaded into the hot cache at
+	// start, before /readyz says ready; a fresh edge takes a ready
+	// peer's. The default is 200,000; negative turns warming off.
+	WarmEntries int
+	// WarmTimeout bounds the loading of the hot set at start. The
+	// default is 5s.
+	WarmTimeout time.Duration
+	// WarmSaveInterval is how often the hot set is saved. The default
+	// is 1m.
+	WarmSaveInterval time.Duration
 	// BlockCacheBytes is the size of the replica's Pebble block cache. The
 	// default is 64 MiB.
 	BlockCacheBytes int64
@@ -193,6 +208,15 @@ func (c Config) withDefaults() Config {
 	if c.NegativeCacheEntries == 0 {
 		c.NegativeCacheEntries = DefaultNegativeCacheEntries
 	}
+	if c.WarmEntries == 0 {
+		c.WarmEntries = DefaultWarmEntries
+	}
+	if c.WarmTimeout == 0 {
+		c.WarmTimeout = DefaultWarmTimeout
+	}
+	if c.WarmSaveInterval == 0 {
+		c.WarmSaveInterval = DefaultWarmSaveInterval
+	}
 	if c.BlockCacheBytes == 0 {
 		c.BlockCacheBytes = DefaultBlockCacheBytes
 	}
@@ -276,6 +300,12 @@ func (c *Config) Validate() error {
 	}
 	if c.NegativeCacheEntries < 0 {
 		bad("NegativeCacheEntries %d must not be negative", c.NegativeCacheEntries)
+	}
+	if c.WarmTimeout < 0 {
+		bad("WarmTimeout %v must not be negative", c.WarmTimeout)
+	}
+	if c.WarmSaveInterval < 0 {
+		bad("WarmSaveInterval %v must not be negative", c.WarmSaveInterval)
 	}
 	if c.BlockCacheBytes < 0 {
 		bad("BlockCacheBytes %d must not be negative", c.BlockCacheBytes)

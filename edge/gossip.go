@@ -36,6 +36,9 @@ type Member struct {
 	// SecondsSinceUpdate is how long ago this edge last heard the
 	// member's position (0 for itself).
 	SecondsSinceUpdate float64 `json:"seconds_since_update"`
+	// AdminAddr is the member's admin listener, where a fresh edge
+	// fetches its hot set.
+	AdminAddr string `json:"admin,omitempty"`
 
 	at    int64     // sender's clock when it computed the position
 	heard time.Time // when this edge received it
@@ -51,6 +54,7 @@ type nodeMeta struct {
 	StreamLast uint64 `json:"s"`
 	Lag        uint64 `json:"l"`
 	Ready      bool   `json:"r"`
+	Admin      string `json:"d,omitempty"` // admin listener address
 }
 
 // msgPosition marks a gossip user message carrying a nodeMeta.
@@ -147,7 +151,7 @@ func (g *gossip) observe(n *memberlist.Node) {
 	m, ok := g.peers[n.Name]
 	m.Name, m.Addr = n.Name, addr
 	if !ok || meta.At > m.at {
-		m.Applied, m.StreamLast, m.Lag, m.Ready = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready
+		m.Applied, m.StreamLast, m.Lag, m.Ready, m.AdminAddr = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready, meta.Admin
 		m.at, m.heard = meta.At, now
 	}
 	g.peers[n.Name] = m
@@ -165,7 +169,7 @@ func (g *gossip) position(meta nodeMeta, now time.Time) {
 	if !ok || (meta.At <= m.at && now.Sub(m.heard) < peerViewMaxAge) {
 		return
 	}
-	m.Applied, m.StreamLast, m.Lag, m.Ready = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready
+	m.Applied, m.StreamLast, m.Lag, m.Ready, m.AdminAddr = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready, meta.Admin
 	m.at, m.heard = meta.At, now
 	g.peers[meta.Name] = m
 }
@@ -217,7 +221,7 @@ func (g *gossip) setPosition(m nodeMeta, now time.Time) {
 	g.pos.Store(&b)
 	g.mu.Lock()
 	if self, ok := g.peers[g.name]; ok {
-		self.Applied, self.StreamLast, self.Lag, self.Ready = m.Applied, m.StreamLast, m.Lag, m.Ready
+		self.Applied, self.StreamLast, self.Lag, self.Ready, self.AdminAddr = m.Applied, m.StreamLast, m.Lag, m.Ready, m.Admin
 		self.at, self.heard = m.At, now
 		g.peers[g.name] = self
 	}

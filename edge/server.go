@@ -52,6 +52,7 @@ type Server struct {
 	fb     *fallback // nil without an origin; set before serving
 
 	strictRefused *metrics.Counter // see registerFreshnessMetrics
+	warmed        atomic.Bool      // runWarm is done (see warm.go)
 
 	// clk records clicks (nil with analytics off); proxies selects the
 	// client address.
@@ -168,6 +169,18 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("replica position: %w", err)
 	}
 	s.rep.Store(rep)
+	// Stopped just before the replica closes, after the listeners, so
+	// the hot set saved last is the final one.
+	warmCtx, warmCancel := context.WithCancel(context.Background())
+	// A restarted edge loads its own hot set before it serves (bounded
+	// by WarmTimeout); a fresh one with gossip peers takes a peer's
+	// once bootstrapped, and is not ready until then.
+	if (s.startPos > 0 && s.warmFromFile(warmCtx)) || cfg.GossipBind == "" {
+		s.warmed.Store(true)
+	}
+	var warmWG sync.WaitGroup
+	warmWG.Go(func() { s.runWarm(warmCtx) })
+	stops = append(stops, func() { warmCancel(); warmWG.Wait() })
 
 	// Bind first, so the node name can default to the bound port.
 	ln, err := net.Listen("tcp", cfg.Listen)

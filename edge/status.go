@@ -39,6 +39,7 @@ type Status struct {
 	// the edge serves its last state and its lag is unknown.
 	Stale bool `json:"stale"`
 	// Reason says why in one word: "ok", "stale", "lagging",
+	// "warming" (the hot cache loads, see WarmTimeout),
 	// "behind_peers" (a ready peer of the PoP announced a position more
 	// than PeerLagThreshold ahead), "bootstrapping", or "starting" before
 	// Run has opened the replica.
@@ -119,6 +120,8 @@ func (s *Server) health(now time.Time) health {
 	switch {
 	case !h.bootstrapped:
 		h.reason = "bootstrapping"
+	case !s.warmed.Load():
+		h.stale, h.reason = !reachable, "warming"
 	case s.behindPeers(h.applied, now):
 		h.stale, h.reason = !reachable, "behind_peers"
 	case !reachable:
@@ -201,5 +204,5 @@ func (s *Server) Status() Status {
 // nodeMeta is what this edge announces to its PoP.
 func (s *Server) nodeMeta() nodeMeta {
 	h := s.health(time.Now())
-	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready}
+	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready, Admin: s.AdminAddr()}
 }
