@@ -49,6 +49,9 @@ func run(args []string) error {
 		maxAge        = fs.Duration("max-age", edge.DefaultMaxAge, "Cache-Control max-age `duration` for 301/308 (at most 24h)")
 		hotCache      = fs.Int("hot-cache", edge.DefaultHotCacheEntries, "hot cache `entries`")
 		negativeCache = fs.Int("negative-cache", edge.DefaultNegativeCacheEntries, "negative cache `entries`")
+		warmEntries   = fs.Int("warm-entries", edge.DefaultWarmEntries, "hot set `codes` saved in DATA/hotset and loaded into the hot cache at start (negative disables warming)")
+		warmTimeout   = fs.Duration("warm-timeout", edge.DefaultWarmTimeout, "bound on loading the hot set at start (`duration`)")
+		warmSave      = fs.Duration("warm-save-interval", edge.DefaultWarmSaveInterval, "`interval` between two saves of the hot set (it is also saved on stop)")
 		blockCache    = fs.Int64("block-cache", edge.DefaultBlockCacheBytes, "Pebble block cache `bytes`")
 		node          = fs.String("node", "", "node `name` in gossip and /status (default host name and listen port)")
 		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
@@ -107,6 +110,9 @@ func run(args []string) error {
 		HotCacheEntries:      *hotCache,
 		NegativeCacheEntries: *negativeCache,
 		BlockCacheBytes:      *blockCache,
+		WarmEntries:          *warmEntries,
+		WarmTimeout:          *warmTimeout,
+		WarmSaveInterval:     *warmSave,
 		NodeName:             *node,
 		GossipBind:           *gossipBind,
 		GossipJoin:           cli.SplitList(*gossipJoin),
