@@ -45,7 +45,7 @@ type Config struct {
 	// "127.0.0.1:8080".
 	Listen string
 	// AdminListen is the address of the admin listener serving /metrics,
-	// /healthz, /readyz, /status and /digest, and POST /resync and
+	// /healthz, /readyz, /status, /hotset and /digest, and POST /resync and
 	// /repair. It has no authentication and changes the replica: bind it
 	// to loopback or a management network, never a public one. Port 0
 	// picks a free port; Server.AdminAddr reports it. The default is
