@@ -142,7 +142,7 @@ func TestErrorsMatchSentinels(t *testing.T) {
 func TestLinkRoundTrip(t *testing.T) {
 	now := time.Date(2026, 5, 1, 10, 0, 0, 123e6, time.UTC)
 	rec := link.Record{Code: "abc12", URL: "https://example.com/a?b=1&c=2", Redirect: 307, Status: link.StatusDisabled,
-		CreatedAt: now, UpdatedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour), Revision: 9, Tags: []string{"a", "b"}, MaxVisits: 5}
+		CreatedAt: now, UpdatedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour), Revision: 9, Tags: []string{"a", "b"}, MaxVisits: 5, Freshness: link.FreshnessStrict}
 	l := NewLink(&rec, "http://s.test/")
 	b, err := Encode(l)
 	if err != nil {
@@ -150,7 +150,7 @@ func TestLinkRoundTrip(t *testing.T) {
 	}
 	want := `{"code":"abc12","url":"https://example.com/a?b=1&c=2","short_url":"http://s.test/abc12","redirect":307,"status":"disabled",` +
 		`"created_at":"2026-05-01T10:00:00.123Z","updated_at":"2026-05-01T10:00:01.123Z","expires_at":"2026-05-01T11:00:00.123Z",` +
-		`"revision":9,"tags":["a","b"],"max_visits":5}` + "\n"
+		`"revision":9,"tags":["a","b"],"max_visits":5,"freshness":"strict"}` + "\n"
 	if string(b) != want {
 		t.Fatalf("link object\n got %s\nwant %s", b, want)
 	}

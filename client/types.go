@@ -47,6 +47,10 @@ type Link struct {
 	MaxVisits *uint64    `json:"max_visits"`
 	// DisabledReason says why the origin disabled the link.
 	DisabledReason string `json:"disabled_reason,omitempty"`
+	// Freshness is "relaxed" (the default: an edge cut off from the
+	// stream serves its last state) or "strict" (it answers 503 with
+	// Retry-After instead).
+	Freshness string `json:"freshness"`
 }
 
 // NewLink is the link object of r, whose short URL is shortBase + code
@@ -64,6 +68,7 @@ func NewLink(r *link.Record, shortBase string) Link {
 		Tags:      r.Tags,
 
 		DisabledReason: r.DisabledReason,
+		Freshness:      r.Freshness.String(),
 	}
 	if l.Tags == nil {
 		l.Tags = []string{}
@@ -109,6 +114,13 @@ func (l *Link) Record() (link.Record, error) {
 	if l.MaxVisits != nil {
 		r.MaxVisits = *l.MaxVisits
 	}
+	if l.Freshness != "" {
+		f, ok := link.ParseFreshness(l.Freshness)
+		if !ok {
+			return link.Record{}, fmt.Errorf("%w: freshness %q", ErrBadLink, l.Freshness)
+		}
+		r.Freshness = f
+	}
 	if len(r.Tags) == 0 {
 		r.Tags = nil
 	}
@@ -149,6 +161,7 @@ type CreateLink struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Tags      []string   `json:"tags,omitempty"`
 	MaxVisits *uint64    `json:"max_visits,omitempty"`
+	Freshness string     `json:"freshness,omitempty"`
 }
 
 // UpdateLink is the body of PATCH /v1/links/{code}: only the set fields
@@ -162,6 +175,7 @@ type UpdateLink struct {
 	Tags           *[]string
 	MaxVisits      *uint64
 	ClearMaxVisits bool
+	Freshness      *string
 }
 
 // MarshalJSON writes the fields that are set.
@@ -191,6 +205,9 @@ func (u UpdateLink) MarshalJSON() ([]byte, error) {
 		m["max_visits"] = nil
 	case u.MaxVisits != nil:
 		m["max_visits"] = *u.MaxVisits
+	}
+	if u.Freshness != nil {
+		m["freshness"] = *u.Freshness
 	}
 	return json.Marshal(m)
 }

@@ -27,10 +27,15 @@ var valAllowPost = []byte("POST")
 //	/readyz   200 "ok" when bootstrapped and within LagThreshold of the
 //	          stream; 200 "stale" when the stream is unreachable but the
 //	          replica serves its last state (an edge with data stays in
-//	          rotation during an outage); 503 "bootstrapping" while a fresh
+//	          rotation during an outage); 503 "warming" while the hot
+//	          cache loads (at most WarmTimeout); 503 "behind_peers" (see
+//	          PeerLagThreshold); 503 "bootstrapping" while a fresh
 //	          replica has not caught up once; 503 "lagging" when the stream
 //	          is reachable but the replica lags beyond LagThreshold
 //	/status   JSON Status, gossip members included
+//	/hotset   the hot set (warm.go): codes of the hot cache, recently
+//	          requested first, at most WarmEntries or ?n=; what a fresh
+//	          peer warms its hot cache with
 //	/digest   JSON digest of the replica (link.DigestJSON) with "node",
 //	          "applied" (the stream position it reflects), "stream_last"
 //	          and "lag", for comparison with the origin's GET /v1/digest
@@ -80,6 +85,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		textStatus(ctx, status, []byte(h.reason+"\n"))
 	case "/status":
 		s.writeAdminJSON(ctx, fasthttp.StatusOK, s.Status())
+	case "/hotset":
+		s.adminHotSet(ctx)
 	case "/digest":
 		d, err := s.digest()
 		if err != nil {

@@ -27,6 +27,9 @@ const (
 	DefaultHotCacheEntries      = 1_000_000
 	DefaultNegativeCacheEntries = 100_000
 	DefaultBlockCacheBytes      = 64 << 20
+	DefaultWarmEntries          = 200_000
+	DefaultWarmTimeout          = 5 * time.Second
+	DefaultWarmSaveInterval     = time.Minute
 	DefaultFallbackBudget       = 50
 	DefaultFallbackBurst        = 100
 	DefaultFallbackTimeout      = 500 * time.Millisecond
@@ -51,7 +54,7 @@ type Config struct {
 	// terminating load balancer.
 	TLSCertFile, TLSKeyFile string
 	// AdminListen is the address of the admin listener serving /metrics,
-	// /healthz, /readyz, /status and /digest, and POST /resync and
+	// /healthz, /readyz, /status, /hotset and /digest, and POST /resync and
 	// /repair. It has no authentication and changes the replica: bind it
 	// to loopback or a management network, never a public one. Port 0
 	// picks a free port; Server.AdminAddr reports it. The default is
@@ -86,6 +89,13 @@ type Config struct {
 	// behind while a miss still counts as authoritative and /readyz says
 	// ready. The default (0) is 1000; a negative value tolerates no lag.
 	LagThreshold int64
+	// PeerLagThreshold is how many stream messages the replica may be
+	// behind the most advanced ready peer of its PoP (as gossiped) while
+	// /readyz says ready: past it /readyz answers 503 "behind_peers", so
+	// the load balancer sends visitors to that peer. It catches an edge
+	// cut off from the stream while its peers are not. The default (0) is
+	// LagThreshold's value; a negative value turns the check off.
+	PeerLagThreshold int64
 	// MaxStale is how long the edge may go without contact with the
 	// stream before its lag is considered unknown: it then serves its
 	// last state as stale. The default is 30s.
@@ -102,6 +112,18 @@ type Config struct {
 	// NegativeCacheEntries bounds the cache of codes known to be absent.
 	// The default is 100,000.
 	NegativeCacheEntries int
+	// WarmEntries is how many codes of the hot cache the hot set keeps
+	// (recently requested first): saved in DataDir/hotset every
+	// WarmSaveInterval and on stop, and loaded into the hot cache at
+	// start, before /readyz says ready; a fresh edge takes a ready
+	// peer's. The default is 200,000; negative turns warming off.
+	WarmEntries int
+	// WarmTimeout bounds the loading of the hot set at start. The
+	// default is 5s.
+	WarmTimeout time.Duration
+	// WarmSaveInterval is how often the hot set is saved. The default
+	// is 1m.
+	WarmSaveInterval time.Duration
 	// BlockCacheBytes is the size of the replica's Pebble block cache. The
 	// default is 64 MiB.
 	BlockCacheBytes int64
@@ -211,6 +233,9 @@ func (c Config) withDefaults() Config {
 	if c.LagThreshold < 0 {
 		c.LagThreshold = 0
 	}
+	if c.PeerLagThreshold == 0 {
+		c.PeerLagThreshold = c.LagThreshold
+	}
 	if c.MaxStale == 0 {
 		c.MaxStale = DefaultMaxStale
 	}
@@ -222,6 +247,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NegativeCacheEntries == 0 {
 		c.NegativeCacheEntries = DefaultNegativeCacheEntries
+	}
+	if c.WarmEntries == 0 {
+		c.WarmEntries = DefaultWarmEntries
+	}
+	if c.WarmTimeout == 0 {
+		c.WarmTimeout = DefaultWarmTimeout
+	}
+	if c.WarmSaveInterval == 0 {
+		c.WarmSaveInterval = DefaultWarmSaveInterval
 	}
 	if c.BlockCacheBytes == 0 {
 		c.BlockCacheBytes = DefaultBlockCacheBytes
@@ -318,6 +352,12 @@ func (c *Config) Validate() error {
 	}
 	if c.NegativeCacheEntries < 0 {
 		bad("NegativeCacheEntries %d must not be negative", c.NegativeCacheEntries)
+	}
+	if c.WarmTimeout < 0 {
+		bad("WarmTimeout %v must not be negative", c.WarmTimeout)
+	}
+	if c.WarmSaveInterval < 0 {
+		bad("WarmSaveInterval %v must not be negative", c.WarmSaveInterval)
 	}
 	if c.BlockCacheBytes < 0 {
 		bad("BlockCacheBytes %d must not be negative", c.BlockCacheBytes)

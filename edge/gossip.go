@@ -27,7 +27,9 @@ type Member struct {
 	// Self marks this edge.
 	Self bool `json:"self"`
 	// Applied, StreamLast, Lag and Ready are what the edge last
-	// announced about its replica (refreshed every second).
+	// announced about its replica. Each edge sends them to its peers
+	// with every gossip message (every positionRefresh), so they follow
+	// within a few gossip intervals; see positionMsg.
 	Applied    uint64 `json:"applied"`
 	StreamLast uint64 `json:"stream_last"`
 	Lag        uint64 `json:"lag"`
@@ -38,18 +40,44 @@ type Member struct {
 	// from one edge's /status. Empty from an edge that does not
 	// announce it.
 	Listen string `json:"listen,omitempty"`
+	// SecondsSinceUpdate is how long ago this edge last heard the
+	// member's position (0 for itself).
+	SecondsSinceUpdate float64 `json:"seconds_since_update"`
+	// AdminAddr is the member's admin listener, where a fresh edge
+	// fetches its hot set.
+	AdminAddr string `json:"admin,omitempty"`
+
+	at    int64     // sender's clock when it computed the position
+	heard time.Time // when this edge received it
 }
 
-// nodeMeta is what an edge announces in its memberlist node metadata.
+// nodeMeta is an edge's position as it announces it: in its memberlist
+// node metadata (so a joining peer has it at once) and, prefixed with
+// msgPosition, in a message piggybacked on every gossip packet.
 type nodeMeta struct {
+	Name       string `json:"n,omitempty"`
+	At         int64  `json:"t,omitempty"` // unix nanoseconds; newer wins
 	Applied    uint64 `json:"a"`
 	StreamLast uint64 `json:"s"`
 	Lag        uint64 `json:"l"`
 	Ready      bool   `json:"r"`
 	Listen     string `json:"h,omitempty"`
+	Admin      string `json:"d,omitempty"` // admin listener address
 }
 
+// msgPosition marks a gossip user message carrying a nodeMeta.
+const msgPosition byte = 'P'
+
 const (
+	// positionRefresh is how often an edge recomputes the position it
+	// sends. memberlist gossips every 200ms to 3 random peers and asks
+	// the delegate for broadcasts each time, so in a PoP of up to 4
+	// edges every peer hears every position within positionRefresh +
+	// 200ms; in larger PoPs each peer hears a given edge every
+	// (n-1)/3 × 200ms on average.
+	positionRefresh = 250 * time.Millisecond
+	// metaRefresh is how often the node metadata (used by joining peers
+	// and push-pull syncs) is re-announced when it changed.
 	metaRefresh     = time.Second
 	joinRetryMin    = time.Second
 	joinRetryMax    = 30 * time.Second
@@ -62,6 +90,7 @@ const (
 type gossip struct {
 	list *memberlist.Memberlist
 	meta atomic.Pointer[[]byte]
+	pos  atomic.Pointer[[]byte] // msgPosition + the current nodeMeta
 	log  *slog.Logger
 	name string
 	bind string // the address bound, port resolved
@@ -73,7 +102,12 @@ type gossip struct {
 	peers map[string]Member
 }
 
-// delegate implements memberlist.Delegate: only NodeMeta carries data.
+// delegate implements memberlist.Delegate: NodeMeta carries the position
+// for joins, and every gossip packet carries the current position as a
+// user message (GetBroadcasts, NotifyMsg). Node metadata alone is not
+// enough: it travels in one broadcast per change, and a peer that misses
+// it (a lost packet, a join racing the update) keeps the old position
+// until the next push-pull, 30s later.
 type delegate struct{ g *gossip }
 
 func (d delegate) NodeMeta(limit int) []byte {
@@ -82,8 +116,22 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return nil
 }
-func (delegate) NotifyMsg([]byte)                    {}
-func (delegate) GetBroadcasts(int, int) [][]byte     { return nil }
+func (d delegate) NotifyMsg(b []byte) {
+	if len(b) < 2 || b[0] != msgPosition {
+		return
+	}
+	var m nodeMeta
+	if json.Unmarshal(b[1:], &m) != nil || m.Name == "" || m.Name == d.g.name {
+		return
+	}
+	d.g.position(m, time.Now())
+}
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if p := d.g.pos.Load(); p != nil && len(*p)+overhead <= limit {
+		return [][]byte{*p}
+	}
+	return nil
+}
 func (delegate) LocalState(bool) []byte              { return nil }
 func (delegate) MergeRemoteState(buf []byte, _ bool) {}
 
@@ -99,21 +147,51 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	e.g.mu.Unlock()
 }
 
+// observe records a member memberlist announced, with the position in
+// its metadata unless a newer one came in a position message.
 func (g *gossip) observe(n *memberlist.Node) {
-	m := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	var meta nodeMeta
-	if json.Unmarshal(n.Meta, &meta) == nil {
-		m.Applied, m.StreamLast, m.Lag, m.Ready = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready
-		if host, port, err := net.SplitHostPort(meta.Listen); err == nil {
-			if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
-				host = n.Addr.String()
-			}
-			m.Listen = net.JoinHostPort(host, port)
+	_ = json.Unmarshal(n.Meta, &meta)
+	now := time.Now()
+	// The listen address does not change while the member lives, so
+	// metadata alone carries it (position messages may omit it).
+	var listen string
+	if host, port, err := net.SplitHostPort(meta.Listen); err == nil {
+		if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+			host = n.Addr.String()
 		}
+		listen = net.JoinHostPort(host, port)
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.peers[n.Name]
+	m.Name, m.Addr = n.Name, addr
+	if listen != "" {
+		m.Listen = listen
+	}
+	if !ok || meta.At > m.at {
+		m.Applied, m.StreamLast, m.Lag, m.Ready, m.AdminAddr = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready, meta.Admin
+		m.at, m.heard = meta.At, now
+	}
 	g.peers[n.Name] = m
-	g.mu.Unlock()
+}
+
+// position records a member's position from a position message if it is
+// newer than the one held. A message from a member memberlist does not
+// list (yet, or any more) is dropped: membership is memberlist's.
+func (g *gossip) position(meta nodeMeta, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.peers[meta.Name]
+	// An older stamp is taken only when the one held has not been
+	// refreshed for peerViewMaxAge: the member's clock went back.
+	if !ok || (meta.At <= m.at && now.Sub(m.heard) < peerViewMaxAge) {
+		return
+	}
+	m.Applied, m.StreamLast, m.Lag, m.Ready, m.AdminAddr = meta.Applied, meta.StreamLast, meta.Lag, meta.Ready, meta.Admin
+	m.at, m.heard = meta.At, now
+	g.peers[meta.Name] = m
 }
 
 // startGossip binds memberlist on bind and announces meta. With keys it
@@ -128,7 +206,7 @@ func startGossip(name, bind string, keys [][]byte, meta nodeMeta, log *slog.Logg
 		return nil, fmt.Errorf("gossip bind %q: %w", bind, err)
 	}
 	g := &gossip{log: log, name: name, peers: map[string]Member{}}
-	g.setMeta(meta)
+	g.setMeta(g.stamp(meta, time.Now()))
 	conf := memberlist.DefaultLANConfig()
 	conf.Name = name
 	conf.BindAddr = host
@@ -158,10 +236,39 @@ func startGossip(name, bind string, keys [][]byte, meta nodeMeta, log *slog.Logg
 	return g, nil
 }
 
+// stamp names m as this edge's position at now.
+func (g *gossip) stamp(m nodeMeta, now time.Time) nodeMeta {
+	m.Name, m.At = g.name, now.UnixNano()
+	return m
+}
+
+// setPosition makes m the position piggybacked on gossip packets and this
+// edge's own entry.
+func (g *gossip) setPosition(m nodeMeta, now time.Time) {
+	b, _ := json.Marshal(m)
+	b = append([]byte{msgPosition}, b...)
+	g.pos.Store(&b)
+	g.mu.Lock()
+	if self, ok := g.peers[g.name]; ok {
+		self.Applied, self.StreamLast, self.Lag, self.Ready, self.AdminAddr = m.Applied, m.StreamLast, m.Lag, m.Ready, m.Admin
+		self.at, self.heard = m.At, now
+		g.peers[g.name] = self
+	}
+	g.mu.Unlock()
+}
+
+// setMeta stores m as the node metadata; it reports whether the position
+// in it changed (the time stamp aside), which is when it is re-announced.
 func (g *gossip) setMeta(m nodeMeta) bool {
 	b, _ := json.Marshal(m)
-	if old := g.meta.Load(); old != nil && bytes.Equal(*old, b) {
-		return false
+	if old := g.meta.Load(); old != nil {
+		var prev nodeMeta
+		if json.Unmarshal(*old, &prev) == nil {
+			prev.At = m.At
+			if prev == m {
+				return false
+			}
+		}
 	}
 	g.meta.Store(&b)
 	return true
@@ -177,24 +284,45 @@ func (g *gossip) size() int {
 	return len(g.peers)
 }
 
-// run refreshes this edge's metadata every second and, while the edge is
-// alone, (re)joins the configured peers with backoff, until ctx is done.
+// run refreshes the position this edge gossips every positionRefresh and
+// its node metadata every metaRefresh, and, while the edge is alone,
+// (re)joins the configured peers with backoff, until ctx is done.
 func (g *gossip) run(ctx context.Context, join []string, meta func() nodeMeta) {
 	var wg sync.WaitGroup
 	if len(join) > 0 {
 		wg.Go(func() { g.joinLoop(ctx, join) })
 	}
-	t := time.NewTicker(metaRefresh)
+	// UpdateNode waits for its broadcast, so it runs apart from the
+	// position ticker.
+	update := make(chan struct{}, 1)
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-update:
+				if err := g.list.UpdateNode(metaRefresh); err != nil {
+					g.log.Debug("gossip update node", "err", err)
+				}
+			}
+		}
+	})
+	t := time.NewTicker(positionRefresh)
 	defer t.Stop()
+	var lastMeta time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return
-		case <-t.C:
-			if g.setMeta(meta()) {
-				if err := g.list.UpdateNode(metaRefresh); err != nil {
-					g.log.Debug("gossip update node", "err", err)
+		case now := <-t.C:
+			m := g.stamp(meta(), now)
+			g.setPosition(m, now)
+			if now.Sub(lastMeta) >= metaRefresh && g.setMeta(m) {
+				lastMeta = now
+				select {
+				case update <- struct{}{}:
+				default:
 				}
 			}
 		}
@@ -232,13 +360,37 @@ func (g *gossip) stop() {
 	}
 }
 
+// peerViewMaxAge is how old a peer's position may be and still count for
+// readiness (see aheadPeer).
+const peerViewMaxAge = 10 * time.Second
+
+// aheadPeer returns the highest position announced by a ready peer heard
+// from within peerViewMaxAge, and its name; 0 and "" if there is none.
+func (g *gossip) aheadPeer(now time.Time) (applied uint64, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.peers {
+		if m.Name == g.name || !m.Ready || m.heard.IsZero() || now.Sub(m.heard) > peerViewMaxAge {
+			continue
+		}
+		if m.Applied > applied {
+			applied, name = m.Applied, m.Name
+		}
+	}
+	return applied, name
+}
+
 // members lists the live members with what they last announced, sorted
 // by name.
 func (g *gossip) members() []Member {
+	now := time.Now()
 	g.mu.Lock()
 	out := make([]Member, 0, len(g.peers))
 	for _, m := range g.peers {
 		m.Self = m.Name == g.name
+		if !m.Self && !m.heard.IsZero() {
+			m.SecondsSinceUpdate = now.Sub(m.heard).Seconds()
+		}
 		out = append(out, m)
 	}
 	g.mu.Unlock()

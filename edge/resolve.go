@@ -42,6 +42,11 @@ var (
 //     client has collected too many (the enumeration limiter, notFound);
 //   - 405 with "Allow: GET, HEAD" for other methods.
 //
+// A link with "freshness": "strict" is answered 503 with Retry-After
+// while the edge cannot prove it is within MaxStale of the stream (see
+// provablyFresh); relaxed links are served from the replica whatever its
+// staleness.
+//
 // A miss is authoritative while the replica is caught up. While it lags
 // and an origin is configured, the miss asks the origin (see fallback);
 // the origin being down never turns into a 5xx. Only a failing local
@@ -86,6 +91,9 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 		s.log.Warn("replica lookup", "code", string(code), "err", err)
 	}
 	if found {
+		if e.Strict && !s.provablyFresh(now) {
+			return s.serveStrictUnavailable(ctx)
+		}
 		return s.recordClick(ctx, code, now, s.serveRedirect(ctx, e.Redirects(now), e.Redirect, e.URL))
 	}
 	if s.fb != nil && (err != nil || !s.caughtUp()) {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/linkpop/linkpop/edge/clicks"
@@ -52,6 +53,9 @@ type Server struct {
 	con    atomic.Pointer[replication.Consumer]
 	gossip atomic.Pointer[gossip]
 	fb     *fallback // nil without an origin; set before serving
+
+	strictRefused *metrics.Counter // see registerFreshnessMetrics
+	warmed        atomic.Bool      // runWarm is done (see warm.go)
 
 	// clk records clicks (nil with analytics off); proxies selects the
 	// client address.
@@ -93,6 +97,7 @@ func New(cfg Config) (*Server, error) {
 		startAt:               time.Now(),
 	}
 	s.met = newServerMetrics(cfg.Metrics, s)
+	s.registerFreshnessMetrics(cfg.Metrics)
 	if len(cfg.AnalyticsKey) > 0 {
 		s.clk = clicks.NewRecorder(clicks.NewVisitorKey(cfg.AnalyticsKey), clicks.Limits{Entries: cfg.ClickMaxEntries})
 	}
@@ -172,6 +177,18 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("replica position: %w", err)
 	}
 	s.rep.Store(rep)
+	// Stopped just before the replica closes, after the listeners, so
+	// the hot set saved last is the final one.
+	warmCtx, warmCancel := context.WithCancel(context.Background())
+	// A restarted edge loads its own hot set before it serves (bounded
+	// by WarmTimeout); a fresh one with gossip peers takes a peer's
+	// once bootstrapped, and is not ready until then.
+	if (s.startPos > 0 && s.warmFromFile(warmCtx)) || cfg.GossipBind == "" {
+		s.warmed.Store(true)
+	}
+	var warmWG sync.WaitGroup
+	warmWG.Go(func() { s.runWarm(warmCtx) })
+	stops = append(stops, func() { warmCancel(); warmWG.Wait() })
 
 	// Bind first, so the node name can default to the bound port.
 	var lnTLS *tls.Config

@@ -28,11 +28,21 @@ type Status struct {
 	// Ready is what /readyz answers: bootstrapped, and either within
 	// LagThreshold of a reachable stream or stale.
 	Ready bool `json:"ready"`
+	// ProvenSeq and ProofAgeSeconds are the newest proof of freshness:
+	// every message the stream held ProofAgeSeconds ago (its last
+	// sequence was ProvenSeq) is applied. Strict links are answered 503
+	// while ProofAgeSeconds exceeds MaxStale (or before any proof, when
+	// it counts from the start).
+	ProvenSeq       uint64  `json:"proven_seq"`
+	ProofAgeSeconds float64 `json:"proof_age_seconds"`
 	// Stale reports that the stream has not been heard from for MaxStale:
 	// the edge serves its last state and its lag is unknown.
 	Stale bool `json:"stale"`
 	// Reason says why in one word: "ok", "stale", "lagging",
-	// "bootstrapping", or "starting" before Run has opened the replica.
+	// "warming" (the hot cache loads, see WarmTimeout),
+	// "behind_peers" (a ready peer of the PoP announced a position more
+	// than PeerLagThreshold ahead), "bootstrapping", or "starting" before
+	// Run has opened the replica.
 	Reason string `json:"reason"`
 	// Links, Quarantined, HotEntries and NegativeEntries describe the
 	// replica.
@@ -110,6 +120,10 @@ func (s *Server) health(now time.Time) health {
 	switch {
 	case !h.bootstrapped:
 		h.reason = "bootstrapping"
+	case !s.warmed.Load():
+		h.stale, h.reason = !reachable, "warming"
+	case s.behindPeers(h.applied, now):
+		h.stale, h.reason = !reachable, "behind_peers"
 	case !reachable:
 		h.ready, h.stale, h.reason = true, true, "stale"
 	case h.lag > s.lagThreshold:
@@ -118,6 +132,20 @@ func (s *Server) health(now time.Time) health {
 		h.ready, h.reason = true, "ok"
 	}
 	return h
+}
+
+// behindPeers reports whether a ready peer of the PoP announced a position
+// more than PeerLagThreshold ahead of applied: the load balancer should
+// send this edge's traffic to that peer. Peers lagging the stream do not
+// count (they announce themselves not ready), nor peers not heard from
+// for peerViewMaxAge.
+func (s *Server) behindPeers(applied uint64, now time.Time) bool {
+	g := s.gossip.Load()
+	if g == nil || s.cfg.PeerLagThreshold < 0 {
+		return false
+	}
+	ahead, _ := g.aheadPeer(now)
+	return ahead > applied && ahead-applied > uint64(s.cfg.PeerLagThreshold)
 }
 
 // caughtUp reports whether a miss in the replica is authoritative.
@@ -157,6 +185,9 @@ func (s *Server) Status() Status {
 		Stalls:              h.stalls,
 		Members:             s.Members(),
 	}
+	var provenAt time.Time
+	st.ProvenSeq, provenAt = s.proof()
+	st.ProofAgeSeconds = s.since(provenAt, now)
 	if rep := s.rep.Load(); rep != nil {
 		rs := rep.Stats()
 		st.Links, st.Quarantined = rs.Links, rs.Quarantined
@@ -173,5 +204,5 @@ func (s *Server) Status() Status {
 // nodeMeta is what this edge announces to its PoP.
 func (s *Server) nodeMeta() nodeMeta {
 	h := s.health(time.Now())
-	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready, Listen: s.Addr()}
+	return nodeMeta{Applied: h.applied, StreamLast: h.streamLast, Lag: h.lag, Ready: h.ready, Listen: s.Addr(), Admin: s.AdminAddr()}
 }

@@ -47,6 +47,41 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
+// Freshness is a link's policy for an edge that cannot prove it is within
+// its max-stale bound of the change stream: FreshnessRelaxed (the zero
+// value) serves the last state held, FreshnessStrict answers 503 with
+// Retry-After instead of a possibly stale redirect (for links whose
+// deactivation must win, such as links taken down for abuse).
+type Freshness uint8
+
+const (
+	FreshnessRelaxed Freshness = 0
+	FreshnessStrict  Freshness = 1
+)
+
+// String is the API name: "relaxed" or "strict".
+func (f Freshness) String() string {
+	switch f {
+	case FreshnessRelaxed:
+		return "relaxed"
+	case FreshnessStrict:
+		return "strict"
+	}
+	return fmt.Sprintf("freshness(%d)", uint8(f))
+}
+
+// ParseFreshness reads an API name; ok is false for anything but
+// "relaxed" and "strict".
+func ParseFreshness(s string) (f Freshness, ok bool) {
+	switch s {
+	case "relaxed":
+		return FreshnessRelaxed, true
+	case "strict":
+		return FreshnessStrict, true
+	}
+	return 0, false
+}
+
 // Op says which mutation produced a change.
 type Op uint8
 
@@ -83,6 +118,7 @@ type Record struct {
 	// DisabledReason says why the origin disabled the link on its own
 	// ("blocklist: evil.example", "max_visits"); empty otherwise.
 	DisabledReason string
+	Freshness      Freshness
 }
 
 // Expired reports whether the link has an expiry at or before now.
@@ -119,6 +155,9 @@ func (r *Record) Validate() error {
 	}
 	if len(r.DisabledReason) > MaxReasonLen || !utf8.ValidString(r.DisabledReason) {
 		return fmt.Errorf("%w: disabled reason", ErrCorrupt)
+	}
+	if r.Freshness != FreshnessRelaxed && r.Freshness != FreshnessStrict {
+		return fmt.Errorf("%w: freshness %d", ErrCorrupt, r.Freshness)
 	}
 	return nil
 }
@@ -266,6 +305,7 @@ func recordToPB(r *Record) *linkpb.Record {
 		Tags:            r.Tags,
 		MaxVisits:       r.MaxVisits,
 		DisabledReason:  r.DisabledReason,
+		Freshness:       linkpb.Freshness(r.Freshness),
 	}
 	if !r.ExpiresAt.IsZero() {
 		pb.ExpiresAtUnixMs = r.ExpiresAt.UnixMilli()
@@ -289,9 +329,13 @@ func recordFromPB(pb *linkpb.Record) (Record, error) {
 		MaxVisits: pb.MaxVisits,
 
 		DisabledReason: pb.DisabledReason,
+		Freshness:      Freshness(pb.Freshness),
 	}
 	if pb.ExpiresAtUnixMs != 0 {
 		r.ExpiresAt = time.UnixMilli(pb.ExpiresAtUnixMs).UTC()
+	}
+	if pb.Freshness != linkpb.Freshness_FRESHNESS_RELAXED && pb.Freshness != linkpb.Freshness_FRESHNESS_STRICT {
+		return Record{}, fmt.Errorf("%w: freshness %d", ErrCorrupt, pb.Freshness)
 	}
 	if err := r.Validate(); err != nil {
 		return Record{}, err

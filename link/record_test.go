@@ -17,7 +17,7 @@ func sampleRecord() link.Record {
 	return link.Record{
 		Code: "abc123", URL: "https://example.com/a?b=c", Redirect: 301, Status: link.StatusActive,
 		CreatedAt: now, UpdatedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour),
-		Revision: 42, Tags: []string{"x", "y"},
+		Revision: 42, Tags: []string{"x", "y"}, Freshness: link.FreshnessStrict,
 	}
 }
 
@@ -77,6 +77,8 @@ func TestUnmarshalChangeRefuses(t *testing.T) {
 	f("bad redirect", enc(func(c *linkpb.Change) { c.Record.Redirect = 200 }), link.ErrCorrupt)
 	f("bad status", enc(func(c *linkpb.Change) { c.Record.Status = 7 }), link.ErrCorrupt)
 	f("zero revision", enc(func(c *linkpb.Change) { c.Record.Revision = 0 }), link.ErrCorrupt)
+	f("unknown freshness", enc(func(c *linkpb.Change) { c.Record.Freshness = 2 }), link.ErrCorrupt)
+	f("freshness 256", enc(func(c *linkpb.Change) { c.Record.Freshness = 256 }), link.ErrCorrupt)
 	f("empty", nil, link.ErrUnsupportedSchema)
 }
 

@@ -368,7 +368,7 @@ func TestLinkObject(t *testing.T) {
 	o := apiStart(t, nil)
 	before := time.Now().UTC().Truncate(time.Millisecond)
 	r := o.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"HTTPS://Bücher.Example:443/a%20b?q=ü&x=1#frag"}`)
-	wantKeys := []string{"code", "created_at", "expires_at", "max_visits", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
+	wantKeys := []string{"code", "created_at", "expires_at", "freshness", "max_visits", "redirect", "revision", "short_url", "status", "tags", "updated_at", "url"}
 	var keys []string
 	for k := range r.body {
 		keys = append(keys, k)

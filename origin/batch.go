@@ -65,7 +65,8 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 		}
 		canon = append(canon, req)
 		index = append(index, i)
-		reqs = append(reqs, store.CreateRequest{Code: req.Code, URL: req.URL, Redirect: req.Redirect, ExpiresAt: req.ExpiresAt, Tags: req.Tags})
+		reqs = append(reqs, store.CreateRequest{Code: req.Code, URL: req.URL, Redirect: req.Redirect, ExpiresAt: req.ExpiresAt, Tags: req.Tags,
+			MaxVisits: req.MaxVisits, Freshness: req.Freshness})
 	}
 	if idemKey != "" {
 		h := batchHash(canon, index)

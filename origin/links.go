@@ -47,6 +47,7 @@ type linkBody struct {
 	ExpiresAt jsontext.Value `json:"expires_at"`
 	Tags      jsontext.Value `json:"tags"`
 	MaxVisits jsontext.Value `json:"max_visits"`
+	Freshness jsontext.Value `json:"freshness"`
 }
 
 // patchBody is linkBody without code, which cannot change: a PATCH naming
@@ -57,6 +58,7 @@ type patchBody struct {
 	ExpiresAt jsontext.Value `json:"expires_at"`
 	Tags      jsontext.Value `json:"tags"`
 	MaxVisits jsontext.Value `json:"max_visits"`
+	Freshness jsontext.Value `json:"freshness"`
 }
 
 func isNull(m jsontext.Value) bool { return bytes.Equal(m, []byte("null")) }
@@ -144,6 +146,23 @@ func parseMaxVisits(m jsontext.Value) (uint64, error) {
 	return n, nil
 }
 
+// parseFreshness validates freshness: "relaxed" or "strict"; null is
+// relaxed.
+func parseFreshness(m jsontext.Value) (link.Freshness, error) {
+	if isNull(m) {
+		return link.FreshnessRelaxed, nil
+	}
+	var raw string
+	if err := decodeValue(m, &raw); err != nil {
+		return 0, link.OnField("freshness", ErrInvalidFreshness)
+	}
+	f, ok := link.ParseFreshness(raw)
+	if !ok {
+		return 0, link.OnField("freshness", ErrInvalidFreshness)
+	}
+	return f, nil
+}
+
 // createRequest is a validated POST /v1/links body.
 type createRequest struct {
 	URL       string    `json:"url"`
@@ -152,6 +171,9 @@ type createRequest struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Tags      []string  `json:"tags"`
 	MaxVisits uint64    `json:"max_visits,omitempty"`
+	// Freshness is omitted when relaxed, so the hash of every request
+	// made before the field existed is unchanged.
+	Freshness link.Freshness `json:"freshness,omitempty"`
 }
 
 func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) {
@@ -186,6 +208,11 @@ func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) 
 	}
 	if b.MaxVisits != nil {
 		if req.MaxVisits, err = parseMaxVisits(b.MaxVisits); err != nil {
+			return req, err
+		}
+	}
+	if b.Freshness != nil {
+		if req.Freshness, err = parseFreshness(b.Freshness); err != nil {
 			return req, err
 		}
 	}
@@ -249,6 +276,7 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 		ExpiresAt: req.ExpiresAt,
 		Tags:      req.Tags,
 		MaxVisits: req.MaxVisits,
+		Freshness: req.Freshness,
 	}
 	if idemKey != "" {
 		sreq.Idem = &store.Idempotency{Scope: p.id, Key: idemKey, RequestHash: req.hash()}
@@ -329,8 +357,15 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 		}
 		req.MaxVisits, n = &mv, n+1
 	}
+	if body.Freshness != nil {
+		f, err := parseFreshness(body.Freshness)
+		if err != nil {
+			return err
+		}
+		req.Freshness, n = &f, n+1
+	}
 	if n == 0 {
-		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags, max_visits")
+		return withDetail(link.ErrInvalidJSON, "the body must set at least one of url, redirect, expires_at, tags, max_visits, freshness")
 	}
 	if !link.ValidCode(code) {
 		return link.ErrNotFound

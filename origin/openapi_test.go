@@ -221,8 +221,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	f("TopLink", client.TopLink{})
 	f("LiveClicks", client.LiveClicks{})
 	// UpdateLink marshals itself: its members are those it can send.
-	u, e, tg := "https://example.com/", 301, []string{}
-	b, _ := json.Marshal(client.UpdateLink{URL: &u, Redirect: &e, ClearExpiry: true, Tags: &tg, ClearMaxVisits: true})
+	u, e, tg, fr := "https://example.com/", 301, []string{}, "strict"
+	b, _ := json.Marshal(client.UpdateLink{URL: &u, Redirect: &e, ClearExpiry: true, Tags: &tg, ClearMaxVisits: true, Freshness: &fr})
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	var sent []string
@@ -283,7 +283,7 @@ func TestOpenAPIValidatorBites(t *testing.T) {
 	if err := loadContract(); err != nil {
 		t.Fatal(err)
 	}
-	good := `{"code":"abc","url":"https://e.com/","short_url":"https://s/abc","redirect":302,"status":"active","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","expires_at":null,"revision":1,"tags":[],"max_visits":null}`
+	good := `{"code":"abc","url":"https://e.com/","short_url":"https://s/abc","redirect":302,"status":"active","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","expires_at":null,"revision":1,"tags":[],"max_visits":null,"freshness":"relaxed"}`
 	f := func(body string, wantOK bool) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", "http://127.0.0.1/v1/links/abc", nil)

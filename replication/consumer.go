@@ -179,6 +179,15 @@ type ConsumerStatus struct {
 	// Stalls counts the times the watchdog found the stream ahead and
 	// nothing applied for StallTimeout, and recreated the consumer.
 	Stalls uint64
+	// ProvenSeq and ProvenAt are the newest proof of freshness: every
+	// message the stream held at ProvenAt (its last sequence was
+	// ProvenSeq when asked) is applied. The proof comes from the stream's
+	// info, asked at ProvenAt (every PollInterval and at every session
+	// start), once Applied has reached the last sequence it answered, so
+	// its age is what an edge can guarantee about its staleness. Zero
+	// before the first proof.
+	ProvenSeq uint64
+	ProvenAt  time.Time
 }
 
 // CaughtUp reports whether the replica is bootstrapped, at most maxLag
@@ -230,6 +239,11 @@ type Consumer struct {
 	quarantined  atomic.Uint64
 	recreations  atomic.Uint64
 	stalls       atomic.Uint64
+	// provenSeq and provenAt (unix nanoseconds) are the newest proof of
+	// freshness; proofSeq and proofAt a proof waiting for Applied to
+	// reach proofSeq (under mu).
+	provenSeq atomic.Uint64
+	provenAt  atomic.Int64
 	// wake cuts Run's backoff short when the connection comes back.
 	wake         chan struct{}
 	resetPending atomic.Bool
@@ -251,6 +265,8 @@ type Consumer struct {
 	bootKnown     bool      // bootTarget was observed
 	bootTarget    uint64    // StreamLast at the first contact
 	streamCreated time.Time // creation time of the stream we read
+	proofSeq      uint64
+	proofAt       int64
 	abort         context.CancelCauseFunc
 
 	mApplied      *metrics.Gauge
@@ -321,6 +337,8 @@ func (c *Consumer) Status() ConsumerStatus {
 		Quarantined:         c.quarantined.Load(),
 		ConsumerRecreations: c.recreations.Load(),
 		Stalls:              c.stalls.Load(),
+		ProvenSeq:           c.provenSeq.Load(),
+		ProvenAt:            unixTime(c.provenAt.Load()),
 	}
 	if s.StreamLast > s.Applied {
 		s.Lag = s.StreamLast - s.Applied
@@ -435,6 +453,7 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	}
 	c.applied.Store(pos)
 
+	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
 	cancel()
@@ -448,6 +467,9 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	stale := pos > 0 && pos == c.stalePos.Load()
 	reset := c.observeStream(info, pos)
 	reset = c.resetPending.Swap(false) || reset || stale
+	if !reset {
+		c.offerProof(info.State.LastSeq, asked)
+	}
 
 	cc := jetstream.ConsumerConfig{
 		Description:       "linkpop edge replica",
@@ -751,12 +773,33 @@ func (c *Consumer) apply(b *Batch, pending uint64) error {
 	}
 	c.lastApplied.Store(now.UnixNano())
 	c.progressAt.Store(now.UnixNano())
+	c.offerProof(0, time.Time{})
 	if last := b.Through + pending; last > c.streamLast.Load() {
 		c.streamLast.Store(last)
 	}
 	c.checkBootstrap()
 	c.publishGauges()
 	return nil
+}
+
+// offerProof records that the stream's last sequence was last when asked
+// at asked (none if asked is zero), and turns the pending proof into the
+// proven one once Applied reached its sequence. A pending proof that is
+// not reached yet is kept rather than replaced by a newer one, so a
+// stream that keeps growing cannot postpone every proof.
+func (c *Consumer) offerProof(last uint64, asked time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !asked.IsZero() && (c.proofAt == 0 || c.applied.Load() >= c.proofSeq) {
+		c.proofSeq, c.proofAt = last, asked.UnixNano()
+	}
+	if c.proofAt != 0 && c.applied.Load() >= c.proofSeq {
+		if c.proofAt > c.provenAt.Load() {
+			c.provenSeq.Store(c.proofSeq)
+			c.provenAt.Store(c.proofAt)
+		}
+		c.proofAt = 0
+	}
 }
 
 // contact records that the stream answered.
@@ -888,6 +931,7 @@ func (c *Consumer) watch(ctx context.Context) {
 func (c *Consumer) poll(ctx context.Context) {
 	defer c.publishGauges()
 	resets, applied := c.resets.Load(), c.applied.Load()
+	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, max(c.cfg.PollInterval, 2*time.Second))
 	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
 	cancel()
@@ -906,6 +950,7 @@ func (c *Consumer) poll(ctx context.Context) {
 		c.abortSession(errStreamReset)
 		return
 	}
+	c.offerProof(info.State.LastSeq, asked)
 	since := time.Since(unixTime(c.progressAt.Load()))
 	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout && c.abortSession(errStalled) {
 		c.stalls.Add(1)

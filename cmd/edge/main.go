@@ -47,10 +47,14 @@ func run(args []string) error {
 		origin        = fs.String("origin", "", "origin API base `URL` asked about misses while the replica lags (empty disables)")
 		originKey     = cli.SecretVar(fs, "origin-key", "LINKPOP_ORIGIN_KEY", "origin API key with links:read, for the fallback", true)
 		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
+		peerLag       = fs.Int64("peer-lag-threshold", 0, "stream `messages` the replica may trail the most advanced ready PoP peer before /readyz says behind_peers (0: the -lag-threshold value; negative disables)")
 		maxStale      = fs.Duration("max-stale", edge.DefaultMaxStale, "`duration` without contact with the stream before the lag is considered unknown")
 		maxAge        = fs.Duration("max-age", edge.DefaultMaxAge, "Cache-Control max-age `duration` for 301/308 (at most 24h)")
 		hotCache      = fs.Int("hot-cache", edge.DefaultHotCacheEntries, "hot cache `entries`")
 		negativeCache = fs.Int("negative-cache", edge.DefaultNegativeCacheEntries, "negative cache `entries`")
+		warmEntries   = fs.Int("warm-entries", edge.DefaultWarmEntries, "hot set `codes` saved in DATA/hotset and loaded into the hot cache at start (negative disables warming)")
+		warmTimeout   = fs.Duration("warm-timeout", edge.DefaultWarmTimeout, "bound on loading the hot set at start (`duration`)")
+		warmSave      = fs.Duration("warm-save-interval", edge.DefaultWarmSaveInterval, "`interval` between two saves of the hot set (it is also saved on stop)")
 		blockCache    = fs.Int64("block-cache", edge.DefaultBlockCacheBytes, "Pebble block cache `bytes`")
 		node          = fs.String("node", "", "node `name` in gossip and /status (default host name and listen port)")
 		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
@@ -123,11 +127,15 @@ func run(args []string) error {
 		TLSCertFile:          *tlsCert,
 		TLSKeyFile:           *tlsKey,
 		LagThreshold:         lagThresholdConfig(*lagThreshold),
+		PeerLagThreshold:     *peerLag,
 		MaxStale:             *maxStale,
 		MaxAge:               *maxAge,
 		HotCacheEntries:      *hotCache,
 		NegativeCacheEntries: *negativeCache,
 		BlockCacheBytes:      *blockCache,
+		WarmEntries:          *warmEntries,
+		WarmTimeout:          *warmTimeout,
+		WarmSaveInterval:     *warmSave,
 		NodeName:             *node,
 		GossipBind:           *gossipBind,
 		GossipJoin:           cli.SplitList(*gossipJoin),

@@ -121,6 +121,7 @@ func (r *Replica) Apply(b replication.Batch) error {
 			yield(&b.Changes[i].Change.Record)
 		}
 	}, created)
+	r.warmCreated(&b, order, time.Now())
 	r.mApplied.Add(len(order))
 	r.mSkipped.Add(int(skipped))
 	r.mQuarantined.Add(int(quarantined))

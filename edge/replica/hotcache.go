@@ -204,3 +204,39 @@ func (s *hotShard) remove(key string, i int32) {
 	s.slots[last] = hotSlot{}
 	s.slots = s.slots[:last]
 }
+
+// AddIfRoom caches e for key if key is not cached and its shard has a free
+// slot: it never evicts. It reports whether it added. key is retained.
+func (c *hotCache) AddIfRoom(key string, e *Entry) bool {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.index[key]; ok || len(s.slots) >= s.max {
+		return false
+	}
+	s.insert(key, e)
+	return true
+}
+
+// Hot returns up to n cached codes: first those read since the CLOCK hand
+// last passed them (the recently requested ones), then the others, each
+// group shard by shard.
+func (c *hotCache) Hot(n int) []string {
+	out := make([]string, 0, min(n, c.EstimatedSize()))
+	for pass := range 2 {
+		for i := range c.shards {
+			s := &c.shards[i]
+			s.mu.Lock()
+			for j := range s.slots {
+				if len(out) >= n {
+					break
+				}
+				if s.slots[j].ref == (pass == 0) {
+					out = append(out, s.slots[j].key)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+	return out
+}

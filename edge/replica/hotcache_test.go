@@ -42,6 +42,12 @@ func TestDecodeEntry(t *testing.T) {
 	r = record("disabled", 9)
 	r.Status, r.Redirect = link.StatusDisabled, 307
 	f(r)
+	strict := record("strict", 11)
+	strict.Freshness = link.FreshnessStrict
+	f(strict)
+	if _, e, _ := decodeEntry([]byte("strict"), must(link.MarshalRecord(&strict))); !e.Strict {
+		t.Error("strict link decoded as relaxed")
+	}
 
 	good, err := link.MarshalRecord(&r)
 	if err != nil {
@@ -105,4 +111,11 @@ func TestHotCacheClock(t *testing.T) {
 	if len(big.shards) != hotShardMax {
 		t.Errorf("%d shards for a million entries, want %d", len(big.shards), hotShardMax)
 	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

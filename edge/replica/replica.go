@@ -43,6 +43,8 @@ type Entry struct {
 	Status    link.Status
 	ExpiresAt time.Time // zero: never expires
 	Revision  uint64
+	// Strict: the link asks for link.FreshnessStrict.
+	Strict bool
 }
 
 // Redirects reports whether a visitor arriving at now is redirected: the
@@ -63,6 +65,7 @@ func decodeEntry(code, b []byte) (string, *Entry, error) {
 		url                      []byte
 		version, redirect        uint64
 		status, revision, expire uint64
+		freshness                uint64
 	)
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -82,6 +85,8 @@ func decodeEntry(code, b []byte) (string, *Entry, error) {
 			dst = &expire
 		case recordRevisionTag:
 			dst = &revision
+		case recordFreshnessTag:
+			dst = &freshness
 		case recordURLTag:
 			if typ == protowire.BytesType {
 				v, n := protowire.ConsumeBytes(b)
@@ -116,7 +121,8 @@ func decodeEntry(code, b []byte) (string, *Entry, error) {
 	buf := make([]byte, 0, len(code)+len(url))
 	buf = append(append(buf, code...), url...)
 	s := unsafe.String(unsafe.SliceData(buf), len(buf))
-	e := &Entry{URL: s[len(code):], Redirect: int(redirect), Status: st, Revision: revision}
+	e := &Entry{URL: s[len(code):], Redirect: int(redirect), Status: st, Revision: revision,
+		Strict: freshness == uint64(link.FreshnessStrict)}
 	if x := int64(expire); x != 0 {
 		e.ExpiresAt = time.UnixMilli(x).UTC()
 	}
@@ -126,16 +132,18 @@ func decodeEntry(code, b []byte) (string, *Entry, error) {
 // Field numbers of link's Record encoding (proto/link.proto) that
 // decodeEntry reads.
 const (
-	recordVersionTag  = protowire.Number(1)
-	recordURLTag      = protowire.Number(3)
-	recordRedirectTag = protowire.Number(4)
-	recordStatusTag   = protowire.Number(5)
-	recordExpiresTag  = protowire.Number(8)
-	recordRevisionTag = protowire.Number(9)
+	recordVersionTag   = protowire.Number(1)
+	recordURLTag       = protowire.Number(3)
+	recordRedirectTag  = protowire.Number(4)
+	recordStatusTag    = protowire.Number(5)
+	recordExpiresTag   = protowire.Number(8)
+	recordRevisionTag  = protowire.Number(9)
+	recordFreshnessTag = protowire.Number(12)
 )
 
 func entryOf(r *link.Record) *Entry {
-	return &Entry{URL: r.URL, Redirect: r.Redirect, Status: r.Status, ExpiresAt: r.ExpiresAt, Revision: r.Revision}
+	return &Entry{URL: r.URL, Redirect: r.Redirect, Status: r.Status, ExpiresAt: r.ExpiresAt, Revision: r.Revision,
+		Strict: r.Freshness == link.FreshnessStrict}
 }
 
 // Stats is a snapshot of the replica's size and caches.

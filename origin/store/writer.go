@@ -40,6 +40,8 @@ type CreateRequest struct {
 	// MaxVisits is the click count at which the origin disables the
 	// link; 0 is no limit.
 	MaxVisits uint64
+	// Freshness is the link's policy at stale edges.
+	Freshness link.Freshness
 	// Idem, when set, makes a retry of the same request return the first
 	// response.
 	Idem *Idempotency
@@ -57,6 +59,7 @@ type UpdateRequest struct {
 	// MaxVisits: nil leaves it unchanged; a pointer to 0 removes the
 	// limit.
 	MaxVisits *uint64
+	Freshness *link.Freshness
 	// IfRevision: 0 updates unconditionally; otherwise the update is
 	// link.ErrRevisionMismatch unless it equals the current revision.
 	IfRevision uint64
@@ -378,6 +381,7 @@ func (t *txn) create(req *CreateRequest) result {
 		Revision:  t.rev + 1,
 		Tags:      normTags(req.Tags),
 		MaxVisits: req.MaxVisits,
+		Freshness: req.Freshness,
 	}
 	var idem *idemRecord
 	if req.Idem != nil {
@@ -441,8 +445,11 @@ func (t *txn) updateLink(req *UpdateRequest) result {
 	if req.MaxVisits != nil {
 		next.MaxVisits = *req.MaxVisits
 	}
+	if req.Freshness != nil {
+		next.Freshness = *req.Freshness
+	}
 	if next.URL == cur.URL && next.Redirect == cur.Redirect && next.ExpiresAt.Equal(cur.ExpiresAt) &&
-		slices.Equal(next.Tags, cur.Tags) && next.MaxVisits == cur.MaxVisits {
+		slices.Equal(next.Tags, cur.Tags) && next.MaxVisits == cur.MaxVisits && next.Freshness == cur.Freshness {
 		return result{rec: cur}
 	}
 	next.UpdatedAt = t.now

@@ -76,6 +76,56 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 	return file_linkpop_proto_rawDescGZIP(), []int{0}
 }
 
+// Freshness is a link's policy for edges that cannot prove they are within
+// their max-stale bound of the change stream.
+type Freshness int32
+
+const (
+	// Serve the last state held (stale-on-error).
+	Freshness_FRESHNESS_RELAXED Freshness = 0
+	// Answer 503 with Retry-After rather than a possibly stale redirect.
+	Freshness_FRESHNESS_STRICT Freshness = 1
+)
+
+// Enum value maps for Freshness.
+var (
+	Freshness_name = map[int32]string{
+		0: "FRESHNESS_RELAXED",
+		1: "FRESHNESS_STRICT",
+	}
+	Freshness_value = map[string]int32{
+		"FRESHNESS_RELAXED": 0,
+		"FRESHNESS_STRICT":  1,
+	}
+)
+
+func (x Freshness) Enum() *Freshness {
+	p := new(Freshness)
+	*p = x
+	return p
+}
+
+func (x Freshness) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Freshness) Descriptor() protoreflect.EnumDescriptor {
+	return file_linkpop_proto_enumTypes[1].Descriptor()
+}
+
+func (Freshness) Type() protoreflect.EnumType {
+	return &file_linkpop_proto_enumTypes[1]
+}
+
+func (x Freshness) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Freshness.Descriptor instead.
+func (Freshness) EnumDescriptor() ([]byte, []int) {
+	return file_linkpop_proto_rawDescGZIP(), []int{1}
+}
+
 type Op int32
 
 const (
@@ -112,11 +162,11 @@ func (x Op) String() string {
 }
 
 func (Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_linkpop_proto_enumTypes[1].Descriptor()
+	return file_linkpop_proto_enumTypes[2].Descriptor()
 }
 
 func (Op) Type() protoreflect.EnumType {
-	return &file_linkpop_proto_enumTypes[1]
+	return &file_linkpop_proto_enumTypes[2]
 }
 
 func (x Op) Number() protoreflect.EnumNumber {
@@ -125,7 +175,7 @@ func (x Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op.Descriptor instead.
 func (Op) EnumDescriptor() ([]byte, []int) {
-	return file_linkpop_proto_rawDescGZIP(), []int{1}
+	return file_linkpop_proto_rawDescGZIP(), []int{2}
 }
 
 // Record is one link as stored by the origin and by every edge replica.
@@ -152,8 +202,10 @@ type Record struct {
 	// blocklist entry, max_visits); empty for a creator's disable and for
 	// active links.
 	DisabledReason string `protobuf:"bytes,12,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How an edge answers the link while it cannot prove it is fresh.
+	Freshness     Freshness `protobuf:"varint,13,opt,name=freshness,proto3,enum=linkpop.v1.Freshness" json:"freshness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -268,6 +320,13 @@ func (x *Record) GetDisabledReason() string {
 		return x.DisabledReason
 	}
 	return ""
+}
+
+func (x *Record) GetFreshness() Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return Freshness_FRESHNESS_RELAXED
 }
 
 // Change is one committed mutation: the full new state of the link, so an
@@ -633,7 +692,7 @@ var File_linkpop_proto protoreflect.FileDescriptor
 const file_linkpop_proto_rawDesc = "" +
 	"\n" +
 	"\rlinkpop.proto\x12\n" +
-	"linkpop.v1\"\x9c\x03\n" +
+	"linkpop.v1\"\xd1\x03\n" +
 	"\x06Record\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x10\n" +
@@ -648,7 +707,8 @@ const file_linkpop_proto_rawDesc = "" +
 	" \x03(\tR\x04tags\x12\x1d\n" +
 	"\n" +
 	"max_visits\x18\v \x01(\x04R\tmaxVisits\x12'\n" +
-	"\x0fdisabled_reason\x18\f \x01(\tR\x0edisabledReason\"\xb0\x01\n" +
+	"\x0fdisabled_reason\x18\f \x01(\tR\x0edisabledReason\x123\n" +
+	"\tfreshness\x18\r \x01(\x0e2\x15.linkpop.v1.FreshnessR\tfreshness\"\xb0\x01\n" +
 	"\x06Change\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1e\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x0e.linkpop.v1.OpR\x02op\x12*\n" +
@@ -683,7 +743,10 @@ const file_linkpop_proto_rawDesc = "" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x13\n" +
-	"\x0fSTATUS_DISABLED\x10\x02*F\n" +
+	"\x0fSTATUS_DISABLED\x10\x02*8\n" +
+	"\tFreshness\x12\x15\n" +
+	"\x11FRESHNESS_RELAXED\x10\x00\x12\x14\n" +
+	"\x10FRESHNESS_STRICT\x10\x01*F\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_CREATE\x10\x01\x12\r\n" +
@@ -703,32 +766,34 @@ func file_linkpop_proto_rawDescGZIP() []byte {
 	return file_linkpop_proto_rawDescData
 }
 
-var file_linkpop_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_linkpop_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_linkpop_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_linkpop_proto_goTypes = []any{
 	(Status)(0),        // 0: linkpop.v1.Status
-	(Op)(0),            // 1: linkpop.v1.Op
-	(*Record)(nil),     // 2: linkpop.v1.Record
-	(*Change)(nil),     // 3: linkpop.v1.Change
-	(*ClickBatch)(nil), // 4: linkpop.v1.ClickBatch
-	(*LinkMinute)(nil), // 5: linkpop.v1.LinkMinute
-	(*KeyCount)(nil),   // 6: linkpop.v1.KeyCount
+	(Freshness)(0),     // 1: linkpop.v1.Freshness
+	(Op)(0),            // 2: linkpop.v1.Op
+	(*Record)(nil),     // 3: linkpop.v1.Record
+	(*Change)(nil),     // 4: linkpop.v1.Change
+	(*ClickBatch)(nil), // 5: linkpop.v1.ClickBatch
+	(*LinkMinute)(nil), // 6: linkpop.v1.LinkMinute
+	(*KeyCount)(nil),   // 7: linkpop.v1.KeyCount
 }
 var file_linkpop_proto_depIdxs = []int32{
-	0, // 0: linkpop.v1.Record.status:type_name -> linkpop.v1.Status
-	1, // 1: linkpop.v1.Change.op:type_name -> linkpop.v1.Op
-	2, // 2: linkpop.v1.Change.record:type_name -> linkpop.v1.Record
-	5, // 3: linkpop.v1.ClickBatch.links:type_name -> linkpop.v1.LinkMinute
-	6, // 4: linkpop.v1.LinkMinute.referrers:type_name -> linkpop.v1.KeyCount
-	6, // 5: linkpop.v1.LinkMinute.countries:type_name -> linkpop.v1.KeyCount
-	6, // 6: linkpop.v1.LinkMinute.devices:type_name -> linkpop.v1.KeyCount
-	6, // 7: linkpop.v1.LinkMinute.browsers:type_name -> linkpop.v1.KeyCount
-	6, // 8: linkpop.v1.LinkMinute.os:type_name -> linkpop.v1.KeyCount
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	0,  // 0: linkpop.v1.Record.status:type_name -> linkpop.v1.Status
+	1,  // 1: linkpop.v1.Record.freshness:type_name -> linkpop.v1.Freshness
+	2,  // 2: linkpop.v1.Change.op:type_name -> linkpop.v1.Op
+	3,  // 3: linkpop.v1.Change.record:type_name -> linkpop.v1.Record
+	6,  // 4: linkpop.v1.ClickBatch.links:type_name -> linkpop.v1.LinkMinute
+	7,  // 5: linkpop.v1.LinkMinute.referrers:type_name -> linkpop.v1.KeyCount
+	7,  // 6: linkpop.v1.LinkMinute.countries:type_name -> linkpop.v1.KeyCount
+	7,  // 7: linkpop.v1.LinkMinute.devices:type_name -> linkpop.v1.KeyCount
+	7,  // 8: linkpop.v1.LinkMinute.browsers:type_name -> linkpop.v1.KeyCount
+	7,  // 9: linkpop.v1.LinkMinute.os:type_name -> linkpop.v1.KeyCount
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_linkpop_proto_init() }
@@ -741,7 +806,7 @@ func file_linkpop_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_linkpop_proto_rawDesc), len(file_linkpop_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
