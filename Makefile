@@ -78,3 +78,7 @@ check: lint generate ## lint, regenerate, prove generated code is current and go
 .PHONY: clean
 clean: ## remove build output and the local data directory
 	rm -rf bin .data
+
+.PHONY: screenshots
+screenshots: ## retake the dashboard screenshots in docs/dashboard/ (drives chromium)
+	LINKPOP_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run '^TestDashboard$$' -v ./internal/e2e/

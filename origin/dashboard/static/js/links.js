@@ -76,7 +76,7 @@ export async function render(main) {
   const pageInfo = h('span', { class: 'muted' });
   replace(listEl, h('h2', { id: 'list-title' }, 'Your links'),
     h('div', { class: 'filters' }, search.wrap, tag.wrap, status.wrap), info,
-    h('div', { class: 'table-wrap' }, h('table', {}, h('caption', { class: 'sr-only' }, 'Links'),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'links-table' }, h('caption', { class: 'sr-only' }, 'Links'),
       h('thead', {}, h('tr', {}, ...['Code', 'Destination', 'Tags', 'Status', 'Clicks (30 days)', 'Created'].map((c) => h('th', { scope: 'col' }, c)))), tbody)),
     h('div', { class: 'row' }, prev, pageInfo, next));
 

@@ -24,7 +24,9 @@ async function loadShapes() {
       const a = i < 0 ? arcs[~i].slice().reverse() : arcs[i];
       pts.push(...(pts.length ? a.slice(1) : a));
     }
-    return 'M' + pts.map((p) => p[0].toFixed(1) + ',' + p[1].toFixed(1)).join('L') + 'Z';
+    // A ring cut at the antimeridian jumps across the map: lift the pen
+    // there instead of drawing a line through the world.
+    return pts.map((p, i) => (i === 0 || Math.abs(p[0] - pts[i - 1][0]) > 300 ? 'M' : 'L') + p[0].toFixed(1) + ',' + p[1].toFixed(1)).join('') + 'Z';
   };
   const out = [];
   for (const g of topo.objects.countries.geometries) {
@@ -54,7 +56,7 @@ export async function worldMap(counts) {
   const list = await shapes;
   const by = new Map(counts.map((c) => [c.key, c.clicks]));
   const max = Math.max(0, ...counts.filter((c) => c.key !== 'ZZ').map((c) => c.clicks));
-  const svg = h('svg:svg', { viewBox: '0 60 820 300', class: 'map', role: 'img', 'aria-label': 'World map of clicks by country' });
+  const svg = h('svg:svg', { viewBox: '0 0 820 345', class: 'map', role: 'img', 'aria-label': 'World map of clicks by country' });
   for (const s of list) {
     const n = by.get(s.a2) || 0;
     const q = n === 0 || max === 0 ? 0 : Math.max(1, Math.ceil(5 * n / max));
