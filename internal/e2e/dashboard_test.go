@@ -468,6 +468,22 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("created %q: %+v, %v", code, got, err)
 	}
 
+	// A custom code; the same code again is refused next to Custom code.
+	b.fill("Destination URL", "https://example.com/custom")
+	b.fill("Custom code", "dash-custom")
+	b.click("button", "Shorten")
+	b.waitText("status", "Short URL", "the custom short URL", func(s string) bool { return strings.HasSuffix(s, "/dash-custom") })
+	b.fill("Destination URL", "https://example.com/custom-again")
+	b.fill("Custom code", "dash-custom")
+	b.click("button", "Shorten")
+	b.waitJS("code_taken next to Custom code", `(() => {
+		const l = [...document.querySelectorAll('label')].find((l) => l.textContent.trim() === 'Custom code');
+		const input = l && l.control;
+		if (!input || input.getAttribute('aria-invalid') !== 'true') return false;
+		const e = input.parentElement.querySelector('.field-error');
+		return !!e && !e.hidden && e.textContent.includes('code_taken') && input.getAttribute('aria-describedby').includes(e.id);
+	})()`)
+
 	// A link whose tag is HTML renders as text: no element, no dialog.
 	s.api.create(t, map[string]any{"url": "https://example.com/xss", "code": "xss-tag", "tags": []string{xssTag}})
 	b.must(chromedp.Reload())
@@ -480,7 +496,7 @@ func TestDashboard(t *testing.T) {
 	// Search narrows the list to the created link.
 	b.fillRole("searchbox", "Search", code)
 	b.exists("link", code)
-	b.waitJS("only the searched link listed", `document.querySelectorAll('tbody tr').length === 1`)
+	b.waitJS("only the searched link listed", `[...document.querySelectorAll('tbody a')].map((a) => a.textContent).join() === `+strconv.Quote(code))
 	b.fillRole("searchbox", "Search", "")
 	b.choose("Tag", xssTag)
 	b.waitJS("the tag filter", `[...document.querySelectorAll('tbody a')].map((a) => a.textContent).join() === 'xss-tag'`)
@@ -533,6 +549,15 @@ func TestDashboard(t *testing.T) {
 	b.click("button", "Download QR")
 	if svg := b.waitDownload(code + ".svg"); !bytes.Contains(svg, []byte("<svg")) {
 		t.Fatalf("SVG download: %.80s", svg)
+	}
+
+	// Edit: new tags, saved with If-Match, shown on the page and in the API.
+	eval[bool](b, `(document.querySelector('details.card').open = true)`)
+	b.fill("Tags", "edited, dash")
+	b.click("button", "Save changes")
+	b.waitJS("the edited tags shown", `[...document.querySelectorAll('.facts .tag')].map((e) => e.textContent).join() === 'edited,dash'`)
+	if l, err := s.client.GetLink(ctx, code); err != nil || strings.Join(l.Tags, ",") != "edited,dash" || l.Revision < 2 {
+		t.Fatalf("after the edit: %+v %v", l, err)
 	}
 
 	// Deactivate (confirmed in a dialog): the edge answers 410.

@@ -41,15 +41,22 @@ export function createForm(onCreated) {
       form.reset();
       onCreated(l);
     } catch (x) {
-      const f = fields[(x.field || '').replace(/[.[].*$/, '')];
-      if (f) { f.set(`${x.message} (${x.code})`); f.input.focus(); } else replace(general, errorBox(x));
+      // code_taken comes from the store without a field: it is the code's.
+      const name = (x.field || '').replace(/[.[].*$/, '') || (x.code === 'code_taken' ? 'code' : '');
+      const f = fields[name];
+      if (f) {
+        const d = f.wrap.closest('details');
+        if (d) d.open = true;
+        f.set(`${x.message} (${x.code})`);
+        f.input.focus();
+      } else replace(general, errorBox(x));
     } finally {
       submit.disabled = false;
     }
   } },
   h('h2', { id: 'create-title' }, 'Shorten a URL'),
-  url.wrap,
-  h('details', {}, h('summary', {}, 'More options'), h('div', { class: 'grid' }, code.wrap, redirect.wrap, expires.wrap, tags.wrap, maxVisits.wrap)),
+  h('div', { class: 'grid grid-main' }, url.wrap, code.wrap),
+  h('details', {}, h('summary', {}, 'More options'), h('div', { class: 'grid' }, redirect.wrap, expires.wrap, tags.wrap, maxVisits.wrap)),
   general, submit);
   return h('section', {}, form, result);
 }
