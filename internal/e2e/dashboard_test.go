@@ -598,6 +598,30 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 
+	// The other formats' readers, by dry runs of the CLI's fixtures:
+	// lines read, valid, and the lines refused.
+	eval[bool](b, `(document.getElementById('dry-run').checked = true)`)
+	for _, c := range []struct{ file, format, status, bad string }{
+		{"links.jsonl", "jsonl", "5 of 5 lines: 3 valid, 2 failed", "5 jl-bad,6 "},
+		{"shlink.csv", "shlink", "2 of 2 lines: 2 valid, 0 failed", ""},
+		{"golink.jsonl", "golink", "4 of 4 lines: 1 valid, 3 failed", "1 cs,3 chan,4 a.b"},
+		{"bitly.csv", "bitly", "2 of 2 lines: 2 valid, 0 failed", ""},
+		{"yourls.csv", "yourls", "2 of 2 lines: 2 valid, 0 failed", ""},
+	} {
+		path, err := filepath.Abs("../../client/cli/testdata/" + c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval[bool](b, `(document.getElementById('import-status').textContent = '', true)`)
+		b.upload(path)
+		b.choose("Format", c.format)
+		b.click("button", "Import")
+		b.waitJS("dry run of "+c.file, `document.getElementById('import-status').textContent === `+strconv.Quote(c.status))
+		if got := eval[string](b, `[...document.querySelectorAll('#import-errors tbody tr')].map((r) => r.cells[0].textContent + ' ' + r.cells[1].textContent).join()`); got != c.bad {
+			t.Errorf("dry run of %s: bad lines %q, want %q", c.file, got, c.bad)
+		}
+	}
+
 	// Keys: mint one with links:read, use it, revoke it.
 	b.must(chromedp.Navigate(s.api.base + "/#/keys"))
 	b.fill("Name", "dashboard-test")
