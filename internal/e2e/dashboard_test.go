@@ -524,6 +524,20 @@ func TestDashboard(t *testing.T) {
 	})
 	b.choose("Range", "day")
 	b.waitText("status", "Total clicks", "Total clicks at 1", func(s string) bool { return s == "1" })
+	// A custom range after the click has none of it.
+	b.choose("Range", "custom")
+	eval[bool](b, `(() => {
+		const p = (n) => String(n).padStart(2, '0');
+		const f = (d) => d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes());
+		const set = (name, d) => { [...document.querySelectorAll('label')].find((l) => l.textContent.trim() === name).control.value = f(d); };
+		set('From', new Date(Date.now() + 3600e3));
+		set('To', new Date(Date.now() + 7200e3));
+		return true;
+	})()`)
+	b.click("button", "Apply")
+	b.waitText("status", "Total clicks", "Total clicks at 0 in a later custom range", func(s string) bool { return s == "0" })
+	b.choose("Range", "day")
+	b.waitText("status", "Total clicks", "Total clicks at 1 again", func(s string) bool { return s == "1" })
 	b.waitJS("complete up to shown", `(document.getElementById('complete')?.textContent || '').startsWith('Complete up to')`)
 	b.waitJS("the chart drawn", `!!document.querySelector('.chart canvas')`)
 	b.waitJS("the map shaded for US", `document.querySelector('.map path[data-country=US]')?.getAttribute('class') === 'q5'`)
