@@ -3,11 +3,14 @@
 # write bench/results/<timestamp>.{json,md} and latest.{json,md}.
 #
 #   BENCH_FULL=1         long version: 10M links, 20 s runs, 5 rounds
+#   BENCH_QUICK=1        `make bench-quick`: 100k links, 2 s runs, no golink,
+#                        no linkpop-analytics, redirect and writes only (≤ 5 min)
 #   BENCH_N=N            links (default 1,000,000; 10,000,000 with BENCH_FULL)
 #   BENCH_SKIP_GOLINK=1  do not build or measure tailscale's golink
 #   BENCH_ARGS="..."     extra benchctl flags (see: bench/.cache/bin/benchctl -h)
 #
-# Installs wrk and nginx-light with apt when they are missing (as root),
+# Installs wrk, nginx-light, redis-server and postgresql with apt when
+# they are missing (as root),
 # builds every binary into bench/.cache/bin, builds golink v1.0.0 once in a
 # throwaway module (bench/.cache/golink-build) and caches it.
 set -euo pipefail
@@ -21,6 +24,8 @@ mkdir -p "$BIN" bench/results
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v redis-server >/dev/null || need+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bench: installing ${need[*]}" >&2
@@ -32,6 +37,11 @@ fi
 
 echo "bench: building binaries into $BIN" >&2
 $GO build -o "$BIN/" ./cmd/... ./bench/cmd/...
+
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+  BENCH_SKIP_GOLINK=1
+  BENCH_N=${BENCH_N:-100000}
+fi
 
 # golink: `go install ...@v1.0.0` fails on this proxy (no version list, no
 # checksum-database entry); a throwaway module that requires it works.
@@ -54,8 +64,13 @@ fi
 args=(-bin "$BIN" -cache "$CACHE" -out bench/results)
 cmdline="make bench"
 [ "${BENCH_FULL:-}" = 1 ] && args+=(-full) && cmdline="BENCH_FULL=1 $cmdline"
-[ -n "${BENCH_N:-}" ] && args+=(-links "$BENCH_N") && cmdline="BENCH_N=$BENCH_N $cmdline"
-[ "${BENCH_SKIP_GOLINK:-}" = 1 ] && args+=(-skip-golink) && cmdline="BENCH_SKIP_GOLINK=1 $cmdline"
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+  args+=(-links "$BENCH_N" -duration 2s -write-duration 2s -systems linkpop,bare302,nginx,redis-pg -sections redirect,writes)
+  cmdline="BENCH_N=$BENCH_N make bench-quick"
+else
+  [ -n "${BENCH_N:-}" ] && args+=(-links "$BENCH_N") && cmdline="BENCH_N=$BENCH_N $cmdline"
+  [ "${BENCH_SKIP_GOLINK:-}" = 1 ] && args+=(-skip-golink) && cmdline="BENCH_SKIP_GOLINK=1 $cmdline"
+fi
 # shellcheck disable=SC2206
 [ -n "${BENCH_ARGS:-}" ] && args+=($BENCH_ARGS) && cmdline="BENCH_ARGS='$BENCH_ARGS' $cmdline"
 

@@ -31,6 +31,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // Config configures a Collector.
@@ -183,7 +184,7 @@ func New(cfg Config) (*Collector, error) {
 	}
 	c := &Collector{Store: st, cfg: cfg, log: cfg.Logger}
 	st.onClicks = cfg.OnClicks
-	natsCfg := cfg.NATS
+	natsCfg := cfg.NATS.ForRole(natsauth.Collector)
 	if natsCfg.Name == "" {
 		natsCfg.Name = "linkpop-collector"
 	}

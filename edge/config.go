@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // Defaults for the zero values of Config.
@@ -41,6 +42,11 @@ type Config struct {
 	// picks a free port; Server.Addr reports it. The default is
 	// "127.0.0.1:8080".
 	Listen string
+	// TLSCertFile and TLSKeyFile, a PEM certificate (chain first) and its
+	// key, make the redirect listener speak TLS only (tlsconf.Server).
+	// The default (empty) is plain HTTP, for an edge behind a TLS
+	// terminating load balancer.
+	TLSCertFile, TLSKeyFile string
 	// AdminListen is the address of the admin listener serving /metrics,
 	// /healthz, /readyz, /status and /digest, and POST /resync and
 	// /repair. It has no authentication and changes the replica: bind it
@@ -68,6 +74,10 @@ type Config struct {
 	// OriginKey is the API key (scope links:read) sent as a Bearer token
 	// to the origin. The default is none.
 	OriginKey string
+	// OriginCAFile is a PEM file of the CAs an https OriginURL's
+	// certificate is verified against. The default ("") is the system's
+	// roots; verification is never off.
+	OriginCAFile string
 
 	// LagThreshold is the number of stream messages the replica may be
 	// behind while a miss still counts as authoritative and /readyz says
@@ -116,6 +126,14 @@ type Config struct {
 	// listeners. Joining is retried in the background while no peer
 	// answers. The default is none.
 	GossipJoin []string
+	// GossipKeys encrypt and authenticate gossip (memberlist's AES-GCM,
+	// keys of 16, 24 or 32 bytes, the same on every edge of the fleet).
+	// The first key encrypts; every key is accepted when decrypting, so a
+	// key can be rotated without a partition (README, "Gossip
+	// encryption"). With keys set, plaintext gossip is refused in both
+	// directions and a peer without a key cannot join. ParseGossipKeys
+	// reads -gossip-key-file. The default (none) gossips in plaintext.
+	GossipKeys [][]byte
 
 	// AnalyticsKey turns click analytics on: every GET answered with a
 	// redirect is recorded and shipped to the click stream. It keys the
@@ -218,6 +236,9 @@ func (c Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := tlsconf.PairError("TLSCertFile/TLSKeyFile", c.TLSCertFile, c.TLSKeyFile); err != nil {
+		errs = append(errs, err)
+	}
 	addr := func(field, v string) {
 		if v == "" {
 			return
@@ -304,6 +325,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ClickMaxEntries < 0 {
 		bad("ClickMaxEntries %d must not be negative", c.ClickMaxEntries)
+	}
+	for i, k := range c.GossipKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			bad("GossipKeys[%d] is %d bytes; want 16, 24 or 32", i, n)
+		}
 	}
 	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
 		bad("GossipJoin needs GossipBind")

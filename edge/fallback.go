@@ -12,6 +12,7 @@ import (
 	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge/replica"
 	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // errOrigin marks an origin answer that is neither a link nor a 404.
@@ -45,8 +46,13 @@ type call struct {
 }
 
 func newFallback(ctx context.Context, cfg *Config, rep *replica.Replica, met *serverMetrics, log *slog.Logger) (*fallback, error) {
+	tc, err := tlsconf.Client(cfg.OriginCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("origin CA: %w", err)
+	}
 	hc := &http.Client{
 		Transport: &http.Transport{
+			TLSClientConfig:     tc,
 			Proxy:               http.ProxyFromEnvironment,
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     30 * time.Second,

@@ -102,8 +102,9 @@ func (g *gossip) observe(n *memberlist.Node) {
 	g.mu.Unlock()
 }
 
-// startGossip binds memberlist on bind and announces meta.
-func startGossip(name, bind string, meta nodeMeta, log *slog.Logger) (*gossip, error) {
+// startGossip binds memberlist on bind and announces meta. With keys it
+// encrypts with the first and accepts all, and refuses plaintext.
+func startGossip(name, bind string, keys [][]byte, meta nodeMeta, log *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(bind)
 	if err != nil {
 		return nil, fmt.Errorf("gossip bind %q: %w", bind, err)
@@ -122,6 +123,14 @@ func startGossip(name, bind string, meta nodeMeta, log *slog.Logger) (*gossip, e
 	conf.Delegate = delegate{g}
 	conf.Events = events{g}
 	conf.LogOutput = &memberlistLog{log: log}
+	if len(keys) > 0 {
+		ring, err := memberlist.NewKeyring(keys[1:], keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
+		conf.Keyring = ring
+		conf.GossipVerifyIncoming, conf.GossipVerifyOutgoing = true, true
+	}
 	list, err := memberlist.Create(conf)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip: %w", err)

@@ -2,6 +2,10 @@ package edge_test
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +185,28 @@ func TestPropagation(t *testing.T) {
 		if !strings.Contains(r.body, key) {
 			t.Errorf("/status lacks %s:\n%s", key, r.body)
 		}
+	}
+}
+
+// The edge's redirect listener closes a connection that sends half a
+// request (its read budget, 5 s, is swept rather than set as a deadline
+// per request; see connTimeouts): without it the connection would be held
+// open forever.
+func TestRedirectListenerClosesSlowRequests(t *testing.T) {
+	leaktest.Check(t)
+	st := startStream(t)
+	e := startEdge(t, edgeConfig(t, st.ns.URL()))
+	c, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /abc HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	_, err = io.ReadAll(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the edge held a half-sent request open for 60 s")
 	}
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,8 @@ import (
 	"github.com/linkpop/linkpop/edge/replica"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // ErrAlreadyRun is returned by a second call to Run.
@@ -166,9 +169,18 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.rep.Store(rep)
 
 	// Bind first, so the node name can default to the bound port.
+	var lnTLS *tls.Config
+	if cfg.TLSCertFile != "" {
+		if lnTLS, err = tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if lnTLS != nil {
+		ln = tls.NewListener(ln, lnTLS)
 	}
 	stops = append(stops, func() { _ = ln.Close() })
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
@@ -184,7 +196,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.name, s.addr, s.adminAddr = name, ln.Addr().String(), adminLn.Addr().String()
 	s.mu.Unlock()
 
-	natsCfg := cfg.NATS
+	natsCfg := cfg.NATS.ForRole(natsauth.Edge)
 	if natsCfg.Name == "" {
 		natsCfg.Name = "linkpop-edge " + name
 	}
@@ -231,7 +243,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 
 	if cfg.GossipBind != "" {
-		g, err := startGossip(name, cfg.GossipBind, s.nodeMeta(), s.log.With("component", "gossip"))
+		g, err := startGossip(name, cfg.GossipBind, cfg.GossipKeys, s.nodeMeta(), s.log.With("component", "gossip"))
 		if err != nil {
 			return err
 		}
@@ -258,15 +270,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		stops = append(stops, fbCancel)
 	}
 
+	// The redirect listener's timeouts are swept, not set as socket
+	// deadlines on every request (see connTimeouts).
+	timeouts := newConnTimeouts(readTimeout, writeTimeout, idleTimeout)
+	stops = append(stops, timeouts.stopSweeper) // after the listeners stop
 	redirect := &fasthttp.Server{
 		Handler:              s.Resolve,
 		Name:                 "linkpop",
 		Concurrency:          maxConcurrency,
 		ReadBufferSize:       readBufferSize,
 		MaxRequestBodySize:   maxRequestBody,
-		ReadTimeout:          readTimeout,
-		WriteTimeout:         writeTimeout,
-		IdleTimeout:          idleTimeout,
+		ConnState:            timeouts.connState,
 		NoDefaultContentType: true,
 		CloseOnShutdown:      true,
 		Logger:               fasthttpLogger{s.log.With("component", "redirect")},
@@ -292,7 +306,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			}
 		})
 	}
-	serve(redirect, ln, "redirects")
+	serve(redirect, timeouts.listener(ln), "redirects")
 	serve(admin, adminLn, "admin")
 	stops = append(stops, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -16,6 +16,7 @@ import (
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/store"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // Defaults for the zero values of Config.
@@ -47,6 +48,11 @@ type Config struct {
 	// picks a free port; Server.Addr reports it. The default is
 	// "127.0.0.1:8081".
 	Listen string
+	// TLSCertFile and TLSKeyFile, a PEM certificate (chain first) and its
+	// key, make the API listener speak TLS only (tlsconf.Server). The
+	// admin listener stays plain: bind it to loopback or a management
+	// network. The default (empty) is plain HTTP.
+	TLSCertFile, TLSKeyFile string
 	// AdminListen is the address of the admin listener serving /metrics,
 	// /healthz and /readyz. Port 0 picks a free port; Server.AdminAddr
 	// reports it. The default is "127.0.0.1:9081".
@@ -209,6 +215,9 @@ func (c Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := tlsconf.PairError("TLSCertFile/TLSKeyFile", c.TLSCertFile, c.TLSKeyFile); err != nil {
+		errs = append(errs, err)
+	}
 	addr := func(field, v string) {
 		if v == "" {
 			return

@@ -3,13 +3,12 @@ package origin
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin/relay"
 	"github.com/linkpop/linkpop/replication"
-	"github.com/linkpop/linkpop/replication/devserver"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // Republish publishes every link in the store to the change stream (the
@@ -31,15 +30,14 @@ func Republish(ctx context.Context, cfg Config) (int, error) {
 
 	natsCfg := cfg.NATS
 	if cfg.Dev {
-		dev, err := devserver.Start(devserver.Config{Addr: cfg.DevNATSAddr, StoreDir: filepath.Join(cfg.DataDir, devNATSSubdir)})
+		dev, err := startDevNATS(&cfg)
 		if err != nil {
-			return 0, fmt.Errorf("embedded nats: %w", err)
+			return 0, err
 		}
-		defer dev.Shutdown()
-		if len(natsCfg.URLs) == 0 {
-			natsCfg.URLs = []string{dev.ClientURL()}
-		}
+		defer dev.srv.Shutdown()
+		natsCfg = dev.origin
 	}
+	natsCfg = natsCfg.ForRole(natsauth.Origin)
 	if natsCfg.Logger == nil {
 		natsCfg.Logger = cfg.Logger.With("component", "nats")
 	}
@@ -57,7 +55,7 @@ func Republish(ctx context.Context, cfg Config) (int, error) {
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = pub.EnsureStream(actx)
+		err = pub.OpenStream(actx)
 		cancel()
 		if err == nil {
 			break

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // streamState reads the last event of every code in the change stream.
@@ -191,8 +193,25 @@ func TestDevMode(t *testing.T) {
 	if srv.NATSURL() == "" {
 		t.Fatal("no embedded NATS URL")
 	}
+	// Authentication is on: a client without credentials is refused;
+	// the operator's password is in DataDir/nats-auth.
+	if nc, err := nats.Connect(srv.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("embedded NATS accepted a client without credentials")
+	}
+	pass := map[natsauth.Role]string{}
+	for _, r := range natsauth.Roles {
+		path := origin.DevPasswordFile(dir, r)
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v", path, fi, err)
+		}
+		b, _ := os.ReadFile(path)
+		pass[r] = strings.TrimSpace(string(b))
+	}
+	opURL := strings.Replace(srv.NATSURL(), "nats://", "nats://"+url.UserPassword("operator", pass[natsauth.Operator]).String()+"@", 1)
 	wait.For(t, 20*time.Second, "the event in the embedded stream", func() bool {
-		return streamState(t, srv.NATSURL())["devlink"].Record.Revision == 1
+		return streamState(t, opURL)["devlink"].Record.Revision == 1
 	})
 	if _, err := os.Stat(filepath.Join(dir, "nats")); err != nil {
 		t.Errorf("JetStream store not under DataDir/nats: %v", err)

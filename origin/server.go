@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,6 +26,8 @@ import (
 	"github.com/linkpop/linkpop/origin/store"
 	"github.com/linkpop/linkpop/replication"
 	"github.com/linkpop/linkpop/replication/devserver"
+	"github.com/linkpop/linkpop/replication/natsauth"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // ErrAlreadyRun is returned by a second call to Run: a Server serves once.
@@ -140,17 +143,22 @@ func New(cfg Config) (*Server, error) {
 	s.store = st
 
 	natsCfg := cfg.NATS
-	if cfg.Dev {
-		dev, err := devserver.Start(devserver.Config{Addr: cfg.DevNATSAddr, StoreDir: filepath.Join(cfg.DataDir, devNATSSubdir)})
-		if err != nil {
-			return nil, fmt.Errorf("embedded nats: %w", err)
-		}
-		s.dev = dev
-		if len(natsCfg.URLs) == 0 {
-			natsCfg.URLs = []string{dev.ClientURL()}
-		}
-		s.log.Info("embedded JetStream started", "url", dev.ClientURL(), "store", filepath.Join(cfg.DataDir, devNATSSubdir))
+	collectorNATS := natsCfg
+	if hasCredentials(cfg.Collector.NATS) {
+		collectorNATS = withCredentials(natsCfg, cfg.Collector.NATS)
 	}
+	if cfg.Dev {
+		dev, err := startDevNATS(&cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.dev = dev.srv
+		natsCfg, collectorNATS = dev.origin, dev.collector
+		s.log.Info("embedded JetStream started", "url", dev.srv.ClientURL(), "store", filepath.Join(cfg.DataDir, devNATSSubdir),
+			"passwords", filepath.Dir(DevPasswordFile(cfg.DataDir, natsauth.Origin)))
+	}
+	natsCfg = natsCfg.ForRole(natsauth.Origin)
+	collectorNATS = collectorNATS.ForRole(natsauth.Collector)
 	if natsCfg.Logger == nil {
 		natsCfg.Logger = cfg.Logger.With("component", "nats")
 	}
@@ -163,7 +171,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.nc = nc
 	if !cfg.NoCollector {
-		cc := cfg.collectorConfig(natsCfg)
+		cc := cfg.collectorConfig(collectorNATS)
 		cc.Logger = cfg.Logger.With("component", "collector")
 		cc.NATS.Logger = cfg.Logger.With("component", "nats", "conn", "collector")
 		cc.Metrics = cfg.Metrics
@@ -204,8 +212,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.registerGauges()
 
+	var apiTLS *tls.Config
+	if cfg.TLSCertFile != "" {
+		if apiTLS, err = tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
 	if s.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen api: %w", err)
+	}
+	if apiTLS != nil {
+		// Under the refusal listener: its rewritten answers go through TLS.
+		s.apiLn = tls.NewListener(s.apiLn, apiTLS)
 	}
 	s.apiLn = &refusalListener{Listener: s.apiLn, s: s}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
@@ -395,7 +413,7 @@ func (s *Server) ensureStream(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.pub.EnsureStream(actx)
+		err := s.pub.OpenStream(actx)
 		cancel()
 		if err == nil {
 			s.streamReady.Store(true)

@@ -301,7 +301,7 @@ func (c *ClickConsumer) consumerConfig() jetstream.ConsumerConfig {
 // delivers until an error.
 func (c *ClickConsumer) session(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	stream, err := EnsureClickStream(rctx, c.js, c.cfg.Stream)
+	stream, err := openStream(rctx, c.js, c.cfg.Stream.jsConfig())
 	cancel()
 	if err != nil {
 		return err

@@ -40,8 +40,10 @@ func NewClickPublisher(nc *nats.Conn, cfg ClickStreamConfig) (*ClickPublisher, e
 // ClickMsgID(edge, instance, seq) and waits for the stream's ack. A batch
 // the stream already holds within its duplicate window is acknowledged as
 // a duplicate, which counts as success. If the stream does not exist, the
-// first publish creates it with the configured settings (it never changes
-// an existing one: the collector or the operator owns those).
+// first publish creates it with the configured settings when this client
+// has the operator's permissions, and fails with ErrStreamMissing when it
+// has the edge role's (it never changes an existing one: the operator
+// owns those).
 func (p *ClickPublisher) PublishClicks(ctx context.Context, edge, instance string, seq uint64, data []byte) error {
 	// While disconnected, fail at once rather than wait out the ack
 	// timeout: the batch stays on the edge's disk.
@@ -49,12 +51,8 @@ func (p *ClickPublisher) PublishClicks(ctx context.Context, edge, instance strin
 		return fmt.Errorf("publish click batch %s: %w (%v)", ClickMsgID(edge, instance, seq), ErrNotConnected, st)
 	}
 	if !p.created.Load() {
-		if _, err := p.js.Stream(ctx, p.cfg.Name); errors.Is(err, jetstream.ErrStreamNotFound) {
-			if _, err := p.js.CreateStream(ctx, p.cfg.jsConfig()); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				return fmt.Errorf("create stream %s: %w", p.cfg.Name, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("stream %s: %w", p.cfg.Name, err)
+		if _, err := openStream(ctx, p.js, p.cfg.jsConfig()); err != nil {
+			return fmt.Errorf("publish click batch: %w", err)
 		}
 		p.created.Store(true)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // ConnConfig says how to reach the NATS cluster.
@@ -20,6 +22,23 @@ type ConnConfig struct {
 	// Token is a bearer token for servers that use token auth. The default
 	// is none.
 	Token string
+	// User and Password authenticate with user/password auth (the users
+	// of deploy/nats/ are named for their role: operator, origin, edge,
+	// collector). The default is none.
+	User, Password string
+	// InboxPrefix is the prefix of this client's reply subjects. A role's
+	// NATS permissions allow it to subscribe only to its own
+	// (natsauth.Role.InboxPrefix); each component sets its role's when
+	// this is empty. The default is nats.go's "_INBOX".
+	InboxPrefix string
+	// CAFile is a PEM file of the certificate authorities the client
+	// verifies the servers against; setting it requires TLS. The default
+	// is none: the system roots when a URL is tls://, else plain TCP.
+	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// servers that verify clients (tls { verify: true }). The default is
+	// none.
+	CertFile, KeyFile string
 	// Name identifies this client in the server's monitoring. The default
 	// is "linkpop".
 	Name string
@@ -38,6 +57,15 @@ func (c *ConnConfig) Validate() error {
 	}
 	if c.ReconnectWait < 0 {
 		errs = append(errs, errors.New("nats: ReconnectWait must not be negative"))
+	}
+	if n := btoi(c.CredsFile != "") + btoi(c.Token != "") + btoi(c.User != ""); n > 1 {
+		errs = append(errs, errors.New("nats: give one of CredsFile, Token or User/Password"))
+	}
+	if c.Password != "" && c.User == "" {
+		errs = append(errs, errors.New("nats: Password needs User"))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("nats: CertFile and KeyFile go together"))
 	}
 	return errors.Join(errs...)
 }
@@ -89,6 +117,18 @@ func Dial(ctx context.Context, cfg ConnConfig) (*nats.Conn, error) {
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
 	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
 	url := ""
 	for i, u := range cfg.URLs {
 		if i > 0 {
@@ -101,4 +141,20 @@ func Dial(ctx context.Context, cfg ConnConfig) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect nats: %w", err)
 	}
 	return nc, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ForRole is c for a client of role r: its inbox prefix is r's unless c
+// names one. Credentials stay as c gives them.
+func (c ConnConfig) ForRole(r natsauth.Role) ConnConfig {
+	if c.InboxPrefix == "" {
+		c.InboxPrefix = r.InboxPrefix()
+	}
+	return c
 }

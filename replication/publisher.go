@@ -41,9 +41,19 @@ func NewPublisher(nc *nats.Conn, cfg StreamConfig) (*Publisher, error) {
 	return &Publisher{cfg: cfg.withDefaults(), js: js}, nil
 }
 
-// EnsureStream creates or updates the change stream.
+// EnsureStream creates or updates the change stream: the operator's step,
+// which needs the operator role's permissions.
 func (p *Publisher) EnsureStream(ctx context.Context) error {
 	_, err := EnsureStream(ctx, p.js, p.cfg)
+	return err
+}
+
+// OpenStream checks that the change stream exists, creating it if it does
+// not and this client may (the operator's permissions), else returning
+// ErrStreamMissing. It never changes an existing stream. The relay calls
+// it with the origin role's credentials.
+func (p *Publisher) OpenStream(ctx context.Context) error {
+	_, err := openStream(ctx, p.js, p.cfg.jsConfig())
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -106,6 +107,57 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 	}
 	return s, nil
+}
+
+// ErrStreamMissing means a stream does not exist and this client may not
+// create it: streams belong to the operator role (natsauth.Operator),
+// whose step `origin streams` creates and updates them. A component with
+// its own role's credentials retries until the operator has run it.
+var ErrStreamMissing = errors.New("stream missing: only the operator role creates streams (run `origin streams` with operator credentials)")
+
+// createTimeout bounds the create attempt on a missing stream: a client
+// without the operator's permission gets no answer (the server drops the
+// request as a permissions violation) and waits this long.
+const createTimeout = 2 * time.Second
+
+// openStream returns the stream sc names. If it does not exist it tries
+// to create it with sc, which only a client with the operator's
+// permissions can (the embedded dev server's origin, tests); any other
+// gets ErrStreamMissing. It never changes an existing stream: that is the
+// operator's step (EnsureStream, `origin streams`).
+func openStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, sc.Name)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
+	s, err = js.CreateStream(cctx, sc)
+	switch {
+	case err == nil:
+		return s, nil
+	case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+		return js.Stream(ctx, sc.Name)
+	}
+	return nil, fmt.Errorf("stream %s: %w (create: %v)", sc.Name, ErrStreamMissing, err)
+}
+
+// EnsureStreams is the operator's step: it creates both streams, or
+// updates them to these configurations. It needs the operator role's
+// permissions (natsauth.Operator).
+func EnsureStreams(ctx context.Context, nc *nats.Conn, links StreamConfig, clicks ClickStreamConfig) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := EnsureStream(ctx, js, links); err != nil {
+		return err
+	}
+	_, err = EnsureClickStream(ctx, js, clicks)
+	return err
 }
 
 // storageOf is the JetStream storage for a stream kept in memory or not.

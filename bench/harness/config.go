@@ -18,6 +18,15 @@ const (
 	SysBare302          = "bare302"
 	SysNginx            = "nginx"
 	SysGolink           = "golink"
+	// SysRedisPG is the design documents' reference architecture: an app
+	// server doing cache-aside against Redis in front of PostgreSQL
+	// (bench/cmd/redispg). It is measured for redirects and for creates.
+	SysRedisPG = "redis-pg"
+	// SysLinkpopBase is another build of the edge (Config.BaseEdge, for
+	// example the main branch's) on its own replica of the same stream, in
+	// the same rounds: an A/B of a hot-path change. Only measured when
+	// asked for.
+	SysLinkpopBase = "linkpop-base"
 )
 
 // Distribution names of request streams.
@@ -38,7 +47,7 @@ const (
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
-	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink}
+	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink, SysRedisPG}
 	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation}
 )
 
@@ -99,6 +108,10 @@ type Config struct {
 	// (distribution, connections); medians are over rounds. The default is
 	// 3.
 	Rounds int
+
+	// BaseEdge is the binary of another edge build measured as
+	// SysLinkpopBase. The default ("") measures none.
+	BaseEdge string
 
 	// Wrk, Nginx, Golink and Taskset are the paths of those programs. The
 	// default ("") looks wrk, nginx and taskset up in PATH (and /usr/sbin)
@@ -164,7 +177,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ZipfS %v: must be > 1", c.ZipfS))
 	}
 	for _, s := range c.Systems {
-		if !slices.Contains(AllSystems, s) {
+		if s == SysLinkpopBase && c.BaseEdge == "" {
+			errs = append(errs, fmt.Errorf("system %s needs BaseEdge", s))
+		}
+		if !slices.Contains(AllSystems, s) && s != SysLinkpopBase {
 			errs = append(errs, fmt.Errorf("unknown system %q", s))
 		}
 	}

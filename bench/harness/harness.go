@@ -55,6 +55,9 @@ type harness struct {
 
 	edge1  *edgeProc
 	origin *originProc
+	// redispg is the reference architecture, kept running from the
+	// redirect section to the writes section.
+	redispg *redisPG
 
 	// http asks the servers directly (checks, polls, admin); it never
 	// follows a redirect.
@@ -223,6 +226,9 @@ func (h *harness) cleanup() {
 	h.mu.Lock()
 	procs := slices.Clone(h.procs)
 	h.mu.Unlock()
+	if h.redispg != nil {
+		h.redispg.stop() // PostgreSQL wants SIGINT
+	}
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop(syscall.SIGTERM, 15*time.Second)
 	}

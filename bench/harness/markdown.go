@@ -16,6 +16,9 @@ func (r *Report) Markdown() string {
 	p("### linkpop benchmark, %s (%s mode)\n\n", r.StartedAt, r.Mode)
 	p("Machine: %d × %s, %s RAM, %s, %s; load average %s at the start, %s at the end. Load generator: %s. Command: `%s`.\n\n",
 		m.CPUs, orDash(m.CPUModel), bytesStr(m.MemoryBytes), orDash(m.Kernel), m.GoVersion, orDash(m.LoadAvgStart), orDash(m.LoadAvgEnd), orDash(m.Wrk), r.Command)
+	if m.Redis != "" || m.PostgreSQL != "" {
+		p("Reference architecture: %s; %s.\n\n", orDash(m.Redis), orDash(m.PostgreSQL))
+	}
 	p("%s links, base62 codes of %d characters (%d case-insensitive collisions in the first draw, redrawn: nginx map keys and golink IDs ignore case). ",
 		num(r.Dataset.Links), r.Dataset.CodeLength, r.Dataset.CaseCollisions)
 	p("Pinning: %s.\n\n", r.Settings.Pinning)
@@ -31,38 +34,46 @@ func (r *Report) Markdown() string {
 				keys = append(keys, k)
 			}
 		}
-		p("| distribution | conns | system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | CPU/req vs bare302 | wrk CPU | peak RSS | ≥400 / socket errors |\n")
-		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("Load average at the start of the section %s, at the end %s.\n\n", orDash(rr.LoadAvgStart), orDash(rr.LoadAvgEnd))
+		p("| distribution | conns | system | req/s | ratio to bare302 | ratio to linkpop | p50 ms | p99 ms | p99.9 ms | Δp99 ms | server CPU | CPU µs/req | CPU/req vs bare302 | wrk CPU | peak RSS | PSS | ≥400 / socket errors |\n")
+		p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, k := range keys {
 			for _, s := range rr.Summary {
 				if s.Distribution+"\x00"+strconv.Itoa(s.Connections) != k {
 					continue
 				}
-				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f× | %.2f | %s | %d / %d |\n",
-					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.P50Ms, s.P99Ms, s.P999Ms,
-					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.RatioCPU, s.LoadCPUCores, bytesStr(s.PeakRSS), s.StatusErrors, s.SocketErrors)
+				p("| %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f | %.2f× | %.2f | %s | %s | %d / %d |\n",
+					s.Distribution, s.Connections, s.System, num(int(s.RPS)), s.RatioRPS, s.RatioLinkpop, s.P50Ms, s.P99Ms, s.P999Ms,
+					s.P99DeltaMs, s.CPUCores, s.CPUMicros, s.RatioCPU, s.LoadCPUCores, bytesStr(s.PeakRSS), bytesStr(s.PSS), s.StatusErrors, s.SocketErrors)
 			}
 		}
 		if c := rr.Cold; c != nil {
 			l, b := c.Linkpop, c.Bare302
-			p("\nEdge just restarted (hot cache and Pebble block cache empty; each request in the run is the first for its code and is read from the replica), %s, %d connections, one run each:\n\n", c.Distribution, c.Connections)
+			p("\nEdge just restarted (hot cache and Pebble block cache empty; each request in the run is the first for its code and is read from the replica), %s, %d connections, one run each; redis-pg right after FLUSHALL (each request a Redis miss, a SELECT and a SET):\n\n", c.Distribution, c.Connections)
 			p("| system | req/s | ratio to bare302 | p50 ms | p99 ms | p99.9 ms | server CPU | CPU µs/req | wrk CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-			for _, x := range []RedirectRun{l, b} {
+			rows := []RedirectRun{l, b}
+			if c.RedisPG != nil {
+				rows = append(rows, *c.RedisPG)
+			}
+			for _, x := range rows {
 				ratio := 1.0
-				if x.System == SysLinkpop {
+				switch x.System {
+				case SysLinkpop:
 					ratio = c.RatioRPS
+				case SysRedisPG:
+					ratio = c.RatioRedisPG
 				}
 				p("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", x.System, num(int(x.RPS)), ratio,
 					float64(x.P50US)/1e3, float64(x.P99US)/1e3, float64(x.P999US)/1e3, x.CPUCores, x.CPUMicrosPerRequest, x.LoadCPUCores)
 			}
 		}
-		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---|\n", num(r.Dataset.Links))
+		p("\n| system | what runs | load with %s links | start with links loaded | RSS loaded | PSS loaded | check (status mix) |\n|---|---|---:|---:|---:|---:|---|\n", num(r.Dataset.Links))
 		for _, s := range rr.Systems {
 			check := mix(s.Verify)
 			if s.Skipped != "" {
 				check = "not measured: " + s.Skipped
 			}
-			p("| %s | %s | %s | %s | %s | %s |\n", s.Name, mdEscape(s.Description), secs(s.LoadSeconds), secs(s.StartSeconds), bytesStr(s.MemoryLoaded.RSS), mdEscape(check))
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", s.Name, mdEscape(s.Description), secs(s.LoadSeconds), secs(s.StartSeconds), bytesStr(s.MemoryLoaded.RSS), bytesStr(s.MemoryLoaded.PSS), mdEscape(check))
 		}
 		for _, s := range rr.Systems {
 			for _, n := range s.Notes {
@@ -111,10 +122,25 @@ func (r *Report) Markdown() string {
 	}
 
 	if w := r.Writes; w != nil {
-		p("#### Origin writes: creates through the API, each acknowledged after a synced commit\n\n")
-		p("| concurrency | creates/s | p50 ms | p99 ms | max ms | outbox → stream drain after the run | statuses |\n|---:|---:|---:|---:|---:|---:|---|\n")
-		for _, run := range w.Runs {
-			p("| %d | %s | %.2f | %.2f | %.2f | %.1f ms | %s |\n", run.Concurrency, num(int(run.PerSecond)), run.P50Ms, run.P99Ms, run.MaxMs, run.DrainMs, mix(run.Statuses))
+		p("#### Creates: each acknowledged after a synced commit, %d alternated rounds, medians\n\n", r.Settings.Rounds)
+		p("linkpop: `POST /v1/links` on the origin (Pebble group commit, outbox → relay → JetStream); CPU and RSS are the origin process's (the JetStream server runs inside the harness and is not counted). redis-pg: `POST /v1/links` on the reference app, one `INSERT` with synchronous_commit=on; CPU and RSS are the whole system's (app + Redis + every PostgreSQL process). Neither is pinned; the client is the harness (Go net/http, keep-alive). Ratio: linkpop's creates/s over the reference's in the same round. Load average at the start of the section %s, at the end %s.\n\n", orDash(w.LoadAvgStart), orDash(w.LoadAvgEnd))
+		p("| concurrency | system | creates/s | linkpop ÷ this | p50 ms | p99 ms | CPU cores | CPU µs/create | RSS | PSS | creates per fsync | outbox → stream drain | statuses |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, s := range w.Summary {
+			ratio, perCommit, drain := "-", "-", "-"
+			if s.LinkpopRatio > 0 {
+				ratio = fmt.Sprintf("%.2f", s.LinkpopRatio)
+			}
+			if s.CreatesPerCommit > 0 {
+				perCommit = fmt.Sprintf("%.1f", s.CreatesPerCommit)
+			}
+			if s.System == SysLinkpop {
+				drain = fmt.Sprintf("%.1f ms", s.DrainMs)
+			}
+			p("| %d | %s | %s | %s | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %s |\n", s.Concurrency, s.System, num(int(s.PerSecond)), ratio,
+				s.P50Ms, s.P99Ms, s.CPUCores, s.CPUMicrosPerCreate, bytesStr(s.RSS), bytesStr(s.PSS), perCommit, drain, mix(s.Statuses))
+		}
+		for _, k := range slices.Sorted(maps.Keys(w.Skipped)) {
+			p("\n%s not measured: %s\n", k, mdEscape(w.Skipped[k]))
 		}
 		p("\n")
 	}

@@ -28,6 +28,15 @@ type proc struct {
 // start runs bin with args and env added to the harness's environment,
 // pinned to cpu when cpu >= 0 and taskset is available. Output goes to WorkDir/logs/<name>.log.
 func (h *harness) start(name string, cpu int, env []string, bin string, args ...string) (*proc, error) {
+	return h.startCmd(name, cpu, env, nil, bin, args...)
+}
+
+// startAs is start as another user (PostgreSQL refuses to run as root).
+func (h *harness) startAs(name string, cpu int, cred *syscall.Credential, bin string, args ...string) (*proc, error) {
+	return h.startCmd(name, cpu, nil, cred, bin, args...)
+}
+
+func (h *harness) startCmd(name string, cpu int, env []string, cred *syscall.Credential, bin string, args ...string) (*proc, error) {
 	if err := os.MkdirAll(filepath.Join(h.cfg.WorkDir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
@@ -44,6 +53,7 @@ func (h *harness) start(name string, cpu int, env []string, bin string, args ...
 	cmd := exec.Command(path, argv...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = procAttr()
+	cmd.SysProcAttr.Credential = cred
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -201,10 +211,13 @@ func cpuSeconds(pids []int) float64 {
 }
 
 // memory is resident memory in bytes: now (VmRSS) and peak (VmHWM),
-// summed over processes.
+// summed over processes, and PSS (smaps_rollup), which counts a page
+// shared by several processes (PostgreSQL's shared buffers, nginx's map)
+// once in all: the sum of RSS counts it in each.
 type memory struct {
 	RSS  int64 `json:"rss_bytes"`
 	Peak int64 `json:"peak_rss_bytes"`
+	PSS  int64 `json:"pss_bytes"`
 }
 
 func readMemory(pids []int) memory {
@@ -229,6 +242,17 @@ func readMemory(pids []int) memory {
 				m.RSS += kb << 10
 			case "VmHWM":
 				m.Peak += kb << 10
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+					if f := strings.Fields(v); len(f) > 0 {
+						kb, _ := strconv.ParseInt(f[0], 10, 64)
+						m.PSS += kb << 10
+					}
+					break
+				}
 			}
 		}
 	}

@@ -19,12 +19,16 @@ func (h *harness) redirect() error {
 	if h.wrk == "" {
 		return fmt.Errorf("wrk not found: %w", errSkipped)
 	}
-	r := &RedirectReport{}
+	r := &RedirectReport{LoadAvgStart: loadAvg()}
+	defer func() { r.LoadAvgEnd = loadAvg() }()
 	h.rep.Redirect = r
 	var servers []*server
+	// linkpop's edge and the reference architecture stay up for later
+	// sections; the harness stops them at the end.
+	keep := func(s *server) bool { return s.name == SysLinkpop || s.name == SysRedisPG }
 	defer func() {
 		for _, s := range servers {
-			if s.name != SysLinkpop {
+			if !keep(s) {
 				s.stop()
 			}
 		}
@@ -40,6 +44,9 @@ func (h *harness) redirect() error {
 			info.Verify, info.VerifyErrors = h.verify(s)
 			if len(info.VerifyErrors) > 0 {
 				info.Skipped = "wrong answers: " + info.VerifyErrors[0]
+				if s.name == SysRedisPG {
+					h.redispg = nil
+				}
 				if s.name != SysLinkpop {
 					s.stop()
 				}
@@ -119,7 +126,7 @@ func (h *harness) warmup(r *RedirectReport, s *server, dist string) error {
 	}
 	r.Runs = append(r.Runs, run)
 	left := int64(h.cfg.PathsPerFile) - run.Wrk.Requests
-	if (s.name != SysLinkpop && s.name != SysLinkpopAnalytics) || left <= 0 || run.RPS <= 0 {
+	if !cachesPerLink(s.name) || left <= 0 || run.RPS <= 0 {
 		return nil
 	}
 	d := time.Duration(float64(left) / run.RPS * float64(time.Second))
@@ -130,6 +137,13 @@ func (h *harness) warmup(r *RedirectReport, s *server, dist string) error {
 	}
 	r.Runs = append(r.Runs, run)
 	return nil
+}
+
+// cachesPerLink reports whether a system fills a per-link cache as it is
+// asked (linkpop's hot cache, the reference's Redis), so its warm-up walks
+// the whole request stream.
+func cachesPerLink(name string) bool {
+	return name == SysLinkpop || name == SysLinkpopAnalytics || name == SysLinkpopBase || name == SysRedisPG
 }
 
 // maxWarmWalk bounds linkpop's walk of a request stream during warm-up.
@@ -173,6 +187,20 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 	if c.Bare302.RPS > 0 {
 		c.RatioRPS = c.Linkpop.RPS / c.Bare302.RPS
 	}
+	if rp := h.redispg; rp != nil {
+		h.log.Info("cold: Redis flushed, every code a miss to PostgreSQL")
+		if err := rp.flushRedis(); err != nil {
+			return fmt.Errorf("cold redis-pg: %w", err)
+		}
+		run, err := h.measure(rp.server(), DistUniform, conns, 0, 0, h.cfg.Duration)
+		if err != nil {
+			return err
+		}
+		c.RedisPG = &run
+		if c.Bare302.RPS > 0 {
+			c.RatioRedisPG = run.RPS / c.Bare302.RPS
+		}
+	}
 	r.Cold = c
 	if r.ProfileSkipped != "" {
 		return nil
@@ -188,6 +216,26 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 	pr.System = SysLinkpop + ", restarted (hot cache empty)"
 	r.Profiles = append(r.Profiles, pr)
 	return nil
+}
+
+// startBaseEdge starts the other edge build on a fresh replica and waits
+// until it has the whole stream.
+func (h *harness) startBaseEdge(info *SystemInfo) (*server, error) {
+	begin := time.Now()
+	e, err := h.startEdgeBin(h.cfg.BaseEdge, "edge-base", filepath.Join(h.cfg.WorkDir, "edge-base"), h.cfg.ServerCPU)
+	if err != nil {
+		return nil, err
+	}
+	_, caught, err := h.waitEdge(h.ctx, e, begin, h.rep.Bootstrap.StreamLastSeq, 30*time.Minute)
+	if err != nil {
+		e.stop()
+		return nil, fmt.Errorf("base edge: %w", err)
+	}
+	info.LoadSeconds = h.rep.Bootstrap.PublishSeconds + caught.Seconds()
+	info.StartSeconds = caught.Seconds()
+	s := e.server
+	s.name = SysLinkpopBase
+	return &s, nil
 }
 
 // startAnalyticsEdge starts an edge with click analytics on a fresh
@@ -261,6 +309,16 @@ func (h *harness) startSystem(info *SystemInfo) (*server, error) {
 		info.LoadSeconds = (gen + took).Seconds()
 		info.Notes = append(info.Notes, fmt.Sprintf("map file written in %.1f s; nginx builds the map hash on every start", gen.Seconds()))
 		return s, nil
+	case SysLinkpopBase:
+		info.Description = "another build of the edge (" + h.cfg.BaseEdge + "), its own replica bootstrapped from the same stream: the A/B of a hot-path change"
+		return h.startBaseEdge(info)
+	case SysRedisPG:
+		rp, err := h.startRedisPG(info)
+		if err != nil {
+			return nil, err
+		}
+		h.redispg = rp
+		return rp.server(), nil
 	case SysGolink:
 		if h.golink == "" {
 			return nil, fmt.Errorf("golink binary not found (bench/run.sh builds it; BENCH_SKIP_GOLINK=1 skips it)")
@@ -363,6 +421,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 		round int
 	}
 	bare := map[rk]RedirectRun{}
+	lp := map[rk]RedirectRun{}
 	var keys []key
 	var systems []string
 	for _, r := range runs {
@@ -379,11 +438,14 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 		if r.System == SysBare302 {
 			bare[rk{k, r.Round}] = r
 		}
+		if r.System == SysLinkpop {
+			lp[rk{k, r.Round}] = r
+		}
 	}
 	var out []RedirectSummary
 	for _, k := range keys {
 		for _, sys := range systems {
-			var rps, p50, p99, p999, cpu, cpuReq, load, ratio, delta, cpuRatio []float64
+			var rps, p50, p99, p999, cpu, cpuReq, load, ratio, delta, cpuRatio, lpRatio []float64
 			s := RedirectSummary{Distribution: k.dist, Connections: k.conns, System: sys}
 			for _, r := range runs {
 				if r.Round < 0 || r.System != sys || r.Distribution != k.dist || r.Connections != k.conns {
@@ -398,8 +460,12 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 				cpuReq = append(cpuReq, r.CPUMicrosPerRequest)
 				load = append(load, r.LoadCPUCores)
 				s.PeakRSS = max(s.PeakRSS, r.Memory.Peak)
+				s.PSS = max(s.PSS, r.Memory.PSS)
 				s.StatusErrors += r.StatusErrors
 				s.SocketErrors += r.SocketErrors
+				if l, ok := lp[rk{k, r.Round}]; ok && l.RPS > 0 {
+					lpRatio = append(lpRatio, r.RPS/l.RPS)
+				}
 				if b, ok := bare[rk{k, r.Round}]; ok && b.RPS > 0 {
 					ratio = append(ratio, r.RPS/b.RPS)
 					delta = append(delta, float64(r.P99US-b.P99US)/1e3)
@@ -414,6 +480,7 @@ func summarize(runs []RedirectRun) []RedirectSummary {
 			s.RPS, s.P50Ms, s.P99Ms, s.P999Ms = median(rps), median(p50), median(p99), median(p999)
 			s.CPUCores, s.CPUMicros, s.LoadCPUCores = median(cpu), median(cpuReq), median(load)
 			s.RatioRPS, s.P99DeltaMs, s.RatioCPU = median(ratio), median(delta), median(cpuRatio)
+			s.RatioLinkpop = median(lpRatio)
 			out = append(out, s)
 		}
 	}

@@ -54,6 +54,8 @@ type Machine struct {
 	Wrk          string `json:"wrk,omitempty"`
 	Nginx        string `json:"nginx,omitempty"`
 	Golink       string `json:"golink,omitempty"`
+	Redis        string `json:"redis,omitempty"`
+	PostgreSQL   string `json:"postgresql,omitempty"`
 }
 
 // Settings is the effective configuration of a run.
@@ -105,6 +107,9 @@ type RedirectReport struct {
 	ProfileSkipped string     `json:"profile_skipped,omitempty"`
 	// Cold is the edge right after a restart, next to bare302.
 	Cold *ColdReport `json:"cold,omitempty"`
+	// LoadAvg is /proc/loadavg when the section started and ended.
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
 }
 
 // ColdReport is one run of a just restarted edge (hot cache and block
@@ -116,6 +121,10 @@ type ColdReport struct {
 	Linkpop      RedirectRun `json:"linkpop"`
 	Bare302      RedirectRun `json:"bare302"`
 	RatioRPS     float64     `json:"ratio_rps_to_bare302"`
+	// RedisPG is the reference architecture right after FLUSHALL: every
+	// request a Redis miss, a SELECT and a SET.
+	RedisPG      *RedirectRun `json:"redis_pg,omitempty"`
+	RatioRedisPG float64      `json:"ratio_redis_pg_to_bare302,omitempty"`
 }
 
 // RedirectRun is one wrk run against one system.
@@ -157,13 +166,18 @@ type RedirectSummary struct {
 	CPUMicros    float64 `json:"cpu_us_per_request"`
 	LoadCPUCores float64 `json:"load_cpu_cores"`
 	PeakRSS      int64   `json:"peak_rss_bytes"`
+	// PSS is the largest proportional set size after a run: the memory
+	// of a multi-process system counted once.
+	PSS int64 `json:"pss_bytes"`
 	// RatioRPS is the median over rounds of this system's requests/s
 	// divided by bare302's in the same round; P99DeltaMs likewise for
 	// p99 minus bare302's p99, and RatioCPU for CPU time per request
 	// (steadier than requests/s when other processes take CPU time).
-	RatioRPS     float64 `json:"ratio_rps_to_bare302"`
-	P99DeltaMs   float64 `json:"p99_delta_ms_to_bare302"`
-	RatioCPU     float64 `json:"ratio_cpu_per_request_to_bare302"`
+	RatioRPS   float64 `json:"ratio_rps_to_bare302"`
+	P99DeltaMs float64 `json:"p99_delta_ms_to_bare302"`
+	RatioCPU   float64 `json:"ratio_cpu_per_request_to_bare302"`
+	// RatioLinkpop is likewise this system's requests/s over linkpop's.
+	RatioLinkpop float64 `json:"ratio_rps_to_linkpop"`
 	StatusErrors int64   `json:"status_errors"`
 	SocketErrors int64   `json:"socket_errors"`
 }
@@ -234,17 +248,28 @@ type CatchupReport struct {
 	ChangesPerSecond float64 `json:"applied_per_second"`
 }
 
-// WritesReport is creates through the origin API.
+// WritesReport is creates through the origin API and, when it runs,
+// through the reference architecture (redis-pg), alternated in rounds.
 type WritesReport struct {
-	Runs []WriteRun `json:"runs"`
+	Runs    []WriteRun     `json:"runs"`
+	Summary []WriteSummary `json:"summary"`
 	// RelayMetrics are the origin's relay/outbox metric lines after the
 	// runs.
 	RelayMetrics []string `json:"relay_metrics,omitempty"`
+	// RedisPGPIDs says which processes the reference's CPU and RSS cover.
+	RedisPGPIDs string `json:"redis_pg_processes,omitempty"`
+	// Skipped maps a system to why it was not measured.
+	Skipped map[string]string `json:"skipped,omitempty"`
+	// LoadAvg is /proc/loadavg when the section started and ended.
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
 }
 
-// WriteRun is one concurrency level.
+// WriteRun is one system at one concurrency in one round.
 type WriteRun struct {
+	System      string         `json:"system"`
 	Concurrency int            `json:"concurrency"`
+	Round       int            `json:"round"`
 	Seconds     float64        `json:"seconds"`
 	Created     int            `json:"created"`
 	Statuses    map[string]int `json:"statuses"`
@@ -252,9 +277,40 @@ type WriteRun struct {
 	P50Ms       float64        `json:"p50_ms"`
 	P99Ms       float64        `json:"p99_ms"`
 	MaxMs       float64        `json:"max_ms"`
+	// CPUCores and CPUMicrosPerCreate are the system's CPU during the run:
+	// linkpop the origin process (the JetStream server it publishes to
+	// runs inside the harness and is not counted); redis-pg the app, Redis
+	// and every PostgreSQL process.
+	CPUCores           float64 `json:"cpu_cores"`
+	CPUMicrosPerCreate float64 `json:"cpu_us_per_create"`
+	Memory             memory  `json:"memory"`
+	// CreatesPerCommit is linkpop's creates per group commit (one fsync
+	// each) during the run, from linkpop_store_commit_batch_size.
+	CreatesPerCommit float64 `json:"creates_per_commit,omitempty"`
 	// DrainMs is from the last acknowledged create to the stream holding
-	// every event of the run (outbox → relay → stream).
-	DrainMs float64 `json:"drain_ms"`
+	// every event of the run (outbox → relay → stream); linkpop only.
+	DrainMs float64 `json:"drain_ms,omitempty"`
+}
+
+// WriteSummary is the median over rounds of one system at one
+// concurrency.
+type WriteSummary struct {
+	System             string         `json:"system"`
+	Concurrency        int            `json:"concurrency"`
+	Rounds             int            `json:"rounds"`
+	PerSecond          float64        `json:"creates_per_second"`
+	P50Ms              float64        `json:"p50_ms"`
+	P99Ms              float64        `json:"p99_ms"`
+	CPUCores           float64        `json:"cpu_cores"`
+	CPUMicrosPerCreate float64        `json:"cpu_us_per_create"`
+	RSS                int64          `json:"rss_bytes"`
+	PSS                int64          `json:"pss_bytes"`
+	CreatesPerCommit   float64        `json:"creates_per_commit,omitempty"`
+	DrainMs            float64        `json:"drain_ms,omitempty"`
+	Statuses           map[string]int `json:"statuses"`
+	// LinkpopRatio is, per round, linkpop's creates/s divided by this
+	// system's at the same concurrency; the median (0 for linkpop).
+	LinkpopRatio float64 `json:"linkpop_ratio,omitempty"`
 }
 
 // PropagationReport is create/deactivate → visible on every edge.

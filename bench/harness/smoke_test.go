@@ -25,7 +25,7 @@ func TestSmoke(t *testing.T) {
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator),
 		"github.com/linkpop/linkpop/cmd/edge", "github.com/linkpop/linkpop/cmd/origin",
-		"github.com/linkpop/linkpop/bench/cmd/bare302")
+		"github.com/linkpop/linkpop/bench/cmd/bare302", "github.com/linkpop/linkpop/bench/cmd/redispg")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -38,11 +38,17 @@ func TestSmoke(t *testing.T) {
 	} else {
 		t.Log("nginx not installed: the nginx reference is not smoke-tested (.ci/run installs it)")
 	}
+	refErr := harness.RedisPGAvailable()
+	if refErr == nil {
+		systems = append(systems, harness.SysRedisPG)
+	} else {
+		t.Logf("SKIP redis-pg reference (the redirect rows and the creates): %v", refErr)
+	}
 	if !haveWrk {
 		t.Log("wrk not installed: the redirect and flood sections must report themselves skipped (.ci/run installs wrk)")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cfg := harness.Config{
 		BinDir:                     bin,
@@ -147,7 +153,33 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, r := range rep.Writes.Runs {
 		if r.Created == 0 {
-			t.Errorf("writes c=%d: nothing created: %v", r.Concurrency, r.Statuses)
+			t.Errorf("writes %s c=%d: nothing created: %v", r.System, r.Concurrency, r.Statuses)
+		}
+		if r.CPUMicrosPerCreate <= 0 || r.Memory.RSS <= 0 {
+			t.Errorf("writes %s c=%d: CPU %.0f µs/create, RSS %d", r.System, r.Concurrency, r.CPUMicrosPerCreate, r.Memory.RSS)
+		}
+	}
+	if refErr == nil {
+		// The reference ran in both sections, with its whole system's
+		// CPU and memory, and a cold-Redis run.
+		var wrote bool
+		for _, s := range rep.Writes.Summary {
+			if s.System == harness.SysRedisPG {
+				wrote = s.PerSecond > 0 && s.LinkpopRatio > 0 && s.PSS > 0
+			}
+		}
+		if !wrote {
+			t.Errorf("writes: no redis-pg summary with creates, a ratio and PSS: %+v (skipped %v)", rep.Writes.Summary, rep.Writes.Skipped)
+		}
+		if haveWrk {
+			if c := rep.Redirect.Cold; c == nil || c.RedisPG == nil || c.RedisPG.RPS <= 0 || c.RedisPG.StatusErrors != 0 {
+				t.Errorf("cold redis-pg run missing or wrong: %+v", c)
+			}
+			for _, s := range rep.Redirect.Summary {
+				if s.System == harness.SysRedisPG && (s.RatioLinkpop <= 0 || s.PSS <= 0) {
+					t.Errorf("redis-pg summary lacks its ratio to linkpop or PSS: %+v", s)
+				}
+			}
 		}
 	}
 	if c := rep.Catchup; c.CaughtUpSeconds <= 0 {
@@ -157,7 +189,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("footprint: %+v", f)
 	}
 	md := rep.Markdown()
-	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Origin writes", "Propagation"}
+	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Creates", "Propagation"}
 	if haveWrk {
 		heads = append(heads, "Redirects", "Negative flood")
 	}

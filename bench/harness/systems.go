@@ -20,14 +20,29 @@ type server struct {
 	p    *proc
 	// stopSig stops the server gracefully.
 	stopSig syscall.Signal
+	// sys is the reference architecture's processes behind the app (nil
+	// for a single-process system).
+	sys *redisPG
 }
 
 func (s *server) url() string { return "http://" + s.addr + "/" }
 
-// pids are the server's processes (nginx: master and worker).
-func (s *server) pids() []int { return procTree(s.p.pid()) }
+// pids are the server's processes (nginx: master and worker; redis-pg:
+// the app, Redis and PostgreSQL).
+func (s *server) pids() []int {
+	if s.sys != nil {
+		return s.sys.pids()
+	}
+	return procTree(s.p.pid())
+}
 
-func (s *server) stop() { s.p.stop(s.stopSig, 20*time.Second) }
+func (s *server) stop() {
+	if s.sys != nil {
+		s.sys.stop()
+		return
+	}
+	s.p.stop(s.stopSig, 20*time.Second)
+}
 
 // SystemInfo describes one system of the redirect section.
 type SystemInfo struct {
@@ -344,6 +359,11 @@ type edgeStatus struct {
 // startEdge starts bin/edge on dataDir (kept across restarts) with fresh
 // ports.
 func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
+	return h.startEdgeBin(filepath.Join(h.cfg.BinDir, "edge"), name, dataDir, cpu, extra...)
+}
+
+// startEdgeBin is startEdge with another edge binary.
+func (h *harness) startEdgeBin(bin, name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -354,7 +374,7 @@ func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*ed
 	}
 	args := append([]string{"-listen", addr, "-admin", admin, "-data", dataDir, "-nats", h.natsURL,
 		"-node", name, "-log-level", "warn"}, extra...)
-	p, err := h.start(name, cpu, nil, filepath.Join(h.cfg.BinDir, "edge"), args...)
+	p, err := h.start(name, cpu, nil, bin, args...)
 	if err != nil {
 		return nil, err
 	}

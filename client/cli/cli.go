@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // Exit codes.
@@ -38,6 +40,10 @@ const (
 	EnvConfig  = "LINKPOP_CONFIG"
 	DefaultAPI = "http://127.0.0.1:8081"
 )
+
+// EnvCAFile names a PEM file of the CAs an https origin is verified
+// against (default: the system's roots).
+const EnvCAFile = "LINKPOP_CA_FILE"
 
 // Version is the CLI's version, set by the build (-ldflags -X).
 var Version = "dev"
@@ -259,7 +265,15 @@ func (a *app) connect() (*client.Client, error) {
 	}
 	api := first(a.apiFlag, a.io.Getenv(EnvAPI), fc.API, DefaultAPI)
 	key := first(a.keyFlag, a.io.Getenv(EnvKey), fc.Key)
-	c, err := client.New(client.Config{BaseURL: api, Key: key, UserAgent: "linkpop-cli/" + Version})
+	cc := client.Config{BaseURL: api, Key: key, UserAgent: "linkpop-cli/" + Version}
+	if ca := a.io.Getenv(EnvCAFile); ca != "" {
+		tc, err := tlsconf.Client(ca)
+		if err != nil {
+			return nil, &usageError{fmt.Errorf("$%s: %w", EnvCAFile, err)}
+		}
+		cc.HTTPClient = &http.Client{Timeout: client.DefaultTimeout, Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	}
+	c, err := client.New(cc)
 	if err != nil {
 		return nil, &usageError{fmt.Errorf("--api %q: want an http or https URL such as %s", api, DefaultAPI)}
 	}

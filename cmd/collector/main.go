@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"github.com/linkpop/linkpop/cmd/internal/natsflag"
 	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -29,17 +30,15 @@ import (
 func main() {
 	fs := flag.NewFlagSet("collector", flag.ExitOnError)
 	var (
-		data, admin, natsURLs, natsCreds, natsToken string
-		stream, durable, edges                      string
-		streamReplicas                              int
-		minuteRet, hourRet, retireAfter, ackWait    time.Duration
-		logLevel, logFormat                         string
+		data, admin                              string
+		stream, durable, edges                   string
+		streamReplicas                           int
+		minuteRet, hourRet, retireAfter, ackWait time.Duration
+		logLevel, logFormat                      string
 	)
 	fs.StringVar(&data, "data", "", "data directory: the rollup store is DIR/collector (required)")
 	fs.StringVar(&admin, "admin", "127.0.0.1:9083", "admin listen address: /metrics /healthz")
-	fs.StringVar(&natsURLs, "nats", "nats://127.0.0.1:4222", "NATS server URLs, comma separated")
-	fs.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
-	fs.StringVar(&natsToken, "nats-token", "", "NATS auth token")
+	natsFlags := natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
 	fs.StringVar(&stream, "click-stream", "LINKPOP_CLICKS", "JetStream click stream name")
 	fs.IntVar(&streamReplicas, "click-stream-replicas", 1, "click stream replication factor (3 in production)")
 	fs.StringVar(&durable, "durable", "linkpop-collector", "durable consumer name; each collector of a partitioned fleet needs its own")
@@ -64,9 +63,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "collector: -data is required")
 		os.Exit(2)
 	}
+	natsCfg, err := natsFlags.Config(logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "collector:", err)
+		os.Exit(2)
+	}
 	cfg := collector.Config{
 		Dir:             filepath.Join(data, "collector"),
-		NATS:            replication.ConnConfig{URLs: cli.SplitList(natsURLs), CredsFile: natsCreds, Token: natsToken, Logger: logger},
+		NATS:            natsCfg,
 		Stream:          replication.ClickStreamConfig{Name: stream, Replicas: streamReplicas},
 		Durable:         durable,
 		Edges:           cli.SplitList(edges),

@@ -2,24 +2,26 @@
 // table, kept current from the NATS JetStream change stream.
 //
 //	edge -data DIR [-listen 127.0.0.1:8080] [-admin 127.0.0.1:9080] [-nats nats://127.0.0.1:4222]
-//	     [-origin URL -origin-key KEY] [-gossip-bind HOST:PORT -gossip-join HOST:PORT,...]
+//	     [-origin URL -origin-key-file FILE] [-gossip-bind HOST:PORT -gossip-join HOST:PORT,... -gossip-key-file FILE]
 //	     [-analytics-key-file FILE [-trusted-proxies CIDR,...] [-click-flush 1s]]
 //
 // Run "edge -h" for every flag.
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"github.com/linkpop/linkpop/cmd/internal/natsflag"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -35,14 +37,15 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	var (
 		listen        = fs.String("listen", edge.DefaultListen, "redirect listener `address`")
+		tlsCert       = fs.String("tls-cert", "", "PEM certificate `file` (chain first): the redirect listener speaks TLS only")
+		tlsKey        = fs.String("tls-key", "", "PEM `file` of the -tls-cert key")
+		originCA      = fs.String("origin-ca", "", "PEM `file` of the CAs an https -origin is verified against (default the system's)")
 		admin         = fs.String("admin", edge.DefaultAdminListen, "admin listener `address` (/metrics /healthz /readyz /status /digest, POST /resync /repair; operator-only, never public)")
 		data          = fs.String("data", "", "data `dir` holding the replica (required)")
-		natsURLs      = fs.String("nats", "nats://127.0.0.1:4222", "NATS `URLs`, comma separated")
-		natsCreds     = fs.String("nats-creds", "", "NATS credentials `file`")
-		natsToken     = fs.String("nats-token", "", "NATS `token`")
+		natsFlags     = natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
 		stream        = fs.String("stream", "LINKPOP_LINKS", "change stream `name`")
 		origin        = fs.String("origin", "", "origin API base `URL` asked about misses while the replica lags (empty disables)")
-		originKey     = fs.String("origin-key", "", "origin API `key` with links:read, for the fallback")
+		originKey     = cli.SecretVar(fs, "origin-key", "LINKPOP_ORIGIN_KEY", "origin API key with links:read, for the fallback", true)
 		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
 		maxStale      = fs.Duration("max-stale", edge.DefaultMaxStale, "`duration` without contact with the stream before the lag is considered unknown")
 		maxAge        = fs.Duration("max-age", edge.DefaultMaxAge, "Cache-Control max-age `duration` for 301/308 (at most 24h)")
@@ -52,8 +55,8 @@ func run(args []string) error {
 		node          = fs.String("node", "", "node `name` in gossip and /status (default host name and listen port)")
 		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
 		gossipJoin    = fs.String("gossip-join", "", "gossip `addresses` of PoP peers to join, comma separated")
-		analyticsKey  = fs.String("analytics-key", "", "click analytics `key` (at least 16 bytes, the same on every edge, never the API key); with it every GET redirect is recorded and shipped to the click stream")
-		analyticsFile = fs.String("analytics-key-file", "", "`file` holding the click analytics key (surrounding white space ignored)")
+		gossipKey     = cli.SecretVar(fs, "gossip-key", "LINKPOP_GOSSIP_KEY", "fleet gossip encryption keys, base64, one per line (the first encrypts, all decrypt; plaintext is refused)", false)
+		analyticsKey  = cli.SecretVar(fs, "analytics-key", "LINKPOP_ANALYTICS_KEY", "click analytics key (at least 16 bytes, the same on every edge, never the API key); with it every GET redirect is recorded and shipped to the click stream", true)
 		trusted       = fs.String("trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For / Forwarded name the client, comma separated")
 		clickStream   = fs.String("click-stream", "LINKPOP_CLICKS", "click stream `name`")
 		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the most a SIGKILL can lose)")
@@ -75,9 +78,27 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := analyticsKeyConfig(*analyticsKey, *analyticsFile)
+	key, inline, err := analyticsKey.Value()
 	if err != nil {
 		return err
+	}
+	warnInline(log, inline, analyticsKey)
+	okey, inline, err := originKey.Value()
+	if err != nil {
+		return err
+	}
+	warnInline(log, inline, originKey)
+	natsCfg, err := natsFlags.Config(log.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	var gossipKeys [][]byte
+	if gk, _, err := gossipKey.Value(); err != nil {
+		return err
+	} else if gk != "" {
+		if gossipKeys, err = edge.ParseGossipKeys([]byte(strings.ReplaceAll(gk, ",", "\n"))); err != nil {
+			return err
+		}
 	}
 	proxies, err := prefixes(*trusted)
 	if err != nil {
@@ -87,18 +108,16 @@ func run(args []string) error {
 		log.Info("click analytics off: no -analytics-key or -analytics-key-file")
 	}
 	srv, err := edge.New(edge.Config{
-		Listen:      *listen,
-		AdminListen: *admin,
-		DataDir:     *data,
-		NATS: replication.ConnConfig{
-			URLs:      cli.SplitList(*natsURLs),
-			CredsFile: *natsCreds,
-			Token:     *natsToken,
-			Logger:    log.With("component", "nats"),
-		},
+		Listen:               *listen,
+		AdminListen:          *admin,
+		DataDir:              *data,
+		NATS:                 natsCfg,
 		Stream:               replication.StreamConfig{Name: *stream},
 		OriginURL:            *origin,
-		OriginKey:            *originKey,
+		OriginKey:            okey,
+		OriginCAFile:         *originCA,
+		TLSCertFile:          *tlsCert,
+		TLSKeyFile:           *tlsKey,
 		LagThreshold:         lagThresholdConfig(*lagThreshold),
 		MaxStale:             *maxStale,
 		MaxAge:               *maxAge,
@@ -108,7 +127,8 @@ func run(args []string) error {
 		NodeName:             *node,
 		GossipBind:           *gossipBind,
 		GossipJoin:           cli.SplitList(*gossipJoin),
-		AnalyticsKey:         key,
+		GossipKeys:           gossipKeys,
+		AnalyticsKey:         []byte(key),
 		TrustedProxies:       proxies,
 		ClickStream:          replication.ClickStreamConfig{Name: *clickStream},
 		ClickFlush:           *clickFlush,
@@ -124,24 +144,11 @@ func run(args []string) error {
 	return srv.Run(ctx)
 }
 
-// analyticsKeyConfig returns the analytics key from the flag or the file
-// (not both).
-func analyticsKeyConfig(key, file string) ([]byte, error) {
-	switch {
-	case key != "" && file != "":
-		return nil, errors.New("give -analytics-key or -analytics-key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("analytics key: %w", err)
-		}
-		b = bytes.TrimSpace(b)
-		if len(b) == 0 {
-			return nil, fmt.Errorf("analytics key file %s is empty", file)
-		}
-		return b, nil
+// warnInline logs that secret s was given on the command line.
+func warnInline(log *slog.Logger, inline bool, s *cli.Secret) {
+	if inline {
+		log.Warn("the " + s.Name + " was given on the command line, where every local user can read it; use -" + s.Name + "-file or $" + s.Env)
 	}
-	return []byte(key), nil
 }
 
 // prefixes parses comma-separated CIDRs; a bare address is one host.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -71,8 +72,12 @@ type Config struct {
 }
 
 // adminKeyEnv is the environment variable the origin reads its bootstrap
-// admin key from.
-const adminKeyEnv = "LINKPOP_ADMIN_KEY"
+// admin key from; originKeyEnv the one the edges read their origin API key
+// from.
+const (
+	adminKeyEnv  = "LINKPOP_ADMIN_KEY"
+	originKeyEnv = "LINKPOP_ORIGIN_KEY"
+)
 
 // run starts the system, prints how to use it and keeps it running until
 // ctx is done, then stops it.
@@ -148,9 +153,17 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 	if err != nil {
 		return nil, err
 	}
-	analyticsKey, err := ensureAnalyticsKey(cfg.DataDir)
+	analyticsKey, err := ensureKeyFile(filepath.Join(cfg.DataDir, "analytics.key"), func() string { return rand.Text() + rand.Text() })
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("analytics key: %w", err)
+	}
+	gossipKey, err := ensureKeyFile(filepath.Join(cfg.DataDir, "gossip.key"), func() string {
+		k := make([]byte, 32) // AES-256
+		_, _ = rand.Read(k)   // never fails (crypto/rand)
+		return base64.StdEncoding.EncodeToString(k)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gossip key: %w", err)
 	}
 	s := &system{
 		cfg:       cfg,
@@ -171,10 +184,16 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 	}()
 
 	l := cfg.Layout
+	originData := filepath.Join(cfg.DataDir, "origin")
+	// Secrets never go on a command line (every local user reads those in
+	// ps): the admin key goes by environment, the others by file. The
+	// origin's embedded NATS runs with authentication on and writes each
+	// role's password under originData/nats-auth; the edges connect as
+	// the edge role with the edge's password file.
 	s.origin, err = s.spawn("origin", "origin", l.OriginAdmin, []string{
 		"-dev",
 		"-dev-nats-addr", l.NATS,
-		"-data", filepath.Join(cfg.DataDir, "origin"),
+		"-data", originData,
 		"-listen", l.OriginAPI,
 		"-admin", l.OriginAdmin,
 		"-base-url", "http://" + l.Edges[0].Listen + "/",
@@ -191,16 +210,18 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 			"-admin", e.Admin,
 			"-data", filepath.Join(cfg.DataDir, e.Name),
 			"-nats", "nats://" + l.NATS,
+			"-nats-user", "edge",
+			"-nats-password-file", filepath.Join(originData, "nats-auth", "edge.password"),
 			"-node", e.Name,
 			"-gossip-bind", e.Gossip,
+			"-gossip-key-file", gossipKey,
 			"-origin", "http://" + l.OriginAPI,
-			"-origin-key", key,
 			"-analytics-key-file", analyticsKey,
 		}
 		if i > 0 {
 			args = append(args, "-gossip-join", l.Edges[0].Gossip)
 		}
-		c, err := s.spawn(e.Name, "edge", e.Admin, args, nil)
+		c, err := s.spawn(e.Name, "edge", e.Admin, args, []string{originKeyEnv + "=" + key})
 		if err != nil {
 			return nil, err
 		}
@@ -384,26 +405,30 @@ func (s *system) all() []*child {
 	return append(cs, s.edges...)
 }
 
-// ensureAnalyticsKey returns DataDir/analytics.key, the click analytics
-// key every edge shares, created with a fresh random key on the first run.
-func ensureAnalyticsKey(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "analytics.key")
+// ensureKeyFile returns path, first writing a fresh key from gen to it
+// (mode 0600) if it does not exist or is empty: the edges' shared click
+// analytics key (DataDir/analytics.key) and gossip key (DataDir/gossip.key).
+func ensureKeyFile(path string, gen func() string) (string, error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil && strings.TrimSpace(string(b)) != "":
 		return path, nil
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("analytics key: %w", err)
+		return "", err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(rand.Text()+rand.Text()+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("analytics key: %w", err)
+	if err := os.WriteFile(tmp, []byte(gen()+"\n"), 0o600); err != nil {
+		return "", err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("analytics key: %w", err)
+		return "", err
 	}
 	return path, nil
 }
+
+// keyPath is the admin key's file when it did not come from the
+// environment.
+func (s *system) keyPath() string { return filepath.Join(s.cfg.DataDir, "admin.key") }
 
 func (s *system) logf(format string, args ...any) {
 	fmt.Fprintf(s.out, "%-*s | %s\n", s.nameWidth, "run", fmt.Sprintf(format, args...))
@@ -413,9 +438,15 @@ func (s *system) logf(format string, args ...any) {
 func (s *system) usage() string {
 	l := s.cfg.Layout
 	var b strings.Builder
-	key := shellQuote("Authorization: Bearer " + s.key)
+	// The key itself is never printed: the commands read it from where it
+	// is (a terminal's scrollback and a captured log are not secret).
+	keyRef := `"$` + adminKeyEnv + `"`
+	if s.keySource != adminKeyEnv {
+		keyRef = `"$(cat ` + shellQuote(s.keyPath()) + `)"`
+	}
+	key := `"Authorization: Bearer "` + keyRef
 	fmt.Fprintf(&b, "\nlinkpop is running (data in %s).\n\n", s.cfg.DataDir)
-	fmt.Fprintf(&b, "  admin key: %s   (%s)\n\n", s.key, s.keySource)
+	fmt.Fprintf(&b, "  admin key: in %s\n\n", s.keySource)
 	fmt.Fprintf(&b, "  dashboard: http://%s/   (sign in with the admin key)\n\n", l.OriginAPI)
 	fmt.Fprintf(&b, "  create a link:\n")
 	fmt.Fprintf(&b, "    curl -s -H %s -H 'Content-Type: application/json' \\\n", key)
@@ -425,7 +456,7 @@ func (s *system) usage() string {
 		cli = "./" + rel
 	}
 	fmt.Fprintf(&b, "  or with the CLI:\n")
-	fmt.Fprintf(&b, "    export LINKPOP_API=http://%s LINKPOP_KEY=%s\n", l.OriginAPI, shellQuote(s.key))
+	fmt.Fprintf(&b, "    export LINKPOP_API=http://%s LINKPOP_KEY=%s\n", l.OriginAPI, keyRef)
 	fmt.Fprintf(&b, "    %s create https://example.com/ --code hello\n", cli)
 	fmt.Fprintf(&b, "    %s list\n", cli)
 	fmt.Fprintf(&b, "  follow it on every edge (<code> is the \"code\" in the answer):\n")

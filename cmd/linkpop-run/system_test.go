@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,7 +140,7 @@ func TestSystem(t *testing.T) {
 		}
 	}()
 	usage := s.usage()
-	for _, want := range []string{s.key, "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C",
+	for _, want := range []string{"$(cat '" + filepath.Join(cfg.DataDir, "admin.key") + "')", "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C",
 		"LINKPOP_API=http://" + cfg.Layout.OriginAPI, "linkpop create https://example.com/ --code hello",
 		"dashboard: http://" + cfg.Layout.OriginAPI + "/"} {
 		if !strings.Contains(usage, want) {
@@ -209,6 +210,11 @@ func TestSystem(t *testing.T) {
 	if st, err = api.Stats(context.Background(), code, client.StatsQuery{}); err != nil || st.Clicks != 2 || len(st.Edges) != 2 {
 		t.Fatalf("stats of %s: clicks %d over edges %v (err %v), want 2 over both edges", code, st.Clicks, st.Edges, err)
 	}
+
+	// The system is in use (links made, redirects followed, clicks
+	// shipped): none of its secrets is on a command line of the
+	// processes it started, or in their logs.
+	checkSecretsHidden(t, s, out)
 
 	originPID := s.origin.cmd.Process.Pid
 	if err := syscall.Kill(originPID, syscall.SIGKILL); err != nil {
@@ -296,4 +302,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// checkSecretsHidden looks for every secret the running system uses (the
+// admin key, the analytics and gossip keys, every NATS role's password) in
+// /proc/PID/cmdline of each process it started and of this one, and in
+// everything they logged so far.
+func checkSecretsHidden(t *testing.T, s *system, out *syncBuffer) {
+	t.Helper()
+	secrets := map[string]string{"admin key": s.key}
+	read := func(name, path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		secrets[name] = strings.TrimSpace(string(b))
+	}
+	read("analytics key", filepath.Join(s.cfg.DataDir, "analytics.key"))
+	read("gossip key", filepath.Join(s.cfg.DataDir, "gossip.key"))
+	for _, role := range []string{"operator", "origin", "edge", "collector"} {
+		read("NATS "+role+" password", filepath.Join(s.cfg.DataDir, "origin", "nats-auth", role+".password"))
+	}
+	procs := map[string]int{"linkpop-run": os.Getpid()}
+	for _, c := range s.all() {
+		procs[c.name] = c.cmd.Process.Pid
+	}
+	for name, pid := range procs {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil && runtime.GOOS != "linux" {
+			t.Logf("no /proc/PID/cmdline on %s: the command lines are not checked", runtime.GOOS)
+			break
+		}
+		if err != nil {
+			t.Fatalf("cmdline of %s: %v", name, err)
+		}
+		if len(raw) == 0 {
+			t.Fatalf("cmdline of %s (pid %d) is empty", name, pid)
+		}
+		for what, v := range secrets {
+			if len(v) < 16 {
+				t.Fatalf("%s is only %d bytes: not a secret worth the check", what, len(v))
+			}
+			if bytes.Contains(raw, []byte(v)) {
+				t.Errorf("the %s is on the command line of %s (pid %d)", what, name, pid)
+			}
+		}
+	}
+	logs := out.String()
+	if !strings.Contains(logs, "edge-b") || !strings.Contains(logs, "origin") {
+		t.Fatalf("the captured output does not look like the system's logs:\n%s", logs)
+	}
+	for what, v := range secrets {
+		if strings.Contains(logs, v) {
+			t.Errorf("the %s is in the logs", what)
+		}
+	}
 }

@@ -4,11 +4,18 @@
 //
 //	origin -data DIR [-listen 127.0.0.1:8081] [-admin 127.0.0.1:9081] [-nats URLS] [-dev] ...
 //	origin republish -data DIR [-nats URLS] [-timeout 2m]
+//	origin streams -nats URLS -nats-user operator -nats-password-file FILE [-stream-replicas 3 -click-stream-replicas 3]
 //	origin verify [-api URL] [-key KEY | -key-file FILE] [-edges URLS] [-wait 10s] [-detail]
 //
 // `origin republish` re-publishes the whole link table into the stream and
 // exits; it opens the store itself, so the origin must be stopped first
 // (Pebble's directory lock refuses a second process).
+//
+// `origin streams` is the operator's step: with the operator role's NATS
+// credentials it creates the change and click streams, or updates them to
+// the flags' settings (replicas, storage). Only the operator role may; the
+// origin, edges and collector only open streams that exist (-dev creates
+// them in its embedded server itself).
 //
 // `origin verify` compares each edge's replica with the origin by
 // digest (the origin's GET /v1/digest, each edge's admin GET /digest) and
@@ -25,13 +32,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"github.com/linkpop/linkpop/cmd/internal/natsflag"
 	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
@@ -48,14 +55,15 @@ func main() {
 		os.Exit(code)
 	}
 	republish := len(args) > 0 && args[0] == "republish"
-	if republish {
+	streams := len(args) > 0 && args[0] == "streams"
+	if republish || streams {
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("origin", flag.ExitOnError)
 	opts := registerFlags(fs)
 	timeout := time.Duration(0)
-	if republish {
-		fs.Init("origin republish", flag.ExitOnError)
+	if republish || streams {
+		fs.Init("origin "+args0(republish), flag.ExitOnError)
 		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "give up when NATS or the stream are not reachable within this time")
 	}
 	_ = fs.Parse(args)
@@ -63,7 +71,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "origin: unexpected arguments %q\n", fs.Args())
 		os.Exit(2)
 	}
-	cfg, err := opts.config(fs)
+	cfg, err := opts.config(fs, !streams)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "origin:", err)
 		os.Exit(2)
@@ -71,6 +79,16 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if streams {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := origin.CreateStreams(ctx, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "origin streams:", err)
+			os.Exit(1)
+		}
+		fmt.Println("streams ready")
+		return
+	}
 	if republish {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -108,16 +126,25 @@ func run(ctx context.Context, cfg origin.Config) error {
 	return srv.Run(ctx)
 }
 
-// flags are the command line options shared by both modes.
+// args0 names the subcommand of the flag set.
+func args0(republish bool) string {
+	if republish {
+		return "republish"
+	}
+	return "streams"
+}
+
+// flags are the command line options shared by every mode.
 type flags struct {
 	listen, admin, data            string
-	natsURLs, natsCreds, natsToken string
+	tlsCert, tlsKey                string
+	nats, collectorNATS            *natsflag.Flags
+	adminKey                       *cli.Secret
 	stream                         string
 	streamReplicas                 int
 	streamMemory                   bool
 	baseURL                        string
 	codeLength                     int
-	adminKey                       string
 	blockedDomains                 string
 	dev                            bool
 	devNATSAddr                    string
@@ -137,17 +164,18 @@ const defaultNATS = "nats://127.0.0.1:4222"
 func registerFlags(fs *flag.FlagSet) *flags {
 	f := &flags{}
 	fs.StringVar(&f.listen, "listen", origin.DefaultListen, "API listen address (JSON under /v1)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file (chain first): the API listener speaks TLS only")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM file of the -tls-cert key")
 	fs.StringVar(&f.admin, "admin", origin.DefaultAdminListen, "admin listen address: /metrics /healthz /readyz")
 	fs.StringVar(&f.data, "data", "", "data directory: Pebble under DIR/origin, admin key in DIR/admin.key, -dev JetStream under DIR/nats (required)")
-	fs.StringVar(&f.natsURLs, "nats", defaultNATS, "NATS server URLs, comma separated (with -dev: the embedded server)")
-	fs.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file")
-	fs.StringVar(&f.natsToken, "nats-token", "", "NATS auth token")
+	f.nats = natsflag.Register(fs, "nats", "LINKPOP_NATS", defaultNATS)
+	f.collectorNATS = natsflag.Register(fs, "collector-nats", "LINKPOP_COLLECTOR_NATS", "")
 	fs.StringVar(&f.stream, "stream", "LINKPOP_LINKS", "JetStream stream name")
 	fs.IntVar(&f.streamReplicas, "stream-replicas", 1, "stream replication factor (3 in production)")
 	fs.BoolVar(&f.streamMemory, "stream-memory", false, "keep the stream in memory instead of on disk")
 	fs.StringVar(&f.baseURL, "base-url", origin.DefaultBaseURL, "public base of short links; its host is refused as a target")
 	fs.IntVar(&f.codeLength, "code-length", 7, "length of random codes")
-	fs.StringVar(&f.adminKey, "admin-key", "", "bootstrap admin API key (default $"+adminKeyEnv+", else DIR/admin.key, generated on the first start)")
+	f.adminKey = cli.SecretVar(fs, "admin-key", adminKeyEnv, "bootstrap admin API key (default DIR/admin.key, generated on the first start)", true)
 	fs.StringVar(&f.blockedDomains, "blocked-domains", "", "extra domains refused as targets, comma separated")
 	fs.BoolVar(&f.dev, "dev", false, "embed a JetStream server (store DIR/nats) on -dev-nats-addr")
 	fs.StringVar(&f.devNATSAddr, "dev-nats-addr", origin.DefaultDevNATSAddr, "client address of the embedded JetStream server")
@@ -166,7 +194,7 @@ func registerFlags(fs *flag.FlagSet) *flags {
 }
 
 // config turns the flags into an origin.Config.
-func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
+func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 
@@ -174,19 +202,28 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 	if err != nil {
 		return origin.Config{}, err
 	}
-	key := f.adminKey
-	if key == "" {
-		key = strings.TrimSpace(os.Getenv(adminKeyEnv))
+	key, inline, err := f.adminKey.Value()
+	if err != nil {
+		return origin.Config{}, err
+	}
+	if inline {
+		logger.Warn("the admin key was given on the command line, where every local user can read it; use -admin-key-file or $" + adminKeyEnv)
+	}
+	natsCfg, err := f.nats.Config(logger)
+	if err != nil {
+		return origin.Config{}, err
+	}
+	collectorNATS, err := f.collectorNATS.Config(logger)
+	if err != nil {
+		return origin.Config{}, err
 	}
 	cfg := origin.Config{
 		Listen:      f.listen,
+		TLSCertFile: f.tlsCert,
+		TLSKeyFile:  f.tlsKey,
 		AdminListen: f.admin,
 		DataDir:     f.data,
-		NATS: replication.ConnConfig{
-			CredsFile: f.natsCreds,
-			Token:     f.natsToken,
-			Logger:    logger,
-		},
+		NATS:        natsCfg,
 		Stream: replication.StreamConfig{
 			Name:     f.stream,
 			Replicas: f.streamReplicas,
@@ -204,6 +241,7 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 		DevNATSAddr:      f.devNATSAddr,
 		NoCollector:      f.noCollector,
 		Collector: collector.Config{
+			NATS:            collectorNATS,
 			Stream:          replication.ClickStreamConfig{Replicas: f.clickStreamReplicas},
 			MinuteRetention: f.minuteRetention,
 			HourRetention:   f.hourRetention,
@@ -212,10 +250,10 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 		Logger: logger,
 	}
 	// With -dev, -nats defaults to the embedded server.
-	if !f.dev || set["nats"] {
-		cfg.NATS.URLs = cli.SplitList(f.natsURLs)
+	if f.dev && !set["nats"] {
+		cfg.NATS.URLs = nil
 	}
-	if f.data == "" {
+	if f.data == "" && needData {
 		return cfg, errors.New("-data is required")
 	}
 	return cfg, nil

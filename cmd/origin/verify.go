@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/linkpop/linkpop/cmd/internal/cli"
 	"github.com/linkpop/linkpop/origin/verify"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // runVerify is `origin verify`: it compares the edges' replicas with the
@@ -24,6 +26,7 @@ func runVerify(ctx context.Context, args []string) int {
 	edges := fs.String("edges", "http://127.0.0.1:9080,http://127.0.0.1:9082", "edge admin listener `URLs`, comma separated")
 	wait := fs.Duration("wait", verify.DefaultWait, "how long to keep comparing while replication may be in flight")
 	interval := fs.Duration("interval", verify.DefaultInterval, "pause between comparison rounds")
+	caFile := fs.String("ca", "", "PEM `file` of the CAs an https origin is verified against (default the system's)")
 	detail := fs.Bool("detail", false, "list the codes whose revision differs in the differing buckets")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: origin verify [flags]\n\nCompares each edge's replica with the origin by bucketed digest. Exits 0 when\nevery edge matches, 1 otherwise.\n\n")
@@ -51,6 +54,14 @@ func runVerify(ctx context.Context, args []string) int {
 		Wait:      max(*wait, time.Nanosecond),
 		Interval:  *interval,
 		Detail:    *detail,
+	}
+	if *caFile != "" {
+		tc, err := tlsconf.Client(*caFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "origin verify:", err)
+			return 2
+		}
+		cfg.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "origin verify:", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // testAdminKey is the origin's bootstrap admin key in every test.
@@ -60,11 +61,40 @@ type system struct {
 func newSystem(t *testing.T) *system {
 	t.Helper()
 	s := &system{t: t, log: testLogger(t), ns: natstest.Start(t)}
+	s.createStreams()
 	s.startOrigin(t.TempDir())
 	a := s.startEdge("edge-a", t.TempDir(), true)
 	s.startEdge("edge-b", t.TempDir(), false, a.srv.GossipAddr())
 	s.waitReady()
 	return s
+}
+
+// testGossipKey is the fleet's gossip key: the edges gossip encrypted.
+const testGossipKey = "e2e-gossip-key-0123456789abcdef!" // 32 bytes: AES-256
+
+// conn is how a component of role connects: with its own role's NATS
+// user, as in production (deploy/nats/), so the end-to-end tests prove
+// the least-privilege permissions are enough.
+func (s *system) conn(role natsauth.Role) replication.ConnConfig {
+	c := s.ns.Conn(role)
+	c.ReconnectWait, c.Logger = 50*time.Millisecond, s.log
+	return c
+}
+
+// createStreams is the operator's step (`origin streams`): with role
+// credentials the components only open streams that exist.
+func (s *system) createStreams() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{s.ns.URL()}, Name: "e2e-operator"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := replication.EnsureStreams(ctx, nc, s.stream, replication.ClickStreamConfig{}); err != nil {
+		s.t.Fatalf("operator: create streams: %v", err)
+	}
 }
 
 // originNode is an origin.Server running in a goroutine.
@@ -82,12 +112,12 @@ func (s *system) startOrigin(dir string) {
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		DataDir:     dir,
-		NATS:        replication.ConnConfig{URLs: []string{s.ns.URL()}, ReconnectWait: 50 * time.Millisecond, Logger: s.log},
+		NATS:        s.conn(natsauth.Origin),
 		Stream:      s.stream,
 		AdminKey:    testAdminKey,
 		// A collector restarted mid-ingest gets its unacknowledged
 		// batches back after AckWait: keep that short of the 30s default.
-		Collector: collector.Config{AckWait: 2 * time.Second},
+		Collector: collector.Config{AckWait: 2 * time.Second, NATS: s.conn(natsauth.Collector)},
 		Logger:    s.log.With("component", "origin"),
 	})
 	if err != nil {
@@ -141,11 +171,12 @@ func (s *system) startEdge(name, dir string, fallback bool, join ...string) *edg
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		DataDir:     dir,
-		NATS:        replication.ConnConfig{URLs: []string{s.ns.URL()}, ReconnectWait: 50 * time.Millisecond, Logger: s.log},
+		NATS:        s.conn(natsauth.Edge),
 		Stream:      s.stream,
 		NodeName:    name,
 		GossipBind:  "127.0.0.1:0",
 		GossipJoin:  join,
+		GossipKeys:  [][]byte{[]byte(testGossipKey)},
 		// Declare the stream unreachable soon after contact is lost, so
 		// the outage tests see "stale" without waiting the 30s default.
 		MaxStale: 2 * time.Second,

@@ -17,6 +17,9 @@ import (
 
 	"github.com/linkpop/linkpop/internal/proctest"
 	"github.com/linkpop/linkpop/internal/wait"
+	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/devserver"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // ClusterReadyTimeout bounds StartCluster, Restart and the waits for a
@@ -45,6 +48,7 @@ type Cluster struct {
 	mport []int // monitoring (HTTP) ports, used by child processes
 	mod   []func(i int, o *server.Options)
 	bin   string // the nats-server binary, child processes only
+	auth  auth
 
 	mu      sync.Mutex
 	members []member // nil while stopped
@@ -97,7 +101,7 @@ func StartClusterProcesses(t testing.TB, n int) *Cluster {
 }
 
 func newCluster(t testing.TB, n int) *Cluster {
-	c := &Cluster{t: t, name: "linkpop-test", members: make([]member, n)}
+	c := &Cluster{t: t, name: "linkpop-test", members: make([]member, n), auth: newAuth()}
 	ports := reservePorts(t, 3*n)
 	for i := range n {
 		c.dirs = append(c.dirs, t.TempDir())
@@ -167,6 +171,7 @@ func (c *Cluster) options(i int) *server.Options {
 		// Every server lists every route, itself included (the server
 		// skips its own): clustering needs configured routes.
 		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+		Users:  devserver.ServerUsers(c.auth.users(), natsauth.Subjects{}),
 	}
 	for _, m := range c.mod {
 		m(i, o)
@@ -199,8 +204,21 @@ func (c *Cluster) start(t testing.TB, i int) {
 // Size is the number of servers, running or not.
 func (c *Cluster) Size() int { return len(c.ports) }
 
-// URL is server i's client URL; it stays the same across Restart.
-func (c *Cluster) URL(i int) string { return "nats://127.0.0.1:" + strconv.Itoa(c.ports[i]) }
+// URL is server i's client URL with the operator's credentials in it (see
+// Server.URL); it stays the same across Restart.
+func (c *Cluster) URL(i int) string {
+	return "nats://" + c.auth.userinfo(natsauth.Operator) + "@127.0.0.1:" + strconv.Itoa(c.ports[i])
+}
+
+// Conn is what a client of role connects to every server with (see
+// Server.Conn).
+func (c *Cluster) Conn(role natsauth.Role) replication.ConnConfig {
+	urls := make([]string, c.Size())
+	for i := range urls {
+		urls[i] = "nats://127.0.0.1:" + strconv.Itoa(c.ports[i])
+	}
+	return c.auth.conn(role, urls...)
+}
 
 // URLs are the client URLs of every server, for a client that should
 // fail over between them.
@@ -393,7 +411,8 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, c.Name(i), c.ports[i], c.mport[i], c.dirs[i], c.name, c.cport[i], strings.Join(routes, ", "))
+%s`, c.Name(i), c.ports[i], c.mport[i], c.dirs[i], c.name, c.cport[i], strings.Join(routes, ", "),
+		natsauth.AuthorizationConfig(c.auth.users(), natsauth.Subjects{}))
 	path := filepath.Join(c.dirs[i], "nats-server.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatalf("natstest: %v", err)

@@ -203,7 +203,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				return nil
 			}
 			ectx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
-			if err := r.cfg.Publisher.EnsureStream(ectx); err != nil && ctx.Err() == nil {
+			if err := r.cfg.Publisher.OpenStream(ectx); err != nil && ctx.Err() == nil {
 				r.log.Debug("relay: ensure stream", "err", err)
 			}
 			cancel()
@@ -305,7 +305,7 @@ func (r *Relay) Republish(ctx context.Context) (n int, err error) {
 	defer r.mu.Unlock()
 	r.chain.Reset()
 	defer r.chain.Reset()
-	if err := r.cfg.Publisher.EnsureStream(ctx); err != nil {
+	if err := r.cfg.Publisher.OpenStream(ctx); err != nil {
 		return 0, fmt.Errorf("republish: %w", err)
 	}
 	batch := make([]replication.Event, 0, r.cfg.BatchSize)

@@ -5,6 +5,7 @@
 package devserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // Config says how to run the embedded server.
@@ -28,6 +31,17 @@ type Config struct {
 	SyncAlways bool
 	// Debug turns on the server's own logging to stderr.
 	Debug bool
+	// Users turns authentication on: only these users may connect, each
+	// with its role's permissions (natsauth) on Subjects. The default
+	// (none) lets any client connect with every permission.
+	Users []natsauth.User
+	// Subjects are the streams the permissions cover. The default is
+	// linkpop's default stream names.
+	Subjects natsauth.Subjects
+	// TLS, when set, makes the client listener require TLS with this
+	// configuration (its certificate, and ClientCAs with
+	// ClientAuth to verify clients). The default is plain TCP.
+	TLS *tls.Config
 }
 
 // Server is a running embedded NATS server.
@@ -67,6 +81,13 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.SyncAlways {
 		opts.SyncAlways = true
 	}
+	opts.Users = ServerUsers(cfg.Users, cfg.Subjects)
+	if cfg.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = cfg.TLS
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 5
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("devserver: %w", err)
@@ -92,4 +113,21 @@ func (s *Server) Addr() string { return s.ns.Addr().String() }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+}
+
+// ServerUsers turns users into nats-server users with their roles'
+// permissions on s.
+func ServerUsers(users []natsauth.User, s natsauth.Subjects) []*server.User {
+	var out []*server.User
+	for _, u := range users {
+		su := &server.User{Username: string(u.Role), Password: u.Password}
+		if p := u.Role.Permissions(s); p.Publish != nil {
+			su.Permissions = &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: p.Publish},
+				Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
+			}
+		}
+		out = append(out, su)
+	}
+	return out
 }

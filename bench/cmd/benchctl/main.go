@@ -40,10 +40,11 @@ func run(args []string) error {
 		full      = fs.Bool("full", false, "long version: 10M links, 20 s runs, 5 rounds")
 		links     = fs.Int("links", 0, "links `N` (default 1,000,000; 10,000,000 with -full)")
 		duration  = fs.Duration("duration", 0, "length of one redirect run (default 5s; 20s with -full)")
+		writeDur  = fs.Duration("write-duration", 0, "length of one create run (default -duration)")
 		rounds    = fs.Int("rounds", 0, "alternated rounds (default 3; 5 with -full)")
 		conns     = fs.String("conns", "", "redirect connection counts, comma separated (default 64,256)")
 		threads   = fs.Int("threads", 0, "wrk threads (default 1)")
-		systems   = fs.String("systems", "", "systems, comma separated (default linkpop,linkpop-analytics,bare302,nginx,golink)")
+		systems   = fs.String("systems", "", "systems, comma separated (default linkpop,linkpop-analytics,bare302,nginx,golink,redis-pg)")
 		sections  = fs.String("sections", "", "sections, comma separated (default redirect,flood,catchup,writes,propagation)")
 		dists     = fs.String("dists", "", "request distributions (default uniform,zipf)")
 		skipGL    = fs.Bool("skip-golink", false, "do not measure golink")
@@ -51,6 +52,7 @@ func run(args []string) error {
 		seed      = fs.Uint64("seed", 0, "seed of codes and request streams (default 1)")
 		command   = fs.String("command", "", "command line recorded in the report (default this one)")
 		verbose   = fs.Bool("v", false, "log every run")
+		baseEdge  = fs.String("base-edge", "", "edge `binary` of another build, measured as system linkpop-base (add it to -systems)")
 		propLinks = fs.Int("propagation-links", 0, "links created and deactivated in the propagation section (default 1000)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -67,7 +69,7 @@ func run(args []string) error {
 
 	cfg := harness.Config{
 		BinDir: *bin, CacheDir: *cache, Links: *links, Duration: *duration, Rounds: *rounds,
-		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks,
+		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks, WriteDuration: *writeDur, BaseEdge: *baseEdge,
 		Mode: "quick", Command: *command, Logger: log,
 	}
 	if cfg.Command == "" {
@@ -117,6 +119,11 @@ func run(args []string) error {
 	}
 	if cfg.BinDir, err = filepath.Abs(cfg.BinDir); err != nil {
 		return err
+	}
+	if cfg.BaseEdge != "" {
+		if cfg.BaseEdge, err = filepath.Abs(cfg.BaseEdge); err != nil {
+			return err
+		}
 	}
 	if cfg.CacheDir != "" {
 		if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {

@@ -1,5 +1,6 @@
 // Package cli holds the flag helpers the linkpop binaries share: logger
-// construction from -log-level/-log-format and comma-separated lists. It
+// construction from -log-level/-log-format, comma-separated lists and
+// secrets read from a file or the environment (Secret). It
 // imports only the standard library, so the edge may link it.
 package cli
 
