@@ -82,3 +82,7 @@ clean: ## remove build output and the local data directory
 .PHONY: bench-quick
 bench-quick: ## the benchmark for iterating: 100k links, 2 s runs, no golink; redirects and creates (≤ 5 min)
 	BENCH_QUICK=1 ./bench/run.sh
+
+.PHONY: screenshots
+screenshots: ## retake the dashboard screenshots in docs/dashboard/ (drives chromium)
+	LINKPOP_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run '^TestDashboard$$' -v ./internal/e2e/

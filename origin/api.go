@@ -17,6 +17,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/origin/dashboard"
 )
 
 // apiFunc is an API handler: it writes its success answer itself and
@@ -59,6 +60,15 @@ func (s *Server) newAPIHandler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/openapi.json", s.instrument("GET /v1/openapi.json", s.openAPI))
+	// The web dashboard: its page at / and its assets, no key needed
+	// (it calls this API from the browser with the creator's key).
+	dash := dashboard.Handler()
+	for _, p := range dashboard.Patterns {
+		mux.Handle(p, s.instrument("dashboard", func(w http.ResponseWriter, r *http.Request) error {
+			dash.ServeHTTP(w, r)
+			return nil
+		}))
+	}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.instrument(rt.pattern, func(w http.ResponseWriter, r *http.Request) error {
 			return s.serve(w, r, rt)

@@ -220,7 +220,7 @@ func TestContract(t *testing.T) {
 
 	// Routing.
 	f("GET", "/v1/nothing", admin, "", 404, "not_found")
-	f("GET", "/", "", "", 404, "not_found")
+	f("GET", "/nowhere", "", "", 404, "not_found") // / is the dashboard (TestDashboardMounted)
 	f("PUT", "/v1/links/taken", admin, `{}`, 405, "method_not_allowed")
 	f("DELETE", "/v1/links", admin, "", 405, "method_not_allowed")
 	f("GET", "/v1/links/nope404", admin, "", 404, "not_found")

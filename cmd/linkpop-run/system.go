@@ -447,6 +447,7 @@ func (s *system) usage() string {
 	key := `"Authorization: Bearer "` + keyRef
 	fmt.Fprintf(&b, "\nlinkpop is running (data in %s).\n\n", s.cfg.DataDir)
 	fmt.Fprintf(&b, "  admin key: in %s\n\n", s.keySource)
+	fmt.Fprintf(&b, "  dashboard: http://%s/   (sign in with the admin key)\n\n", l.OriginAPI)
 	fmt.Fprintf(&b, "  create a link:\n")
 	fmt.Fprintf(&b, "    curl -s -H %s -H 'Content-Type: application/json' \\\n", key)
 	fmt.Fprintf(&b, "      -d '{\"url\": \"https://example.com/\"}' http://%s/v1/links\n", l.OriginAPI)

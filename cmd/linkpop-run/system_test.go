@@ -141,13 +141,22 @@ func TestSystem(t *testing.T) {
 	}()
 	usage := s.usage()
 	for _, want := range []string{"$(cat '" + filepath.Join(cfg.DataDir, "admin.key") + "')", "curl -si http://" + cfg.Layout.Edges[1].Listen + "/<code>", "Ctrl-C",
-		"LINKPOP_API=http://" + cfg.Layout.OriginAPI, "linkpop create https://example.com/ --code hello"} {
+		"LINKPOP_API=http://" + cfg.Layout.OriginAPI, "linkpop create https://example.com/ --code hello",
+		"dashboard: http://" + cfg.Layout.OriginAPI + "/"} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage block lacks %q:\n%s", want, usage)
 		}
 	}
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- s.wait(ctx) }()
+
+	// The dashboard is served where the usage block says.
+	if resp, err := http.Get("http://" + cfg.Layout.OriginAPI + "/"); err != nil || resp.StatusCode != http.StatusOK ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET the dashboard: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	code := createLink(t, "http://"+cfg.Layout.OriginAPI, s.key, "https://example.com/local-system")
 	redirects := func(edge EdgeLayout) bool {
