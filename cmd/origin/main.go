@@ -130,6 +130,12 @@ type flags struct {
 	clickStreamReplicas            int
 	minuteRetention, hourRetention time.Duration
 	edgeRetireAfter                time.Duration
+	ack                            string
+	ackTimeout                     time.Duration
+	ha                             bool
+	advertise                      string
+	leaseTTL, leaseRenew           time.Duration
+	leaseStopAfter                 time.Duration
 }
 
 const defaultNATS = "nats://127.0.0.1:4222"
@@ -160,6 +166,13 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
 	fs.DurationVar(&f.hourRetention, "hour-retention", 90*24*time.Hour, "how long the collector keeps hour rollups (day rollups are kept forever)")
 	fs.DurationVar(&f.edgeRetireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
+	fs.StringVar(&f.ack, "ack", origin.AckLocal, "answer writes once durable here (local) or once the stream acknowledged them (replicated: no answered write is lost with this machine)")
+	fs.DurationVar(&f.ackTimeout, "ack-timeout", origin.DefaultAckTimeout, "with -ack replicated, answer 503 if the stream has not acknowledged a write within this time")
+	fs.BoolVar(&f.ha, "ha", false, "run with standbys: the leader lease (JetStream KV LINKPOP_LEASE) decides which origin takes writes; the others follow the streams and answer 503 not_leader")
+	fs.StringVar(&f.advertise, "advertise", "", "with -ha, this origin's API URL as clients reach it, named in not_leader answers (default http://<-listen>)")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", origin.DefaultLeaseTTL, "with -ha, the lease bucket's TTL: a standby takes over this long after the leader's last renewal")
+	fs.DurationVar(&f.leaseRenew, "lease-renew", origin.DefaultLeaseRenew, "with -ha, how often the leader renews the lease")
+	fs.DurationVar(&f.leaseStopAfter, "lease-stop-after", origin.DefaultLeaseStopAfter, "with -ha, the leader stops taking writes this long after its last successful renewal (below -lease-ttl)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return f
@@ -208,6 +221,15 @@ func (f *flags) config(fs *flag.FlagSet) (origin.Config, error) {
 			MinuteRetention: f.minuteRetention,
 			HourRetention:   f.hourRetention,
 			RetireAfter:     f.edgeRetireAfter,
+		},
+		Ack:        f.ack,
+		AckTimeout: f.ackTimeout,
+		HA: origin.HAConfig{
+			Enabled:      f.ha,
+			AdvertiseURL: f.advertise,
+			Lease:        replication.LeaseConfig{TTL: f.leaseTTL, Replicas: f.streamReplicas},
+			Renew:        f.leaseRenew,
+			StopAfter:    f.leaseStopAfter,
 		},
 		Logger: logger,
 	}
