@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -499,32 +501,41 @@ func (s *Server) refetch(ctx context.Context, p *replication.Publisher, code str
 	}
 }
 
-// followLinks applies the link stream to the store.
 func (s *Server) followLinks(ctx context.Context) error {
-	return replication.Follow(ctx, s.raw, replication.FollowConfig{
-		Stream: s.cfg.Stream,
-		After:  func() uint64 { l, _ := s.store.Positions(); return l },
+	return followLinks(ctx, s.raw, s.store, s.cfg.Stream, s.log)
+}
+
+func (s *Server) followOrigin(ctx context.Context) error {
+	return followOrigin(ctx, s.raw, s.store, s.opub.Config(), s.log, s.keys.clear)
+}
+
+// followLinks applies the link stream to st.
+func followLinks(ctx context.Context, nc *replication.Conn, st *store.Store, sc replication.StreamConfig, log *slog.Logger) error {
+	return replication.Follow(ctx, nc, replication.FollowConfig{
+		Stream: sc,
+		After:  func() uint64 { l, _ := st.Positions(); return l },
 		Apply: func(ctx context.Context, msgs []replication.RawMsg, through uint64) error {
 			changes := make([]link.Change, 0, len(msgs))
 			for _, m := range msgs {
 				ch, err := link.UnmarshalChange(m.Data)
 				if err != nil || ch.Record.Code != m.Code {
-					s.log.Error("ha: skipping a bad message of the link stream", "seq", m.Seq, "subject_code", m.Code, "err", err)
+					log.Error("ha: skipping a bad message of the link stream", "seq", m.Seq, "subject_code", m.Code, "err", err)
 					continue
 				}
 				changes = append(changes, ch)
 			}
-			return s.store.ApplyLinks(ctx, through, changes)
+			return st.ApplyLinks(ctx, through, changes)
 		},
-		Logger: s.log.With("component", "follow", "stream", "links"),
+		Logger: log.With("component", "follow", "stream", "links"),
 	})
 }
 
-// followOrigin applies the origin stream to the store.
-func (s *Server) followOrigin(ctx context.Context) error {
-	return replication.Follow(ctx, s.raw, replication.FollowConfig{
-		Stream: s.opub.Config(),
-		After:  func() uint64 { _, o := s.store.Positions(); return o },
+// followOrigin applies the origin stream to st; keysChanged runs after a
+// batch that held API keys.
+func followOrigin(ctx context.Context, nc *replication.Conn, st *store.Store, sc replication.StreamConfig, log *slog.Logger, keysChanged func()) error {
+	return replication.Follow(ctx, nc, replication.FollowConfig{
+		Stream: sc,
+		After:  func() uint64 { _, o := st.Positions(); return o },
 		Apply: func(ctx context.Context, msgs []replication.RawMsg, through uint64) error {
 			events := make([][]byte, len(msgs))
 			keys := false
@@ -532,16 +543,100 @@ func (s *Server) followOrigin(ctx context.Context) error {
 				events[i] = m.Data
 				keys = keys || strings.HasPrefix(m.Code, "key.")
 			}
-			if err := s.store.ApplyOrigin(ctx, through, events); err != nil {
+			if err := st.ApplyOrigin(ctx, through, events); err != nil {
 				return err
 			}
-			if keys {
-				s.keys.clear()
+			if keys && keysChanged != nil {
+				keysChanged()
 			}
 			return nil
 		},
-		Logger: s.log.With("component", "follow", "stream", "origin"),
+		Logger: log.With("component", "follow", "stream", "origin"),
 	})
+}
+
+// Restore rebuilds a complete origin store in cfg.DataDir from the streams
+// alone (all origins lost): it follows the link stream and the origin
+// stream into a new store until it holds each up to its last message,
+// makes that durable and returns the number of links. The store directory
+// must not exist yet. With -ack replicated nothing that was acknowledged
+// is missing; idempotency records older than their TTL have expired from
+// the stream, as they would have from the store.
+func Restore(ctx context.Context, cfg Config) (uint64, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, fmt.Errorf("origin config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if len(cfg.NATS.URLs) == 0 {
+		return 0, errors.New("restore: NATS URLs are required")
+	}
+	dir := filepath.Join(cfg.DataDir, storeSubdir)
+	if _, err := os.Stat(dir); err == nil {
+		return 0, fmt.Errorf("restore: %s exists; restore builds a new store, move it away first", dir)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return 0, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := openStore(&cfg, link.NewReserved(cfg.Reserved))
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	natsCfg := cfg.NATS
+	if natsCfg.Logger == nil {
+		natsCfg.Logger = cfg.Logger
+	}
+	nc, err := replication.Dial(ctx, natsCfg)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	pub, err := replication.NewPublisher(nc, cfg.Stream)
+	if err != nil {
+		return 0, err
+	}
+	opub, err := replication.NewPublisher(nc, replication.OriginStream(cfg.Stream, idemStreamTTL(cfg.IdempotencyTTL)))
+	if err != nil {
+		return 0, err
+	}
+	tl, err := pub.Tail(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	to, err := opub.Tail(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() { errc <- followLinks(fctx, nc, st, cfg.Stream, cfg.Logger) })
+	wg.Go(func() { errc <- followOrigin(fctx, nc, st, opub.Config(), cfg.Logger, nil) })
+	for err == nil {
+		pl, po := st.Positions()
+		if pl >= tl.LastMsgSeq && po >= to.LastMsgSeq {
+			break
+		}
+		select {
+		case err = <-errc:
+			if err == nil {
+				err = ctx.Err()
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stop()
+	wg.Wait()
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	pl, po := st.Positions()
+	if err := st.SetPositions(ctx, pl, po); err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	return st.Links(), st.Close()
 }
 
 // idemStreamTTL is the age at which the origin stream drops an

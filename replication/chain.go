@@ -158,7 +158,9 @@ func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("resync: %w", err)
 	}
-	if epoch := c.pub.Epoch(); t.Epoch > epoch {
+	// A publisher without an epoch (an origin without a lease, the sole
+	// writer by configuration) is never fenced.
+	if epoch := c.pub.Epoch(); epoch > 0 && t.Epoch > epoch {
 		return 0, fmt.Errorf("resync: stream %s's last message %d has epoch %d, ours is %d: %w", c.pub.cfg.Name, t.Seq, t.Epoch, epoch, ErrFenced)
 	}
 	skip := 0

@@ -4,11 +4,16 @@
 //
 //	origin -data DIR [-listen 127.0.0.1:8081] [-admin 127.0.0.1:9081] [-nats URLS] [-dev] ...
 //	origin republish -data DIR [-nats URLS] [-timeout 2m]
+//	origin restore -data DIR [-nats URLS] [-stream-replicas 3]
 //	origin verify [-api URL] [-key KEY | -key-file FILE] [-edges URLS] [-wait 10s] [-detail]
 //
 // `origin republish` re-publishes the whole link table into the stream and
 // exits; it opens the store itself, so the origin must be stopped first
 // (Pebble's directory lock refuses a second process).
+//
+// `origin restore` rebuilds the store in DIR from the streams alone (the
+// link stream and the origin stream of API keys and idempotency records),
+// for when every origin's disk is lost; DIR/origin must not exist.
 //
 // `origin verify` compares each edge's replica with the origin by
 // digest (the origin's GET /v1/digest, each edge's admin GET /digest) and
@@ -48,7 +53,8 @@ func main() {
 		os.Exit(code)
 	}
 	republish := len(args) > 0 && args[0] == "republish"
-	if republish {
+	restore := len(args) > 0 && args[0] == "restore"
+	if republish || restore {
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("origin", flag.ExitOnError)
@@ -57,6 +63,10 @@ func main() {
 	if republish {
 		fs.Init("origin republish", flag.ExitOnError)
 		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "give up when NATS or the stream are not reachable within this time")
+	}
+	if restore {
+		fs.Init("origin restore", flag.ExitOnError)
+		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "give up when the store is not rebuilt within this time")
 	}
 	_ = fs.Parse(args)
 	if fs.NArg() > 0 {
@@ -71,6 +81,17 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if restore {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		n, err := origin.Restore(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "origin restore:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("restored %d links\n", n)
+		return
+	}
 	if republish {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

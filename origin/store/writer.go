@@ -213,8 +213,8 @@ type txn struct {
 	oseq  uint64 // last origin outbox sequence assigned
 	// positions applied by a standby (0: unchanged)
 	posLinks, posOrigin uint64
-	dirty bool   // the batch holds writes
-	err   error  // a commit of this group failed: everything fails
+	dirty               bool  // the batch holds writes
+	err                 error // a commit of this group failed: everything fails
 
 	recs map[string]link.Record // links written in this batch
 	idem map[string]idemRecord  // idempotency records written in this batch
