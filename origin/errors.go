@@ -115,7 +115,8 @@ func classify(err error) (status int, obj client.ErrorObject, internal bool) {
 			return http.StatusInternalServerError, client.ErrorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
 		}
 	case errors.Is(err, store.ErrReadOnly):
-		status, obj = ErrNotLeader.Status, client.ErrorObject{Code: ErrNotLeader.Code, Message: ErrNotLeader.Message}
+		// An expected answer of a standby, not a server failure.
+		return ErrNotLeader.Status, client.ErrorObject{Code: ErrNotLeader.Code, Message: ErrNotLeader.Message}, false
 	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, obj = ErrUnavailable.Status, client.ErrorObject{Code: ErrUnavailable.Code, Message: ErrUnavailable.Message}
 	default:

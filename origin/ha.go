@@ -260,7 +260,7 @@ func (s *Server) standby(ctx context.Context, lease *replication.Lease) (epoch u
 		if ctx.Err() != nil {
 			return 0, nil, nil, nil
 		}
-		actx, cancel := context.WithTimeout(ctx, h.Renew)
+		actx, cancel := context.WithTimeout(ctx, h.StopAfter/2)
 		e, aerr := lease.Acquire(actx)
 		cancel()
 		if aerr == nil {
@@ -294,7 +294,7 @@ func (s *Server) standby(ctx context.Context, lease *replication.Lease) (epoch u
 			c2()
 		} else {
 			if !errors.Is(aerr, replication.ErrLeaseHeld) {
-				s.log.Debug("ha: lease", "err", aerr)
+				s.log.Info("ha: lease not acquired", "err", aerr)
 			}
 			gctx, c := context.WithTimeout(ctx, h.Renew)
 			if v, ok := lease.Holder(gctx); ok {
@@ -385,7 +385,7 @@ func (s *Server) renew(ctx context.Context, lease *replication.Lease, lost chan<
 			s.ha.hookRenew()
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, h.Renew)
+		rctx, cancel := context.WithTimeout(ctx, h.StopAfter/2)
 		err := lease.Renew(rctx)
 		cancel()
 		switch {

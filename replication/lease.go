@@ -80,6 +80,9 @@ type Lease struct {
 	me  LeaseValue
 	val []byte
 	rev uint64 // revision of our last write; 0 while not holding
+	// try is the value Acquire writes until it wins: a Create whose
+	// answer was lost may have landed, and a later Acquire recognises it.
+	try []byte
 }
 
 // OpenLease creates (or updates) the lease bucket and returns a handle for
@@ -111,20 +114,28 @@ func OpenLease(ctx context.Context, nc *nats.Conn, cfg LeaseConfig, me LeaseValu
 // "no such key") and returns its revision, the new leader's epoch: every
 // acquisition gets a higher one. ErrLeaseHeld if another holds it.
 func (l *Lease) Acquire(ctx context.Context) (epoch uint64, err error) {
-	me := l.me
-	me.Nonce = rand.Text()
-	val, err := json.Marshal(me)
-	if err != nil {
-		return 0, err
+	if l.try == nil {
+		me := l.me
+		me.Nonce = rand.Text()
+		val, err := json.Marshal(me)
+		if err != nil {
+			return 0, err
+		}
+		l.try = val
 	}
+	val := l.try
 	rev, err := l.kv.Create(ctx, leaseKey, val)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, ErrLeaseHeld
+		e, gerr := l.kv.Get(ctx, leaseKey)
+		if gerr != nil || string(e.Value()) != string(val) {
+			return 0, ErrLeaseHeld
+		}
+		rev, err = e.Revision(), nil // our earlier Create landed
 	}
 	if err != nil {
 		return 0, fmt.Errorf("lease acquire: %w", err)
 	}
-	l.val, l.rev = val, rev
+	l.val, l.rev, l.try = val, rev, nil
 	return rev, nil
 }
 
