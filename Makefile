@@ -78,3 +78,8 @@ check: lint generate ## lint, regenerate, prove generated code is current and go
 .PHONY: clean
 clean: ## remove build output and the local data directory
 	rm -rf bin .data
+
+# Origin high availability (issue #14).
+.PHONY: failover-soak
+failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 min)
+	LINKPOP_FAILOVER_TRIALS=200 $(GO) test -count=1 -timeout 0 -run '^TestFailover$$' -v ./origin/
