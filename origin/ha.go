@@ -18,6 +18,10 @@ import (
 	"github.com/linkpop/linkpop/replication"
 )
 
+// RoleHeader is set on every API answer of an origin with HA: "leader" or
+// "standby".
+const RoleHeader = "Linkpop-Role"
+
 // Ack modes (Config.Ack).
 const (
 	// AckLocal answers a mutation once the store's synced batch is on the

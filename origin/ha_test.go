@@ -392,6 +392,18 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("write to the standby: %d %+v, want 503 not_leader naming %s", st, e, leader.api)
 	}
 
+	// Every API answer names the role, for tools given several origins.
+	for o, want := range map[*haOrigin]string{leader: "leader", standby: "standby"} {
+		resp, err := h.client.Get(o.api + "/v1/openapi.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Linkpop-Role"); got != want {
+			t.Fatalf("%s answers with Linkpop-Role %q, want %q", o.name, got, want)
+		}
+	}
+
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var takeovers []time.Duration
 	for trial := range trials {
