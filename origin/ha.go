@@ -197,7 +197,7 @@ func (s *Server) runHA(ctx context.Context) error {
 			if !sleep(ctx, h.Poll) {
 				return nil
 			}
-			s.log.Debug("ha: lease bucket not ready", "err", err)
+			s.log.Warn("ha: lease bucket not ready", "err", err)
 		}
 	}
 	// What this origin did not publish before it stopped was never
@@ -298,7 +298,7 @@ func (s *Server) standby(ctx context.Context, lease *replication.Lease) (epoch u
 			c2()
 		} else {
 			if !errors.Is(aerr, replication.ErrLeaseHeld) {
-				s.log.Info("ha: lease not acquired", "err", aerr)
+				s.log.Warn("ha: lease not acquired", "err", aerr)
 			}
 			gctx, c := context.WithTimeout(ctx, h.Renew)
 			if v, ok := lease.Holder(gctx); ok {

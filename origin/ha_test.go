@@ -375,7 +375,7 @@ func TestFailover(t *testing.T) {
 	}
 	h := newHAHarness(t)
 	leader := h.start("o0")
-	h.waitRole(leader, "leader", 60*time.Second)
+	h.waitRole(leader, "leader", 120*time.Second)
 	standby := h.start("o1")
 	h.waitRole(standby, "standby", 30*time.Second)
 
@@ -523,7 +523,7 @@ func (h *haHarness) waitAcked(n int) {
 func TestFencingSIGSTOP(t *testing.T) {
 	h := newHAHarness(t)
 	a := h.start("a")
-	h.waitRole(a, "leader", 60*time.Second)
+	h.waitRole(a, "leader", 120*time.Second)
 	b := h.start("b")
 	h.waitRole(b, "standby", 30*time.Second)
 
