@@ -321,14 +321,25 @@ func (s *Server) standby(ctx context.Context, lease *replication.Lease) (epoch u
 // refused.
 func (s *Server) takeover(ctx context.Context, epoch uint64) error {
 	var barL, barO uint64
+	// Every call to the streams is bounded: a stream without a leader
+	// (an election in progress) does not answer at all.
+	call := func(fn func(ctx context.Context) error) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return fn(cctx)
+	}
 	for ctx.Err() == nil {
-		tl, err := s.pub.Tail(ctx)
-		if err != nil {
-			return err
+		var tl, to replication.Tail
+		err := call(func(ctx context.Context) (err error) { tl, err = s.pub.Tail(ctx); return err })
+		if err == nil {
+			err = call(func(ctx context.Context) (err error) { to, err = s.opub.Tail(ctx); return err })
 		}
-		to, err := s.opub.Tail(ctx)
 		if err != nil {
-			return err
+			s.log.Warn("ha: takeover: reading the streams' tails", "err", err)
+			if !sleep(ctx, 100*time.Millisecond) {
+				return ctx.Err()
+			}
+			continue
 		}
 		for {
 			pl, po := s.store.Positions()
@@ -339,15 +350,22 @@ func (s *Server) takeover(ctx context.Context, epoch uint64) error {
 				return ctx.Err()
 			}
 		}
-		if barO, err = s.opub.AppendBarrier(ctx, epoch, to.Seq); errors.Is(err, replication.ErrWrongLastSequence) {
-			continue
-		} else if err != nil {
-			return err
+		err = call(func(ctx context.Context) (err error) { barO, err = s.opub.AppendBarrier(ctx, epoch, to.Seq); return err })
+		if err == nil {
+			err = call(func(ctx context.Context) (err error) { barL, err = s.pub.AppendBarrier(ctx, epoch, tl.Seq); return err })
 		}
-		if barL, err = s.pub.AppendBarrier(ctx, epoch, tl.Seq); errors.Is(err, replication.ErrWrongLastSequence) {
+		if err != nil {
+			// 10071: something landed since the tails were read; any
+			// other failure (a timeout, an election): read them again.
+			// A barrier that landed although its answer was lost is the
+			// tail next time, at our epoch, and the next one goes after it.
+			if !errors.Is(err, replication.ErrWrongLastSequence) {
+				s.log.Warn("ha: takeover: appending the barrier", "err", err)
+			}
+			if !sleep(ctx, 20*time.Millisecond) {
+				return ctx.Err()
+			}
 			continue
-		} else if err != nil {
-			return err
 		}
 		break
 	}
