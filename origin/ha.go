@@ -350,7 +350,10 @@ func (s *Server) takeover(ctx context.Context, epoch uint64) error {
 				return ctx.Err()
 			}
 		}
-		err = call(func(ctx context.Context) (err error) { barO, err = s.opub.AppendBarrier(ctx, epoch, to.Seq); return err })
+		err = call(func(ctx context.Context) (err error) {
+			barO, err = s.opub.AppendBarrier(ctx, epoch, to.Seq)
+			return err
+		})
 		if err == nil {
 			err = call(func(ctx context.Context) (err error) { barL, err = s.pub.AppendBarrier(ctx, epoch, tl.Seq); return err })
 		}
