@@ -86,3 +86,8 @@ bench-quick: ## the benchmark for iterating: 100k links, 2 s runs, no golink; re
 .PHONY: screenshots
 screenshots: ## retake the dashboard screenshots in docs/dashboard/ (drives chromium)
 	LINKPOP_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run '^TestDashboard$$' -v ./internal/e2e/
+
+# Origin high availability (issue #14).
+.PHONY: failover-soak
+failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 min)
+	LINKPOP_FAILOVER_TRIALS=200 $(GO) test -count=1 -timeout 0 -run '^TestFailover$$' -v ./origin/

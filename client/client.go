@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,7 +77,7 @@ func (c *Config) Validate() error {
 // Client calls the v1 API. It is safe for concurrent use.
 type Client struct {
 	cfg  Config
-	base string
+	base atomic.Pointer[string] // moves to the leader a not_leader answer names
 	auth string
 }
 
@@ -100,7 +101,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "linkpop-client"
 	}
-	c := &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/")}
+	c := &Client{cfg: cfg}
+	base := strings.TrimRight(cfg.BaseURL, "/")
+	c.base.Store(&base)
 	if cfg.Key != "" {
 		c.auth = "Bearer " + cfg.Key
 	}
@@ -108,7 +111,8 @@ func New(cfg Config) (*Client, error) {
 }
 
 // BaseURL is the API base the client calls.
-func (c *Client) BaseURL() string { return c.base }
+// After a not_leader answer that named the leader, it is the leader's.
+func (c *Client) BaseURL() string { return *c.base.Load() }
 
 // CloseIdleConnections closes the connections kept for reuse.
 func (c *Client) CloseIdleConnections() { c.cfg.HTTPClient.CloseIdleConnections() }
@@ -144,6 +148,19 @@ func (c *Client) do(ctx context.Context, r request) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := c.once(ctx, &r, body)
+		var ae *Error
+		if errors.As(err, &ae) && ae.Code == ErrNotLeader.Code && attempt < c.cfg.MaxAttempts && ctx.Err() == nil {
+			// A standby refused the call before doing anything, so any
+			// call may be sent again; with the leader named, to it, at
+			// once, and every later call too.
+			if l := strings.TrimRight(ae.Leader, "/"); l != "" {
+				if u, perr := url.Parse(l); perr == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+					c.base.Store(&l)
+					continue
+				}
+			}
+			attempts = max(attempts, attempt+1)
+		}
 		if err == nil || attempt >= attempts || ctx.Err() != nil {
 			return err
 		}
@@ -192,7 +209,7 @@ func (c *Client) once(ctx context.Context, r *request, body []byte) error {
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, rd)
+	req, err := http.NewRequestWithContext(ctx, r.method, c.BaseURL()+r.path, rd)
 	if err != nil {
 		return err
 	}

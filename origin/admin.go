@@ -41,6 +41,11 @@ type readiness struct {
 	OutboxOldestSeconds float64 `json:"outbox_oldest_seconds"`
 	// Revision is the last committed revision.
 	Revision uint64 `json:"revision"`
+	// Role is "leader" or "standby" (HA). A standby is not ready: a load
+	// balancer routing on /readyz sends writes to the leader.
+	Role string `json:"role"`
+	// Epoch is the leader epoch this origin last took over at (HA).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // readyz answers 200 while the store is open and the server is not
@@ -69,7 +74,8 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.relayRunning.Load() {
 		rd.Relay = "running"
 	}
-	rd.Ready = rd.Store == "open" && !s.shutting.Load()
+	rd.Role, rd.Epoch = s.Role(), s.Epoch()
+	rd.Ready = rd.Store == "open" && !s.shutting.Load() && s.isLeader()
 	status := http.StatusOK
 	if !rd.Ready {
 		status = http.StatusServiceUnavailable
@@ -88,5 +94,9 @@ func (s *Server) registerGauges() {
 	}
 	s.metrics.GetOrCreateGauge("linkpop_origin_nats_connected", func() float64 { return b2f(s.nc.IsConnected()) })
 	s.metrics.GetOrCreateGauge("linkpop_origin_stream_ready", func() float64 { return b2f(s.streamReady.Load()) })
-	s.metrics.GetOrCreateGauge("linkpop_origin_ready", func() float64 { return b2f(!s.shutting.Load() && !s.closed.Load()) })
+	s.metrics.GetOrCreateGauge("linkpop_origin_ready", func() float64 { return b2f(!s.shutting.Load() && !s.closed.Load() && s.isLeader()) })
+	s.metrics.GetOrCreateGauge("linkpop_origin_leader", func() float64 { return b2f(s.isLeader()) })
+	s.metrics.GetOrCreateGauge("linkpop_origin_epoch", func() float64 { return float64(s.ha.epoch.Load()) })
+	s.metrics.GetOrCreateGauge("linkpop_origin_takeovers", func() float64 { return float64(s.ha.takeovers.Load()) })
+	s.metrics.GetOrCreateGauge("linkpop_origin_step_downs", func() float64 { return float64(s.ha.stepDowns.Load()) })
 }

@@ -165,6 +165,10 @@ func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if s.cfg.HA.Enabled {
+			// Tools given several origin URLs pick the leader by it.
+			w.Header().Set(RoleHeader, s.Role())
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		info := &reqInfo{}
 		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))

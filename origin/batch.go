@@ -81,6 +81,9 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 		if err != nil {
 			return err
 		}
+		if err := s.replicated(r.Context()); err != nil {
+			return err
+		}
 		for j, res := range out {
 			if res.Err == link.ErrIdempotencyKeyReused {
 				return link.ErrIdempotencyKeyReused

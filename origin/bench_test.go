@@ -35,20 +35,43 @@ import (
 //	go test -run '^$' -bench BenchmarkCreate -benchtime 5000x ./origin/
 func BenchmarkCreate(b *testing.B) {
 	for _, conc := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) { benchCreate(b, conc) })
+		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) { benchCreate(b, conc, origin.AckLocal, 1, false) })
+	}
+}
+
+// BenchmarkCreateAck is BenchmarkCreate with each -ack mode, on one
+// server (R1) and on a three-server cluster with an R3 stream (every
+// server fsyncs before it acknowledges):
+//
+//	go test -run '^$' -bench BenchmarkCreateAck -benchtime 5000x ./origin/
+func BenchmarkCreateAck(b *testing.B) {
+	for _, ack := range []string{origin.AckLocal, origin.AckReplicated} {
+		for _, r := range []int{1, 3} {
+			for _, conc := range []int{1, 16, 64} {
+				b.Run(fmt.Sprintf("ack=%s/r%d/conc=%d", ack, r, conc), func(b *testing.B) { benchCreate(b, conc, ack, r, true) })
+			}
+		}
 	}
 }
 
 const benchAdminKey = "bench-admin-key-8d2f4b6a1e9c"
 
-func benchCreate(b *testing.B, conc int) {
-	ns := natstest.Start(b)
+func benchCreate(b *testing.B, conc int, ack string, replicas int, noCollector bool) {
+	var urls []string
+	if replicas == 1 {
+		urls = []string{natstest.Start(b).URL()}
+	} else {
+		urls = natstest.StartCluster(b, replicas).URLs()
+	}
 	srv, err := origin.New(origin.Config{
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		DataDir:     b.TempDir(),
-		NATS:        replication.ConnConfig{URLs: []string{ns.URL()}},
+		NATS:        replication.ConnConfig{URLs: urls},
+		Stream:      replication.StreamConfig{Replicas: replicas},
 		AdminKey:    benchAdminKey,
+		Ack:         ack,
+		NoCollector: noCollector,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -141,7 +164,7 @@ func benchCreate(b *testing.B, conc int) {
 
 	// Outbox→stream lag: every create is a new code, so the stream holds
 	// one message per link once the relay has caught up.
-	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{ns.URL()}, Name: "bench"})
+	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: urls, Name: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -161,6 +161,17 @@ type Config struct {
 	// set by the origin (DataDir/collector, the origin's NATS settings);
 	// every other field is collector.Config's, with its defaults.
 	Collector collector.Config
+	// Ack is when a mutation is answered: AckLocal ("local", once it is
+	// durable on this machine) or AckReplicated ("replicated", once the
+	// stream has acknowledged its events). The default is "local".
+	Ack string
+	// AckTimeout bounds the wait of a replicated ack; past it the answer
+	// is 503 (the change is committed and will still be published). The
+	// default is 10s.
+	AckTimeout time.Duration
+	// HA runs this origin with standbys under a leader lease. The default
+	// is off.
+	HA HAConfig
 	// StatsHeartbeat is the interval of the comment heartbeat on the live
 	// stats stream (GET /v1/links/{code}/stats/live). The default is 15s.
 	StatsHeartbeat time.Duration
@@ -221,6 +232,13 @@ func (c Config) withDefaults() Config {
 	if c.StatsHeartbeat == 0 {
 		c.StatsHeartbeat = DefaultStatsHeartbeat
 	}
+	if c.Ack == "" {
+		c.Ack = AckLocal
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	c.HA = c.HA.withDefaults(&c)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -316,6 +334,17 @@ func (c *Config) Validate() error {
 	}
 	if c.StatsHeartbeat < 0 {
 		bad("StatsHeartbeat %v must not be negative", c.StatsHeartbeat)
+	}
+	if c.Ack != "" && c.Ack != AckLocal && c.Ack != AckReplicated {
+		bad("Ack %q: want %q or %q", c.Ack, AckLocal, AckReplicated)
+	}
+	if c.AckTimeout < 0 {
+		bad("AckTimeout %v must not be negative", c.AckTimeout)
+	}
+	if c.HA.Enabled {
+		if err := c.HA.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if !c.NoCollector {
 		cc := c.collectorConfig(replication.ConnConfig{URLs: []string{"nats://127.0.0.1:4222"}})

@@ -83,7 +83,7 @@ func startDevNATS(cfg *Config) (*devNATS, error) {
 	defer cancel()
 	nc, err := replication.Dial(ctx, op)
 	if err == nil {
-		err = replication.EnsureStreams(ctx, nc, cfg.Stream, cfg.Collector.Stream)
+		err = replication.EnsureStreams(ctx, nc, cfg.Stream, replication.OriginStream(cfg.Stream, idemStreamTTL(cfg.IdempotencyTTL)), cfg.Collector.Stream)
 		nc.Close()
 	}
 	if err != nil {

@@ -45,6 +45,10 @@ var (
 	ErrInvalidFreshness      = &Error{http.StatusBadRequest, "invalid_freshness", `freshness must be "relaxed" or "strict"`}
 	ErrInvalidRange          = &Error{http.StatusBadRequest, "invalid_range", "from and to must be RFC 3339 times, from not after to, interval minute, hour or day, at most 10,000 intervals"}
 	ErrInternal              = &Error{http.StatusInternalServerError, "internal", "internal error; it has been logged"}
+	// ErrNotLeader answers a write sent to a standby origin (or to a
+	// leader that lost its lease); the body's leader field names the
+	// leader's API URL when it is known.
+	ErrNotLeader = &Error{http.StatusServiceUnavailable, "not_leader", "this origin is a standby and takes no writes; send them to the leader"}
 	// ErrMalformedRequest is a request net/http or the body reader cannot
 	// parse: broken chunked encoding, a body shorter than Content-Length,
 	// duplicate Content-Length, bytes not allowed in a header, an
@@ -111,6 +115,9 @@ func classify(err error) (status int, obj client.ErrorObject, internal bool) {
 		if status >= 500 {
 			return http.StatusInternalServerError, client.ErrorObject{Code: ErrInternal.Code, Message: ErrInternal.Message}, true
 		}
+	case errors.Is(err, store.ErrReadOnly):
+		// An expected answer of a standby, not a server failure.
+		return ErrNotLeader.Status, client.ErrorObject{Code: ErrNotLeader.Code, Message: ErrNotLeader.Message}, false
 	case errors.Is(err, store.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, obj = ErrUnavailable.Status, client.ErrorObject{Code: ErrUnavailable.Code, Message: ErrUnavailable.Message}
 	default:
@@ -140,6 +147,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		err = ErrClientClosed
 	}
 	status, obj, internal := classify(err)
+	if obj.Code == ErrNotLeader.Code {
+		if l := s.ha.leaderAPI(); l != "" && l != s.cfg.HA.AdvertiseURL {
+			obj.Leader = l
+		}
+	}
 	if internal {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "route", r.Pattern, "err", err)
 	} else if status == http.StatusServiceUnavailable {

@@ -124,6 +124,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ *principal)
 	if err := s.store.PutAPIKey(r.Context(), k); err != nil {
 		return err
 	}
+	if err := s.replicated(r.Context()); err != nil {
+		return err
+	}
 	o := s.keyObject(&k)
 	o.Key = secret
 	w.Header().Set("Location", "/v1/keys/"+k.ID)
@@ -158,6 +161,9 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, _ *principal)
 		return err
 	}
 	s.keys.drop(k.Hash)
+	if err := s.replicated(r.Context()); err != nil {
+		return err
+	}
 	s.limits.drop(k.ID)
 	writeJSON(w, http.StatusOK, s.keyObject(&k))
 	return nil

@@ -285,6 +285,9 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
+	if err := s.replicated(r.Context()); err != nil {
+		return err
+	}
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
@@ -374,6 +377,9 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 	if err != nil {
 		return err
 	}
+	if err := s.replicated(r.Context()); err != nil {
+		return err
+	}
 	if req.MaxVisits != nil {
 		// A limit the link has already reached disables it now.
 		if rec, err = s.enforceMaxVisits(r.Context(), rec); err != nil {
@@ -397,6 +403,9 @@ func (s *Server) disableLink(w http.ResponseWriter, r *http.Request, _ *principa
 	}
 	rec, err := s.store.Disable(r.Context(), code, ifRev)
 	if err != nil {
+		return err
+	}
+	if err := s.replicated(r.Context()); err != nil {
 		return err
 	}
 	s.writeLink(w, http.StatusOK, &rec)

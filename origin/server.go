@@ -53,8 +53,11 @@ type Server struct {
 	store *store.Store
 	dev   *devserver.Server
 	nc    natsConn
+	raw   *replication.Conn
 	pub   *replication.Publisher
+	opub  *replication.Publisher // the origin stream
 	relay *relay.Relay
+	ha    haState
 	// collector is the in-process click collector; nil with NoCollector.
 	collector *collector.Collector
 	// maxVisits receives codes whose clicks reached their max_visits.
@@ -177,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.nc = nc
+	s.nc, s.raw = nc, nc
 	if !cfg.NoCollector {
 		cc := cfg.collectorConfig(collectorNATS)
 		cc.Logger = cfg.Logger.With("component", "collector")
@@ -192,9 +195,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.opub, err = replication.NewPublisher(nc, replication.OriginStream(cfg.Stream, idemStreamTTL(cfg.IdempotencyTTL)))
+	if err != nil {
+		return nil, err
+	}
 	s.relay, err = relay.New(relay.Config{
 		Store:     st,
 		Publisher: s.pub,
+		Origin:    s.opub,
 		Logger:    cfg.Logger.With("component", "relay"),
 		Metrics:   cfg.Metrics,
 	})
@@ -236,6 +244,12 @@ func New(cfg Config) (*Server, error) {
 	s.apiLn = &refusalListener{Listener: s.apiLn, s: s}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("listen admin: %w", err)
+	}
+	if s.cfg.HA.AdvertiseURL == "" {
+		s.cfg.HA.AdvertiseURL = defaultAdvertise(s.Addr())
+	}
+	if s.cfg.HA.Holder == "" {
+		s.cfg.HA.Holder = defaultHolder(s.Addr())
 	}
 	ok = true
 	return s, nil
@@ -308,6 +322,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer relayWG.Done()
+		if s.cfg.HA.Enabled {
+			if err := s.runHA(relayCtx); err != nil && relayCtx.Err() == nil {
+				errc <- fmt.Errorf("ha: %w", err)
+			}
+			return
+		}
 		s.relayRunning.Store(true)
 		defer s.relayRunning.Store(false)
 		if err := s.relay.Run(relayCtx); err != nil && relayCtx.Err() == nil {
@@ -430,6 +450,9 @@ func (s *Server) ensureStream(ctx context.Context) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := s.pub.OpenStream(actx)
+		if err == nil {
+			err = s.opub.OpenStream(actx)
+		}
 		cancel()
 		if err == nil {
 			s.streamReady.Store(true)
@@ -460,6 +483,8 @@ func openStore(cfg *Config, reserved link.Reserved) (*store.Store, error) {
 		CodeLength:     cfg.CodeLength,
 		Reserved:       reserved,
 		IdempotencyTTL: cfg.IdempotencyTTL,
+		// With HA the lease decides when this origin may write.
+		ReadOnly: cfg.HA.Enabled,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)

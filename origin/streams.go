@@ -10,8 +10,9 @@ import (
 // CreateStreams is the operator's step (`origin streams`): it connects
 // with cfg.NATS, which must carry the operator role's credentials (only
 // that role may create or change streams; see deploy/nats/), and creates
-// the change stream (cfg.Stream) and the click stream
-// (cfg.Collector.Stream), or updates them to these settings, for example a
+// the change stream (cfg.Stream), the origin's stream of keys and
+// idempotency records, the click stream (cfg.Collector.Stream) and the
+// HA lease bucket (cfg.HA.Lease), or updates them to these settings, for example a
 // new replication factor. The origin, the edges and the collector only
 // open streams that exist.
 func CreateStreams(ctx context.Context, cfg Config) error {
@@ -27,7 +28,12 @@ func CreateStreams(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer conn.Close()
-	if err := replication.EnsureStreams(ctx, conn, cfg.Stream, cfg.Collector.Stream); err != nil {
+	if err := replication.EnsureStreams(ctx, conn, cfg.Stream, replication.OriginStream(cfg.Stream, idemStreamTTL(cfg.IdempotencyTTL)), cfg.Collector.Stream); err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	// The lease bucket of origin HA, made here too so that origins
+	// started with -ha need no operator rights.
+	if err := replication.EnsureLeaseBucket(ctx, conn, cfg.HA.Lease); err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
 	return nil

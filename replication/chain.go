@@ -44,6 +44,13 @@ type SendFunc func(code string, revision uint64, data []byte, lastSeq uint64) (*
 // stream (which breaks the fixed offset above: events after a refused one
 // could then land in its place).
 //
+// With a lease (Publisher.SetEpoch), every event carries the leader's
+// epoch and the anchor is also the fence: a new leader appends an epoch
+// barrier (Publisher.AppendBarrier), so the old leader's events in flight
+// are refused, and its next anchor finds the higher epoch and fails with
+// ErrFenced instead of anchoring on the new leader's messages. Only
+// chains of one epoch ever append after each other.
+//
 // A Chain is not safe for concurrent use; one writer owns it.
 type Chain struct {
 	pub  *Publisher
@@ -140,15 +147,26 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 // resync anchors the chain on the stream's last message: it returns how
 // many events, from the first, are in the stream (0 unless the last
 // message is one of events, then up to and including it).
+//
+// It is also the fence of an origin with a lease: if the last message
+// carries a higher epoch than the publisher's, a newer leader has
+// appended its barrier (and maybe events after it), and anchoring on it
+// would land this deposed leader's events after the new leader's.
+// resync returns ErrFenced instead, and keeps returning it.
 func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
 	t, err := c.pub.Tail(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("resync: %w", err)
 	}
+	// A publisher without an epoch (an origin without a lease, the sole
+	// writer by configuration) is never fenced.
+	if epoch := c.pub.Epoch(); epoch > 0 && t.Epoch > epoch {
+		return 0, fmt.Errorf("resync: stream %s's last message %d has epoch %d, ours is %d: %w", c.pub.cfg.Name, t.Seq, t.Epoch, epoch, ErrFenced)
+	}
 	skip := 0
-	if t.Found {
+	if t.MsgID != "" {
 		for i := len(events) - 1; i >= 0; i-- {
-			if events[i].Code == t.Code && events[i].Revision == t.Revision {
+			if c.pub.msgID(events[i].Code, events[i].Revision) == t.MsgID {
 				skip = i + 1
 				break
 			}

@@ -13,6 +13,10 @@ import (
 )
 
 // ConnConfig says how to reach the NATS cluster.
+// Conn is the NATS connection Dial returns, named here so that packages
+// which hold one need not import nats.go.
+type Conn = nats.Conn
+
 type ConnConfig struct {
 	// URLs are the NATS servers, comma separated or one per element.
 	// Required.

@@ -723,6 +723,9 @@ func (c *Consumer) take(b *Batch, msg jetstream.Msg, prefix string, lastCon, pen
 	*pending = md.NumPending
 
 	subject, data := msg.Subject(), msg.Data()
+	if subject == prefix+barrierToken {
+		return nil // an origin leader's epoch barrier: nothing to apply
+	}
 	ch, err := link.UnmarshalChange(data)
 	if err == nil {
 		if code, ok := strings.CutPrefix(subject, prefix); !ok || code != ch.Record.Code {

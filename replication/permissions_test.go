@@ -109,7 +109,7 @@ func TestRolePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer op.Close()
-	if err := replication.EnsureStreams(ctx, op, replication.StreamConfig{}, replication.ClickStreamConfig{}); err != nil {
+	if err := replication.EnsureStreams(ctx, op, replication.StreamConfig{}, replication.OriginStream(replication.StreamConfig{}, time.Hour), replication.ClickStreamConfig{}); err != nil {
 		t.Fatalf("operator creates the streams: %v", err)
 	}
 	ojs, _ := jetstream.New(op)

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,7 +28,45 @@ type Publisher struct {
 	asyncOnce sync.Once
 	ajs       jetstream.JetStream
 	ajsErr    error
+
+	// epoch is the origin leader's epoch stamped on every event (see
+	// SetEpoch); 0 for an origin without a lease.
+	epoch atomic.Uint64
 }
+
+// EpochHeader carries the origin leader's epoch on every event it
+// publishes and on its epoch barrier. A chain that finds a higher epoch at
+// the stream's tail has been deposed (ErrFenced).
+const EpochHeader = "Linkpop-Epoch"
+
+// ErrFenced is what a Chain reports when the stream's last message was
+// written by a leader of a higher epoch: another origin has taken over,
+// and this one must not publish again.
+var ErrFenced = errors.New("fenced: another origin leader of a higher epoch appended to the stream")
+
+// SetEpoch sets the epoch stamped on the events published from now on
+// (EpochHeader, and in the Nats-Msg-Id, so two leaders' events for one
+// code and revision are never taken for duplicates of each other).
+func (p *Publisher) SetEpoch(e uint64) { p.epoch.Store(e) }
+
+// Epoch is the epoch SetEpoch set.
+func (p *Publisher) Epoch() uint64 { return p.epoch.Load() }
+
+// msgID is the Nats-Msg-Id of an event published at the current epoch.
+func (p *Publisher) msgID(code string, revision uint64) string {
+	return epochMsgID(code, revision, p.epoch.Load())
+}
+
+func epochMsgID(code string, revision, epoch uint64) string {
+	id := MsgID(code, revision)
+	if epoch > 0 {
+		id += "@" + strconv.FormatUint(epoch, 10)
+	}
+	return id
+}
+
+// Config is the stream configuration the publisher appends to.
+func (p *Publisher) Config() StreamConfig { return p.cfg }
 
 // NewPublisher returns a publisher on nc. It does not touch the server:
 // call EnsureStream (Publisher.EnsureStream) before the first Publish, and
@@ -184,11 +225,18 @@ func (p *Publisher) publishAsync(code string, revision uint64, data []byte, last
 	if p.ajsErr != nil {
 		return nil, fmt.Errorf("jetstream: %w", p.ajsErr)
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(MsgID(code, revision)), jetstream.WithExpectStream(p.cfg.Name)}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(p.msgID(code, revision)), jetstream.WithExpectStream(p.cfg.Name)}
 	if lastSeq != nil {
 		opts = append(opts, jetstream.WithExpectLastSequence(*lastSeq))
 	}
-	f, err := p.ajs.PublishMsgAsync(&nats.Msg{Subject: p.cfg.Subject(code), Data: data}, opts...)
+	if p.cfg.origin && strings.HasPrefix(code, originIdemToken) {
+		opts = append(opts, jetstream.WithMsgTTL(p.cfg.IdemTTL))
+	}
+	msg := &nats.Msg{Subject: p.cfg.Subject(code), Data: data}
+	if e := p.epoch.Load(); e > 0 {
+		msg.Header = nats.Header{EpochHeader: []string{strconv.FormatUint(e, 10)}}
+	}
+	f, err := p.ajs.PublishMsgAsync(msg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
 	}
@@ -204,45 +252,141 @@ type Tail struct {
 	Found    bool
 	Code     string
 	Revision uint64
+	// MsgID is the message's Nats-Msg-Id and Epoch its EpochHeader (0
+	// without one), for any message found at Seq, change event or not.
+	MsgID string
+	Epoch uint64
+	// LastMsgSeq is the sequence of the last message the stream still
+	// holds: Seq, except on the origin stream after the last messages
+	// expired (see Publisher.Tail). A follower is caught up at it.
+	LastMsgSeq uint64
 }
 
 // Tail reads the stream's last message from the stream leader (a direct
 // get could be answered by a lagging replica): its sequence and which
-// event it is, in one request.
+// event it is, in one request. On the origin stream, whose idempotency
+// records expire, the last message may be gone while the stream's last
+// sequence stays: Seq is then the stream's last sequence, LastMsgSeq the
+// last message still held, and Epoch that message's (no leader ever
+// writes after a higher epoch's barrier, and barriers never expire, so it
+// is the highest epoch in the stream).
 func (p *Publisher) Tail(ctx context.Context) (Tail, error) {
+	var last uint64
+	if p.cfg.origin {
+		var err error
+		if last, err = p.LastSequence(ctx); err != nil {
+			return Tail{}, err
+		}
+	}
+	m, found, err := p.lastMsg(ctx, p.cfg.tailSubject())
+	if err != nil {
+		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, err)
+	}
+	if !found {
+		// Empty or purged: the sequence goes on from the stream's state.
+		if !p.cfg.origin {
+			if last, err = p.LastSequence(ctx); err != nil {
+				return Tail{}, err
+			}
+		}
+		return Tail{Seq: last}, nil
+	}
+	t := Tail{Seq: m.seq, LastMsgSeq: m.seq, MsgID: m.msgID, Epoch: m.epoch}
+	if !p.cfg.origin {
+		if c, err := link.UnmarshalChange(m.data); err == nil {
+			t.Found, t.Code, t.Revision = true, c.Record.Code, c.Record.Revision
+		}
+	} else if last > m.seq {
+		t.Seq, t.MsgID = last, ""
+	} else {
+		t.Found = t.MsgID != ""
+	}
+	return t, nil
+}
+
+// LastFor returns the payload of the last message on the subject of code
+// (Subject(code)), from the stream leader; found is false if there is
+// none.
+func (p *Publisher) LastFor(ctx context.Context, code string) (data []byte, found bool, err error) {
+	m, found, err := p.lastMsg(ctx, p.cfg.Subject(code))
+	if err != nil {
+		return nil, false, fmt.Errorf("stream %s last of %s: %w", p.cfg.Name, code, err)
+	}
+	return m.data, found, nil
+}
+
+type storedMsg struct {
+	seq   uint64
+	msgID string
+	epoch uint64
+	data  []byte
+}
+
+// lastMsg reads the last message matching subject from the stream leader.
+func (p *Publisher) lastMsg(ctx context.Context, subject string) (storedMsg, bool, error) {
 	req, err := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
-	}{p.cfg.Subject("*")})
+	}{subject})
 	if err != nil {
-		return Tail{}, err
+		return storedMsg{}, false, err
 	}
 	msg, err := p.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.cfg.Name, req)
 	if err != nil {
-		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, err)
+		return storedMsg{}, false, err
 	}
 	var resp struct {
 		Message *struct {
 			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
 			Data []byte `json:"data"`
 		} `json:"message"`
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, err)
+		return storedMsg{}, false, err
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		// Empty or purged: the sequence goes on from the stream's state.
-		seq, err := p.LastSequence(ctx)
-		return Tail{Seq: seq}, err
+		return storedMsg{}, false, nil
 	case resp.Error != nil:
-		return Tail{}, fmt.Errorf("stream %s tail: %w", p.cfg.Name, resp.Error)
+		return storedMsg{}, false, resp.Error
 	case resp.Message == nil:
-		return Tail{}, fmt.Errorf("stream %s tail: empty answer", p.cfg.Name)
+		return storedMsg{}, false, errors.New("empty answer")
 	}
-	t := Tail{Seq: resp.Message.Seq}
-	if c, err := link.UnmarshalChange(resp.Message.Data); err == nil {
-		t.Found, t.Code, t.Revision = true, c.Record.Code, c.Record.Revision
+	m := storedMsg{seq: resp.Message.Seq, data: resp.Message.Data}
+	if len(resp.Message.Hdrs) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs)
+		if err != nil {
+			return storedMsg{}, false, fmt.Errorf("headers: %w", err)
+		}
+		m.msgID = h.Get(jetstream.MsgIDHeader)
+		if v := h.Get(EpochHeader); v != "" {
+			if m.epoch, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return storedMsg{}, false, fmt.Errorf("bad %s %q", EpochHeader, v)
+			}
+		}
 	}
-	return t, nil
+	return m, true, nil
+}
+
+// AppendBarrier appends the epoch barrier of a new leader (epoch) to the
+// stream, expecting its last sequence to be lastSeq, and returns the
+// barrier's sequence. After it, any event sent expecting an older tail is
+// refused, and a chain that re-reads the tail finds the higher epoch and
+// stops (ErrFenced). ErrWrongLastSequence if something landed after
+// lastSeq: catch up and try again.
+func (p *Publisher) AppendBarrier(ctx context.Context, epoch, lastSeq uint64) (uint64, error) {
+	msg := &nats.Msg{
+		Subject: p.cfg.BarrierSubject(),
+		Data:    []byte(`{"epoch":` + strconv.FormatUint(epoch, 10) + `}`),
+		Header:  nats.Header{EpochHeader: []string{strconv.FormatUint(epoch, 10)}},
+	}
+	ack, err := p.js.PublishMsg(ctx, msg,
+		jetstream.WithMsgID(epochMsgID(barrierToken, 0, epoch)),
+		jetstream.WithExpectStream(p.cfg.Name),
+		jetstream.WithExpectLastSequence(lastSeq))
+	if err != nil {
+		return 0, publishErr(barrierToken, epoch, err)
+	}
+	return ack.Sequence, nil
 }

@@ -120,7 +120,7 @@ func TestR3ExpectedHeaders(t *testing.T) {
 		if seq, dup, err := a.Wait(ctx); seq != 51 || !dup || err != nil {
 			t.Fatalf("re-publish: seq %d dup %v err %v, want the duplicate of 51", seq, dup, err)
 		}
-		if tail, err := p.Tail(ctx); err != nil || tail != (replication.Tail{Seq: 51, Found: true, Code: "fresh", Revision: 51}) {
+		if tail, err := p.Tail(ctx); err != nil || tail != (replication.Tail{Seq: 51, Found: true, Code: "fresh", Revision: 51, MsgID: "fresh:51", LastMsgSeq: 51}) {
 			t.Fatalf("tail: %+v %v", tail, err)
 		}
 	})

@@ -28,6 +28,65 @@ type StreamConfig struct {
 	// DuplicateWindow is how long JetStream remembers Nats-Msg-Id values to
 	// drop re-published events. The default is 2 minutes.
 	DuplicateWindow time.Duration
+	// IdemTTL, on the origin stream only (OriginStream), is the age at
+	// which the server drops an idempotency record (Nats-TTL). The
+	// default is 49h.
+	IdemTTL time.Duration
+
+	// origin marks the origin's own stream (OriginStream): API keys and
+	// idempotency records under "<prefix>.key.<id>" and
+	// "<prefix>.idem.<hash>", never read by edges.
+	origin bool
+}
+
+// OriginStream is the configuration of the origin's own stream, which
+// carries what a standby origin needs besides the links: API keys (their
+// hashes, never a secret) and idempotency records. It is replicated and
+// stored like links (its Replicas and Memory) and, like it, keeps the
+// newest message per subject. Edges never read it.
+func OriginStream(links StreamConfig, idemTTL time.Duration) StreamConfig {
+	return StreamConfig{
+		Name:          "LINKPOP_ORIGIN",
+		SubjectPrefix: "linkpop.origin",
+		Replicas:      links.Replicas,
+		Memory:        links.Memory,
+		IdemTTL:       idemTTL,
+		origin:        true,
+	}
+}
+
+// Tokens of the origin stream's subjects.
+const (
+	originKeyToken  = "key."
+	originIdemToken = "idem."
+)
+
+// OriginKeyCode is the "code" (subject tail) of an API key's event on the
+// origin stream.
+func OriginKeyCode(id string) string { return originKeyToken + id }
+
+// OriginIdemCode is the "code" (subject tail) of an idempotency record's
+// event on the origin stream; hash is a hex digest of the record's id.
+func OriginIdemCode(hash string) string { return originIdemToken + hash }
+
+// barrierToken is the subject token of the epoch barrier. '~' is never
+// part of a link code, so the barrier cannot collide with a link.
+const barrierToken = "~epoch"
+
+// BarrierSubject is the subject of the epoch barrier a new origin leader
+// appends when it takes over (see Publisher.AppendBarrier). Consumers skip
+// it.
+func (c StreamConfig) BarrierSubject() string {
+	return c.withDefaults().SubjectPrefix + "." + barrierToken
+}
+
+// tailSubject is the filter that matches every message of the stream.
+func (c StreamConfig) tailSubject() string {
+	c = c.withDefaults()
+	if c.origin {
+		return c.SubjectPrefix + ".>"
+	}
+	return c.SubjectPrefix + ".*"
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -43,6 +102,9 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
 	}
+	if c.origin && c.IdemTTL == 0 {
+		c.IdemTTL = 49 * time.Hour
+	}
 	return c
 }
 
@@ -54,6 +116,9 @@ func (c StreamConfig) Validate() error {
 	}
 	if c.DuplicateWindow < 0 {
 		errs = append(errs, errors.New("stream: DuplicateWindow must not be negative"))
+	}
+	if c.IdemTTL != 0 && c.IdemTTL < time.Second {
+		errs = append(errs, errors.New("stream: IdemTTL must be at least 1s"))
 	}
 	return errors.Join(errs...)
 }
@@ -75,6 +140,25 @@ func MsgID(code string, revision uint64) string {
 // disabled link's last event is its tombstone and is never dropped.
 func (c StreamConfig) jsConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
+	if c.origin {
+		return jetstream.StreamConfig{
+			Name:              c.Name,
+			Description:       "linkpop origin state: API key hashes and idempotency records, for standby origins",
+			Subjects:          []string{c.SubjectPrefix + ".>"},
+			Retention:         jetstream.LimitsPolicy,
+			MaxMsgsPerSubject: 1,
+			Discard:           jetstream.DiscardOld,
+			Storage:           storageOf(c.Memory),
+			Replicas:          c.Replicas,
+			Duplicates:        c.DuplicateWindow,
+			MaxMsgSize:        64 << 10,
+			DenyDelete:        true,
+			// Idempotency records expire by Nats-TTL. No
+			// SubjectDeleteMarkerTTL: a server-written marker would
+			// move the last sequence under the relay's chain.
+			AllowMsgTTL: true,
+		}
+	}
 	return jetstream.StreamConfig{
 		Name:              c.Name,
 		Description:       "linkpop change stream: latest event per short code",
@@ -145,15 +229,19 @@ func openStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stream
 	return nil, fmt.Errorf("stream %s: %w (create: %v)", sc.Name, ErrStreamMissing, err)
 }
 
-// EnsureStreams is the operator's step: it creates both streams, or
-// updates them to these configurations. It needs the operator role's
-// permissions (natsauth.Operator).
-func EnsureStreams(ctx context.Context, nc *nats.Conn, links StreamConfig, clicks ClickStreamConfig) error {
+// EnsureStreams is the operator's step: it creates the change stream, the
+// origin's stream (OriginStream) and the click stream, or updates them to
+// these configurations. It needs the operator role's permissions
+// (natsauth.Operator).
+func EnsureStreams(ctx context.Context, nc *nats.Conn, links, origin StreamConfig, clicks ClickStreamConfig) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	if _, err := EnsureStream(ctx, js, links); err != nil {
+		return err
+	}
+	if _, err := EnsureStream(ctx, js, origin); err != nil {
 		return err
 	}
 	_, err = EnsureClickStream(ctx, js, clicks)

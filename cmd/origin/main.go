@@ -5,6 +5,7 @@
 //	origin -data DIR [-listen 127.0.0.1:8081] [-admin 127.0.0.1:9081] [-nats URLS] [-dev] ...
 //	origin republish -data DIR [-nats URLS] [-timeout 2m]
 //	origin streams -nats URLS -nats-user operator -nats-password-file FILE [-stream-replicas 3 -click-stream-replicas 3]
+//	origin restore -data DIR [-nats URLS] [-stream-replicas 3]
 //	origin verify [-api URL] [-key KEY | -key-file FILE] [-edges URLS] [-wait 10s] [-detail]
 //
 // `origin republish` re-publishes the whole link table into the stream and
@@ -12,10 +13,14 @@
 // (Pebble's directory lock refuses a second process).
 //
 // `origin streams` is the operator's step: with the operator role's NATS
-// credentials it creates the change and click streams, or updates them to
-// the flags' settings (replicas, storage). Only the operator role may; the
-// origin, edges and collector only open streams that exist (-dev creates
-// them in its embedded server itself).
+// credentials it creates the change, origin and click streams, or updates
+// them to the flags' settings (replicas, storage). Only the operator role
+// may; the origin, edges and collector only open streams that exist (-dev
+// creates them in its embedded server itself).
+//
+// `origin restore` rebuilds the store in DIR from the streams alone (the
+// link stream and the origin stream of API keys and idempotency records),
+// for when every origin's disk is lost; DIR/origin must not exist.
 //
 // `origin verify` compares each edge's replica with the origin by
 // digest (the origin's GET /v1/digest, each edge's admin GET /digest) and
@@ -56,7 +61,8 @@ func main() {
 	}
 	republish := len(args) > 0 && args[0] == "republish"
 	streams := len(args) > 0 && args[0] == "streams"
-	if republish || streams {
+	restore := len(args) > 0 && args[0] == "restore"
+	if republish || streams || restore {
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("origin", flag.ExitOnError)
@@ -65,6 +71,10 @@ func main() {
 	if republish || streams {
 		fs.Init("origin "+args0(republish), flag.ExitOnError)
 		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "give up when NATS or the stream are not reachable within this time")
+	}
+	if restore {
+		fs.Init("origin restore", flag.ExitOnError)
+		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "give up when the store is not rebuilt within this time")
 	}
 	_ = fs.Parse(args)
 	if fs.NArg() > 0 {
@@ -87,6 +97,17 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Println("streams ready")
+		return
+	}
+	if restore {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		n, err := origin.Restore(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "origin restore:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("restored %d links\n", n)
 		return
 	}
 	if republish {
@@ -175,6 +196,12 @@ type flags struct {
 	clickStreamReplicas            int
 	minuteRetention, hourRetention time.Duration
 	edgeRetireAfter                time.Duration
+	ack                            string
+	ackTimeout                     time.Duration
+	ha                             bool
+	advertise                      string
+	leaseTTL, leaseRenew           time.Duration
+	leaseStopAfter                 time.Duration
 }
 
 const defaultNATS = "nats://127.0.0.1:4222"
@@ -209,6 +236,13 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
 	fs.DurationVar(&f.hourRetention, "hour-retention", 90*24*time.Hour, "how long the collector keeps hour rollups (day rollups are kept forever)")
 	fs.DurationVar(&f.edgeRetireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
+	fs.StringVar(&f.ack, "ack", origin.AckLocal, "answer writes once durable here (local) or once the stream acknowledged them (replicated: no answered write is lost with this machine)")
+	fs.DurationVar(&f.ackTimeout, "ack-timeout", origin.DefaultAckTimeout, "with -ack replicated, answer 503 if the stream has not acknowledged a write within this time")
+	fs.BoolVar(&f.ha, "ha", false, "run with standbys: the leader lease (JetStream KV LINKPOP_LEASE) decides which origin takes writes; the others follow the streams and answer 503 not_leader")
+	fs.StringVar(&f.advertise, "advertise", "", "with -ha, this origin's API URL as clients reach it, named in not_leader answers (default http://<-listen>)")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", origin.DefaultLeaseTTL, "with -ha, the lease bucket's TTL: a standby takes over this long after the leader's last renewal")
+	fs.DurationVar(&f.leaseRenew, "lease-renew", origin.DefaultLeaseRenew, "with -ha, how often the leader renews the lease")
+	fs.DurationVar(&f.leaseStopAfter, "lease-stop-after", origin.DefaultLeaseStopAfter, "with -ha, the leader stops taking writes this long after its last successful renewal (below -lease-ttl)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return f
@@ -267,6 +301,15 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 			MinuteRetention: f.minuteRetention,
 			HourRetention:   f.hourRetention,
 			RetireAfter:     f.edgeRetireAfter,
+		},
+		Ack:        f.ack,
+		AckTimeout: f.ackTimeout,
+		HA: origin.HAConfig{
+			Enabled:      f.ha,
+			AdvertiseURL: f.advertise,
+			Lease:        replication.LeaseConfig{TTL: f.leaseTTL, Replicas: f.streamReplicas},
+			Renew:        f.leaseRenew,
+			StopAfter:    f.leaseStopAfter,
 		},
 		Logger: logger,
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linkpop/linkpop/cmd/internal/cli"
+	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/origin/verify"
 	"github.com/linkpop/linkpop/tlsconf"
 )
@@ -20,7 +21,7 @@ import (
 // 1 when one diverged, lags or is unreachable, 2 for bad usage.
 func runVerify(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("origin verify", flag.ContinueOnError)
-	api := fs.String("api", verify.DefaultOriginURL, "origin API base `URL`")
+	api := fs.String("api", verify.DefaultOriginURL, "origin API base `URLs`, comma separated: with several (HA), the leader's is used")
 	key := fs.String("key", "", "origin API `key` with links:read (default: read from -key-file, else $"+adminKeyEnv+")")
 	keyFile := fs.String("key-file", "", "`file` holding the API key, for example DATA/admin.key")
 	edges := fs.String("edges", "http://127.0.0.1:9080,http://127.0.0.1:9082", "edge admin listener `URLs`, comma separated")
@@ -49,7 +50,7 @@ func runVerify(ctx context.Context, args []string) int {
 		return 2
 	}
 	cfg := verify.Config{
-		OriginURL: *api,
+		OriginURL: pickOrigin(ctx, cli.SplitList(*api)),
 		OriginKey: k,
 		Edges:     cli.SplitList(*edges),
 		Wait:      max(*wait, time.Nanosecond),
@@ -124,4 +125,39 @@ func writeMetricsFile(name string, rep *verify.Report) error {
 		return err
 	}
 	return os.Rename(tmp, name)
+}
+
+// pickOrigin returns the first of urls whose API answers as the leader
+// (origin.RoleHeader, or none: an origin without HA), else the first that
+// answers at all, else the first.
+func pickOrigin(ctx context.Context, urls []string) string {
+	if len(urls) == 0 {
+		return ""
+	}
+	if len(urls) == 1 {
+		return urls[0]
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	answered := ""
+	for _, u := range urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u, "/")+"/v1/openapi.json", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if role := resp.Header.Get(origin.RoleHeader); role == "" || role == "leader" {
+			return u
+		}
+		if answered == "" {
+			answered = u
+		}
+	}
+	if answered != "" {
+		return answered
+	}
+	return urls[0]
 }

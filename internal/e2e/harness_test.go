@@ -94,7 +94,7 @@ func (s *system) createStreams() {
 		s.t.Fatal(err)
 	}
 	defer nc.Close()
-	if err := replication.EnsureStreams(ctx, nc, s.stream, replication.ClickStreamConfig{}); err != nil {
+	if err := replication.EnsureStreams(ctx, nc, s.stream, replication.OriginStream(s.stream, 25*time.Hour), replication.ClickStreamConfig{}); err != nil {
 		s.t.Fatalf("operator: create streams: %v", err)
 	}
 }

@@ -159,7 +159,7 @@ func TestTLSEverywhere(t *testing.T) {
 	if !op.TLSRequired() {
 		t.Error("the operator's connection is not TLS")
 	}
-	if err := replication.EnsureStreams(ctx, op, replication.StreamConfig{}, replication.ClickStreamConfig{}); err != nil {
+	if err := replication.EnsureStreams(ctx, op, replication.StreamConfig{}, replication.OriginStream(replication.StreamConfig{}, 25*time.Hour), replication.ClickStreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
 

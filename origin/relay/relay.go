@@ -47,6 +47,12 @@ type Config struct {
 	Store *store.Store
 	// Publisher appends to the change stream. Required.
 	Publisher *replication.Publisher
+	// Origin appends the origin outbox (API keys, idempotency records) to
+	// the origin stream (replication.OriginStream). Each pass publishes
+	// it before the links, so a link event is never in the stream without
+	// the idempotency record committed with it. The default (nil) leaves
+	// the origin outbox alone.
+	Origin *replication.Publisher
 	// Logger receives publish failures and recoveries. The default (nil)
 	// discards them.
 	Logger *slog.Logger
@@ -121,8 +127,9 @@ type Relay struct {
 	// mu serialises publishing: a Run pass and Republish never interleave,
 	// so a code's events reach the stream in revision order. It guards
 	// chain too.
-	mu    sync.Mutex
-	chain *replication.Chain
+	mu     sync.Mutex
+	chain  *replication.Chain
+	ochain *replication.Chain // nil without Config.Origin
 	// publishAt is Publisher.PublishRawAsyncAt; tests replace it to make
 	// single publishes fail.
 	publishAt replication.SendFunc
@@ -144,6 +151,9 @@ func New(cfg Config) (*Relay, error) {
 	r.chain = replication.NewChain(cfg.Publisher, func(code string, rev uint64, data []byte, lastSeq uint64) (*replication.PendingAck, error) {
 		return r.publishAt(code, rev, data, lastSeq)
 	})
+	if cfg.Origin != nil {
+		r.ochain = replication.NewChain(cfg.Origin, nil)
+	}
 	set := cfg.Metrics
 	r.mPublished = set.NewCounter("linkpop_relay_published_total")
 	r.mErrors = set.NewCounter("linkpop_relay_errors_total")
@@ -181,7 +191,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, store.ErrClosed):
+		case errors.Is(err, store.ErrClosed), errors.Is(err, replication.ErrFenced):
 			return fmt.Errorf("relay: %w", err)
 		case errors.Is(err, replication.ErrWrongLastSequence) && acked > 0:
 			// The stream's last sequence was not the expected one (an
@@ -205,6 +215,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			ectx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 			if err := r.cfg.Publisher.OpenStream(ectx); err != nil && ctx.Err() == nil {
 				r.log.Debug("relay: ensure stream", "err", err)
+			}
+			if r.cfg.Origin != nil {
+				if err := r.cfg.Origin.OpenStream(ectx); err != nil && ctx.Err() == nil {
+					r.log.Debug("relay: ensure origin stream", "err", err)
+				}
 			}
 			cancel()
 			continue
@@ -240,13 +255,41 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // pass publishes up to BatchSize of the oldest outbox entries and deletes
 // the ones acknowledged, in order, up to the first failure. It returns how
-// many entries it read and how many of them it deleted.
+// many entries it read and how many of them it deleted. With an origin
+// stream it first publishes the origin outbox the same way, and the links
+// only once that is empty: the link entries are read before the origin
+// entries, so every origin event committed with one of them is published
+// first.
 func (r *Relay) pass(ctx context.Context) (n, acked int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	entries, err := r.cfg.Store.Outbox(r.cfg.BatchSize)
-	if err != nil || len(entries) == 0 {
+	if err != nil {
 		return 0, 0, err
+	}
+	if r.ochain != nil {
+		events, err := r.cfg.Store.OriginOutbox(r.cfg.BatchSize)
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(events) > 0 {
+			oacked, err := r.publishWith(ctx, r.ochain, events, nil)
+			if oacked > 0 {
+				seqs := make([]uint64, oacked)
+				for i := range seqs {
+					seqs[i] = events[i].Revision
+				}
+				if derr := r.cfg.Store.OriginOutboxDelete(seqs...); derr != nil {
+					return len(events), 0, errors.Join(err, fmt.Errorf("origin outbox delete: %w", derr))
+				}
+			}
+			if err != nil || len(events) == r.cfg.BatchSize {
+				return len(events), oacked, err
+			}
+		}
+	}
+	if len(entries) == 0 {
+		return 0, 0, nil
 	}
 	acked, err = r.publish(ctx, entries, func(i int) {
 		r.mLag.Update(max(time.Since(entries[i].CommittedAt).Seconds(), 0))
@@ -267,19 +310,28 @@ func (r *Relay) pass(ctx context.Context) (n, acked int, err error) {
 // replication.Chain) and returns how many entries, from the first, are in
 // the stream, and the first error.
 func (r *Relay) publish(ctx context.Context, entries []store.OutboxEntry, onAck func(i int)) (int, error) {
+	return r.publishWith(ctx, r.chain, entries, onAck)
+}
+
+// publishWith publishes entries through chain as one window.
+func (r *Relay) publishWith(ctx context.Context, chain *replication.Chain, entries []store.OutboxEntry, onAck func(i int)) (int, error) {
 	events := make([]replication.Event, len(entries))
 	for i, e := range entries {
 		events[i] = replication.Event{Code: e.Code, Revision: e.Revision, Data: e.Data}
 	}
-	return r.publishEvents(ctx, events, onAck)
+	return r.publishChain(ctx, chain, events, onAck)
 }
 
 // publishEvents publishes one window through the chain within AckTimeout.
 func (r *Relay) publishEvents(ctx context.Context, events []replication.Event, onAck func(i int)) (int, error) {
+	return r.publishChain(ctx, r.chain, events, onAck)
+}
+
+func (r *Relay) publishChain(ctx context.Context, chain *replication.Chain, events []replication.Event, onAck func(i int)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	start := time.Now()
-	n, err := r.chain.Publish(ctx, events, func(i int) {
+	n, err := chain.Publish(ctx, events, func(i int) {
 		r.mPublished.Inc()
 		if onAck != nil {
 			onAck(i)
@@ -289,6 +341,17 @@ func (r *Relay) publishEvents(ctx context.Context, events []replication.Event, o
 		r.mPublish.UpdateDuration(start)
 	}
 	return n, err
+}
+
+// Reset makes the next pass re-read both streams' tails: after a
+// takeover, the tail is the new leader's barrier.
+func (r *Relay) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.chain.Reset()
+	if r.ochain != nil {
+		r.ochain.Reset()
+	}
 }
 
 // Republish publishes every link's current state (an OpUpdate event at

@@ -236,6 +236,9 @@ func (t *txn) putKey(k APIKey) result {
 	t.hashes[k.Hash] = k.ID
 	t.setKey(k)
 	t.sync = true
+	if err := t.emitKey(&k); err != nil {
+		return result{err: err}
+	}
 	return result{key: k}
 }
 
@@ -267,5 +270,8 @@ func (t *txn) revokeKey(id string) result {
 	}
 	t.setKey(k)
 	t.sync = true
+	if err := t.emitKey(&k); err != nil {
+		return result{err: err}
+	}
 	return result{key: k}
 }

@@ -26,8 +26,13 @@
 //	                              the sweep reads expired records in order
 //	k/<id>                        API key: encodeAPIKey
 //	h/<sha256:32>                 API key hash index: the key's id
+//	p/<seq:8 BE>                  origin outbox (API keys, idempotency records for
+//	                              the origin stream): the o/ encoding, code
+//	                              "key.<hex id>" or "idem.<hash>", JSON payload
 //	m/revision                    last committed revision (8 BE)
 //	m/links                       number of links (8 BE)
+//	m/oseq                        last origin outbox sequence (8 BE)
+//	m/pos/links, m/pos/origin     stream positions a standby applied (8 BE)
 //
 // Big-endian revisions make the outbox iterate oldest first. The revision
 // counter is stored, not derived from the outbox, because the relay empties

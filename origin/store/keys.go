@@ -20,16 +20,25 @@ var (
 	keyPrefix    = []byte("k/")
 	keyUpper     = []byte("k0")
 	hashPrefix   = []byte("h/")
+	originPrefix = []byte("p/")
+	originUpper  = []byte("p0")
 	revisionKey  = []byte("m/revision")
 	linksKey     = []byte("m/links")
+	oseqKey      = []byte("m/oseq")
+	posLinksKey  = []byte("m/pos/links")
+	posOrigKey   = []byte("m/pos/origin")
 )
 
 func linkKey(code string) []byte {
 	return append(append(make([]byte, 0, len(linkPrefix)+len(code)), linkPrefix...), code...)
 }
 
-func outboxKey(rev uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(make([]byte, 0, len(outboxPrefix)+8), outboxPrefix...), rev)
+func outboxKey(rev uint64) []byte { return seqKey(outboxPrefix, rev) }
+
+func originKey(seq uint64) []byte { return seqKey(originPrefix, seq) }
+
+func seqKey(prefix []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, len(prefix)+8), prefix...), seq)
 }
 
 func idemID(scope, key string) string { return scope + "\x00" + key }
@@ -74,7 +83,7 @@ func decodeOutbox(key, val []byte) (OutboxEntry, error) {
 	if len(key) != len(outboxPrefix)+8 {
 		return OutboxEntry{}, fmt.Errorf("%w: outbox key of %d bytes", link.ErrCorrupt, len(key))
 	}
-	e := OutboxEntry{Revision: binary.BigEndian.Uint64(key[len(outboxPrefix):])}
+	e := OutboxEntry{Revision: binary.BigEndian.Uint64(key[len(outboxPrefix):])} // p/ is as long as o/
 	ns, n := binary.Uvarint(val)
 	if n <= 0 {
 		return OutboxEntry{}, fmt.Errorf("%w: outbox entry %d: time", link.ErrCorrupt, e.Revision)

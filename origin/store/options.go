@@ -60,6 +60,10 @@ type Options struct {
 	// Now is the clock stamped on records, outbox entries and idempotency
 	// records. The default is time.Now.
 	Now func() time.Time
+	// ReadOnly opens the store refusing mutations (ErrReadOnly) until
+	// SetReadOnly(false): a standby origin's store. The default (false)
+	// accepts them.
+	ReadOnly bool
 }
 
 // Validate reports every invalid field.

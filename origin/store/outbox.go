@@ -26,6 +26,20 @@ type OutboxEntry struct {
 
 // Outbox returns up to limit entries, oldest (lowest revision) first.
 func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
+	return s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), limit)
+}
+
+// OriginOutbox returns up to limit entries of the origin outbox, oldest
+// first: the events of the origin stream (replication.OriginStream), API
+// keys and idempotency records, committed with the links they belong to.
+// An entry's Revision is its origin sequence (OriginSeq), its Code the
+// subject's tail ("key.<hex id>" or "idem.<hex hash>").
+func (s *Store) OriginOutbox(limit int) ([]OutboxEntry, error) {
+	return s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), limit)
+}
+
+// readOutbox reads up to limit entries of one outbox, up to durable.
+func (s *Store) readOutbox(prefix []byte, idx *outboxIndex, durable uint64, limit int) ([]OutboxEntry, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -37,13 +51,13 @@ func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
 	// once it is in the memtable, before its WAL write is synced (see
 	// commitPipeline.publish); a relay that published such an entry and
 	// then lost it to a crash would put a link in the stream that the
-	// store never had. s.rev advances only after a synced commit returns,
-	// so entries up to it are on disk.
-	durable := s.rev.Load()
+	// store never had. s.rev (s.oseq) advances only after a synced commit
+	// returns, so entries up to it are on disk; the caller reads it before
+	// calling.
 	// Start at the oldest live entry: the deleted ones before it are
 	// tombstones an iterator would otherwise step over one by one.
-	lower := outboxKey(s.outbox.lowest(durable))
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: outboxKey(durable + 1)})
+	lower := seqKey(prefix, idx.lowest(durable))
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: seqKey(prefix, durable+1)})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
@@ -59,6 +73,17 @@ func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
 	return out, nil
+}
+
+// OriginOutboxDelete removes published entries of the origin outbox, as
+// OutboxDelete does for links.
+func (s *Store) OriginOutboxDelete(seqs ...uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	revs := slices.Clone(seqs)
+	slices.Sort(revs)
+	return s.submit(context.Background(), &request{kind: kindOriginOutboxDelete, revisions: slices.Compact(revs)}).err
 }
 
 // OutboxDelete removes published entries. Unknown revisions are ignored.
@@ -92,6 +117,24 @@ func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
 // outboxDelete adds deletes for sorted revs, one range tombstone per run
 // of consecutive revisions.
 func (t *txn) outboxDelete(revs []uint64) result {
+	if err := t.deleteSeqs(outboxPrefix, revs); err != nil {
+		return result{err: err}
+	}
+	t.deleted = append(t.deleted, revs...)
+	return result{}
+}
+
+// originOutboxDelete is outboxDelete for the origin outbox.
+func (t *txn) originOutboxDelete(seqs []uint64) result {
+	if err := t.deleteSeqs(originPrefix, seqs); err != nil {
+		return result{err: err}
+	}
+	t.odeleted = append(t.odeleted, seqs...)
+	return result{}
+}
+
+// deleteSeqs deletes the sorted seqs of one outbox.
+func (t *txn) deleteSeqs(prefix []byte, revs []uint64) error {
 	for i := 0; i < len(revs); {
 		j := i
 		for j+1 < len(revs) && revs[j+1] == revs[j]+1 {
@@ -99,18 +142,17 @@ func (t *txn) outboxDelete(revs []uint64) result {
 		}
 		var err error
 		if i == j {
-			err = t.b.Delete(outboxKey(revs[i]), nil)
+			err = t.b.Delete(seqKey(prefix, revs[i]), nil)
 		} else {
-			err = t.b.DeleteRange(outboxKey(revs[i]), outboxKey(revs[j]+1), nil)
+			err = t.b.DeleteRange(seqKey(prefix, revs[i]), seqKey(prefix, revs[j]+1), nil)
 		}
 		if err != nil {
-			return result{err: err}
+			return err
 		}
 		i = j + 1
 	}
 	t.dirty = true
-	t.deleted = append(t.deleted, revs...)
-	return result{}
+	return nil
 }
 
 // outboxIndex mirrors the outbox's live revisions and commit times in

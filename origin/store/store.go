@@ -58,6 +58,19 @@ type Store struct {
 	notify  chan struct{}
 	outbox  outboxIndex
 
+	// The origin outbox (OriginOutbox): its last sequence and index.
+	oseq   atomic.Uint64
+	origin outboxIndex
+	// Stream positions applied by a standby (ApplyLinks, ApplyOrigin).
+	posLinks, posOrigin atomic.Uint64
+	// readOnly refuses every mutation with ErrReadOnly (SetReadOnly).
+	readOnly atomic.Bool
+	// pub is closed and replaced after every commit that deletes outbox
+	// entries or discards them: WaitPublished waits on it.
+	pubMu     sync.Mutex
+	pub       chan struct{}
+	discarded []discardSpan // outbox spans Discard dropped unpublished
+
 	sweepEvery time.Duration
 
 	mBatchSize      *metrics.Histogram
@@ -117,7 +130,9 @@ func Open(opts Options) (*Store, error) {
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 		notify: make(chan struct{}, 1),
+		pub:    make(chan struct{}),
 	}
+	s.readOnly.Store(o.ReadOnly)
 	s.sweepEvery = min(max(o.IdempotencyTTL/16, time.Second), time.Hour)
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("open store: %w", err), db.Close())
@@ -137,7 +152,7 @@ func (s *Store) load() error {
 	for _, m := range []struct {
 		key []byte
 		dst *atomic.Uint64
-	}{{revisionKey, &s.rev}, {linksKey, &s.links}} {
+	}{{revisionKey, &s.rev}, {linksKey, &s.links}, {oseqKey, &s.oseq}, {posLinksKey, &s.posLinks}, {posOrigKey, &s.posOrigin}} {
 		v, err := s.getUint64(m.key)
 		if err != nil {
 			return err
@@ -157,6 +172,23 @@ func (s *Store) load() error {
 			return errors.Join(fmt.Errorf("%w: outbox entry %d beyond revision %d", link.ErrCorrupt, e.Revision, s.rev.Load()), it.Close())
 		}
 		s.outbox.add(e.Revision, e.CommittedAt.UnixNano())
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: originPrefix, UpperBound: originUpper})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		e, err := decodeOutbox(it.Key(), it.Value())
+		if err != nil {
+			return errors.Join(err, it.Close())
+		}
+		if e.Revision > s.oseq.Load() {
+			return errors.Join(fmt.Errorf("%w: origin outbox entry %d beyond %d", link.ErrCorrupt, e.Revision, s.oseq.Load()), it.Close())
+		}
+		s.origin.add(e.Revision, e.CommittedAt.UnixNano())
 	}
 	return it.Close()
 }

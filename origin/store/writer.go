@@ -134,6 +134,11 @@ const (
 	kindOutboxDelete
 	kindSweep
 	kindCreateBatch
+	kindOriginOutboxDelete
+	kindApplyLinks
+	kindApplyOrigin
+	kindDiscard
+	kindSetPositions
 )
 
 const (
@@ -156,6 +161,10 @@ type request struct {
 	key       APIKey
 	keyID     string
 	revisions []uint64
+	changes   []link.Change
+	events    [][]byte
+	through   uint64
+	through2  uint64
 
 	done chan result
 }
@@ -170,6 +179,8 @@ type result struct {
 	batch    []BatchResult
 	key      APIKey
 	n        int
+	codes    []string
+	keyIDs   []string
 	err      error
 }
 
@@ -209,8 +220,11 @@ type txn struct {
 	sync  bool
 	rev   uint64 // last revision assigned
 	links uint64 // link count after the batch
-	dirty bool   // the batch holds writes
-	err   error  // a commit of this group failed: everything fails
+	oseq  uint64 // last origin outbox sequence assigned
+	// positions applied by a standby (0: unchanged)
+	posLinks, posOrigin uint64
+	dirty               bool  // the batch holds writes
+	err                 error // a commit of this group failed: everything fails
 
 	recs map[string]link.Record // links written in this batch
 	idem map[string]idemRecord  // idempotency records written in this batch
@@ -222,6 +236,9 @@ type txn struct {
 	hashes   map[[32]byte]string // hash index entries written
 	added    []outboxMark        // outbox entries added
 	deleted  []uint64            // outbox entries deleted
+	oadded   []outboxMark        // origin outbox entries added
+	odeleted []uint64            // origin outbox entries deleted
+	discard  []discardSpan       // outbox spans dropped unpublished
 }
 
 type outboxMark struct {
@@ -256,6 +273,7 @@ drain:
 		now:   s.o.Now().UTC().Truncate(time.Millisecond),
 		rev:   s.rev.Load(),
 		links: s.links.Load(),
+		oseq:  s.oseq.Load(),
 	}
 	defer t.b.Close()
 	results := make([]result, len(reqs))
@@ -292,7 +310,21 @@ func (t *txn) apply(r *request) result {
 	if t.err != nil {
 		return result{err: t.err}
 	}
+	if r.kind.mutation() && t.s.readOnly.Load() {
+		return result{err: ErrReadOnly}
+	}
 	switch r.kind {
+	case kindOriginOutboxDelete:
+		return t.originOutboxDelete(r.revisions)
+	case kindApplyLinks:
+		return t.applyLinks(r.through, r.changes)
+	case kindApplyOrigin:
+		return t.applyOrigin(r.through, r.events)
+	case kindDiscard:
+		return t.discardOutboxes()
+	case kindSetPositions:
+		t.posLinks, t.posOrigin, t.sync, t.dirty = r.through, r.through2, true, true
+		return result{}
 	case kindCreate:
 		return t.create(&r.create)
 	case kindCreateBatch:
@@ -343,6 +375,12 @@ func (t *txn) create(req *CreateRequest) result {
 		prev, ok, err := t.idemRecord(id)
 		if err != nil {
 			return result{err: err}
+		}
+		if ok {
+			ok, err = t.idemLinkLive(prev)
+			if err != nil {
+				return result{err: err}
+			}
 		}
 		if ok {
 			if prev.hash != req.Idem.RequestHash {
@@ -532,6 +570,9 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 		if err := t.set(expiryKey(idem.created, id), nil); err != nil {
 			return err
 		}
+		if err := t.emitOrigin(idemEventCode(id), originEvent{Idem: &idemJSON{ID: id, Hash: idem.hash[:], Created: idem.created, Record: idemVal[40:]}}); err != nil {
+			return err
+		}
 		if t.idem == nil {
 			t.idem = map[string]idemRecord{}
 		}
@@ -613,12 +654,17 @@ func (t *txn) commit() error {
 		return nil
 	}
 	s := t.s
-	if len(t.added) > 0 {
-		if err := t.b.Set(revisionKey, encodeUint64(t.rev), nil); err != nil {
-			return err
-		}
-		if err := t.b.Set(linksKey, encodeUint64(t.links), nil); err != nil {
-			return err
+	for _, c := range []struct {
+		key     []byte
+		v, prev uint64
+	}{
+		{revisionKey, t.rev, s.rev.Load()}, {linksKey, t.links, s.links.Load()}, {oseqKey, t.oseq, s.oseq.Load()},
+		{posLinksKey, t.posLinks, 0}, {posOrigKey, t.posOrigin, 0},
+	} {
+		if c.v != c.prev {
+			if err := t.b.Set(c.key, encodeUint64(c.v), nil); err != nil {
+				return err
+			}
 		}
 	}
 	opts := pebble.NoSync
@@ -644,7 +690,29 @@ func (t *txn) commit() error {
 	s.rev.Store(t.rev)
 	s.links.Store(t.links)
 	s.outbox.mu.Unlock()
-	if len(t.added) > 0 {
+	s.origin.mu.Lock()
+	for _, m := range t.oadded {
+		s.origin.add(m.rev, m.at)
+	}
+	for _, seq := range t.odeleted {
+		s.origin.remove(seq)
+	}
+	s.oseq.Store(t.oseq)
+	s.origin.mu.Unlock()
+	if t.posLinks != 0 {
+		s.posLinks.Store(t.posLinks)
+	}
+	if t.posOrigin != 0 {
+		s.posOrigin.Store(t.posOrigin)
+	}
+	if len(t.deleted) > 0 || len(t.odeleted) > 0 || len(t.discard) > 0 {
+		s.pubMu.Lock()
+		s.discarded = append(s.discarded, t.discard...)
+		close(s.pub)
+		s.pub = make(chan struct{})
+		s.pubMu.Unlock()
+	}
+	if len(t.added) > 0 || len(t.oadded) > 0 {
 		select {
 		case s.notify <- struct{}{}:
 		default:
@@ -659,6 +727,8 @@ func (t *txn) reset() {
 	t.sync, t.dirty = false, false
 	t.recs, t.idem, t.keys, t.hashes, t.idemRead = nil, nil, nil, nil, nil
 	t.added, t.deleted = nil, nil
+	t.oadded, t.odeleted, t.discard = nil, nil, nil
+	t.posLinks, t.posOrigin = 0, 0
 }
 
 // sweepIdempotency deletes idempotency records created IdempotencyTTL or

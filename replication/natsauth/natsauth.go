@@ -11,8 +11,10 @@
 //   - operator: everything; the only role that may create, update, purge or
 //     delete streams (`origin streams`, or the origin's embedded dev
 //     server).
-//   - origin: the outbox relay. Publishes link changes and reads the change
-//     stream's info and last message (the relay's chain anchor).
+//   - origin: the outbox relay. Publishes link changes and its own stream's
+//     keys and idempotency records, reads both streams' info and last
+//     message (the relay's chain anchor), follows both through ordered
+//     consumers as a standby, and reads and writes the HA lease key.
 //   - edge: reads the change stream through ephemeral pull consumers it
 //     creates and deletes, and publishes click batches. Nothing else.
 //   - collector: consumes the click stream through its durable consumer and
@@ -56,6 +58,15 @@ type Subjects struct {
 	// ClickPrefix: click batches go to "<prefix>.<edge>". The default is
 	// "linkpop.clicks".
 	ClickPrefix string
+	// OriginStream is the origin's stream of API keys and idempotency
+	// records. The default is "LINKPOP_ORIGIN".
+	OriginStream string
+	// OriginPrefix: its events go to "<prefix>.key.<id>" and
+	// "<prefix>.idem.<hash>". The default is "linkpop.origin".
+	OriginPrefix string
+	// LeaseBucket is the KV bucket of the origin HA leader lease. The
+	// default is "LINKPOP_LEASE".
+	LeaseBucket string
 }
 
 func (s Subjects) withDefaults() Subjects {
@@ -70,6 +81,15 @@ func (s Subjects) withDefaults() Subjects {
 	}
 	if s.ClickPrefix == "" {
 		s.ClickPrefix = "linkpop.clicks"
+	}
+	if s.OriginStream == "" {
+		s.OriginStream = "LINKPOP_ORIGIN"
+	}
+	if s.OriginPrefix == "" {
+		s.OriginPrefix = "linkpop.origin"
+	}
+	if s.LeaseBucket == "" {
+		s.LeaseBucket = "LINKPOP_LEASE"
 	}
 	return s
 }
@@ -119,11 +139,34 @@ func (r Role) Permissions(s Subjects) Permissions {
 	inbox := []string{r.InboxPrefix() + ".>"}
 	switch r {
 	case Origin:
+		kv := "KV_" + s.LeaseBucket
 		return Permissions{
 			Publish: []string{
 				s.LinkPrefix + ".*",
 				api("STREAM.INFO", s.LinkStream),
 				api("STREAM.MSG.GET", s.LinkStream),
+				// Its own stream of keys and idempotency records.
+				s.OriginPrefix + ".>",
+				api("STREAM.INFO", s.OriginStream),
+				api("STREAM.MSG.GET", s.OriginStream),
+				// A standby (and `origin restore`) follows both
+				// streams through ordered consumers.
+				api("CONSUMER.CREATE", s.LinkStream) + ".>",
+				api("CONSUMER.INFO", s.LinkStream) + ".*",
+				api("CONSUMER.DELETE", s.LinkStream) + ".*",
+				api("CONSUMER.MSG.NEXT", s.LinkStream) + ".*",
+				api("CONSUMER.CREATE", s.OriginStream) + ".>",
+				api("CONSUMER.INFO", s.OriginStream) + ".*",
+				api("CONSUMER.DELETE", s.OriginStream) + ".*",
+				api("CONSUMER.MSG.NEXT", s.OriginStream) + ".*",
+				// The HA leader lease: its KV bucket's key, read and
+				// written by compare-and-set (the bucket itself is
+				// the operator's).
+				"$KV." + s.LeaseBucket + ".>",
+				api("STREAM.INFO", kv),
+				api("STREAM.MSG.GET", kv),
+				api("DIRECT.GET", kv),
+				api("DIRECT.GET", kv) + ".>",
 			},
 			Subscribe: inbox,
 		}

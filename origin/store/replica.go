@@ -1,0 +1,423 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/linkpop/linkpop/link"
+)
+
+// This file is what makes the store usable by an origin with a standby
+// (high availability): the origin outbox (the events of the origin stream:
+// API keys and idempotency records), applying the streams on a standby,
+// refusing writes while not the leader, waiting until a mutation is in
+// the stream (-ack replicated), and discarding what a deposed leader never
+// published.
+
+// ErrReadOnly is returned by every mutation while the store is read-only
+// (SetReadOnly): the origin is a standby, or a leader that lost its lease.
+var ErrReadOnly = errors.New("store is read-only: this origin is not the leader")
+
+// ErrDiscarded is returned by WaitPublished when the entries waited for
+// were discarded unpublished (Discard): the mutation is not in the stream
+// and will never be.
+var ErrDiscarded = errors.New("the change was discarded unpublished: this origin is no longer the leader")
+
+// Codes (subject tails) of the origin stream's events. Package
+// replication's OriginStream matches "idem." to give those a TTL.
+const (
+	originKeyCode  = "key."
+	originIdemCode = "idem."
+)
+
+// keyEventCode is the origin-stream code of API key id's events.
+func keyEventCode(id string) string { return originKeyCode + hex.EncodeToString([]byte(id)) }
+
+// idemEventCode is the origin-stream code of idempotency record id.
+func idemEventCode(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return originIdemCode + hex.EncodeToString(h[:16])
+}
+
+// originEvent is the payload of an origin-stream event: exactly one of
+// its fields is set.
+type originEvent struct {
+	// Key is the API key's whole stored record (its hash, never a
+	// secret), revoked or not.
+	Key *apiKeyJSON `json:"key,omitempty"`
+	// Idem is an idempotency record.
+	Idem *idemJSON `json:"idem,omitempty"`
+}
+
+type idemJSON struct {
+	ID      string `json:"id"`
+	Hash    []byte `json:"hash"`
+	Created int64  `json:"created_ns"`
+	// Record is the link.MarshalRecord snapshot of the created link.
+	Record []byte `json:"record"`
+}
+
+// emitOrigin adds an origin outbox entry to the batch.
+func (t *txn) emitOrigin(code string, ev originEvent) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode origin event: %w", err)
+	}
+	t.oseq++
+	if err := t.set(originKey(t.oseq), encodeOutbox(t.now, code, data)); err != nil {
+		return err
+	}
+	t.oadded = append(t.oadded, outboxMark{rev: t.oseq, at: t.now.UnixNano()})
+	return nil
+}
+
+func (t *txn) emitKey(k *APIKey) error {
+	j := apiKeyJSON{
+		ID: k.ID, Name: k.Name, Scopes: k.Scopes, Hash: k.Hash[:],
+		RateLimit: k.RateLimit, Burst: k.Burst,
+		CreatedAt: unixNano(k.CreatedAt), RevokedAt: unixNano(k.RevokedAt),
+	}
+	return t.emitOrigin(keyEventCode(k.ID), originEvent{Key: &j})
+}
+
+// mutation reports whether requests of kind k change what the API
+// serves, and are refused while the store is read-only.
+func (k reqKind) mutation() bool {
+	switch k {
+	case kindCreate, kindCreateBatch, kindUpdate, kindDisable, kindPutKey, kindRevokeKey:
+		return true
+	}
+	return false
+}
+
+// SetReadOnly makes the store refuse (ErrReadOnly) or accept mutations.
+// A mutation the writer has already taken still commits; one taken after
+// SetReadOnly(true) returns is refused, so a Discard after it drops
+// everything unpublished.
+func (s *Store) SetReadOnly(ro bool) { s.readOnly.Store(ro) }
+
+// ReadOnly reports whether the store refuses mutations.
+func (s *Store) ReadOnly() bool { return s.readOnly.Load() }
+
+// OriginSeq is the last origin outbox sequence committed.
+func (s *Store) OriginSeq() uint64 { return s.oseq.Load() }
+
+// Positions returns the stream sequences a standby applied through: of
+// the link stream and of the origin stream.
+func (s *Store) Positions() (links, origin uint64) { return s.posLinks.Load(), s.posOrigin.Load() }
+
+// discardSpan is a range of outbox entries (links: revisions, origin:
+// sequences) that Discard dropped without publishing.
+type discardSpan struct {
+	origin   bool
+	from, to uint64
+}
+
+// WaitPublished waits until every link outbox entry up to revision rev
+// and every origin outbox entry up to seq oseq is published (the relay
+// deleted it after the stream's ack), or ctx ends. ErrDiscarded if one of
+// them was discarded instead.
+func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
+	for {
+		s.pubMu.Lock()
+		ch := s.pub
+		for _, d := range s.discarded {
+			if (!d.origin && rev >= d.from && rev <= d.to) || (d.origin && oseq >= d.from && oseq <= d.to) {
+				s.pubMu.Unlock()
+				return ErrDiscarded
+			}
+		}
+		s.pubMu.Unlock()
+		if s.outbox.lowest(s.rev.Load()) > rev && s.origin.lowest(s.oseq.Load()) > oseq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return ErrClosed
+		}
+	}
+}
+
+// ApplyLinks applies change events of the link stream on a standby: each
+// record newer than the one held replaces it (no outbox entry: the event
+// is already in the stream), the revision counter follows the highest
+// revision seen, and the position becomes through (unless 0) in the same
+// batch. The batch is not synced on its own: a crash loses at most a tail
+// that is read again from the position; the first synced commit after it
+// (SetPositions at a takeover) makes it durable.
+func (s *Store) ApplyLinks(ctx context.Context, through uint64, changes []link.Change) error {
+	return s.submit(ctx, &request{kind: kindApplyLinks, through: through, changes: changes}).err
+}
+
+// ApplyOrigin applies origin-stream events (their payloads, as
+// OriginOutbox entries carry them) on a standby, like ApplyLinks: API keys
+// replace the stored key, idempotency records are stored with their
+// original creation time.
+func (s *Store) ApplyOrigin(ctx context.Context, through uint64, events [][]byte) error {
+	return s.submit(ctx, &request{kind: kindApplyOrigin, through: through, events: events}).err
+}
+
+// SetPositions stores both stream positions in one synced commit, which
+// also makes every earlier unsynced apply durable.
+func (s *Store) SetPositions(ctx context.Context, links, origin uint64) error {
+	return s.submit(ctx, &request{kind: kindSetPositions, through: links, through2: origin}).err
+}
+
+// Discard drops every unpublished outbox entry, links and origin events,
+// and what they wrote: each such link and API key is deleted (its
+// published state is fetched again from the streams by the caller, which
+// gets their codes and ids) and each such idempotency record removed.
+// Waiters on them get ErrDiscarded. Call it after SetReadOnly(true), on a
+// leader that was deposed: nothing it did not publish is kept. keyCodes
+// are the origin-stream codes of the keys dropped.
+func (s *Store) Discard(ctx context.Context) (codes, keyCodes []string, err error) {
+	res := s.submit(ctx, &request{kind: kindDiscard})
+	return res.codes, res.keyIDs, res.err
+}
+
+func (t *txn) applyLinks(through uint64, changes []link.Change) result {
+	for i := range changes {
+		rec := changes[i].Record
+		cur, ok, err := t.link(rec.Code)
+		if err != nil {
+			return result{err: err}
+		}
+		if ok && cur.Revision >= rec.Revision {
+			continue
+		}
+		val, err := link.MarshalRecord(&rec)
+		if err != nil {
+			return result{err: fmt.Errorf("encode %s: %w", rec.Code, err)}
+		}
+		if err := t.set(linkKey(rec.Code), val); err != nil {
+			return result{err: err}
+		}
+		if t.recs == nil {
+			t.recs = map[string]link.Record{}
+		}
+		t.recs[rec.Code] = rec
+		if !ok {
+			t.links++
+		}
+		t.rev = max(t.rev, rec.Revision)
+	}
+	if through != 0 {
+		t.posLinks, t.dirty = through, true
+	}
+	return result{}
+}
+
+func (t *txn) applyOrigin(through uint64, events [][]byte) result {
+	for _, data := range events {
+		var ev originEvent
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return result{err: fmt.Errorf("%w: origin event: %v", link.ErrCorrupt, err)}
+		}
+		switch {
+		case ev.Key != nil:
+			b, _ := json.Marshal(ev.Key)
+			k, err := decodeAPIKey(b)
+			if err != nil {
+				return result{err: err}
+			}
+			if err := t.applyKey(k); err != nil {
+				return result{err: err}
+			}
+		case ev.Idem != nil:
+			if err := t.applyIdem(ev.Idem); err != nil {
+				return result{err: err}
+			}
+		}
+	}
+	if through != 0 {
+		t.posOrigin, t.dirty = through, true
+	}
+	return result{}
+}
+
+// applyKey stores a key replicated from the leader, with its hash index.
+func (t *txn) applyKey(k APIKey) error {
+	prev, hadPrev, err := t.apiKey(k.ID)
+	if err != nil {
+		return err
+	}
+	val, err := encodeAPIKey(&k)
+	if err != nil {
+		return err
+	}
+	if t.hashes == nil {
+		t.hashes = map[[32]byte]string{}
+	}
+	if hadPrev && prev.Hash != k.Hash {
+		if err := t.b.Delete(hashKey(prev.Hash), nil); err != nil {
+			return err
+		}
+		t.hashes[prev.Hash] = ""
+	}
+	if err := t.set(apiKeyKey(k.ID), val); err != nil {
+		return err
+	}
+	if err := t.set(hashKey(k.Hash), []byte(k.ID)); err != nil {
+		return err
+	}
+	t.hashes[k.Hash] = k.ID
+	t.setKey(k)
+	return nil
+}
+
+// applyIdem stores an idempotency record replicated from the leader.
+func (t *txn) applyIdem(j *idemJSON) error {
+	if len(j.Hash) != 32 || j.ID == "" {
+		return fmt.Errorf("%w: idempotency event %q", link.ErrCorrupt, j.ID)
+	}
+	rec, err := link.UnmarshalRecord(j.Record)
+	if err != nil {
+		return fmt.Errorf("idempotency event: %w", err)
+	}
+	r := idemRecord{created: j.Created, rec: rec}
+	copy(r.hash[:], j.Hash)
+	if t.now.Sub(time.Unix(0, r.created)) >= t.s.o.IdempotencyTTL {
+		return nil // expired already: the sweep would remove it
+	}
+	prev, hadPrev, err := t.idemRecordAny(j.ID)
+	if err != nil {
+		return err
+	}
+	val, err := encodeIdem(&r)
+	if err != nil {
+		return err
+	}
+	if hadPrev && prev.created != r.created {
+		if err := t.b.Delete(expiryKey(prev.created, j.ID), nil); err != nil {
+			return err
+		}
+	}
+	if err := t.set(idemKey(j.ID), val); err != nil {
+		return err
+	}
+	if err := t.set(expiryKey(r.created, j.ID), nil); err != nil {
+		return err
+	}
+	if t.idem == nil {
+		t.idem = map[string]idemRecord{}
+	}
+	t.idem[j.ID] = r
+	return nil
+}
+
+// discardOutboxes drops both outboxes and what their entries wrote.
+func (t *txn) discardOutboxes() result {
+	// Earlier writes of this group are committed first, so the outbox
+	// read below sees them.
+	if err := t.commit(); err != nil {
+		return result{err: err}
+	}
+	t.reset()
+	s := t.s
+	links, err := s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), 1<<62)
+	if err != nil {
+		return result{err: err}
+	}
+	events, err := s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), 1<<62)
+	if err != nil {
+		return result{err: err}
+	}
+	var res result
+	seen := map[string]bool{}
+	for _, e := range links {
+		if seen[e.Code] {
+			continue
+		}
+		seen[e.Code] = true
+		if _, ok, err := t.link(e.Code); err != nil {
+			return result{err: err}
+		} else if ok {
+			if err := t.b.Delete(linkKey(e.Code), nil); err != nil {
+				return result{err: err}
+			}
+			t.links--
+			t.dirty = true
+		}
+		res.codes = append(res.codes, e.Code)
+	}
+	for _, e := range events {
+		var ev originEvent
+		if err := json.Unmarshal(e.Data, &ev); err != nil {
+			return result{err: fmt.Errorf("%w: origin outbox %d: %v", link.ErrCorrupt, e.Revision, err)}
+		}
+		switch {
+		case ev.Key != nil && strings.HasPrefix(e.Code, originKeyCode):
+			k, ok, err := t.apiKey(ev.Key.ID)
+			if err != nil {
+				return result{err: err}
+			}
+			if ok && !seen["k/"+k.ID] {
+				seen["k/"+k.ID] = true
+				if err := t.b.Delete(apiKeyKey(k.ID), nil); err != nil {
+					return result{err: err}
+				}
+				if err := t.b.Delete(hashKey(k.Hash), nil); err != nil {
+					return result{err: err}
+				}
+				t.dirty = true
+				res.keyIDs = append(res.keyIDs, e.Code)
+			}
+		case ev.Idem != nil:
+			if err := t.b.Delete(idemKey(ev.Idem.ID), nil); err != nil {
+				return result{err: err}
+			}
+			if err := t.b.Delete(expiryKey(ev.Idem.Created, ev.Idem.ID), nil); err != nil {
+				return result{err: err}
+			}
+			t.dirty = true
+		}
+	}
+	if n := len(links); n > 0 {
+		revs := make([]uint64, n)
+		for i, e := range links {
+			revs[i] = e.Revision
+		}
+		if r := t.outboxDelete(revs); r.err != nil {
+			return r
+		}
+		t.discard = append(t.discard, discardSpan{from: revs[0], to: revs[n-1]})
+	}
+	if n := len(events); n > 0 {
+		seqs := make([]uint64, n)
+		for i, e := range events {
+			seqs[i] = e.Revision
+		}
+		if r := t.originOutboxDelete(seqs); r.err != nil {
+			return r
+		}
+		t.discard = append(t.discard, discardSpan{origin: true, from: seqs[0], to: seqs[n-1]})
+	}
+	t.sync = true
+	if err := t.commit(); err != nil {
+		return result{err: err}
+	}
+	t.reset()
+	return res
+}
+
+// idemLinkLive reports whether the link an idempotency record names is in
+// the store at the record's revision or later. On a standby, a record can
+// arrive without its link (the origin stream is published first, and the
+// leader died before the link event landed): the create was never
+// acknowledged, so the record must not replay it.
+func (t *txn) idemLinkLive(r idemRecord) (bool, error) {
+	cur, ok, err := t.link(r.rec.Code)
+	if err != nil || !ok {
+		return false, err
+	}
+	return cur.Revision >= r.rec.Revision, nil
+}
