@@ -65,12 +65,13 @@ func TestBatch(t *testing.T) {
 
 	// Idempotency: the same batch again answers the same links; another
 	// batch under the key is refused.
-	idem := `{"links":[{"url":"https://example.com/i1"},{"url":"https://example.com/i2","code":"idem2"},{"url":"ftp://x/"}]}`
+	idem := `{"links":[{"url":"https://example.com/i1"},{"url":"https://example.com/i2","code":"idem2"},{"url":"ftp://x/"},{"url":"https://example.com/i4","code":"old1"}]}`
 	first := batchResults(t, o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, idem, "Idempotency-Key", "b1"))
 	again := o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, idem, "Idempotency-Key", "b1")
 	second := batchResults(t, again)
 	if again.header.Get("Idempotent-Replayed") != "true" || second[0].Link == nil || second[0].Link.Code != first[0].Link.Code ||
-		second[1].Link == nil || second[1].Link.Code != "idem2" || second[2].Error == nil {
+		second[1].Link == nil || second[1].Link.Code != "idem2" || second[2].Error == nil ||
+		first[3].Error == nil || second[3].Error == nil || second[3].Error.Code != "code_taken" || second[3].Error.Field != first[3].Error.Field {
 		t.Fatalf("replay: %s", again.raw)
 	}
 	r = o.do("POST", "/v1/links/batch", apiAdminKey, `{"links":[{"url":"https://example.com/other"},{"url":"https://example.com/i2","code":"idem2"}]}`, "Idempotency-Key", "b1")
