@@ -208,34 +208,20 @@ type BatchResult struct {
 	Error *ErrorObject
 }
 
-// MarshalJSON writes the link object or {"error": {...}}.
-func (r BatchResult) MarshalJSON() ([]byte, error) {
-	if r.Error != nil {
-		return json.Marshal(ErrorBody{Error: *r.Error})
-	}
-	if r.Link == nil {
-		return nil, errors.New("batch result has neither a link nor an error")
-	}
-	return json.Marshal(r.Link)
-}
-
-// UnmarshalJSON reads either form.
+// UnmarshalJSON reads either form, decoding the item once.
 func (r *BatchResult) UnmarshalJSON(b []byte) error {
-	var probe struct {
+	var w struct {
+		Link
 		Error *ErrorObject `json:"error"`
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
+	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	if probe.Error != nil {
-		*r = BatchResult{Error: probe.Error}
+	if w.Error != nil {
+		*r = BatchResult{Error: w.Error}
 		return nil
 	}
-	var l Link
-	if err := json.Unmarshal(b, &l); err != nil {
-		return err
-	}
-	*r = BatchResult{Link: &l}
+	*r = BatchResult{Link: &w.Link}
 	return nil
 }
 
@@ -394,6 +380,13 @@ type LiveClicks struct {
 // Encode writes v as the API writes JSON: one line, HTML not escaped, so
 // targets keep their '&' readable.
 func Encode(v any) ([]byte, error) {
+	if a, ok := v.(appender); ok {
+		b, err := a.AppendJSON(make([]byte, 0, 512))
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '\n'), nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

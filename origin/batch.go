@@ -88,7 +88,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusOK, client.BatchResponse{Results: results})
+	writeJSON(w, http.StatusOK, &client.BatchResponse{Results: results})
 	return nil
 }
 

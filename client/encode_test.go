@@ -1,0 +1,94 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// linkFields is Link without its methods: encoding/json writes it from
+// the struct tags alone, the definition AppendJSON must equal.
+type linkFields Link
+
+// stdEncode is what encoding/json writes for v with HTML escaping off.
+func stdEncode(t *testing.T, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func checkLinkJSON(t *testing.T, l *Link) {
+	t.Helper()
+	want := stdEncode(t, (*linkFields)(l))
+	got, err := Encode(l)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Encode(%+v):\n got %s %v\nwant %s", l, got, err, want)
+	}
+	// json.Marshal escapes HTML in what MarshalJSON writes, as it does
+	// for the plain struct.
+	wantM, err1 := json.Marshal((*linkFields)(l))
+	gotM, err2 := json.Marshal(l)
+	if err1 != nil || err2 != nil || !bytes.Equal(gotM, wantM) {
+		t.Fatalf("json.Marshal(%+v):\n got %s %v\nwant %s %v", l, gotM, err2, wantM, err1)
+	}
+	var back Link
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatalf("read back %s: %v", got, err)
+	}
+}
+
+// TestLinkAppendJSON checks the hand-written link encoder against
+// encoding/json on the struct tags, over strings that need escaping,
+// times with and without fractions, and unset fields.
+func TestLinkAppendJSON(t *testing.T) {
+	mv := uint64(17)
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 600000000, time.UTC)
+	weird := "q\"b\\s/<>&\x00\x01\x1f\x7f\b\f\n\r\tü€𝄞\u2028\u2029\xff\xc3(end"
+	links := []Link{
+		{},
+		{Code: "abc", URL: "https://example.com/?a=1&b=<2>", ShortURL: "https://lnk.test/abc", Redirect: 302, Status: StatusActive,
+			CreatedAt: time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), UpdatedAt: time.Date(2026, 12, 2, 0, 0, 0, 123000000, time.UTC),
+			Revision: 1<<64 - 1, Tags: []string{}},
+		{Code: weird, URL: weird, ShortURL: weird, Redirect: -1, Status: weird, ExpiresAt: &exp, Tags: []string{weird, "", "x"}, MaxVisits: &mv,
+			CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 1, time.FixedZone("x", 3600))},
+	}
+	for i := range links {
+		checkLinkJSON(t, &links[i])
+	}
+	if _, err := Encode(&Link{CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Fatal("year 10000 encoded")
+	}
+	// A batch answer is its items joined.
+	r := BatchResponse{Results: []BatchResult{{Link: &links[1]}, {Error: &ErrorObject{Code: "code_taken", Message: "a <b>", Field: "code"}}, {Error: &ErrorObject{Code: "not_leader", Message: "m", Leader: "http://x/"}}}}
+	type plainResult struct {
+		*linkFields
+		Error *ErrorObject `json:"error,omitempty"`
+	}
+	want := stdEncode(t, map[string][]plainResult{"results": {{linkFields: (*linkFields)(&links[1])}, {Error: r.Results[1].Error}, {Error: r.Results[2].Error}}})
+	got, err := Encode(&r)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("batch:\n got %s %v\nwant %s", got, err, want)
+	}
+}
+
+// FuzzLinkJSON compares the hand-written link encoder with encoding/json
+// on arbitrary strings and numbers.
+func FuzzLinkJSON(f *testing.F) {
+	f.Add("abc", "https://example.com/", "active", "tag", int64(1764633600123456789), uint64(3), 302)
+	f.Add("\xff\u2028<", "\x00\"\\", "", "\xed\xa0\x80", int64(0), uint64(0), 0)
+	f.Fuzz(func(t *testing.T, code, url, status, tag string, ns int64, rev uint64, redirect int) {
+		at := time.Unix(0, ns).UTC()
+		l := Link{Code: code, URL: url, ShortURL: "https://lnk.test/" + code, Status: status, Redirect: redirect,
+			CreatedAt: at, UpdatedAt: at, Revision: rev, Tags: []string{tag}}
+		if rev%2 == 0 {
+			l.ExpiresAt, l.MaxVisits, l.Tags = &at, &rev, nil
+		}
+		checkLinkJSON(t, &l)
+	})
+}
