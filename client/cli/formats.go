@@ -76,18 +76,6 @@ func newScanner(r io.Reader) *bufio.Scanner {
 	return sc
 }
 
-// jsonLink is what a JSONL line may hold: a link object or a create body
-// (unknown members are ignored: short_url, revision, ...).
-type jsonLink struct {
-	URL       string     `json:"url"`
-	Code      string     `json:"code"`
-	Redirect  int        `json:"redirect"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	Tags      []string   `json:"tags"`
-	MaxVisits *uint64    `json:"max_visits"`
-	Status    string     `json:"status"`
-}
-
 type jsonlReader struct {
 	sc   *bufio.Scanner
 	line int
@@ -113,7 +101,10 @@ func (r *jsonlReader) next() (item, error) {
 	if err != nil {
 		return item{}, err
 	}
-	var j jsonLink
+	// A line is a link object or a create body, which is a link object's
+	// subset: both decode as client.Link (short_url, revision and the
+	// times are not sent back).
+	var j client.Link
 	if err := json.Unmarshal(b, &j); err != nil {
 		return item{line: r.line, err: fmt.Errorf("not a JSON link object: %v", err)}, nil
 	}

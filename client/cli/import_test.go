@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +231,48 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 	if x, y := strip(file), strip(second); !slices.Equal(x, y) {
 		t.Fatalf("exports differ: %d and %d lines", len(x), len(y))
+	}
+}
+
+// TestImportParallelKeepsFirstLine imports a file in which every code is
+// given twice, by lines in neighbouring batches, with many batches in
+// flight: each code must get its first line's URL and the second line
+// must be the one refused, as a one-at-a-time import decides.
+func TestImportParallelKeepsFirstLine(t *testing.T) {
+	api, _ := startOrigin(t)
+	const batches, per = 120, 4
+	var b strings.Builder
+	for i := range batches {
+		for j := range per {
+			if j == 0 && i > 0 {
+				// The code the previous batch created first, again.
+				fmt.Fprintf(&b, `{"code":"dup-%d","url":"https://example.com/second/%d"}`+"\n", i-1, i-1)
+				continue
+			}
+			if j == 1 {
+				fmt.Fprintf(&b, `{"code":"dup-%d","url":"https://example.com/first/%d"}`+"\n", i, i)
+				continue
+			}
+			fmt.Fprintf(&b, `{"url":"https://example.com/filler/%d/%d"}`+"\n", i, j)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "dups.jsonl")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, api, adminKey)
+	r := e.run("", "import", file, "--batch", strconv.Itoa(per), "--parallel", "16", "--on-conflict", "skip")
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("skipped %d,", batches-1)) {
+		t.Fatalf("import: exit %d\n%s", r.code, r.stderr)
+	}
+	c := apiClient(t, api)
+	for i := range batches {
+		l, err := c.GetLink(context.Background(), fmt.Sprintf("dup-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("https://example.com/first/%d", i); l.URL != want {
+			t.Fatalf("dup-%d: %s, want the first line's %s", i, l.URL, want)
+		}
 	}
 }

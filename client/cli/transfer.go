@@ -283,18 +283,13 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 		verb = "checked"
 	}
 	prog := im.a.progress(verb, size)
-	batches := make(chan []item, parallel)
+	batches := make(chan *flight, parallel)
 	var wg sync.WaitGroup
-	var seq int64
-	var seqMu sync.Mutex
 	for range parallel {
 		wg.Go(func() {
-			for b := range batches {
-				seqMu.Lock()
-				n := seq
-				seq++
-				seqMu.Unlock()
-				im.send(ctx, n, b)
+			for f := range batches {
+				im.send(ctx, f.seq, f.items)
+				close(f.done)
 				if im.stopped() {
 					cancel()
 				}
@@ -304,6 +299,44 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 				prog.update(done, cr.pos())
 			}
 		})
+	}
+	// Batches in flight commit in the order they reach the origin, not
+	// the file's. So that a code given on two lines is still decided by
+	// the first, a batch sharing a code with one in flight waits for it.
+	var inFlight []*flight
+	var seq int64
+	dispatch := func(b []item) bool {
+		f := &flight{seq: seq, items: b, done: make(chan struct{}), codes: map[string]bool{}}
+		seq++
+		for i := range b {
+			if c := b[i].create.Code; c != "" {
+				f.codes[c] = true
+			}
+		}
+		live := inFlight[:0]
+		for _, g := range inFlight {
+			select {
+			case <-g.done:
+				continue
+			default:
+			}
+			if g.shares(f) {
+				select {
+				case <-g.done:
+					continue
+				case <-ctx.Done():
+					return false
+				}
+			}
+			live = append(live, g)
+		}
+		inFlight = append(live, f)
+		select {
+		case batches <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
 	var readErr error
 	cur := make([]item, 0, im.batchSize)
@@ -323,16 +356,14 @@ read:
 		}
 		cur = append(cur, it)
 		if len(cur) == im.batchSize {
-			select {
-			case batches <- cur:
-			case <-ctx.Done():
+			if !dispatch(cur) {
 				break read
 			}
 			cur = make([]item, 0, im.batchSize)
 		}
 	}
 	if len(cur) > 0 && ctx.Err() == nil {
-		batches <- cur
+		dispatch(cur)
 	}
 	close(batches)
 	wg.Wait()
@@ -356,6 +387,29 @@ read:
 		return &exitError{ExitError}
 	}
 	return nil
+}
+
+// flight is a batch handed to the senders; done is closed once its
+// answer is booked.
+type flight struct {
+	seq   int64
+	items []item
+	codes map[string]bool // the custom codes it creates
+	done  chan struct{}
+}
+
+// shares says whether g and f ask for a common code.
+func (g *flight) shares(f *flight) bool {
+	a, b := g.codes, f.codes
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	for c := range a {
+		if b[c] {
+			return true
+		}
+	}
+	return false
 }
 
 func (im *importer) stopped() bool {
