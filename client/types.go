@@ -133,7 +133,8 @@ type ErrorObject struct {
 }
 
 // CreateLink is the body of POST /v1/links and one item of a batch.
-// Zero fields are left out, so the origin applies its defaults.
+// Zero fields are left out, so the origin applies its defaults. Status
+// StatusDisabled creates the link disabled, in the same commit.
 type CreateLink struct {
 	URL       string     `json:"url"`
 	Code      string     `json:"code,omitempty"`
@@ -141,6 +142,7 @@ type CreateLink struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Tags      []string   `json:"tags,omitempty"`
 	MaxVisits *uint64    `json:"max_visits,omitempty"`
+	Status    string     `json:"status,omitempty"`
 }
 
 // UpdateLink is the body of PATCH /v1/links/{code}: only the set fields

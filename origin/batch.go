@@ -63,7 +63,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 		}
 		canon = append(canon, req)
 		index = append(index, i)
-		reqs = append(reqs, store.CreateRequest{Code: req.Code, URL: req.URL, Redirect: req.Redirect, ExpiresAt: req.ExpiresAt, Tags: req.Tags})
+		reqs = append(reqs, req.store())
 	}
 	var idem *store.Idempotency
 	if idemKey != "" {

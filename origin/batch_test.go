@@ -63,6 +63,25 @@ func TestBatch(t *testing.T) {
 		}
 	}
 
+	// An item carries every field of the create body: max_visits, and a
+	// status that creates the link disabled in the same commit.
+	r = o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, `{"links":[
+		{"url":"https://example.com/capped","code":"bcap","max_visits":5},
+		{"url":"https://example.com/off","code":"boff","status":"disabled"},
+		{"url":"https://example.com/on","status":"active"},
+		{"url":"https://example.com/bad","status":"gone"}]}`)
+	res = batchResults(t, r)
+	if res[0].Link == nil || res[0].Link.MaxVisits == nil || *res[0].Link.MaxVisits != 5 {
+		t.Errorf("max_visits item: %s", r.raw)
+	}
+	if res[1].Link == nil || res[1].Link.Status != client.StatusDisabled || res[1].Link.Revision == 0 ||
+		res[2].Link == nil || res[2].Link.Status != client.StatusActive || res[3].Error == nil || res[3].Error.Code != "invalid_status" {
+		t.Errorf("status items: %s", r.raw)
+	}
+	if g := o.must(http.StatusOK, "GET", "/v1/links/boff", apiAdminKey, ""); g.str("status") != "disabled" {
+		t.Errorf("GET boff: %s", g.raw)
+	}
+
 	// Idempotency: the same batch again answers the same links; another
 	// batch under the key is refused.
 	idem := `{"links":[{"url":"https://example.com/i1"},{"url":"https://example.com/i2","code":"idem2"},{"url":"ftp://x/"},{"url":"https://example.com/i4","code":"old1"}]}`

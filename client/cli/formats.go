@@ -31,13 +31,12 @@ var Formats = []string{FormatJSONL, FormatCSV, FormatShlink, FormatYOURLS, Forma
 
 // item is one link read from an import file: the create to send, and the
 // line it came from. A parse error is reported for the line and never
-// stops the import. Disabled asks for the link to be disabled once
-// created (a linkpop export of a disabled link).
+// stops the import. A disabled link of a linkpop export is created
+// disabled (create.Status), in one commit.
 type item struct {
-	line     int
-	create   client.CreateLink
-	disabled bool
-	err      error
+	line   int
+	create client.CreateLink
+	err    error
 }
 
 // reader yields the items of an import file one at a time (constant
@@ -115,7 +114,7 @@ func (r *jsonlReader) next() (item, error) {
 	switch j.Status {
 	case "", client.StatusActive:
 	case client.StatusDisabled:
-		it.disabled = true
+		it.create.Status = client.StatusDisabled
 	default:
 		it.err = fmt.Errorf("status %q is neither active nor disabled", j.Status)
 	}

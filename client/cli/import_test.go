@@ -99,6 +99,9 @@ func TestImportFormats(t *testing.T) {
 				if l.URL != w.url || !slices.Equal(l.Tags, append([]string{}, w.tags...)) || l.Redirect != w.redirect || (l.Status == client.StatusDisabled) != w.disabled {
 					t.Errorf("%s: %+v, want %+v", w.code, l, w)
 				}
+				if w.disabled && !l.UpdatedAt.Equal(l.CreatedAt) {
+					t.Errorf("%s: disabled after it was created (created %v, updated %v), want created disabled", w.code, l.CreatedAt, l.UpdatedAt)
+				}
 			}
 			var urls []string
 			for l, err := range c.AllLinks(ctx, 0) {

@@ -183,7 +183,14 @@ with the API's error code, never changed. --on-conflict skip counts taken codes 
 skipped; fail stops at the first one. --dry-run checks each line without writing:
 the URL, code, redirect, tags and expiry by the API's rules, and whether the code is
 taken on the server (the server's blocked domains are only checked by a real import).
-Disabled links of a linkpop export are created and then disabled.`,
+Disabled links of a linkpop export are created disabled, in the same commit.
+
+With --parallel above 1, batches commit in the order they reach the origin:
+revisions need not follow the file's order (a revision numbers the origin's
+changes; an import never carries one over), but a code given on two lines is
+still decided by the first, since a batch sharing a code with one in flight
+waits for it. --on-conflict fail stops sending at the first taken code; batches
+already in flight (at most --parallel) still commit.`,
 		Example: `  linkpop import links.jsonl
   linkpop import short_urls.csv --format shlink --on-conflict skip
   linkpop import bitly.csv --format bitly --dry-run`,
@@ -485,9 +492,6 @@ func (im *importer) send(ctx context.Context, n int64, b []item) {
 	}
 	for i := range res {
 		err := res[i].Err()
-		if err == nil && b[i].disabled {
-			_, err = im.c.DisableLink(ctx, res[i].Link.Code, 0)
-		}
 		im.itemResult(&b[i], err)
 	}
 }

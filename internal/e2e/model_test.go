@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -180,8 +181,14 @@ func (g *generator) create(i int) {
 	if exp, ok := g.expiry(false); ok {
 		in.ExpiresAt = exp
 	}
+	if g.r.IntN(10) == 0 {
+		in.Status = client.StatusDisabled // an import's disabled link: 410 from its first revision
+	}
 	o := g.api.create(g.t, in)
 	g.checkAck(o, &in.URL, in.Code, in.Redirect)
+	if want := cmp.Or(in.Status, client.StatusActive); o.Status != want {
+		g.t.Fatalf("create %+v answered status %q", in, o.Status)
+	}
 	if _, dup := g.m[o.Code]; dup {
 		g.t.Fatalf("create %+v returned existing code %s", in, o.Code)
 	}

@@ -40,6 +40,9 @@ type CreateRequest struct {
 	// MaxVisits is the click count at which the origin disables the
 	// link; 0 is no limit.
 	MaxVisits uint64
+	// Disabled creates the link disabled (an import of a disabled link).
+	// The default is active.
+	Disabled bool
 	// Idem, when set, makes a retry of the same request return the first
 	// response.
 	Idem *Idempotency
@@ -370,6 +373,9 @@ func (t *txn) create(req *CreateRequest) result {
 		Revision:  t.rev + 1,
 		Tags:      normTags(req.Tags),
 		MaxVisits: req.MaxVisits,
+	}
+	if req.Disabled {
+		rec.Status = link.StatusDisabled
 	}
 	var idem *idemRecord
 	if req.Idem != nil {
