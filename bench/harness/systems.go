@@ -331,7 +331,6 @@ type edgeProc struct {
 	h     *harness
 }
 
-
 // startEdge starts bin/edge on dataDir (kept across restarts) with fresh
 // ports.
 func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
