@@ -26,8 +26,9 @@ const (
 	FormatGolink = "golink" // golink's /.export JSON lines snapshot
 )
 
-// Formats lists the import formats.
-var Formats = []string{FormatJSONL, FormatCSV, FormatShlink, FormatYOURLS, FormatBitly, FormatGolink}
+// Formats lists the import formats: files, then the API sources
+// (sources.go).
+var Formats = []string{FormatJSONL, FormatCSV, FormatShlink, FormatYOURLS, FormatBitly, FormatGolink, FormatBitlyAPI, FormatKuttAPI}
 
 // item is one link read from an import file: the create to send, and the
 // line it came from. A parse error is reported for the line and never

@@ -153,6 +153,7 @@ type importer struct {
 	onConflict string
 	batchSize  int
 	runID      string
+	unit       string // what a report numbers: "line" of a file, "item" of an API source
 
 	mu                       sync.Mutex
 	created, skipped, failed int64
@@ -165,7 +166,7 @@ func (a *app) importCmd() *cobra.Command {
 	var dryRun bool
 	var batch, parallel int
 	cmd := &cobra.Command{
-		Use:   "import FILE",
+		Use:   "import FILE|API-URL",
 		Short: "Create links from a linkpop export or another shortener's export",
 		Long: `Create links from FILE ('-' for standard input), in batches of up to 1,000 through
 POST /v1/links/batch, reading the file as it goes (constant memory).
@@ -177,6 +178,14 @@ Formats:
   yourls  YOURLS: a CSV or SQL dump of the yourls_url table, or the Import-Export plugin's CSV
   bitly   Bitly's CSV export (Bitlink/Custom Link, Long URL/Destination URL, Tags)
   golink  golink's /.export snapshot (Short, Long)
+
+API sources (the argument is the service's API base URL, the token is read from
+$LINKPOP_SOURCE_TOKEN and sent only to that host):
+  bitly-api  Bitly API v4 (https://api-ssl.bitly.com/v4): every group's bitlinks,
+             archived ones included; the code is the custom back-half if any;
+             deleted bitlinks are created disabled
+  kutt-api   Kutt API v2 (https://kutt.it): address, target, expire_in; banned
+             links are created disabled, password-protected ones are refused
 
 Codes are kept as they are; a code that is invalid or taken is reported on its line
 with the API's error code, never changed. --on-conflict skip counts taken codes as
@@ -193,8 +202,9 @@ waits for it. --on-conflict fail stops sending at the first taken code; batches
 already in flight (at most --parallel) still commit.`,
 		Example: `  linkpop import links.jsonl
   linkpop import short_urls.csv --format shlink --on-conflict skip
-  linkpop import bitly.csv --format bitly --dry-run`,
-		Args: exactArgs(1, "FILE"),
+  linkpop import bitly.csv --format bitly --dry-run
+  LINKPOP_SOURCE_TOKEN=... linkpop import https://kutt.it --format kutt-api`,
+		Args: exactArgs(1, "FILE (or, for bitly-api and kutt-api, the API URL)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if onConflict != "skip" && onConflict != "fail" {
 				return usagef("--on-conflict %q: want skip or fail", onConflict)
@@ -207,6 +217,18 @@ already in flight (at most --parallel) still commit.`,
 			}
 			if format != "" && !slices.Contains(Formats, format) {
 				return usagef("--format %q: unknown format (want one of %s)", format, strings.Join(Formats, ", "))
+			}
+			if format == FormatBitlyAPI || format == FormatKuttAPI {
+				rd, err := newAPISource(cmd.Context(), format, args[0], a.io.Getenv(EnvSourceToken))
+				if err != nil {
+					return err
+				}
+				c, err := a.connect()
+				if err != nil {
+					return err
+				}
+				im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "item"}
+				return im.run(cmd.Context(), rd, &countingReader{}, -1, parallel)
 			}
 			var in io.Reader = a.io.Stdin
 			var size int64 = -1
@@ -233,11 +255,11 @@ already in flight (at most --parallel) still commit.`,
 			if err != nil {
 				return err
 			}
-			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID()}
+			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "line"}
 			return im.run(cmd.Context(), rd, cr, size, parallel)
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "", "jsonl, csv, shlink, yourls, bitly or golink (default: by extension, .csv csv, else jsonl)")
+	cmd.Flags().StringVar(&format, "format", "", "jsonl, csv, shlink, yourls, bitly, golink, bitly-api or kutt-api (default: by extension, .csv csv, else jsonl)")
 	cmd.Flags().StringVar(&onConflict, "on-conflict", "fail", "when a code is taken: skip it, or fail")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check every line against the API's rules and the server's codes without writing")
 	cmd.Flags().IntVar(&batch, "batch", client.MaxBatch, "creates per batch request (1-1000)")
@@ -433,7 +455,7 @@ func (im *importer) report(line int, code, errCode, msg string) {
 	if code != "" {
 		code = " code " + strconv.Quote(code)
 	}
-	fmt.Fprintf(im.a.io.Stderr, "line %d%s: %s: %s\n", line, code, errCode, msg)
+	fmt.Fprintf(im.a.io.Stderr, "%s %d%s: %s: %s\n", im.unit, line, code, errCode, msg)
 }
 
 // itemResult books one item's outcome.
