@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -189,4 +190,268 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// linkFields is Link without its methods: encoding/json reads and writes
+// it by the struct tags alone.
+type linkFields Link
+
+// UnmarshalJSON reads a link object. The usual shape (the API's own
+// answers: members of the link object only, ASCII strings without
+// escapes) is read by a small scanner; anything else (another member,
+// an escape, a wrong type, bad syntax) is left to encoding/json on the
+// struct tags, which also gives the error. FuzzLinkDecode checks that the
+// scanner agrees with encoding/json on everything it accepts.
+func (l *Link) UnmarshalJSON(b []byte) error {
+	var fast Link
+	if fast.decodeFast(b) {
+		*l = fast
+		return nil
+	}
+	return json.Unmarshal(b, (*linkFields)(l))
+}
+
+// decodeFast decodes b into l (zero) and reports whether it could.
+func (l *Link) decodeFast(b []byte) bool {
+	d := fastDec{b: b}
+	if !d.byte('{') {
+		return false
+	}
+	if d.peek() == '}' {
+		d.i++
+		return d.end()
+	}
+	for {
+		key, ok := d.str()
+		if !ok || !d.byte(':') {
+			return false
+		}
+		d.ws()
+		switch key {
+		case "code":
+			ok = d.strField(&l.Code)
+		case "url":
+			ok = d.strField(&l.URL)
+		case "short_url":
+			ok = d.strField(&l.ShortURL)
+		case "status":
+			ok = d.strField(&l.Status)
+		case "redirect":
+			if d.null() {
+				break
+			}
+			var lit []byte
+			if lit, ok = d.number(true); ok {
+				n, err := strconv.ParseInt(string(lit), 10, 0)
+				l.Redirect, ok = int(n), err == nil
+			}
+		case "revision":
+			if d.null() {
+				break
+			}
+			ok = d.uint(&l.Revision)
+		case "max_visits":
+			if d.null() {
+				l.MaxVisits = nil
+				break
+			}
+			var n uint64
+			if ok = d.uint(&n); ok {
+				l.MaxVisits = &n
+			}
+		case "created_at":
+			ok = d.timeField(&l.CreatedAt)
+		case "updated_at":
+			ok = d.timeField(&l.UpdatedAt)
+		case "expires_at":
+			if d.null() {
+				l.ExpiresAt = nil
+				break
+			}
+			var t time.Time
+			if ok = d.timeField(&t); ok {
+				l.ExpiresAt = &t
+			}
+		case "tags":
+			ok = d.tags(&l.Tags)
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.i++
+			continue
+		case '}':
+			d.i++
+			return d.end()
+		}
+		return false
+	}
+}
+
+// fastDec scans the subset of JSON decodeFast reads.
+type fastDec struct {
+	b []byte
+	i int
+}
+
+func (d *fastDec) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *fastDec) peek() byte {
+	d.ws()
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+// byte consumes c after whitespace.
+func (d *fastDec) byte(c byte) bool {
+	if d.peek() != c {
+		return false
+	}
+	d.i++
+	return true
+}
+
+// end is true when only whitespace is left.
+func (d *fastDec) end() bool {
+	d.ws()
+	return d.i == len(d.b)
+}
+
+func (d *fastDec) null() bool {
+	if len(d.b)-d.i >= 4 && string(d.b[d.i:d.i+4]) == "null" {
+		d.i += 4
+		return true
+	}
+	return false
+}
+
+// raw reads a string of printable ASCII without escapes and returns it
+// with its quotes.
+func (d *fastDec) raw() ([]byte, bool) {
+	d.ws()
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return nil, false
+	}
+	for j := d.i + 1; j < len(d.b); j++ {
+		switch c := d.b[j]; {
+		case c == '"':
+			s := d.b[d.i : j+1]
+			d.i = j + 1
+			return s, true
+		case c < 0x20 || c == '\\' || c >= utf8.RuneSelf:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func (d *fastDec) str() (string, bool) {
+	s, ok := d.raw()
+	if !ok {
+		return "", false
+	}
+	return string(s[1 : len(s)-1]), true
+}
+
+// strField reads a string, or null (which leaves it, as encoding/json
+// does).
+func (d *fastDec) strField(p *string) bool {
+	if d.null() {
+		return true
+	}
+	s, ok := d.str()
+	*p = s
+	return ok
+}
+
+func (d *fastDec) timeField(p *time.Time) bool {
+	if d.null() {
+		return true
+	}
+	s, ok := d.raw()
+	return ok && p.UnmarshalJSON(s) == nil
+}
+
+// number reads an integer literal: -?(0|[1-9][0-9]*), no fraction or
+// exponent (those go to encoding/json).
+func (d *fastDec) number(signed bool) ([]byte, bool) {
+	start := d.i
+	if signed && d.i < len(d.b) && d.b[d.i] == '-' {
+		d.i++
+	}
+	digits := d.i
+	for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+		d.i++
+	}
+	n := d.i - digits
+	if n == 0 || (n > 1 && d.b[digits] == '0') {
+		return nil, false
+	}
+	if d.i < len(d.b) {
+		switch d.b[d.i] {
+		case '.', 'e', 'E':
+			return nil, false
+		}
+	}
+	return d.b[start:d.i], true
+}
+
+func (d *fastDec) uint(p *uint64) bool {
+	lit, ok := d.number(false)
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseUint(string(lit), 10, 64)
+	*p = n
+	return err == nil
+}
+
+// tags reads an array of strings, or null.
+func (d *fastDec) tags(p *[]string) bool {
+	if d.null() {
+		*p = nil
+		return true
+	}
+	if !d.byte('[') {
+		return false
+	}
+	out := []string{}
+	if d.peek() == ']' {
+		d.i++
+		*p = out
+		return true
+	}
+	for {
+		s, ok := d.str()
+		if !ok {
+			return false
+		}
+		out = append(out, s)
+		switch d.peek() {
+		case ',':
+			d.i++
+			continue
+		case ']':
+			d.i++
+			*p = out
+			return true
+		}
+		return false
+	}
 }

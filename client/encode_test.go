@@ -7,10 +7,6 @@ import (
 	"time"
 )
 
-// linkFields is Link without its methods: encoding/json writes it from
-// the struct tags alone, the definition AppendJSON must equal.
-type linkFields Link
-
 // stdEncode is what encoding/json writes for v with HTML escaping off.
 func stdEncode(t *testing.T, v any) []byte {
 	t.Helper()
@@ -91,4 +87,55 @@ func FuzzLinkJSON(f *testing.F) {
 		}
 		checkLinkJSON(t, &l)
 	})
+}
+
+// FuzzLinkDecode checks the link object's fast decoder against
+// encoding/json on the struct tags: whatever it accepts, encoding/json
+// accepts too and reads the same link.
+func FuzzLinkDecode(f *testing.F) {
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 600000000, time.FixedZone("", 3600))
+	mv := uint64(9)
+	for _, l := range []Link{
+		{Code: "abc", URL: "https://example.com/?a=1&b=2", ShortURL: "https://lnk.test/abc", Redirect: 302, Status: StatusActive,
+			CreatedAt: time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), UpdatedAt: time.Date(2026, 12, 2, 0, 0, 0, 123000000, time.UTC), Revision: 7, Tags: []string{}},
+		{Code: "x", ExpiresAt: &exp, MaxVisits: &mv, Tags: []string{"a", "b"}},
+	} {
+		b, _ := Encode(&l)
+		f.Add(b)
+	}
+	for _, s := range []string{`{}`, `null`, ` { "code" : "a" , "tags" : [ ] } `, `{"redirect":-0}`, `{"revision":-0}`, `{"revision":01}`,
+		`{"redirect":1e2}`, `{"code":"a","code":"b"}`, `{"CODE":"a"}`, `{"code":"\u00e9"}`, `{"expires_at":null,"max_visits":null,"tags":null}`,
+		`{"created_at":"2026-01-01T00:00:00+01:00"}`, `{"created_at":"bad"}`, `{"error":{"code":"x"}}`, `{"code":"a"} x`, `{"code":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast Link
+		if !fast.decodeFast(b) {
+			return
+		}
+		var std Link
+		if err := json.Unmarshal(b, (*linkFields)(&std)); err != nil {
+			t.Fatalf("fast decoder accepted %q, encoding/json refuses it: %v", b, err)
+		}
+		gf, errF := Encode(&fast)
+		gs, errS := Encode(&std)
+		if (errF == nil) != (errS == nil) || !bytes.Equal(gf, gs) {
+			t.Fatalf("%q:\nfast %s %v\n std %s %v", b, gf, errF, gs, errS)
+		}
+	})
+}
+
+// TestBatchResultDecode reads both item forms, through the fast path
+// and through encoding/json.
+func TestBatchResultDecode(t *testing.T) {
+	var out BatchResponse
+	in := `{"results":[{"code":"a","tags":[],"status":"active"},{"error":{"code":"code_taken","message":"m","field":"code"}},{"code":"\u00e9","tags":["t"]}]}`
+	if err := json.Unmarshal([]byte(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	r := out.Results
+	if len(r) != 3 || r[0].Link == nil || r[0].Link.Code != "a" || r[0].Error != nil || r[1].Error == nil || r[1].Link != nil ||
+		r[1].Error.Field != "code" || r[2].Link == nil || r[2].Link.Code != "é" || len(r[2].Link.Tags) != 1 {
+		t.Fatalf("%+v", r)
+	}
 }

@@ -212,8 +212,13 @@ type BatchResult struct {
 
 // UnmarshalJSON reads either form, decoding the item once.
 func (r *BatchResult) UnmarshalJSON(b []byte) error {
+	var l Link
+	if l.decodeFast(b) {
+		*r = BatchResult{Link: &l}
+		return nil
+	}
 	var w struct {
-		Link
+		linkFields
 		Error *ErrorObject `json:"error"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -223,7 +228,8 @@ func (r *BatchResult) UnmarshalJSON(b []byte) error {
 		*r = BatchResult{Error: w.Error}
 		return nil
 	}
-	*r = BatchResult{Link: &w.Link}
+	l = Link(w.linkFields)
+	*r = BatchResult{Link: &l}
 	return nil
 }
 
