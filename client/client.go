@@ -290,7 +290,7 @@ func (c *Client) CreateLink(ctx context.Context, in CreateLink, opt CreateOption
 // result each, in order.
 func (c *Client) CreateBatch(ctx context.Context, in []CreateLink, opt CreateOptions) ([]BatchResult, error) {
 	var out BatchResponse
-	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links/batch", body: BatchRequest{Links: in}, header: opt.header(),
+	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links/batch", body: &BatchRequest{Links: in}, header: opt.header(),
 		want: http.StatusOK, retry: opt.IdempotencyKey != "", decode: &out})
 	if err == nil && len(out.Results) != len(in) {
 		err = fmt.Errorf("POST /v1/links/batch: %d results for %d creates", len(out.Results), len(in))

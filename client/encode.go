@@ -455,3 +455,68 @@ func (d *fastDec) tags(p *[]string) bool {
 		return false
 	}
 }
+
+// MarshalJSON writes the create body.
+func (c CreateLink) MarshalJSON() ([]byte, error) { return c.AppendJSON(nil) }
+
+// AppendJSON appends the create body to b, as encoding/json writes it with
+// HTML escaping off (zero fields left out).
+func (c *CreateLink) AppendJSON(b []byte) ([]byte, error) {
+	var err error
+	b = append(b, `{"url":`...)
+	b = appendString(b, c.URL)
+	if c.Code != "" {
+		b = append(b, `,"code":`...)
+		b = appendString(b, c.Code)
+	}
+	if c.Redirect != 0 {
+		b = append(b, `,"redirect":`...)
+		b = strconv.AppendInt(b, int64(c.Redirect), 10)
+	}
+	if c.ExpiresAt != nil {
+		b = append(b, `,"expires_at":`...)
+		if b, err = appendTime(b, *c.ExpiresAt); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.Tags) > 0 {
+		b = append(b, `,"tags":[`...)
+		for i, t := range c.Tags {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, t)
+		}
+		b = append(b, ']')
+	}
+	if c.MaxVisits != nil {
+		b = append(b, `,"max_visits":`...)
+		b = strconv.AppendUint(b, *c.MaxVisits, 10)
+	}
+	if c.Status != "" {
+		b = append(b, `,"status":`...)
+		b = appendString(b, c.Status)
+	}
+	return append(b, '}'), nil
+}
+
+// MarshalJSON writes the batch body.
+func (r BatchRequest) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil) }
+
+// AppendJSON appends the batch body to b.
+func (r *BatchRequest) AppendJSON(b []byte) ([]byte, error) {
+	if r.Links == nil {
+		return append(b, `{"links":null}`...), nil
+	}
+	b = append(b, `{"links":[`...)
+	for i := range r.Links {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = r.Links[i].AppendJSON(b); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, "]}"...), nil
+}

@@ -139,3 +139,41 @@ func TestBatchResultDecode(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// createFields is CreateLink without its methods.
+type createFields CreateLink
+
+// FuzzCreateJSON compares the hand-written create-body encoder with
+// encoding/json on the struct tags.
+func FuzzCreateJSON(f *testing.F) {
+	f.Add("https://example.com/?a=<1>&b", "abc", "t", "disabled", int64(1764633600123456789), uint64(3), 302, uint8(0xff))
+	f.Add("", "", "", "", int64(0), uint64(0), 0, uint8(0))
+	f.Fuzz(func(t *testing.T, url, code, tag, status string, ns int64, mv uint64, redirect int, set uint8) {
+		c := CreateLink{URL: url, Code: code, Redirect: redirect, Status: status}
+		at := time.Unix(0, ns).UTC()
+		if set&1 != 0 {
+			c.ExpiresAt = &at
+		}
+		if set&2 != 0 {
+			c.MaxVisits = &mv
+		}
+		switch set & 12 {
+		case 4:
+			c.Tags = []string{tag}
+		case 8:
+			c.Tags = []string{}
+		case 12:
+			c.Tags = []string{tag, code}
+		}
+		want := stdEncode(t, (*createFields)(&c))
+		got, err := Encode(&c)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Encode(%+v):\n got %s %v\nwant %s", c, got, err, want)
+		}
+		wantB := stdEncode(t, map[string][]*createFields{"links": {(*createFields)(&c), (*createFields)(&c)}})
+		gotB, err := Encode(&BatchRequest{Links: []CreateLink{c, c}})
+		if err != nil || !bytes.Equal(gotB, wantB) {
+			t.Fatalf("batch:\n got %s %v\nwant %s", gotB, err, wantB)
+		}
+	})
+}
