@@ -234,7 +234,14 @@ func (c *Client) once(ctx context.Context, r *request, body []byte) error {
 		*r.rawBody = raw
 	}
 	if r.decode != nil {
-		if err := json.Unmarshal(raw, r.decode); err != nil {
+		// An answer type with its own reader checks the syntax itself
+		// (or hands the bytes to encoding/json), so the whole answer is
+		// not scanned twice.
+		dec := json.Unmarshal
+		if u, ok := r.decode.(json.Unmarshaler); ok {
+			dec = func(b []byte, _ any) error { return u.UnmarshalJSON(b) }
+		}
+		if err := dec(raw, r.decode); err != nil {
 			return fmt.Errorf("%s %s: decode answer: %w", r.method, r.path, err)
 		}
 	}

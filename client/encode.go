@@ -214,12 +214,17 @@ func (l *Link) UnmarshalJSON(b []byte) error {
 // decodeFast decodes b into l (zero) and reports whether it could.
 func (l *Link) decodeFast(b []byte) bool {
 	d := fastDec{b: b}
+	return d.link(l) && d.end()
+}
+
+// link reads a link object at the scanner's position into l (zero).
+func (d *fastDec) link(l *Link) bool {
 	if !d.byte('{') {
 		return false
 	}
 	if d.peek() == '}' {
 		d.i++
-		return d.end()
+		return true
 	}
 	for {
 		key, ok := d.str()
@@ -287,10 +292,65 @@ func (l *Link) decodeFast(b []byte) bool {
 			continue
 		case '}':
 			d.i++
-			return d.end()
+			return true
 		}
 		return false
 	}
+}
+
+// UnmarshalJSON reads a batch answer. One whose items are all link
+// objects of the API's own shape is read by the link scanner; anything
+// else (an error item, another member) by encoding/json, item by item.
+func (r *BatchResponse) UnmarshalJSON(b []byte) error {
+	if res, ok := decodeBatchFast(b); ok {
+		r.Results = res
+		return nil
+	}
+	var w struct {
+		Results []BatchResult `json:"results"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	r.Results = w.Results
+	return nil
+}
+
+func decodeBatchFast(b []byte) ([]BatchResult, bool) {
+	d := fastDec{b: b}
+	if !d.byte('{') {
+		return nil, false
+	}
+	if key, ok := d.str(); !ok || key != "results" || !d.byte(':') || !d.byte('[') {
+		return nil, false
+	}
+	links := []Link{}
+	if d.peek() == ']' {
+		d.i++
+	} else {
+		for {
+			var l Link
+			if !d.link(&l) {
+				return nil, false
+			}
+			links = append(links, l)
+			if d.byte(',') {
+				continue
+			}
+			if !d.byte(']') {
+				return nil, false
+			}
+			break
+		}
+	}
+	if !d.byte('}') || !d.end() {
+		return nil, false
+	}
+	out := make([]BatchResult, len(links))
+	for i := range links {
+		out[i].Link = &links[i]
+	}
+	return out, true
 }
 
 // fastDec scans the subset of JSON decodeFast reads.

@@ -177,3 +177,41 @@ func FuzzCreateJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBatchDecode checks the batch answer's fast reader against
+// encoding/json item by item.
+func FuzzBatchDecode(f *testing.F) {
+	l := Link{Code: "abc", URL: "https://example.com/", Tags: []string{}, Status: StatusActive, CreatedAt: time.Unix(1764633600, 0).UTC()}
+	one, _ := Encode(&BatchResponse{Results: []BatchResult{{Link: &l}, {Link: &l}}})
+	f.Add(one)
+	for _, s := range []string{`{"results":[]}`, `{"results":null}`, `{"results":[{}]}`, `{"results":[{"error":{"code":"x","message":"m"}}]}`,
+		`{"results":[{"code":"a"}],"x":1}`, ` {"results" : [ {"code":"a"} , {"code":"b"} ] } `, `{"results":[{"code":"a"},]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		res, ok := decodeBatchFast(b)
+		if !ok {
+			return
+		}
+		var std struct {
+			Results []struct {
+				linkFields
+				Error *ErrorObject `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(b, &std); err != nil {
+			t.Fatalf("fast reader accepted %q, encoding/json refuses it: %v", b, err)
+		}
+		if len(std.Results) != len(res) {
+			t.Fatalf("%q: %d results, encoding/json %d", b, len(res), len(std.Results))
+		}
+		for i := range res {
+			sl := Link(std.Results[i].linkFields)
+			gf, _ := Encode(res[i].Link)
+			gs, _ := Encode(&sl)
+			if std.Results[i].Error != nil || !bytes.Equal(gf, gs) {
+				t.Fatalf("%q item %d:\nfast %s\n std %s %+v", b, i, gf, gs, std.Results[i].Error)
+			}
+		}
+	})
+}
