@@ -251,7 +251,14 @@ func (c *Client) once(ctx context.Context, r *request, body []byte) error {
 		*r.rawBody = raw
 	}
 	if r.decode != nil {
-		if err := json.Unmarshal(raw, r.decode); err != nil {
+		// An answer type with its own reader checks the syntax itself
+		// (or hands the bytes to encoding/json), so the whole answer is
+		// not scanned twice.
+		dec := json.Unmarshal
+		if u, ok := r.decode.(json.Unmarshaler); ok {
+			dec = func(b []byte, _ any) error { return u.UnmarshalJSON(b) }
+		}
+		if err := dec(raw, r.decode); err != nil {
 			return fmt.Errorf("%s %s: decode answer: %w", r.method, r.path, err)
 		}
 	}
@@ -307,7 +314,7 @@ func (c *Client) CreateLink(ctx context.Context, in CreateLink, opt CreateOption
 // result each, in order.
 func (c *Client) CreateBatch(ctx context.Context, in []CreateLink, opt CreateOptions) ([]BatchResult, error) {
 	var out BatchResponse
-	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links/batch", body: BatchRequest{Links: in}, header: opt.header(),
+	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links/batch", body: &BatchRequest{Links: in}, header: opt.header(),
 		want: http.StatusOK, retry: opt.IdempotencyKey != "", decode: &out})
 	if err == nil && len(out.Results) != len(in) {
 		err = fmt.Errorf("POST /v1/links/batch: %d results for %d creates", len(out.Results), len(in))

@@ -153,7 +153,8 @@ type ErrorObject struct {
 }
 
 // CreateLink is the body of POST /v1/links and one item of a batch.
-// Zero fields are left out, so the origin applies its defaults.
+// Zero fields are left out, so the origin applies its defaults. Status
+// StatusDisabled creates the link disabled, in the same commit.
 type CreateLink struct {
 	URL       string     `json:"url"`
 	Code      string     `json:"code,omitempty"`
@@ -162,6 +163,7 @@ type CreateLink struct {
 	Tags      []string   `json:"tags,omitempty"`
 	MaxVisits *uint64    `json:"max_visits,omitempty"`
 	Freshness string     `json:"freshness,omitempty"`
+	Status    string     `json:"status,omitempty"`
 }
 
 // UpdateLink is the body of PATCH /v1/links/{code}: only the set fields
@@ -233,33 +235,25 @@ type BatchResult struct {
 	Error *ErrorObject
 }
 
-// MarshalJSON writes the link object or {"error": {...}}.
-func (r BatchResult) MarshalJSON() ([]byte, error) {
-	if r.Error != nil {
-		return json.Marshal(ErrorBody{Error: *r.Error})
-	}
-	if r.Link == nil {
-		return nil, errors.New("batch result has neither a link nor an error")
-	}
-	return json.Marshal(r.Link)
-}
-
-// UnmarshalJSON reads either form.
+// UnmarshalJSON reads either form, decoding the item once.
 func (r *BatchResult) UnmarshalJSON(b []byte) error {
-	var probe struct {
-		Error *ErrorObject `json:"error"`
-	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return err
-	}
-	if probe.Error != nil {
-		*r = BatchResult{Error: probe.Error}
+	var l Link
+	if l.decodeFast(b) {
+		*r = BatchResult{Link: &l}
 		return nil
 	}
-	var l Link
-	if err := json.Unmarshal(b, &l); err != nil {
+	var w struct {
+		linkFields
+		Error *ErrorObject `json:"error"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
+	if w.Error != nil {
+		*r = BatchResult{Error: w.Error}
+		return nil
+	}
+	l = Link(w.linkFields)
 	*r = BatchResult{Link: &l}
 	return nil
 }
@@ -419,6 +413,13 @@ type LiveClicks struct {
 // Encode writes v as the API writes JSON: one line, HTML not escaped, so
 // targets keep their '&' readable.
 func Encode(v any) ([]byte, error) {
+	if a, ok := v.(appender); ok {
+		b, err := a.AppendJSON(make([]byte, 0, 512))
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '\n'), nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

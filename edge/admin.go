@@ -143,11 +143,7 @@ func (s *Server) adminRepair(ctx *fasthttp.RequestCtx) {
 		s.adminError(ctx, err)
 		return
 	}
-	out := struct {
-		Node    string         `json:"node"`
-		Buckets []BucketRepair `json:"buckets"`
-		Error   string         `json:"error,omitempty"`
-	}{Node: s.NodeName(), Buckets: res}
+	out := RepairAnswer{Node: s.NodeName(), Buckets: res}
 	status := fasthttp.StatusOK
 	if err != nil {
 		// What was repaired before the failure is reported with it.

@@ -101,6 +101,14 @@ func (s *Server) Resync() error {
 	return nil
 }
 
+// RepairAnswer is the body of the admin POST /repair: the node, what was
+// done to each bucket and, when it stopped early, why.
+type RepairAnswer struct {
+	Node    string         `json:"node"`
+	Buckets []BucketRepair `json:"buckets"`
+	Error   string         `json:"error,omitempty"`
+}
+
 // BucketRepair is what Repair did to one digest bucket.
 type BucketRepair struct {
 	Bucket int `json:"bucket"`

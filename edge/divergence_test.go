@@ -12,28 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/edge"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/link"
 )
 
-// adminDigest is an edge's GET /digest.
-type adminDigest struct {
-	link.DigestJSON
-	Node       string `json:"node"`
-	Applied    uint64 `json:"applied"`
-	StreamLast uint64 `json:"stream_last"`
-	Lag        uint64 `json:"lag"`
-}
-
-func readDigest(t testing.TB, adminAddr string) (adminDigest, link.Digest) {
+func readDigest(t testing.TB, adminAddr string) (client.EdgeDigest, link.Digest) {
 	t.Helper()
 	r := get(t, adminAddr, "/digest")
 	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("/digest = %d %q\n%s", r.StatusCode, r.Header.Get("Content-Type"), r.body)
 	}
-	var j adminDigest
+	var j client.EdgeDigest
 	if err := json.Unmarshal([]byte(r.body), &j); err != nil {
 		t.Fatalf("/digest: %v\n%s", err, r.body)
 	}
@@ -84,12 +76,7 @@ func TestAdminDigestAndResync(t *testing.T) {
 	for _, code := range []string{"dig00", "dig29"} {
 		b := link.DigestBucket(code)
 		r := get(t, e.AdminAddr(), "/digest/buckets/"+strconv.Itoa(b))
-		var bj struct {
-			Bucket  int                `json:"bucket"`
-			Node    string             `json:"node"`
-			Applied uint64             `json:"applied"`
-			Links   []link.DigestEntry `json:"links"`
-		}
+		var bj client.EdgeDigestBucket
 		if err := json.Unmarshal([]byte(r.body), &bj); err != nil || r.StatusCode != 200 {
 			t.Fatalf("bucket %d: %d %v\n%s", b, r.StatusCode, err, r.body)
 		}
@@ -250,10 +237,7 @@ func TestRepair(t *testing.T) {
 	repair := func() (sum edge.BucketRepair) {
 		t.Helper()
 		r := do(t, e.AdminAddr(), "POST", "/repair?"+strings.Join(buckets, "&"))
-		var out struct {
-			Node    string              `json:"node"`
-			Buckets []edge.BucketRepair `json:"buckets"`
-		}
+		var out edge.RepairAnswer
 		if err := json.Unmarshal([]byte(r.body), &out); err != nil || r.StatusCode != 200 {
 			t.Fatalf("POST /repair = %d %v\n%s", r.StatusCode, err, r.body)
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -26,10 +25,11 @@ type batchBody struct {
 
 // createBatch is POST /v1/links/batch: up to client.MaxBatch creates in
 // one group commit, each answered in request order with its link or its
-// own error object. With an Idempotency-Key, item i is stored under a key
-// derived from the batch's key and i and a hash of the whole batch, so a
-// retry answers the created links again and a different batch under the
-// same key is 422 idempotency_key_reused.
+// own error object. With an Idempotency-Key, the batch has one
+// idempotency record (the store's CreateBatch) under the key and a hash
+// of the whole batch, so a retry answers every item as it was answered
+// first and a different batch under the same key is 422
+// idempotency_key_reused.
 func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principal) error {
 	idemKey, err := idempotencyKey(r.Header)
 	if err != nil {
@@ -65,19 +65,15 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 		}
 		canon = append(canon, req)
 		index = append(index, i)
-		reqs = append(reqs, store.CreateRequest{Code: req.Code, URL: req.URL, Redirect: req.Redirect, ExpiresAt: req.ExpiresAt, Tags: req.Tags,
-			MaxVisits: req.MaxVisits, Freshness: req.Freshness})
+		reqs = append(reqs, req.store())
 	}
+	var idem *store.Idempotency
 	if idemKey != "" {
-		h := batchHash(canon, index)
-		for j := range reqs {
-			ih := sha256.Sum256(append(h[:], strconv.Itoa(index[j])...))
-			reqs[j].Idem = &store.Idempotency{Scope: p.id, Key: "batch\x00" + idemKey + "\x00" + strconv.Itoa(index[j]), RequestHash: ih}
-		}
+		idem = &store.Idempotency{Scope: p.id, Key: "batch\x00" + idemKey, RequestHash: batchHash(canon, index)}
 	}
 	replayed := false
 	if len(reqs) > 0 {
-		out, err := s.store.CreateBatch(r.Context(), reqs)
+		out, err := s.store.CreateBatch(r.Context(), reqs, idem)
 		if err != nil {
 			return err
 		}
@@ -85,14 +81,11 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 			return err
 		}
 		for j, res := range out {
-			if res.Err == link.ErrIdempotencyKeyReused {
-				return link.ErrIdempotencyKeyReused
-			}
+			replayed = replayed || res.Replayed
 			if res.Err != nil {
 				results[index[j]] = s.batchError(res.Err)
 				continue
 			}
-			replayed = replayed || res.Replayed
 			l := s.linkObject(&res.Rec)
 			results[index[j]] = client.BatchResult{Link: &l}
 		}
@@ -100,7 +93,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request, p *principa
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusOK, client.BatchResponse{Results: results})
+	writeJSON(w, http.StatusOK, &client.BatchResponse{Results: results})
 	return nil
 }
 

@@ -63,14 +63,34 @@ func TestBatch(t *testing.T) {
 		}
 	}
 
+	// An item carries every field of the create body: max_visits, and a
+	// status that creates the link disabled in the same commit.
+	r = o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, `{"links":[
+		{"url":"https://example.com/capped","code":"bcap","max_visits":5},
+		{"url":"https://example.com/off","code":"boff","status":"disabled"},
+		{"url":"https://example.com/on","status":"active"},
+		{"url":"https://example.com/bad","status":"gone"}]}`)
+	res = batchResults(t, r)
+	if res[0].Link == nil || res[0].Link.MaxVisits == nil || *res[0].Link.MaxVisits != 5 {
+		t.Errorf("max_visits item: %s", r.raw)
+	}
+	if res[1].Link == nil || res[1].Link.Status != client.StatusDisabled || res[1].Link.Revision == 0 ||
+		res[2].Link == nil || res[2].Link.Status != client.StatusActive || res[3].Error == nil || res[3].Error.Code != "invalid_status" {
+		t.Errorf("status items: %s", r.raw)
+	}
+	if g := o.must(http.StatusOK, "GET", "/v1/links/boff", apiAdminKey, ""); g.str("status") != "disabled" {
+		t.Errorf("GET boff: %s", g.raw)
+	}
+
 	// Idempotency: the same batch again answers the same links; another
 	// batch under the key is refused.
-	idem := `{"links":[{"url":"https://example.com/i1"},{"url":"https://example.com/i2","code":"idem2"},{"url":"ftp://x/"}]}`
+	idem := `{"links":[{"url":"https://example.com/i1"},{"url":"https://example.com/i2","code":"idem2"},{"url":"ftp://x/"},{"url":"https://example.com/i4","code":"old1"}]}`
 	first := batchResults(t, o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, idem, "Idempotency-Key", "b1"))
 	again := o.must(http.StatusOK, "POST", "/v1/links/batch", apiAdminKey, idem, "Idempotency-Key", "b1")
 	second := batchResults(t, again)
 	if again.header.Get("Idempotent-Replayed") != "true" || second[0].Link == nil || second[0].Link.Code != first[0].Link.Code ||
-		second[1].Link == nil || second[1].Link.Code != "idem2" || second[2].Error == nil {
+		second[1].Link == nil || second[1].Link.Code != "idem2" || second[2].Error == nil ||
+		first[3].Error == nil || second[3].Error == nil || second[3].Error.Code != "code_taken" || second[3].Error.Field != first[3].Error.Field {
 		t.Fatalf("replay: %s", again.raw)
 	}
 	r = o.do("POST", "/v1/links/batch", apiAdminKey, `{"links":[{"url":"https://example.com/other"},{"url":"https://example.com/i2","code":"idem2"}]}`, "Idempotency-Key", "b1")

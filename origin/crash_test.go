@@ -211,11 +211,8 @@ func (h *crashHarness) client(ctx context.Context, o *crashOrigin, trial, id int
 
 func crashURL(name string) string { return "https://example.com/crash/" + name }
 
-type crashBody struct {
-	URL  string   `json:"url"`
-	Code string   `json:"code,omitempty"`
-	Tags []string `json:"tags,omitempty"`
-}
+// crashBody is the create body.
+type crashBody = client.CreateLink
 
 // crashLink is the link object.
 type crashLink = client.Link

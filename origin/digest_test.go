@@ -68,11 +68,7 @@ func TestDigest(t *testing.T) {
 
 	listed := 0
 	for i := range link.DigestBuckets {
-		var b struct {
-			Bucket   int                `json:"bucket"`
-			Revision uint64             `json:"revision"`
-			Links    []link.DigestEntry `json:"links"`
-		}
+		var b client.DigestBucket
 		get("/v1/digest/buckets/"+strconv.Itoa(i), readKey, &b)
 		if b.Bucket != i || b.Revision != maxRev || b.Links == nil || uint64(len(b.Links)) != want.Counts[i] {
 			t.Fatalf("bucket %d: %+v; want %d links at revision %d", i, b, want.Counts[i], maxRev)

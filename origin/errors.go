@@ -43,6 +43,7 @@ var (
 	ErrInvalidBucket         = &Error{http.StatusBadRequest, "invalid_bucket", "bucket must be an integer in [0, 255]"}
 	ErrInvalidMaxVisits      = &Error{http.StatusBadRequest, "invalid_max_visits", "max_visits must be a positive integer or null"}
 	ErrInvalidFreshness      = &Error{http.StatusBadRequest, "invalid_freshness", `freshness must be "relaxed" or "strict"`}
+	ErrInvalidStatus         = &Error{http.StatusBadRequest, "invalid_status", "status must be \"active\", \"disabled\" or null"}
 	ErrInvalidRange          = &Error{http.StatusBadRequest, "invalid_range", "from and to must be RFC 3339 times, from not after to, interval minute, hour or day, at most 10,000 intervals"}
 	ErrInternal              = &Error{http.StatusInternalServerError, "internal", "internal error; it has been logged"}
 	// ErrNotLeader answers a write sent to a standby origin (or to a

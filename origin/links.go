@@ -48,10 +48,12 @@ type linkBody struct {
 	Tags      jsontext.Value `json:"tags"`
 	MaxVisits jsontext.Value `json:"max_visits"`
 	Freshness jsontext.Value `json:"freshness"`
+	Status    jsontext.Value `json:"status"`
 }
 
-// patchBody is linkBody without code, which cannot change: a PATCH naming
-// it is refused as an unknown field.
+// patchBody is linkBody without code and status, which a PATCH cannot
+// change (DELETE disables): a PATCH naming them is refused as an unknown
+// field.
 type patchBody struct {
 	URL       jsontext.Value `json:"url"`
 	Redirect  jsontext.Value `json:"redirect"`
@@ -174,6 +176,7 @@ type createRequest struct {
 	// Freshness is omitted when relaxed, so the hash of every request
 	// made before the field existed is unchanged.
 	Freshness link.Freshness `json:"freshness,omitempty"`
+	Disabled  bool           `json:"disabled,omitempty"`
 }
 
 func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) {
@@ -216,7 +219,28 @@ func (s *Server) parseCreate(b *linkBody, now time.Time) (createRequest, error) 
 			return req, err
 		}
 	}
+	if b.Status != nil && !isNull(b.Status) {
+		var st string
+		if decodeValue(b.Status, &st) != nil || (st != client.StatusActive && st != client.StatusDisabled) {
+			return req, link.OnField("status", ErrInvalidStatus)
+		}
+		req.Disabled = st == client.StatusDisabled
+	}
 	return req, nil
+}
+
+// store is the store's create of c (without an Idempotency-Key).
+func (c *createRequest) store() store.CreateRequest {
+	return store.CreateRequest{
+		Code:      c.Code,
+		URL:       c.URL,
+		Redirect:  c.Redirect,
+		ExpiresAt: c.ExpiresAt,
+		Tags:      c.Tags,
+		MaxVisits: c.MaxVisits,
+		Freshness: c.Freshness,
+		Disabled:  c.Disabled,
+	}
 }
 
 // hash is the Idempotency-Key fingerprint of a create: SHA-256 of the
@@ -269,15 +293,7 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	sreq := store.CreateRequest{
-		Code:      req.Code,
-		URL:       req.URL,
-		Redirect:  req.Redirect,
-		ExpiresAt: req.ExpiresAt,
-		Tags:      req.Tags,
-		MaxVisits: req.MaxVisits,
-		Freshness: req.Freshness,
-	}
+	sreq := req.store()
 	if idemKey != "" {
 		sreq.Idem = &store.Idempotency{Scope: p.id, Key: idemKey, RequestHash: req.hash()}
 	}

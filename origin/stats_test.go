@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/link"
@@ -108,25 +109,7 @@ func TestStatsAPI(t *testing.T) {
 	if strings.Join(keys, " ") != want {
 		t.Fatalf("stats members %v, want %s", keys, want)
 	}
-	var st struct {
-		Code, Interval        string
-		From, To              time.Time
-		Clicks, Uniques, Bots int
-		Series                []struct {
-			T                     time.Time
-			Clicks, Uniques, Bots int
-		}
-		Referrers, Countries, Devices, Browsers, OS []struct {
-			Key    string
-			Clicks int
-		}
-		Edges []struct {
-			Key    string
-			Clicks int
-		}
-		CompleteThrough time.Time `json:"complete_through"`
-		IncompleteEdges []string  `json:"incomplete_edges"`
-	}
+	var st client.Stats
 	if err := json.Unmarshal(r.raw, &st); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +128,7 @@ func TestStatsAPI(t *testing.T) {
 	if len(st.Devices) != 2 || st.Devices[0].Key != "mobile" || st.Devices[1].Key != "bot" || st.Devices[1].Clicks != 2 {
 		t.Fatalf("devices %+v", st.Devices)
 	}
-	if st.IncompleteEdges == nil || len(st.IncompleteEdges) != 0 || st.CompleteThrough.UnixMilli() != now.UnixMilli() {
+	if st.IncompleteEdges == nil || len(st.IncompleteEdges) != 0 || st.CompleteThrough == nil || st.CompleteThrough.UnixMilli() != now.UnixMilli() {
 		t.Fatalf("complete_through %v incomplete %v, want %v and []", st.CompleteThrough, st.IncompleteEdges, now)
 	}
 

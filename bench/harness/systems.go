@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/linkpop/linkpop/edge"
 )
 
 // server is a redirect server measured in the redirect section.
@@ -344,18 +346,6 @@ type edgeProc struct {
 	h     *harness
 }
 
-// edgeStatus is the part of the edge's /status JSON the harness reads.
-type edgeStatus struct {
-	Applied    uint64 `json:"applied"`
-	StreamLast uint64 `json:"stream_last"`
-	Lag        uint64 `json:"lag"`
-	Ready      bool   `json:"ready"`
-	Reason     string `json:"reason"`
-	Links      uint64 `json:"links"`
-	HotEntries int    `json:"hot_entries"`
-	Negative   int    `json:"negative_entries"`
-}
-
 // startEdge starts bin/edge on dataDir (kept across restarts) with fresh
 // ports.
 func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
@@ -388,8 +378,8 @@ func (h *harness) startEdgeBin(bin, name, dataDir string, cpu int, extra ...stri
 }
 
 // status reads the edge's /status.
-func (e *edgeProc) status() (edgeStatus, error) {
-	var st edgeStatus
+func (e *edgeProc) status() (edge.Status, error) {
+	var st edge.Status
 	code, body, err := e.adminGet("/status")
 	if err != nil {
 		return st, err

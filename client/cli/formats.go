@@ -26,18 +26,18 @@ const (
 	FormatGolink = "golink" // golink's /.export JSON lines snapshot
 )
 
-// Formats lists the import formats.
-var Formats = []string{FormatJSONL, FormatCSV, FormatShlink, FormatYOURLS, FormatBitly, FormatGolink}
+// Formats lists the import formats: files, then the API sources
+// (sources.go).
+var Formats = []string{FormatJSONL, FormatCSV, FormatShlink, FormatYOURLS, FormatBitly, FormatGolink, FormatBitlyAPI, FormatKuttAPI}
 
 // item is one link read from an import file: the create to send, and the
 // line it came from. A parse error is reported for the line and never
-// stops the import. Disabled asks for the link to be disabled once
-// created (a linkpop export of a disabled link).
+// stops the import. A disabled link of a linkpop export is created
+// disabled (create.Status), in one commit.
 type item struct {
-	line     int
-	create   client.CreateLink
-	disabled bool
-	err      error
+	line   int
+	create client.CreateLink
+	err    error
 }
 
 // reader yields the items of an import file one at a time (constant
@@ -76,18 +76,6 @@ func newScanner(r io.Reader) *bufio.Scanner {
 	return sc
 }
 
-// jsonLink is what a JSONL line may hold: a link object or a create body
-// (unknown members are ignored: short_url, revision, ...).
-type jsonLink struct {
-	URL       string     `json:"url"`
-	Code      string     `json:"code"`
-	Redirect  int        `json:"redirect"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	Tags      []string   `json:"tags"`
-	MaxVisits *uint64    `json:"max_visits"`
-	Status    string     `json:"status"`
-}
-
 type jsonlReader struct {
 	sc   *bufio.Scanner
 	line int
@@ -113,7 +101,10 @@ func (r *jsonlReader) next() (item, error) {
 	if err != nil {
 		return item{}, err
 	}
-	var j jsonLink
+	// A line is a link object or a create body, which is a link object's
+	// subset: both decode as client.Link (short_url, revision and the
+	// times are not sent back).
+	var j client.Link
 	if err := json.Unmarshal(b, &j); err != nil {
 		return item{line: r.line, err: fmt.Errorf("not a JSON link object: %v", err)}, nil
 	}
@@ -124,7 +115,7 @@ func (r *jsonlReader) next() (item, error) {
 	switch j.Status {
 	case "", client.StatusActive:
 	case client.StatusDisabled:
-		it.disabled = true
+		it.create.Status = client.StatusDisabled
 	default:
 		it.err = fmt.Errorf("status %q is neither active nor disabled", j.Status)
 	}

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +100,9 @@ func TestImportFormats(t *testing.T) {
 				}
 				if l.URL != w.url || !slices.Equal(l.Tags, append([]string{}, w.tags...)) || l.Redirect != w.redirect || (l.Status == client.StatusDisabled) != w.disabled {
 					t.Errorf("%s: %+v, want %+v", w.code, l, w)
+				}
+				if w.disabled && !l.UpdatedAt.Equal(l.CreatedAt) {
+					t.Errorf("%s: disabled after it was created (created %v, updated %v), want created disabled", w.code, l.CreatedAt, l.UpdatedAt)
 				}
 			}
 			var urls []string
@@ -230,5 +236,165 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 	if x, y := strip(file), strip(second); !slices.Equal(x, y) {
 		t.Fatalf("exports differ: %d and %d lines", len(x), len(y))
+	}
+}
+
+// TestImportParallelKeepsFirstLine imports a file in which every code is
+// given twice, by lines in neighbouring batches, with many batches in
+// flight: each code must get its first line's URL and the second line
+// must be the one refused, as a one-at-a-time import decides.
+func TestImportParallelKeepsFirstLine(t *testing.T) {
+	api, _ := startOrigin(t)
+	const batches, per = 120, 4
+	var b strings.Builder
+	for i := range batches {
+		for j := range per {
+			if j == 0 && i > 0 {
+				// The code the previous batch created first, again.
+				fmt.Fprintf(&b, `{"code":"dup-%d","url":"https://example.com/second/%d"}`+"\n", i-1, i-1)
+				continue
+			}
+			if j == 1 {
+				fmt.Fprintf(&b, `{"code":"dup-%d","url":"https://example.com/first/%d"}`+"\n", i, i)
+				continue
+			}
+			fmt.Fprintf(&b, `{"url":"https://example.com/filler/%d/%d"}`+"\n", i, j)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "dups.jsonl")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, api, adminKey)
+	r := e.run("", "import", file, "--batch", strconv.Itoa(per), "--parallel", "16", "--on-conflict", "skip")
+	if r.code != 0 || !strings.Contains(r.stderr, fmt.Sprintf("skipped %d,", batches-1)) {
+		t.Fatalf("import: exit %d\n%s", r.code, r.stderr)
+	}
+	c := apiClient(t, api)
+	for i := range batches {
+		l, err := c.GetLink(context.Background(), fmt.Sprintf("dup-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("https://example.com/first/%d", i); l.URL != want {
+			t.Fatalf("dup-%d: %s, want the first line's %s", i, l.URL, want)
+		}
+	}
+}
+
+// TestImportBitlyAPI imports from a local server that answers as Bitly's
+// API v4 is documented (the real service cannot be reached from tests):
+// groups, then each group's bitlinks page by page through
+// pagination.next, with the token as a bearer header.
+func TestImportBitlyAPI(t *testing.T) {
+	const token = "bitly-token-secret"
+	var foreign bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, `{"message":"FORBIDDEN"}`, http.StatusForbidden)
+			return
+		}
+		base := "http://" + r.Host
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/v4/groups":
+			fmt.Fprint(w, `{"groups":[{"guid":"Ga1","name":"one"},{"guid":"Gb2","name":"two"}]}`)
+		case r.URL.Path == "/v4/groups/Ga1/bitlinks" && r.URL.Query().Get("page") == "":
+			if r.URL.Query().Get("archived") != "both" {
+				t.Errorf("bitlinks without archived=both: %s", r.URL)
+			}
+			next := base + "/v4/groups/Ga1/bitlinks?page=2&size=100&archived=both"
+			if foreign {
+				next = "http://127.0.0.2:9/v4/groups/Ga1/bitlinks?page=2"
+			}
+			fmt.Fprintf(w, `{"links":[
+				{"created_at":"2020-10-26T17:20:40+0000","id":"bit.ly/3xYz","link":"https://bit.ly/3xYz","custom_bitlinks":["https://bit.ly/my-launch"],"long_url":"https://example.com/launch","title":"Launch","archived":false,"tags":["q4"]},
+				{"id":"bit.ly/bt2abc","link":"https://bit.ly/bt2abc","custom_bitlinks":[],"long_url":"https://example.com/two","archived":true,"tags":[]}
+			],"pagination":{"prev":"","next":%q,"size":2,"page":1,"total":3}}`, next)
+		case r.URL.Path == "/v4/groups/Ga1/bitlinks" && r.URL.Query().Get("page") == "2":
+			fmt.Fprint(w, `{"links":[{"id":"bit.ly/bt3bad","link":"https://bit.ly/bt3bad","long_url":"javascript:alert(1)"}],"pagination":{"next":""}}`)
+		case r.URL.Path == "/v4/groups/Gb2/bitlinks":
+			fmt.Fprint(w, `{"links":[{"id":"bit.ly/gone99","link":"https://bit.ly/gone99","long_url":"https://example.com/gone","is_deleted":true}],"pagination":{"next":""}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	api, _ := startOrigin(t)
+	e := newEnv(t, api, adminKey)
+	r := e.run("", "import", srv.URL+"/v4", "--format", "bitly-api")
+	if r.code != 2 || !strings.Contains(r.stderr, "LINKPOP_SOURCE_TOKEN") {
+		t.Fatalf("without a token: exit %d\n%s", r.code, r.stderr)
+	}
+	e.vars = append(e.vars, "LINKPOP_SOURCE_TOKEN="+token)
+	r = e.run("", "import", srv.URL+"/v4", "--format", "bitly-api")
+	if r.code != 1 || !strings.Contains(r.stderr, "created 3, skipped 0, failed 1") || !strings.Contains(r.stderr, `item 3 code "bt3bad": url_scheme_not_allowed`) {
+		t.Fatalf("import: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, token) {
+		t.Fatal("the source token was printed")
+	}
+	c := apiClient(t, api)
+	for code, want := range map[string]string{"my-launch": "https://example.com/launch", "bt2abc": "https://example.com/two", "gone99": "https://example.com/gone"} {
+		l, err := c.GetLink(context.Background(), code)
+		if err != nil || l.URL != want || (l.Status == client.StatusDisabled) != (code == "gone99") {
+			t.Errorf("%s: %+v %v, want %s", code, l, err, want)
+		}
+	}
+	// A next page on another host is refused: the token stays home.
+	foreign = true
+	r = e.run("", "import", srv.URL+"/v4", "--format", "bitly-api", "--on-conflict", "skip")
+	if r.code != 1 || !strings.Contains(r.stderr, "another host") {
+		t.Fatalf("foreign next page: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestImportKuttAPI imports from a local server that answers as Kutt's
+// API v2 is documented: GET /api/v2/links?limit&skip with X-API-KEY,
+// paged until total.
+func TestImportKuttAPI(t *testing.T) {
+	const token = "kutt-key"
+	const total = 130
+	future := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-API-KEY") != token || r.URL.Path != "/api/v2/links" {
+			http.Error(w, `{"error":"no"}`, http.StatusUnauthorized)
+			return
+		}
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		skip, _ := strconv.Atoi(r.URL.Query().Get("skip"))
+		var data []string
+		for i := skip; i < min(skip+limit, total); i++ {
+			l := fmt.Sprintf(`{"id":"u%d","address":"kt%03d","target":"https://example.com/kutt/%d","description":null,"expire_in":null,"password":false,"banned":false,"visit_count":3,"domain":null,"link":"https://kutt.it/kt%03d"}`, i, i, i, i)
+			switch i {
+			case 1:
+				l = `{"address":"kt-banned","target":"https://example.com/banned","banned":true,"password":false}`
+			case 2:
+				l = `{"address":"kt-secret","target":"https://example.com/secret","banned":false,"password":true}`
+			case 3:
+				l = fmt.Sprintf(`{"address":"kt-expiring","target":"https://example.com/expiring","expire_in":%q}`, future)
+			}
+			data = append(data, l)
+		}
+		fmt.Fprintf(w, `{"limit":%d,"skip":%d,"total":%d,"data":[%s]}`, limit, skip, total, strings.Join(data, ","))
+	}))
+	defer srv.Close()
+	api, _ := startOrigin(t)
+	e := newEnv(t, api, adminKey)
+	e.vars = append(e.vars, "LINKPOP_SOURCE_TOKEN="+token)
+	r := e.run("", "import", srv.URL, "--format", "kutt-api")
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("created %d, skipped 0, failed 1", total-1)) || !strings.Contains(r.stderr, `item 3 code "kt-secret": invalid_input`) {
+		t.Fatalf("import: exit %d\n%s", r.code, r.stderr)
+	}
+	c := apiClient(t, api)
+	ctx := context.Background()
+	if l, err := c.GetLink(ctx, "kt129"); err != nil || l.URL != "https://example.com/kutt/129" {
+		t.Errorf("last page: %+v %v", l, err)
+	}
+	if l, err := c.GetLink(ctx, "kt-banned"); err != nil || l.Status != client.StatusDisabled {
+		t.Errorf("banned: %+v %v", l, err)
+	}
+	if l, err := c.GetLink(ctx, "kt-expiring"); err != nil || l.ExpiresAt == nil || l.ExpiresAt.Format(time.RFC3339) != future {
+		t.Errorf("expiring: %+v %v", l, err)
 	}
 }

@@ -153,6 +153,7 @@ type importer struct {
 	onConflict string
 	batchSize  int
 	runID      string
+	unit       string // what a report numbers: "line" of a file, "item" of an API source
 
 	mu                       sync.Mutex
 	created, skipped, failed int64
@@ -165,7 +166,7 @@ func (a *app) importCmd() *cobra.Command {
 	var dryRun bool
 	var batch, parallel int
 	cmd := &cobra.Command{
-		Use:   "import FILE",
+		Use:   "import FILE|API-URL",
 		Short: "Create links from a linkpop export or another shortener's export",
 		Long: `Create links from FILE ('-' for standard input), in batches of up to 1,000 through
 POST /v1/links/batch, reading the file as it goes (constant memory).
@@ -178,16 +179,32 @@ Formats:
   bitly   Bitly's CSV export (Bitlink/Custom Link, Long URL/Destination URL, Tags)
   golink  golink's /.export snapshot (Short, Long)
 
+API sources (the argument is the service's API base URL, the token is read from
+$LINKPOP_SOURCE_TOKEN and sent only to that host):
+  bitly-api  Bitly API v4 (https://api-ssl.bitly.com/v4): every group's bitlinks,
+             archived ones included; the code is the custom back-half if any;
+             deleted bitlinks are created disabled
+  kutt-api   Kutt API v2 (https://kutt.it): address, target, expire_in; banned
+             links are created disabled, password-protected ones are refused
+
 Codes are kept as they are; a code that is invalid or taken is reported on its line
 with the API's error code, never changed. --on-conflict skip counts taken codes as
 skipped; fail stops at the first one. --dry-run checks each line without writing:
 the URL, code, redirect, tags and expiry by the API's rules, and whether the code is
 taken on the server (the server's blocked domains are only checked by a real import).
-Disabled links of a linkpop export are created and then disabled.`,
+Disabled links of a linkpop export are created disabled, in the same commit.
+
+With --parallel above 1, batches commit in the order they reach the origin:
+revisions need not follow the file's order (a revision numbers the origin's
+changes; an import never carries one over), but a code given on two lines is
+still decided by the first, since a batch sharing a code with one in flight
+waits for it. --on-conflict fail stops sending at the first taken code; batches
+already in flight (at most --parallel) still commit.`,
 		Example: `  linkpop import links.jsonl
   linkpop import short_urls.csv --format shlink --on-conflict skip
-  linkpop import bitly.csv --format bitly --dry-run`,
-		Args: exactArgs(1, "FILE"),
+  linkpop import bitly.csv --format bitly --dry-run
+  LINKPOP_SOURCE_TOKEN=... linkpop import https://kutt.it --format kutt-api`,
+		Args: exactArgs(1, "FILE (or, for bitly-api and kutt-api, the API URL)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if onConflict != "skip" && onConflict != "fail" {
 				return usagef("--on-conflict %q: want skip or fail", onConflict)
@@ -200,6 +217,18 @@ Disabled links of a linkpop export are created and then disabled.`,
 			}
 			if format != "" && !slices.Contains(Formats, format) {
 				return usagef("--format %q: unknown format (want one of %s)", format, strings.Join(Formats, ", "))
+			}
+			if format == FormatBitlyAPI || format == FormatKuttAPI {
+				rd, err := newAPISource(cmd.Context(), format, args[0], a.io.Getenv(EnvSourceToken))
+				if err != nil {
+					return err
+				}
+				c, err := a.connect()
+				if err != nil {
+					return err
+				}
+				im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "item"}
+				return im.run(cmd.Context(), rd, &countingReader{}, -1, parallel)
 			}
 			var in io.Reader = a.io.Stdin
 			var size int64 = -1
@@ -226,11 +255,11 @@ Disabled links of a linkpop export are created and then disabled.`,
 			if err != nil {
 				return err
 			}
-			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID()}
+			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "line"}
 			return im.run(cmd.Context(), rd, cr, size, parallel)
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "", "jsonl, csv, shlink, yourls, bitly or golink (default: by extension, .csv csv, else jsonl)")
+	cmd.Flags().StringVar(&format, "format", "", "jsonl, csv, shlink, yourls, bitly, golink, bitly-api or kutt-api (default: by extension, .csv csv, else jsonl)")
 	cmd.Flags().StringVar(&onConflict, "on-conflict", "fail", "when a code is taken: skip it, or fail")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check every line against the API's rules and the server's codes without writing")
 	cmd.Flags().IntVar(&batch, "batch", client.MaxBatch, "creates per batch request (1-1000)")
@@ -283,18 +312,13 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 		verb = "checked"
 	}
 	prog := im.a.progress(verb, size)
-	batches := make(chan []item, parallel)
+	batches := make(chan *flight, parallel)
 	var wg sync.WaitGroup
-	var seq int64
-	var seqMu sync.Mutex
 	for range parallel {
 		wg.Go(func() {
-			for b := range batches {
-				seqMu.Lock()
-				n := seq
-				seq++
-				seqMu.Unlock()
-				im.send(ctx, n, b)
+			for f := range batches {
+				im.send(ctx, f.seq, f.items)
+				close(f.done)
 				if im.stopped() {
 					cancel()
 				}
@@ -304,6 +328,44 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 				prog.update(done, cr.pos())
 			}
 		})
+	}
+	// Batches in flight commit in the order they reach the origin, not
+	// the file's. So that a code given on two lines is still decided by
+	// the first, a batch sharing a code with one in flight waits for it.
+	var inFlight []*flight
+	var seq int64
+	dispatch := func(b []item) bool {
+		f := &flight{seq: seq, items: b, done: make(chan struct{}), codes: map[string]bool{}}
+		seq++
+		for i := range b {
+			if c := b[i].create.Code; c != "" {
+				f.codes[c] = true
+			}
+		}
+		live := inFlight[:0]
+		for _, g := range inFlight {
+			select {
+			case <-g.done:
+				continue
+			default:
+			}
+			if g.shares(f) {
+				select {
+				case <-g.done:
+					continue
+				case <-ctx.Done():
+					return false
+				}
+			}
+			live = append(live, g)
+		}
+		inFlight = append(live, f)
+		select {
+		case batches <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
 	var readErr error
 	cur := make([]item, 0, im.batchSize)
@@ -323,16 +385,14 @@ read:
 		}
 		cur = append(cur, it)
 		if len(cur) == im.batchSize {
-			select {
-			case batches <- cur:
-			case <-ctx.Done():
+			if !dispatch(cur) {
 				break read
 			}
 			cur = make([]item, 0, im.batchSize)
 		}
 	}
 	if len(cur) > 0 && ctx.Err() == nil {
-		batches <- cur
+		dispatch(cur)
 	}
 	close(batches)
 	wg.Wait()
@@ -358,6 +418,29 @@ read:
 	return nil
 }
 
+// flight is a batch handed to the senders; done is closed once its
+// answer is booked.
+type flight struct {
+	seq   int64
+	items []item
+	codes map[string]bool // the custom codes it creates
+	done  chan struct{}
+}
+
+// shares says whether g and f ask for a common code.
+func (g *flight) shares(f *flight) bool {
+	a, b := g.codes, f.codes
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	for c := range a {
+		if b[c] {
+			return true
+		}
+	}
+	return false
+}
+
 func (im *importer) stopped() bool {
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -372,7 +455,7 @@ func (im *importer) report(line int, code, errCode, msg string) {
 	if code != "" {
 		code = " code " + strconv.Quote(code)
 	}
-	fmt.Fprintf(im.a.io.Stderr, "line %d%s: %s: %s\n", line, code, errCode, msg)
+	fmt.Fprintf(im.a.io.Stderr, "%s %d%s: %s: %s\n", im.unit, line, code, errCode, msg)
 }
 
 // itemResult books one item's outcome.
@@ -431,9 +514,6 @@ func (im *importer) send(ctx context.Context, n int64, b []item) {
 	}
 	for i := range res {
 		err := res[i].Err()
-		if err == nil && b[i].disabled {
-			_, err = im.c.DisableLink(ctx, res[i].Link.Code, 0)
-		}
 		im.itemResult(&b[i], err)
 	}
 }

@@ -100,7 +100,7 @@ func TestSystem(t *testing.T) {
 	leaktest.Check(t)
 	bin := t.TempDir()
 	began := time.Now()
-	build := exec.Command("go", "build", "-o", bin+"/", "github.com/linkpop/linkpop/cmd/origin", "github.com/linkpop/linkpop/cmd/edge")
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/linkpop/linkpop/cmd/origin", "github.com/linkpop/linkpop/cmd/edge", "github.com/linkpop/linkpop/cmd/linkpop")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -156,6 +156,23 @@ func TestSystem(t *testing.T) {
 		t.Fatalf("GET the dashboard: %v %v", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+	// The CLI lines of the usage block, as a user runs them.
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(bin, "linkpop"), args...)
+		cmd.Env = []string{"HOME=" + t.TempDir(), "LINKPOP_API=http://" + cfg.Layout.OriginAPI, "LINKPOP_KEY=" + s.key}
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("linkpop %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	if out := cli("create", "https://example.com/", "--code", "hello"); !strings.Contains(out, "hello") {
+		t.Errorf("linkpop create: %s", out)
+	}
+	if out := cli("list"); !strings.Contains(out, "hello") || !strings.Contains(out, "https://example.com/") {
+		t.Errorf("linkpop list: %s", out)
 	}
 
 	code := createLink(t, "http://"+cfg.Layout.OriginAPI, s.key, "https://example.com/local-system")

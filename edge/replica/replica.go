@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
 // ErrClosed is returned by every call on a closed Replica.
@@ -129,16 +130,18 @@ func decodeEntry(code, b []byte) (string, *Entry, error) {
 	return s[:len(code)], e, nil
 }
 
-// Field numbers of link's Record encoding (proto/link.proto) that
-// decodeEntry reads.
-const (
-	recordVersionTag   = protowire.Number(1)
-	recordURLTag       = protowire.Number(3)
-	recordRedirectTag  = protowire.Number(4)
-	recordStatusTag    = protowire.Number(5)
-	recordExpiresTag   = protowire.Number(8)
-	recordRevisionTag  = protowire.Number(9)
-	recordFreshnessTag = protowire.Number(12)
+// Field numbers of link's Record encoding (proto/linkpop.proto) that
+// decodeEntry reads, taken from the generated descriptor so that a
+// renumbered field cannot drift from the schema.
+var (
+	recordFields       = (&linkpb.Record{}).ProtoReflect().Descriptor().Fields()
+	recordVersionTag   = recordFields.ByName("schema_version").Number()
+	recordURLTag       = recordFields.ByName("url").Number()
+	recordRedirectTag  = recordFields.ByName("redirect").Number()
+	recordStatusTag    = recordFields.ByName("status").Number()
+	recordExpiresTag   = recordFields.ByName("expires_at_unix_ms").Number()
+	recordRevisionTag  = recordFields.ByName("revision").Number()
+	recordFreshnessTag = recordFields.ByName("freshness").Number()
 )
 
 func entryOf(r *link.Record) *Entry {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/origin"
 )
 
@@ -29,9 +31,8 @@ func TestBlocklistRetroactive(t *testing.T) {
 
 	// In force at start: a listed host and a private address are refused.
 	for _, u := range []string{"https://old.example/", "https://a.old.example/", "http://169.254.169.254/latest/", "http://0x7f.1/"} {
-		st, _, raw, err := s.api.do(http.MethodPost, "/v1/links", map[string]any{"url": u})
-		if err != nil || st != http.StatusBadRequest || !strings.Contains(string(raw), `"url_blocked"`) {
-			t.Fatalf("create %s: %d %s %v; want 400 url_blocked", u, st, raw, err)
+		if _, err := s.api.c.CreateLink(context.Background(), client.CreateLink{URL: u}, client.CreateOptions{}); !isAPIError(err, http.StatusBadRequest, "url_blocked") {
+			t.Fatalf("create %s: %v; want 400 url_blocked", u, err)
 		}
 	}
 	codes := map[string]string{ // code -> target
@@ -44,7 +45,7 @@ func TestBlocklistRetroactive(t *testing.T) {
 	}
 	loc := map[string]string{}
 	for code, u := range codes {
-		l := s.api.create(t, map[string]any{"url": u, "code": code})
+		l := s.api.create(t, client.CreateLink{URL: u, Code: code})
 		loc[code] = l.URL
 	}
 	waitAnswers := func(what string, want map[string]int) time.Duration {
@@ -84,22 +85,21 @@ func TestBlocklistRetroactive(t *testing.T) {
 	waitAnswers("after reload", map[string]int{"blk-a": 410, "blk-b": 410, "blk-c": 302, "blk-d": 302, "blk-e": 302, "blk-f": 302})
 	t.Logf("reload: links disabled at the origin in %v, 410 on both edges %v after the reload began", swept, time.Since(start))
 	for code, entry := range map[string]string{"blk-a": "evil.example", "blk-b": "evil.example"} {
-		l := s.api.mustDo(t, http.StatusOK, http.MethodGet, "/v1/links/"+code, nil)
+		l := s.api.get(t, code)
 		if l.Status != "disabled" || l.DisabledReason != "blocklist: "+entry {
 			t.Errorf("%s: status %q, reason %q; want disabled by %q", code, l.Status, l.DisabledReason, entry)
 		}
 	}
-	if l := s.api.mustDo(t, http.StatusOK, http.MethodGet, "/v1/links/blk-c", nil); l.Status != "active" || l.DisabledReason != "" {
+	if l := s.api.get(t, "blk-c"); l.Status != "active" || l.DisabledReason != "" {
 		t.Errorf("blk-c: %q %q; want active without a reason", l.Status, l.DisabledReason)
 	}
 	// Refused from now on, for creates and for updates.
-	st, _, raw, _ := s.api.do(http.MethodPost, "/v1/links", map[string]any{"url": "https://www.evil.example/"})
-	if st != http.StatusBadRequest || !strings.Contains(string(raw), `"url_blocked"`) {
-		t.Errorf("create after reload: %d %s; want url_blocked", st, raw)
+	if _, err := s.api.c.CreateLink(context.Background(), client.CreateLink{URL: "https://www.evil.example/"}, client.CreateOptions{}); !isAPIError(err, http.StatusBadRequest, "url_blocked") {
+		t.Errorf("create after reload: %v; want url_blocked", err)
 	}
-	st, _, raw, _ = s.api.do(http.MethodPatch, "/v1/links/blk-c", map[string]any{"url": "https://evil.example/"})
-	if st != http.StatusBadRequest || !strings.Contains(string(raw), `"url_blocked"`) {
-		t.Errorf("update after reload: %d %s; want url_blocked", st, raw)
+	evil := "https://evil.example/"
+	if _, err := s.api.c.UpdateLink(context.Background(), "blk-c", client.UpdateLink{URL: &evil}, 0); !isAPIError(err, http.StatusBadRequest, "url_blocked") {
+		t.Errorf("update after reload: %v; want url_blocked", err)
 	}
 
 	// The periodic refresh (1s here) picks up a URLhaus CSV line and an
@@ -108,7 +108,7 @@ func TestBlocklistRetroactive(t *testing.T) {
 		`"1","2026-01-02 10:00:00","http://phish.example/login","online","","phishing","","",""`+"\n1.2.3.4\n")
 	d := waitAnswers("after refresh", map[string]int{"blk-a": 410, "blk-b": 410, "blk-c": 302, "blk-d": 302, "blk-e": 410, "blk-f": 410})
 	t.Logf("refresh: 410 on both edges %v after the file changed (refresh interval 1s)", d)
-	if l := s.api.mustDo(t, http.StatusOK, http.MethodGet, "/v1/links/blk-f", nil); l.DisabledReason != "blocklist: 1.2.3.4" {
+	if l := s.api.get(t, "blk-f"); l.DisabledReason != "blocklist: 1.2.3.4" {
 		t.Errorf("blk-f reason %q", l.DisabledReason)
 	}
 	s.checkDigests()
@@ -130,4 +130,10 @@ func writeFile(t *testing.T, name, content string) {
 	if err := os.Rename(tmp, name); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// isAPIError reports whether err is the API's answer with status and code.
+func isAPIError(err error, status int, code string) bool {
+	var e *client.Error
+	return errors.As(err, &e) && e.Status == status && e.Code == code
 }

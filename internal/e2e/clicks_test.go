@@ -251,12 +251,12 @@ func newClickScene(t *testing.T) *clickScene {
 	sc := &clickScene{s: s, unknown: []string{"zzunknown1", "zzunknown2"}}
 	m := model{}
 	for i := range 6 {
-		o := s.api.create(t, map[string]any{"url": fmt.Sprintf("https://example.com/clicks/%d", i)})
+		o := s.api.create(t, client.CreateLink{URL: fmt.Sprintf("https://example.com/clicks/%d", i)})
 		sc.active = append(sc.active, o.Code)
 		m[o.Code] = wantOf(t, o)
 	}
-	o := s.api.create(t, map[string]any{"url": "https://example.com/gone"})
-	o = s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+o.Code, nil)
+	o := s.api.create(t, client.CreateLink{URL: "https://example.com/gone"})
+	o = s.api.disable(t, o.Code)
 	sc.disabled = o.Code
 	m[o.Code] = wantOf(t, o)
 	s.converge(m, sc.unknown)
@@ -581,7 +581,7 @@ func TestClicksExactThroughFaults(t *testing.T) {
 func TestViralCode(t *testing.T) {
 	leaktest.Check(t)
 	s := newSystem(t)
-	o := s.api.create(t, map[string]any{"url": "https://example.com/viral"})
+	o := s.api.create(t, client.CreateLink{URL: "https://example.com/viral"})
 	s.converge(model{o.Code: wantOf(t, o)}, nil)
 	m := newClickModel()
 	m.baseline(t, s, o.Code)
@@ -617,7 +617,7 @@ func TestMaxVisits(t *testing.T) {
 	leaktest.Check(t)
 	s := newSystem(t)
 	const limit = 50
-	o := s.api.create(t, map[string]any{"url": "https://example.com/limited", "max_visits": limit})
+	o := s.api.create(t, client.CreateLink{URL: "https://example.com/limited", MaxVisits: ptr(uint64(limit))})
 	s.converge(model{o.Code: wantOf(t, o)}, nil)
 	m := newClickModel()
 	m.baseline(t, s, o.Code)

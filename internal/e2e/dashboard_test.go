@@ -485,7 +485,7 @@ func TestDashboard(t *testing.T) {
 	})()`)
 
 	// A link whose tag is HTML renders as text: no element, no dialog.
-	s.api.create(t, map[string]any{"url": "https://example.com/xss", "code": "xss-tag", "tags": []string{xssTag}})
+	s.api.create(t, client.CreateLink{URL: "https://example.com/xss", Code: "xss-tag", Tags: []string{xssTag}})
 	b.must(chromedp.Reload())
 	b.exists("link", "xss-tag")
 	b.waitJS("the tag shown as text", fmt.Sprintf(`[...document.querySelectorAll('.tag')].some((e) => e.textContent === %q)`, xssTag))

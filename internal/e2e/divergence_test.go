@@ -58,12 +58,8 @@ func report(rep *verify.Report) string {
 // against each replica's own digest, and the verifier's verdict.
 func (s *system) checkDigests() {
 	s.t.Helper()
-	status, _, raw, err := s.api.do(http.MethodGet, "/v1/digest", nil)
-	if err != nil || status != http.StatusOK {
-		s.t.Fatalf("GET /v1/digest: %d %v\n%s", status, err, raw)
-	}
-	var j client.Digest
-	if err := json.Unmarshal(raw, &j); err != nil {
+	j, err := s.client.Digest(context.Background())
+	if err != nil {
 		s.t.Fatalf("GET /v1/digest: %v", err)
 	}
 	od, err := j.Digest()
@@ -109,7 +105,7 @@ func TestDivergenceDetectedAndRepaired(t *testing.T) {
 	}
 	slices.Sort(codes)
 	for _, c := range codes[:5] {
-		o := s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+c, map[string]any{"url": "https://example.org/v2/" + c})
+		o := s.api.update(t, c, client.UpdateLink{URL: ptr("https://example.org/v2/" + c)})
 		m[c] = wantOf(t, o)
 	}
 	s.converge(m, nil)
@@ -189,9 +185,7 @@ func TestDivergenceDetectedAndRepaired(t *testing.T) {
 		q = append(q, "bucket="+strconv.Itoa(bk))
 	}
 	code, body := httpPost("http://" + a.srv.AdminAddr() + "/repair?" + strings.Join(q, "&"))
-	var res struct {
-		Buckets []edge.BucketRepair `json:"buckets"`
-	}
+	var res edge.RepairAnswer
 	if err := json.Unmarshal([]byte(body), &res); err != nil || code != http.StatusOK || len(res.Buckets) != 1 ||
 		res.Buckets[0].Replaced != 1 || res.Buckets[0].Updated+res.Buckets[0].Removed+res.Buckets[0].Failed != 0 {
 		t.Fatalf("edge-a POST /repair: %d %v\n%s", code, err, body)

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/link"
@@ -22,11 +23,11 @@ import (
 func (s *system) createMany(m model, n int, tag string) {
 	s.t.Helper()
 	for i := range n {
-		fields := map[string]any{"url": fmt.Sprintf("https://example.com/%s/%d", tag, i)}
+		in := client.CreateLink{URL: fmt.Sprintf("https://example.com/%s/%d", tag, i)}
 		if i%5 == 1 {
-			fields["redirect"] = 301
+			in.Redirect = 301
 		}
-		o := s.api.create(s.t, fields)
+		o := s.api.create(s.t, in)
 		m[o.Code] = wantOf(s.t, o)
 	}
 }
@@ -48,7 +49,7 @@ func TestFaultNATSRestart(t *testing.T) {
 		some = code
 		break
 	}
-	o := s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+some, map[string]any{"url": "https://example.net/updated-in-outage"})
+	o := s.api.update(t, some, client.UpdateLink{URL: ptr("https://example.net/updated-in-outage")})
 	m[some] = wantOf(t, o)
 	s.ns.Restart()
 	s.createMany(m, 20, "after")
@@ -70,9 +71,9 @@ func TestFaultOriginAndNATSDown(t *testing.T) {
 	for code := range m {
 		codes = append(codes, code)
 	}
-	o := s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+codes[0], nil)
+	o := s.api.disable(t, codes[0])
 	m[o.Code] = wantOf(t, o)
-	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+codes[1], map[string]any{"url": "https://example.org/moved", "redirect": 307})
+	o = s.api.update(t, codes[1], client.UpdateLink{URL: ptr("https://example.org/moved"), Redirect: ptr(307)})
 	m[o.Code] = wantOf(t, o)
 	s.converge(m, unknown)
 
@@ -98,9 +99,9 @@ func TestFaultOriginAndNATSDown(t *testing.T) {
 
 	s.ns.Restart()
 	s.startOrigin(s.origin.dir)
-	o = s.api.create(t, map[string]any{"url": "https://example.com/after-the-outage", "redirect": 308})
+	o = s.api.create(t, client.CreateLink{URL: "https://example.com/after-the-outage", Redirect: 308})
 	m[o.Code] = wantOf(t, o)
-	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+codes[2], map[string]any{"url": "https://example.org/moved-after"})
+	o = s.api.update(t, codes[2], client.UpdateLink{URL: ptr("https://example.org/moved-after")})
 	m[o.Code] = wantOf(t, o)
 	s.converge(m, unknown)
 }

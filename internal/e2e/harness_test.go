@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,11 +132,12 @@ func (s *system) startOrigin(dir string) {
 	go func() { o.done <- srv.Run(ctx) }()
 	t.Cleanup(func() { s.stopOrigin(o) })
 	s.origin = o
-	s.api = &apiClient{base: "http://" + srv.Addr(), key: testAdminKey, hc: &http.Client{Timeout: 10 * time.Second}}
-	c, err := client.New(client.Config{BaseURL: s.api.base, Key: testAdminKey})
+	base := "http://" + srv.Addr()
+	c, err := client.New(client.Config{BaseURL: base, Key: testAdminKey, HTTPClient: &http.Client{Timeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatalf("client.New: %v", err)
 	}
+	s.api = &apiClient{base: base, c: c}
 	s.client = c
 }
 
@@ -431,10 +430,12 @@ func checkCode(method, base, code string, status int, location string) string {
 	return ""
 }
 
-// apiClient calls the origin API with the admin key.
+// apiClient calls the origin API with the admin key through package
+// client (the one definition of the wire types), failing the test on an
+// answer it did not expect.
 type apiClient struct {
-	base, key string
-	hc        *http.Client
+	base string
+	c    *client.Client
 }
 
 // wantOf converts an acknowledged link object to its model entry.
@@ -450,61 +451,44 @@ func wantOf(t testing.TB, o client.Link) want {
 	return w
 }
 
-// do sends one request and decodes a link object from a 2xx answer. The
-// status and raw body are returned for every answer.
-func (a *apiClient) do(method, path string, body any) (int, client.Link, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, client.Link{}, nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, a.base+path, rd)
+// create makes a link and returns the acknowledged object.
+func (a *apiClient) create(t testing.TB, in client.CreateLink) client.Link {
+	t.Helper()
+	l, err := a.c.CreateLink(context.Background(), in, client.CreateOptions{})
 	if err != nil {
-		return 0, client.Link{}, nil, err
+		t.Fatalf("POST /v1/links %+v: %v", in, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+a.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return 0, client.Link{}, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, client.Link{}, raw, err
-	}
-	var o client.Link
-	if resp.StatusCode/100 == 2 && len(raw) > 0 {
-		if err := json.Unmarshal(raw, &o); err != nil {
-			return resp.StatusCode, o, raw, fmt.Errorf("decode link: %w", err)
-		}
-	}
-	return resp.StatusCode, o, raw, nil
+	return l
 }
 
-// mustDo is do that fails the test unless the answer has status want.
-func (a *apiClient) mustDo(t testing.TB, want int, method, path string, body any) client.Link {
+// get reads a link.
+func (a *apiClient) get(t testing.TB, code string) client.Link {
 	t.Helper()
-	status, o, raw, err := a.do(method, path, body)
+	l, err := a.c.GetLink(context.Background(), code)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("GET /v1/links/%s: %v", code, err)
 	}
-	if status != want {
-		t.Fatalf("%s %s %v: status %d, want %d: %s", method, path, body, status, want, raw)
-	}
-	return o
+	return l
 }
 
-// create makes a link with target url (and any extra fields) and returns
-// the acknowledged object.
-func (a *apiClient) create(t testing.TB, fields map[string]any) client.Link {
+// update changes a link and returns the acknowledged object.
+func (a *apiClient) update(t testing.TB, code string, in client.UpdateLink) client.Link {
 	t.Helper()
-	return a.mustDo(t, http.StatusCreated, http.MethodPost, "/v1/links", fields)
+	l, err := a.c.UpdateLink(context.Background(), code, in, 0)
+	if err != nil {
+		t.Fatalf("PATCH /v1/links/%s %+v: %v", code, in, err)
+	}
+	return l
+}
+
+// disable deactivates a link and returns the acknowledged object.
+func (a *apiClient) disable(t testing.TB, code string) client.Link {
+	t.Helper()
+	l, err := a.c.DisableLink(context.Background(), code, 0)
+	if err != nil {
+		t.Fatalf("DELETE /v1/links/%s: %v", code, err)
+	}
+	return l
 }
 
 func httpGet(url string) (int, string) {

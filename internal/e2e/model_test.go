@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -9,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -120,23 +121,23 @@ func TestPropagation(t *testing.T) {
 	s := newSystem(t)
 	m := model{}
 
-	o := s.api.create(t, map[string]any{"url": "https://example.com/first"})
+	o := s.api.create(t, client.CreateLink{URL: "https://example.com/first"})
 	m[o.Code] = wantOf(t, o)
-	perm := s.api.create(t, map[string]any{"url": "https://example.com/permanent", "code": "perm-link", "redirect": 308})
+	perm := s.api.create(t, client.CreateLink{URL: "https://example.com/permanent", Code: "perm-link", Redirect: 308})
 	m[perm.Code] = wantOf(t, perm)
 	if m[o.Code].redirect != 302 || m[perm.Code].redirect != 308 {
 		t.Fatalf("redirects %d and %d, want 302 and 308", m[o.Code].redirect, m[perm.Code].redirect)
 	}
 	s.converge(m, []string{"never-created"})
 
-	o = s.api.mustDo(t, http.StatusOK, http.MethodPatch, "/v1/links/"+o.Code, map[string]any{"url": "https://example.org/second"})
+	o = s.api.update(t, o.Code, client.UpdateLink{URL: ptr("https://example.org/second")})
 	if o.URL != "https://example.org/second" {
 		t.Fatalf("updated url %q", o.URL)
 	}
 	m[o.Code] = wantOf(t, o)
 	s.converge(m, nil)
 
-	o = s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/"+o.Code, nil)
+	o = s.api.disable(t, o.Code)
 	m[o.Code] = wantOf(t, o)
 	if m[o.Code].active {
 		t.Fatalf("deactivated link has status %q", o.Status)
@@ -172,24 +173,28 @@ func (g *generator) step(i int) {
 }
 
 func (g *generator) create(i int) {
-	fields := map[string]any{"url": g.target(i)}
+	in := client.CreateLink{URL: g.target(i)}
 	if g.r.IntN(10) < 4 {
-		fields["code"] = "m" + randString(g.r, 4+g.r.IntN(10), codeAlphabet)
+		in.Code = "m" + randString(g.r, 4+g.r.IntN(10), codeAlphabet)
 	}
-	if rd := g.redirect(); rd != 0 {
-		fields["redirect"] = rd
-	}
+	in.Redirect = g.redirect()
 	if exp, ok := g.expiry(false); ok {
-		fields["expires_at"] = exp
+		in.ExpiresAt = exp
 	}
-	o := g.api.create(g.t, fields)
-	g.checkAck(o, fields)
+	if g.r.IntN(10) == 0 {
+		in.Status = client.StatusDisabled // an import's disabled link: 410 from its first revision
+	}
+	o := g.api.create(g.t, in)
+	g.checkAck(o, &in.URL, in.Code, in.Redirect)
+	if want := cmp.Or(in.Status, client.StatusActive); o.Status != want {
+		g.t.Fatalf("create %+v answered status %q", in, o.Status)
+	}
 	if _, dup := g.m[o.Code]; dup {
-		g.t.Fatalf("create %v returned existing code %s", fields, o.Code)
+		g.t.Fatalf("create %+v returned existing code %s", in, o.Code)
 	}
 	g.m[o.Code] = wantOf(g.t, o)
 	g.codes = append(g.codes, o.Code)
-	if _, ok := fields["code"]; ok {
+	if in.Code != "" {
 		g.custom = append(g.custom, o.Code)
 	}
 	g.created++
@@ -197,31 +202,35 @@ func (g *generator) create(i int) {
 
 func (g *generator) update(i int) {
 	code := g.codes[g.r.IntN(len(g.codes))]
-	fields := map[string]any{}
-	for len(fields) == 0 {
+	var in client.UpdateLink
+	for in == (client.UpdateLink{}) {
 		if g.r.IntN(2) == 0 {
-			fields["url"] = g.target(i)
+			in.URL = ptr(g.target(i))
 		}
 		if g.r.IntN(3) == 0 {
 			if rd := g.redirect(); rd != 0 {
-				fields["redirect"] = rd
+				in.Redirect = &rd
 			}
 		}
 		if g.r.IntN(3) == 0 {
 			if exp, ok := g.expiry(true); ok {
-				fields["expires_at"] = exp
+				in.ExpiresAt, in.ClearExpiry = exp, exp == nil
 			}
 		}
 	}
-	o := g.api.mustDo(g.t, http.StatusOK, http.MethodPatch, "/v1/links/"+code, fields)
-	g.checkAck(o, fields)
+	o := g.api.update(g.t, code, in)
+	redirect := 0
+	if in.Redirect != nil {
+		redirect = *in.Redirect
+	}
+	g.checkAck(o, in.URL, code, redirect)
 	g.m[code] = wantOf(g.t, o)
 	g.updated++
 }
 
 func (g *generator) disable() {
 	code := g.codes[g.r.IntN(len(g.codes))]
-	o := g.api.mustDo(g.t, http.StatusOK, http.MethodDelete, "/v1/links/"+code, nil)
+	o := g.api.disable(g.t, code)
 	if o.Code != code || o.Status != "disabled" {
 		g.t.Fatalf("DELETE %s answered %+v", code, o)
 	}
@@ -236,30 +245,32 @@ func (g *generator) duplicate(i int) {
 		return
 	}
 	code := g.custom[g.r.IntN(len(g.custom))]
-	status, _, raw, err := g.api.do(http.MethodPost, "/v1/links", map[string]any{"url": g.target(i), "code": code})
-	if err != nil || status != http.StatusConflict || !strings.Contains(string(raw), `"code_taken"`) {
-		g.t.Fatalf("create with taken code %s: %d %s %v, want 409 code_taken", code, status, raw, err)
+	_, err := g.api.c.CreateLink(context.Background(), client.CreateLink{URL: g.target(i), Code: code}, client.CreateOptions{})
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict || !errors.Is(err, link.ErrCodeTaken) {
+		g.t.Fatalf("create with taken code %s: %v, want 409 code_taken", code, err)
 	}
 	g.refused++
 }
 
-// checkAck verifies the acknowledged object reflects the request.
-func (g *generator) checkAck(o client.Link, fields map[string]any) {
+// checkAck verifies the acknowledged object reflects the request: url (nil
+// when not sent), code and redirect (empty and 0 when not sent).
+func (g *generator) checkAck(o client.Link, url *string, code string, redirect int) {
 	g.t.Helper()
-	if u, ok := fields["url"].(string); ok {
-		want, err := link.URLPolicy{}.NormalizeURL(u)
+	if url != nil {
+		want, err := link.URLPolicy{}.NormalizeURL(*url)
 		if err != nil {
-			g.t.Fatalf("test target %q is invalid: %v", u, err)
+			g.t.Fatalf("test target %q is invalid: %v", *url, err)
 		}
 		if o.URL != want {
 			g.t.Fatalf("link %s: url %q, want %q", o.Code, o.URL, want)
 		}
 	}
-	if c, ok := fields["code"].(string); ok && o.Code != c {
-		g.t.Fatalf("custom code %q answered as %q", c, o.Code)
+	if code != "" && o.Code != code {
+		g.t.Fatalf("custom code %q answered as %q", code, o.Code)
 	}
-	if rd, ok := fields["redirect"].(int); ok && o.Redirect != rd {
-		g.t.Fatalf("link %s: redirect %d, want %d", o.Code, o.Redirect, rd)
+	if redirect != 0 && o.Redirect != redirect {
+		g.t.Fatalf("link %s: redirect %d, want %d", o.Code, o.Redirect, redirect)
 	}
 	if o.Revision == 0 {
 		g.t.Fatalf("link %s: revision 0", o.Code)
@@ -284,24 +295,29 @@ func (g *generator) redirect() int {
 	return []int{0, 0, 301, 302, 307, 308}[g.r.IntN(6)]
 }
 
-// expiry returns an expires_at value to send: an hour away, or under a
-// second away (expired by the time the edges are checked), or, in an
-// update, null to clear it. ok is false for "no expiry field".
-func (g *generator) expiry(update bool) (any, bool) {
+// expiry returns an expires_at to send: an hour away, or under a second
+// away (expired by the time the edges are checked), or, in an update, nil
+// to clear it. ok is false for "no expiry field".
+func (g *generator) expiry(update bool) (*time.Time, bool) {
 	switch p := g.r.IntN(100); {
 	case p < 15:
-		return time.Now().Add(time.Hour + time.Duration(g.r.IntN(3600))*time.Second).UTC().Format(time.RFC3339Nano), true
+		at := time.Now().Add(time.Hour + time.Duration(g.r.IntN(3600))*time.Second).UTC()
+		return &at, true
 	case p < 30:
 		at := time.Now().Add(300*time.Millisecond + time.Duration(g.r.IntN(500))*time.Millisecond)
 		if at.After(g.lastNear) {
 			g.lastNear = at
 		}
-		return at.UTC().Format(time.RFC3339Nano), true
+		at = at.UTC()
+		return &at, true
 	case p < 40 && update:
 		return nil, true
 	}
 	return nil, false
 }
+
+// ptr is a pointer to v, for the optional fields of a request.
+func ptr[T any](v T) *T { return &v }
 
 const codeAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 

@@ -35,10 +35,10 @@ func (s *system) runCLI(args ...string) (int, string, string) {
 // (exit 1) and the metrics name the edge. HEAD probes are not clicks.
 func TestProbe(t *testing.T) {
 	s := newSystem(t)
-	hot := s.api.create(t, map[string]any{"url": "https://example.com/hot", "code": "probe-hot"})
-	warm := s.api.create(t, map[string]any{"url": "https://example.com/warm", "code": "probe-warm", "redirect": 301})
-	gone := s.api.create(t, map[string]any{"url": "https://example.com/gone", "code": "probe-gone"})
-	s.api.mustDo(t, http.StatusOK, http.MethodDelete, "/v1/links/probe-gone", nil)
+	hot := s.api.create(t, client.CreateLink{URL: "https://example.com/hot", Code: "probe-hot"})
+	warm := s.api.create(t, client.CreateLink{URL: "https://example.com/warm", Code: "probe-warm", Redirect: 301})
+	gone := s.api.create(t, client.CreateLink{URL: "https://example.com/gone", Code: "probe-gone"})
+	s.api.disable(t, "probe-gone")
 	_ = gone
 	// Clicks, so the links are the top ones.
 	click := func(base, code string) {

@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/linkpop/linkpop/link"
@@ -100,22 +102,60 @@ func decodeOutbox(key, val []byte) (OutboxEntry, error) {
 	return e, nil
 }
 
-// idemRecord is a stored Idempotency-Key record.
+// idemRecord is a stored Idempotency-Key record: the link of a create,
+// or, for a CreateBatch, every item's outcome (batch non-nil).
 type idemRecord struct {
 	hash    [32]byte
 	created int64 // unix ns
 	rec     link.Record
+	batch   []BatchResult
 }
 
+// batchIdemMark follows the 40-byte header of a batch's record. A single
+// create's snapshot is a protobuf message, which never starts with a zero
+// byte (field number 0 does not exist).
+const batchIdemMark = 0x00
+
+// Kinds of a batch record's items.
+const (
+	batchItemRec = 1 // a record snapshot: the link created
+	batchItemErr = 2 // code, field and message, NUL-separated: the refusal
+)
+
 func encodeIdem(r *idemRecord) ([]byte, error) {
-	snap, err := link.MarshalRecord(&r.rec)
-	if err != nil {
-		return nil, err
+	b := make([]byte, 40, 40+128*(1+len(r.batch)))
+	copy(b, r.hash[:])
+	binary.BigEndian.PutUint64(b[32:], uint64(r.created))
+	if r.batch == nil {
+		snap, err := link.MarshalRecord(&r.rec)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, snap...), nil
 	}
-	b := make([]byte, 0, 40+len(snap))
-	b = append(b, r.hash[:]...)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.created))
-	return append(b, snap...), nil
+	b = append(b, batchIdemMark)
+	for i := range r.batch {
+		it := &r.batch[i]
+		if it.Err != nil {
+			msg := link.ErrorCode(it.Err) + "\x00" + link.ErrorField(it.Err) + "\x00"
+			var le *link.Error
+			if errors.As(it.Err, &le) {
+				msg += le.Message
+			}
+			b = append(b, batchItemErr)
+			b = binary.AppendUvarint(b, uint64(len(msg)))
+			b = append(b, msg...)
+			continue
+		}
+		snap, err := link.MarshalRecord(&it.Rec)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, batchItemRec)
+		b = binary.AppendUvarint(b, uint64(len(snap)))
+		b = append(b, snap...)
+	}
+	return b, nil
 }
 
 func decodeIdem(b []byte) (idemRecord, error) {
@@ -125,6 +165,14 @@ func decodeIdem(b []byte) (idemRecord, error) {
 	var r idemRecord
 	copy(r.hash[:], b)
 	r.created = int64(binary.BigEndian.Uint64(b[32:40]))
+	if len(b) > 40 && b[40] == batchIdemMark {
+		batch, err := decodeBatchIdem(b[41:])
+		if err != nil {
+			return idemRecord{}, fmt.Errorf("idempotency batch: %w", err)
+		}
+		r.batch = batch
+		return r, nil
+	}
 	rec, err := link.UnmarshalRecord(b[40:])
 	if err != nil {
 		return idemRecord{}, fmt.Errorf("idempotency snapshot: %w", err)
@@ -132,3 +180,51 @@ func decodeIdem(b []byte) (idemRecord, error) {
 	r.rec = rec
 	return r, nil
 }
+
+// decodeBatchIdem reads a batch record's items back; a refusal comes back
+// as its link sentinel when it is code_taken (the one a create refuses by
+// the store's state), else as a link.Error with the stored code and
+// message, on its field.
+func decodeBatchIdem(b []byte) ([]BatchResult, error) {
+	out := []BatchResult{}
+	for len(b) > 0 {
+		kind := b[0]
+		n, w := binary.Uvarint(b[1:])
+		if w <= 0 || n > uint64(len(b)-1-w) {
+			return nil, fmt.Errorf("%w: batch item %d framing", link.ErrCorrupt, len(out))
+		}
+		v := b[1+w : 1+w+int(n)]
+		b = b[1+w+int(n):]
+		switch kind {
+		case batchItemRec:
+			rec, err := link.UnmarshalRecord(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, BatchResult{Rec: rec, Replayed: true})
+		case batchItemErr:
+			parts := strings.SplitN(string(v), "\x00", 3)
+			if len(parts) != 3 {
+				return nil, fmt.Errorf("%w: batch item %d error", link.ErrCorrupt, len(out))
+			}
+			var err error = &link.Error{Code: parts[0], Message: parts[2]}
+			switch parts[0] {
+			case link.ErrCodeTaken.Code:
+				err = link.ErrCodeTaken
+			case "":
+				err = errReplayedInternal
+			}
+			if parts[1] != "" {
+				err = link.OnField(parts[1], err)
+			}
+			out = append(out, BatchResult{Err: err, Replayed: true})
+		default:
+			return nil, fmt.Errorf("%w: batch item %d of kind %d", link.ErrCorrupt, len(out), kind)
+		}
+	}
+	return out, nil
+}
+
+// errReplayedInternal answers again a batch item that failed inside the
+// store (not a refusal) when its batch is replayed.
+var errReplayedInternal = errors.New("batch item failed in the store when the batch was first committed")

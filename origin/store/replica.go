@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -279,12 +280,15 @@ func (t *txn) applyIdem(j *idemJSON) error {
 	if len(j.Hash) != 32 || j.ID == "" {
 		return fmt.Errorf("%w: idempotency event %q", link.ErrCorrupt, j.ID)
 	}
-	rec, err := link.UnmarshalRecord(j.Record)
+	// The event carries the record's value after its 40-byte header
+	// (hash and creation time): a link snapshot, or a batch's items.
+	full := make([]byte, 40, 40+len(j.Record))
+	copy(full, j.Hash)
+	binary.BigEndian.PutUint64(full[32:], uint64(j.Created))
+	r, err := decodeIdem(append(full, j.Record...))
 	if err != nil {
 		return fmt.Errorf("idempotency event: %w", err)
 	}
-	r := idemRecord{created: j.Created, rec: rec}
-	copy(r.hash[:], j.Hash)
 	if t.now.Sub(time.Unix(0, r.created)) >= t.s.o.IdempotencyTTL {
 		return nil // expired already: the sweep would remove it
 	}
@@ -414,10 +418,33 @@ func (t *txn) discardOutboxes() result {
 // arrive without its link (the origin stream is published first, and the
 // leader died before the link event landed): the create was never
 // acknowledged, so the record must not replay it.
+//
+// A batch's record is live when every link it created is: if one is
+// missing, the batch was never acknowledged, and a retry runs it again
+// (the items that did land may then be created twice; with -ack
+// replicated only a batch the old leader never answered can be in that
+// state).
 func (t *txn) idemLinkLive(r idemRecord) (bool, error) {
-	cur, ok, err := t.link(r.rec.Code)
+	if r.batch == nil {
+		return t.linkAtLeast(r.rec)
+	}
+	for i := range r.batch {
+		if r.batch[i].Err != nil {
+			continue
+		}
+		if ok, err := t.linkAtLeast(r.batch[i].Rec); err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// linkAtLeast reports whether rec's link is in the store at rec's revision
+// or later.
+func (t *txn) linkAtLeast(rec link.Record) (bool, error) {
+	cur, ok, err := t.link(rec.Code)
 	if err != nil || !ok {
 		return false, err
 	}
-	return cur.Revision >= r.rec.Revision, nil
+	return cur.Revision >= rec.Revision, nil
 }

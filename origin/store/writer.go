@@ -42,6 +42,9 @@ type CreateRequest struct {
 	MaxVisits uint64
 	// Freshness is the link's policy at stale edges.
 	Freshness link.Freshness
+	// Disabled creates the link disabled (an import of a disabled link).
+	// The default is active.
+	Disabled bool
 	// Idem, when set, makes a retry of the same request return the first
 	// response.
 	Idem *Idempotency
@@ -87,8 +90,14 @@ type BatchResult struct {
 // group commit (as Create does for one) and answers each in order: a
 // refused create (a taken code, a reused Idempotency-Key) refuses only
 // itself. The error is for the whole batch: nothing was committed.
-func (s *Store) CreateBatch(ctx context.Context, reqs []CreateRequest) ([]BatchResult, error) {
-	res := s.submit(ctx, &request{kind: kindCreateBatch, batch: reqs})
+//
+// With idem, the batch has one idempotency record, written in the same
+// commit, holding every item's outcome: the same batch again (same Scope,
+// Key and RequestHash) answers those outcomes, each Replayed, and commits
+// nothing; another batch under the key is link.ErrIdempotencyKeyReused.
+// The items' own Idem must then be nil.
+func (s *Store) CreateBatch(ctx context.Context, reqs []CreateRequest, idem *Idempotency) ([]BatchResult, error) {
+	res := s.submit(ctx, &request{kind: kindCreateBatch, batch: reqs, batchIdem: idem})
 	return res.batch, res.err
 }
 
@@ -154,6 +163,7 @@ type request struct {
 
 	create    CreateRequest
 	batch     []CreateRequest
+	batchIdem *Idempotency
 	update    UpdateRequest
 	code      string
 	ifRev     uint64
@@ -328,15 +338,7 @@ func (t *txn) apply(r *request) result {
 	case kindCreate:
 		return t.create(&r.create)
 	case kindCreateBatch:
-		out := make([]BatchResult, len(r.batch))
-		for i := range r.batch {
-			res := t.create(&r.batch[i])
-			if t.err != nil {
-				return result{err: t.err}
-			}
-			out[i] = BatchResult{Rec: res.rec, Replayed: res.replayed, Err: res.err}
-		}
-		return result{batch: out}
+		return t.createBatch(r.batch, r.batchIdem)
 	case kindUpdate:
 		return t.updateLink(&r.update)
 	case kindDisable:
@@ -383,7 +385,7 @@ func (t *txn) create(req *CreateRequest) result {
 			}
 		}
 		if ok {
-			if prev.hash != req.Idem.RequestHash {
+			if prev.hash != req.Idem.RequestHash || prev.batch != nil {
 				return result{err: link.ErrIdempotencyKeyReused}
 			}
 			return result{rec: prev.rec, replayed: true}
@@ -421,6 +423,9 @@ func (t *txn) create(req *CreateRequest) result {
 		MaxVisits: req.MaxVisits,
 		Freshness: req.Freshness,
 	}
+	if req.Disabled {
+		rec.Status = link.StatusDisabled
+	}
 	var idem *idemRecord
 	if req.Idem != nil {
 		idem = &idemRecord{hash: req.Idem.RequestHash, created: t.now.UnixNano(), rec: rec}
@@ -430,6 +435,80 @@ func (t *txn) create(req *CreateRequest) result {
 	}
 	t.links++
 	return result{rec: rec}
+}
+
+func (t *txn) createBatch(reqs []CreateRequest, idem *Idempotency) result {
+	var id string
+	if idem != nil {
+		id = idemID(idem.Scope, idem.Key)
+		prev, ok, err := t.idemRecord(id)
+		if err != nil {
+			return result{err: err}
+		}
+		if ok {
+			if ok, err = t.idemLinkLive(prev); err != nil {
+				return result{err: err}
+			}
+		}
+		if ok {
+			if prev.hash != idem.RequestHash || prev.batch == nil || len(prev.batch) != len(reqs) {
+				return result{err: link.ErrIdempotencyKeyReused}
+			}
+			return result{batch: slices.Clone(prev.batch)}
+		}
+	}
+	out := make([]BatchResult, len(reqs))
+	for i := range reqs {
+		res := t.create(&reqs[i])
+		if t.err != nil {
+			return result{err: t.err}
+		}
+		out[i] = BatchResult{Rec: res.rec, Replayed: res.replayed, Err: res.err}
+	}
+	if idem == nil {
+		return result{batch: out}
+	}
+	rec := &idemRecord{hash: idem.RequestHash, created: t.now.UnixNano(), batch: out}
+	val, err := encodeIdem(rec)
+	if err == nil {
+		err = t.putIdem(id, rec, val)
+	}
+	if err != nil {
+		// The links are in the batch and are answered; only a retry's
+		// replay is lost. Encoding what writeLink just encoded does not
+		// fail in practice.
+		t.s.log.Error("batch idempotency record", "err", err)
+	}
+	return result{batch: out}
+}
+
+// putIdem adds the idempotency record id (encoded as val) and its expiry
+// index entry to the batch, replacing an expired record of the same id.
+func (t *txn) putIdem(id string, idem *idemRecord, val []byte) error {
+	prev, hadPrev, err := t.idemRecordAny(id)
+	if err != nil {
+		return err
+	}
+	if hadPrev {
+		if err := t.b.Delete(expiryKey(prev.created, id), nil); err != nil {
+			return err
+		}
+	}
+	if err := t.set(idemKey(id), val); err != nil {
+		return err
+	}
+	if err := t.set(expiryKey(idem.created, id), nil); err != nil {
+		return err
+	}
+	// A standby (origin HA) gets the record through the origin stream.
+	if err := t.emitOrigin(idemEventCode(id), originEvent{Idem: &idemJSON{ID: id, Hash: idem.hash[:], Created: idem.created, Record: val[40:]}}); err != nil {
+		return err
+	}
+	if t.idem == nil {
+		t.idem = map[string]idemRecord{}
+	}
+	t.idem[id] = *idem
+	return nil
 }
 
 // randomCode draws codes until one is free in the store and the batch and
@@ -540,15 +619,14 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 		return fmt.Errorf("encode change %s: %w", rec.Code, err)
 	}
 	var idemVal []byte
-	var prevIdem idemRecord
-	var hadPrev bool
 	if idem != nil {
 		if idemVal, err = encodeIdem(idem); err != nil {
 			return fmt.Errorf("encode idempotency record: %w", err)
 		}
 		// An expired record for the same key may still be on disk: its
-		// expiry index entry goes with it.
-		if prevIdem, hadPrev, err = t.idemRecordAny(id); err != nil {
+		// expiry index entry goes with it. Read it now, before anything
+		// is written (putIdem then finds it in t.idemRead).
+		if _, _, err = t.idemRecordAny(id); err != nil {
 			return err
 		}
 	}
@@ -559,24 +637,9 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 		return err
 	}
 	if idem != nil {
-		if hadPrev {
-			if err := t.b.Delete(expiryKey(prevIdem.created, id), nil); err != nil {
-				return err
-			}
-		}
-		if err := t.set(idemKey(id), idemVal); err != nil {
+		if err := t.putIdem(id, idem, idemVal); err != nil {
 			return err
 		}
-		if err := t.set(expiryKey(idem.created, id), nil); err != nil {
-			return err
-		}
-		if err := t.emitOrigin(idemEventCode(id), originEvent{Idem: &idemJSON{ID: id, Hash: idem.hash[:], Created: idem.created, Record: idemVal[40:]}}); err != nil {
-			return err
-		}
-		if t.idem == nil {
-			t.idem = map[string]idemRecord{}
-		}
-		t.idem[id] = *idem
 	}
 	if t.recs == nil {
 		t.recs = map[string]link.Record{}
