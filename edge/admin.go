@@ -36,6 +36,10 @@ var valAllowPost = []byte("POST")
 //	/hotset   the hot set (warm.go): codes of the hot cache, recently
 //	          requested first, at most WarmEntries or ?n=; what a fresh
 //	          peer warms its hot cache with
+//	/checkpoint
+//	          with "Authorization: Bearer <PeerSecret>": a Pebble
+//	          checkpoint of the replica, streamed with SHA-256 sums
+//	          (bootstrap.go); what a fresh peer bootstraps from
 //	/digest   JSON digest of the replica (link.DigestJSON) with "node",
 //	          "applied" (the stream position it reflects), "stream_last"
 //	          and "lag", for comparison with the origin's GET /v1/digest
@@ -87,6 +91,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		s.writeAdminJSON(ctx, fasthttp.StatusOK, s.Status())
 	case "/hotset":
 		s.adminHotSet(ctx)
+	case "/checkpoint":
+		s.adminCheckpoint(ctx)
 	case "/digest":
 		d, err := s.digest()
 		if err != nil {
