@@ -34,7 +34,7 @@ import (
 //
 //	linkpop-checkpoint 1\n
 //	F <name> <size>\n <size bytes> <sha256 of the file, hex>\n   (per file)
-//	E <files> <sha256 of the concatenated file sums, hex>\n
+//	E <files> <sha256 of every byte of the stream before this line, hex>\n
 //
 // The edge writes the files into DataDir/replica.boot, checks every
 // file's sum and the final one, syncs, and renames the directory to
@@ -228,12 +228,13 @@ func readCheckpoint(r io.Reader, dir string) (int64, error) {
 		}
 		return strings.TrimSuffix(string(l), "\n"), nil
 	}
+	all := sha256.New()
 	if l, err := line(); err != nil {
 		return 0, err
 	} else if l != checkpointMagic {
 		return 0, fmt.Errorf("%w: header %q", errCheckpoint, l)
 	}
-	all := sha256.New()
+	all.Write([]byte(checkpointMagic + "\n"))
 	var total int64
 	files := 0
 	seen := map[string]bool{}
@@ -262,7 +263,8 @@ func readCheckpoint(r io.Reader, dir string) (int64, error) {
 			return total, fmt.Errorf("%w: file %q", errCheckpoint, l)
 		}
 		seen[name] = true
-		sum, err := receiveFile(br, filepath.Join(dir, name), size)
+		all.Write([]byte(l + "\n"))
+		sum, err := receiveFile(io.TeeReader(br, all), filepath.Join(dir, name), size)
 		total += size
 		if err != nil {
 			return total, err
@@ -274,7 +276,7 @@ func readCheckpoint(r io.Reader, dir string) (int64, error) {
 		if l != hex.EncodeToString(sum) {
 			return total, fmt.Errorf("%w: sha256 of %s", errCheckpoint, name)
 		}
-		all.Write(sum)
+		all.Write([]byte(l + "\n"))
 		files++
 	}
 }
@@ -391,35 +393,38 @@ func shipCheckpoint(c net.Conn, dir string) (int64, error) {
 	}
 	w := bufio.NewWriterSize(deadlineWriter{c}, 256<<10)
 	fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-	fmt.Fprintf(w, "%s\n", checkpointMagic)
 	all := sha256.New()
+	hw := bufio.NewWriterSize(io.MultiWriter(w, all), 64<<10) // all of the stream but the end line
+	fmt.Fprintf(hw, "%s\n", checkpointMagic)
 	var total int64
 	files := 0
 	for _, e := range ents {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		sum, n, err := shipFile(w, filepath.Join(dir, e.Name()))
+		n, err := shipFile(hw, filepath.Join(dir, e.Name()))
 		total += n
 		if err != nil {
 			return total, err
 		}
-		all.Write(sum)
 		files++
+	}
+	if err := hw.Flush(); err != nil {
+		return total, err
 	}
 	fmt.Fprintf(w, "E %d %s\n", files, hex.EncodeToString(all.Sum(nil)))
 	return total, w.Flush()
 }
 
-func shipFile(w *bufio.Writer, path string) ([]byte, int64, error) {
+func shipFile(w io.Writer, path string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	size := st.Size()
 	fmt.Fprintf(w, "F %s %d\n", filepath.Base(path), size)
@@ -430,11 +435,10 @@ func shipFile(w *bufio.Writer, path string) ([]byte, int64, error) {
 	}
 	n, err := io.CopyN(io.MultiWriter(out, h), f, size)
 	if err != nil {
-		return nil, n, err
+		return n, err
 	}
-	sum := h.Sum(nil)
-	_, err = fmt.Fprintf(w, "%s\n", hex.EncodeToString(sum))
-	return sum, n, err
+	_, err = fmt.Fprintf(w, "%s\n", hex.EncodeToString(h.Sum(nil)))
+	return n, err
 }
 
 // flipWriter flips the first byte written through it (tests only).
