@@ -54,6 +54,7 @@ const (
 	bootstrapFind     = 5 * time.Second  // how long a fresh edge looks for a ready peer
 	bootstrapAttempts = 3                // transfers tried before replaying
 	shipIOTimeout     = 30 * time.Second // per read or write of a transfer
+	probeLeaveWait    = 200 * time.Millisecond
 	minPeerSecret     = 16
 	maxCheckpointLine = 512
 )
@@ -89,18 +90,24 @@ func (s *Server) peerBootstrap(ctx context.Context) {
 	}
 	start := time.Now()
 	log := s.log.With("component", "bootstrap")
-	peers := s.bootstrapPeers(ctx, log)
+	peers, leave := s.bootstrapPeers(ctx, log)
+	// The probe leaves the PoP (which waits for the leave broadcast)
+	// while the transfer runs.
+	var leaving sync.WaitGroup
+	leaving.Go(leave)
+	defer leaving.Wait()
 	if len(peers) == 0 {
 		log.Info("no ready peer to bootstrap from; replaying the stream", "looked_for", time.Since(start))
 		s.bootstrapped("none", 0)
 		return
 	}
+	found := time.Since(start)
 	for i := range bootstrapAttempts {
 		m := peers[i%len(peers)]
 		n, err := s.fetchCheckpoint(ctx, m.AdminAddr, dst)
 		if err == nil {
 			log.Info("replica bootstrapped from peer", "peer", m.Name, "peer_applied", m.Applied,
-				"bytes", n, "took", time.Since(start))
+				"bytes", n, "peer_found_in", found, "took", time.Since(start))
 			s.bootstrapped("peer", time.Since(start))
 			return
 		}
@@ -116,14 +123,15 @@ func (s *Server) peerBootstrap(ctx context.Context) {
 // bootstrapPeers joins the PoP with a probe member (it announces itself
 // not ready, so no peer counts it) and returns the ready peers with an
 // admin address, most caught up first, as soon as there is one, or none
-// after bootstrapFind.
+// after bootstrapFind, and a function that makes the probe leave.
 func (s *Server) bootstrapPeers(ctx context.Context, log interface {
 	Info(string, ...any)
-}) []Member {
+}) (peers []Member, leave func()) {
+	leave = func() {}
 	cfg := &s.cfg
 	host, _, err := net.SplitHostPort(cfg.GossipBind)
 	if err != nil {
-		return nil
+		return nil, leave
 	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
@@ -134,9 +142,14 @@ func (s *Server) bootstrapPeers(ctx context.Context, log interface {
 	g, err := startGossip(name, net.JoinHostPort(host, "0"), cfg.GossipKeys, nodeMeta{}, s.log.With("component", "bootstrap-gossip"))
 	if err != nil {
 		log.Info("bootstrap probe", "err", err)
-		return nil
+		return nil, leave
 	}
-	defer g.stop()
+	// A probe's leave waits less than a member's: peers that miss it
+	// see it fail, which costs nothing, as it was never ready.
+	leave = func() {
+		_ = g.list.Leave(probeLeaveWait)
+		_ = g.list.Shutdown()
+	}
 	ctx, cancel := context.WithTimeout(ctx, bootstrapFind)
 	defer cancel()
 	for {
@@ -159,11 +172,11 @@ func (s *Server) bootstrapPeers(ctx context.Context, log interface {
 				}
 				return 0
 			})
-			return ready
+			return ready, leave
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, leave
 		case <-time.After(warmPoll):
 		}
 	}

@@ -36,7 +36,7 @@ func freshEdge(t *testing.T, st *stream, a *runningEdge, name, secret string) *r
 	return startEdge(t, cfg)
 }
 
-func replicaDigest(t *testing.T, e *runningEdge) string {
+func replicaDigest(t testing.TB, e *runningEdge) string {
 	t.Helper()
 	sum, n, err := e.Replica().Digest()
 	if err != nil {
