@@ -361,6 +361,13 @@ func (s *Server) adminCheckpoint(ctx *fasthttp.RequestCtx) {
 		s.writeAdminJSON(ctx, fasthttp.StatusConflict, map[string]string{"error": errShipInProgress.Error()})
 		return
 	}
+	// Checkpoints left by a ship this process did not finish (it was
+	// killed) go first; none is in use, as one ship runs at a time.
+	if old, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "checkpoint-*")); len(old) > 0 {
+		for _, d := range old {
+			_ = os.RemoveAll(d)
+		}
+	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	dir := filepath.Join(s.cfg.DataDir, "checkpoint-"+hex.EncodeToString(id[:]))
