@@ -138,7 +138,7 @@ const (
 	recordStatusTag    = protowire.Number(5)
 	recordExpiresTag   = protowire.Number(8)
 	recordRevisionTag  = protowire.Number(9)
-	recordFreshnessTag = protowire.Number(12)
+	recordFreshnessTag = protowire.Number(13)
 )
 
 func entryOf(r *link.Record) *Entry {
