@@ -19,7 +19,8 @@ var valAllowPost = []byte("POST")
 // serveAdmin is the admin listener's handler. The admin listener is for
 // operators only: it must never be reachable from the public network
 // (bind it to loopback or a management interface), since POST /resync and
-// POST /repair change the replica and it has no authentication.
+// POST /repair change the replica and, but for /checkpoint (the fleet
+// secret), it has no authentication.
 //
 //	/metrics  Prometheus text: the edge's, replica's and consumer's metrics
 //	          and the process's
