@@ -19,7 +19,8 @@ var valAllowPost = []byte("POST")
 // serveAdmin is the admin listener's handler. The admin listener is for
 // operators only: it must never be reachable from the public network
 // (bind it to loopback or a management interface), since POST /resync and
-// POST /repair change the replica and it has no authentication.
+// POST /repair change the replica and, but for /checkpoint (the fleet
+// secret), it has no authentication.
 //
 //	/metrics  Prometheus text: the edge's, replica's and consumer's metrics
 //	          and the process's
@@ -36,6 +37,10 @@ var valAllowPost = []byte("POST")
 //	/hotset   the hot set (warm.go): codes of the hot cache, recently
 //	          requested first, at most WarmEntries or ?n=; what a fresh
 //	          peer warms its hot cache with
+//	/checkpoint
+//	          with "Authorization: Bearer <PeerSecret>": a Pebble
+//	          checkpoint of the replica, streamed with SHA-256 sums
+//	          (bootstrap.go); what a fresh peer bootstraps from
 //	/digest   JSON digest of the replica (link.DigestJSON) with "node",
 //	          "applied" (the stream position it reflects), "stream_last"
 //	          and "lag", for comparison with the origin's GET /v1/digest
@@ -87,6 +92,8 @@ func (s *Server) serveAdmin(ctx *fasthttp.RequestCtx) {
 		s.writeAdminJSON(ctx, fasthttp.StatusOK, s.Status())
 	case "/hotset":
 		s.adminHotSet(ctx)
+	case "/checkpoint":
+		s.adminCheckpoint(ctx)
 	case "/digest":
 		d, err := s.digest()
 		if err != nil {

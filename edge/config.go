@@ -159,6 +159,13 @@ type Config struct {
 	// directions and a peer without a key cannot join. ParseGossipKeys
 	// reads -gossip-key-file. The default (none) gossips in plaintext.
 	GossipKeys [][]byte
+	// PeerSecret is the fleet secret of peer bootstrap (bootstrap.go): an
+	// edge with it serves GET /checkpoint on its admin listener to a peer
+	// presenting it, and a fresh edge with it and GossipJoin asks the most
+	// caught-up ready peer for its replica instead of replaying the
+	// stream. At least 16 bytes, the same on every edge of the PoP. The
+	// default (none) serves no checkpoint and always replays.
+	PeerSecret []byte
 
 	// AnalyticsKey turns click analytics on: every GET answered with a
 	// redirect is recorded and shipped to the click stream. It keys the
@@ -410,6 +417,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NotFoundClients < 0 || c.NotFoundClients > 1<<26 {
 		bad("NotFoundClients %d outside [0, %d]", c.NotFoundClients, 1<<26)
+	}
+	if n := len(c.PeerSecret); n > 0 && n < minPeerSecret {
+		bad("PeerSecret is %d bytes; want at least %d", n, minPeerSecret)
 	}
 	if len(c.GossipJoin) > 0 && c.GossipBind == "" {
 		bad("GossipJoin needs GossipBind")

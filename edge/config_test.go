@@ -45,6 +45,8 @@ func TestConfigValidate(t *testing.T) {
 	f(func(c *edge.Config) { c.OriginURL = "http://x/?a=b" }, "OriginURL")
 	f(func(c *edge.Config) { c.Listen = "nocolon" }, "Listen")
 	f(func(c *edge.Config) { c.GossipJoin = []string{"127.0.0.1:7946"} }, "GossipBind")
+	f(func(c *edge.Config) { c.PeerSecret = []byte("short") }, "PeerSecret")
+	f(func(c *edge.Config) { c.PeerSecret = []byte("0123456789abcdef") })
 	f(func(c *edge.Config) {
 		c.AnalyticsKey = []byte("0123456789abcdef")
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}

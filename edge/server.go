@@ -157,6 +157,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 	}()
 
+	s.peerBootstrap(ctx) // a fresh edge takes a peer's replica (bootstrap.go)
 	rep, err := replica.Open(replica.Options{
 		Dir:                  filepath.Join(cfg.DataDir, "replica"),
 		BlockCacheBytes:      cfg.BlockCacheBytes,

@@ -60,6 +60,7 @@ func run(args []string) error {
 		gossipBind    = fs.String("gossip-bind", "", "gossip `address` (port 0 = random; empty disables gossip)")
 		gossipJoin    = fs.String("gossip-join", "", "gossip `addresses` of PoP peers to join, comma separated")
 		gossipKey     = cli.SecretVar(fs, "gossip-key", "LINKPOP_GOSSIP_KEY", "fleet gossip encryption keys, base64, one per line (the first encrypts, all decrypt; plaintext is refused)", false)
+		peerSecret    = cli.SecretVar(fs, "peer-secret", "LINKPOP_PEER_SECRET", "fleet secret of peer bootstrap (at least 16 bytes, the same on every edge of the PoP): serves GET /checkpoint to peers, and a fresh edge with -gossip-join takes a peer's replica instead of replaying the stream", false)
 		analyticsKey  = cli.SecretVar(fs, "analytics-key", "LINKPOP_ANALYTICS_KEY", "click analytics key (at least 16 bytes, the same on every edge, never the API key); with it every GET redirect is recorded and shipped to the click stream", true)
 		trusted       = fs.String("trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For / Forwarded name the client, comma separated")
 		clickStream   = fs.String("click-stream", "LINKPOP_CLICKS", "click stream `name`")
@@ -108,6 +109,10 @@ func run(args []string) error {
 			return err
 		}
 	}
+	psecret, _, err := peerSecret.Value()
+	if err != nil {
+		return err
+	}
 	proxies, err := prefixes(*trusted)
 	if err != nil {
 		return err
@@ -140,6 +145,7 @@ func run(args []string) error {
 		GossipBind:           *gossipBind,
 		GossipJoin:           cli.SplitList(*gossipJoin),
 		GossipKeys:           gossipKeys,
+		PeerSecret:           []byte(strings.TrimSpace(psecret)),
 		AnalyticsKey:         []byte(key),
 		TrustedProxies:       proxies,
 		ClickStream:          replication.ClickStreamConfig{Name: *clickStream},
