@@ -78,10 +78,12 @@ func TestSystemHA(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	began := time.Now()
 	s, err := start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
+	t.Logf("system ready in %v", time.Since(began).Round(time.Millisecond))
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -133,8 +135,10 @@ func TestSystemHA(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill the leader: %v", err)
 	}
+	killed := time.Now()
 	<-leader.done
 	wait.For(t, 2*time.Minute, "the standby takes over", func() bool { return role(standby.admin) == "leader" })
+	t.Logf("standby ready as the leader %v after the kill", time.Since(killed).Round(time.Millisecond))
 
 	api, err := client.New(client.Config{BaseURL: "http://" + standbyAPI, Key: s.key, MaxAttempts: 1})
 	if err != nil {
@@ -145,6 +149,7 @@ func TestSystemHA(t *testing.T) {
 		after, err = api.CreateLink(context.Background(), client.CreateLink{URL: "https://example.com/after"}, client.CreateOptions{})
 		return err == nil
 	})
+	t.Logf("first create accepted %v after the kill", time.Since(killed).Round(time.Millisecond))
 	for _, e := range l.Edges {
 		wait.For(t, time.Minute, e.Name+" redirects the link created after the failover", func() bool {
 			return redirects(e, after.Code, "https://example.com/after")
