@@ -116,6 +116,9 @@ func (s *system) startHA(ctx context.Context, adminKey string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("nats cluster: %w", err)
 	}
+	if err := s.waitNATS(ctx); err != nil {
+		return err
+	}
 	s.logf("started a three-node JetStream cluster: %s", s.natsURLs())
 
 	if err := s.createStreams(ctx); err != nil {
@@ -169,18 +172,52 @@ func (s *system) startHA(ctx context.Context, adminKey string) error {
 	return nil
 }
 
+// waitNATS waits until the cluster has a meta leader and every node is
+// current with it: before that, a stream request may go unanswered until
+// its client gives up.
+func (s *system) waitNATS(ctx context.Context) error {
+	deadline := time.Now().Add(s.cfg.ReadyTimeout)
+	for {
+		leaders, current := 0, 0
+		for _, srv := range s.nats {
+			c, l := srv.JetStreamReady()
+			if c {
+				current++
+			}
+			if l {
+				leaders++
+			}
+		}
+		if leaders == 1 && current == len(s.nats) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats cluster: no meta leader with every node current after %v", s.cfg.ReadyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // createStreams runs the operator's step, `origin streams` with the
 // operator's credentials: the change, origin and click streams and the
 // lease bucket, R3. It retries while the fresh cluster elects its leaders.
 func (s *system) createStreams(ctx context.Context) error {
 	deadline := time.Now().Add(s.cfg.ReadyTimeout)
 	for {
-		cmd := exec.CommandContext(ctx, filepath.Join(s.cfg.BinDir, "origin"), "streams",
+		// One attempt is bounded: a request the cluster does not answer
+		// is tried again rather than waited for.
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		cmd := exec.CommandContext(actx, filepath.Join(s.cfg.BinDir, "origin"), "streams",
 			"-nats", s.natsURLs(),
 			"-nats-user", string(natsauth.Operator),
 			"-nats-password-file", s.haPasswordFile(natsauth.Operator),
 			"-stream-replicas", "3", "-click-stream-replicas", "3")
 		out, err := cmd.CombinedOutput()
+		cancel()
 		if err == nil {
 			s.logf("created the streams and the lease bucket (origin streams, R3)")
 			return nil
@@ -191,6 +228,7 @@ func (s *system) createStreams(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("origin streams: %v: %s", err, strings.TrimSpace(string(out)))
 		}
+		s.logf("origin streams: %v: %s (retrying while the cluster elects its leaders)", err, lastLine(out))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -268,4 +306,10 @@ func (s *system) usageHA(b *strings.Builder, key string) {
 	fmt.Fprintf(b, "      -d '{\"url\": \"https://example.com/after\"}' http://%s/v1/links\n", api[standby])
 	fmt.Fprintf(b, "  Writes before the takeover answer 503 not_leader on the standby; reads it answers anyway.\n")
 	fmt.Fprintf(b, "  NATS: %s (users per role, passwords in %s)\n", s.natsURLs(), filepath.Join(s.cfg.DataDir, "nats-auth"))
+}
+
+// lastLine is the last non-empty line of out.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }

@@ -170,3 +170,11 @@ func ServerUsers(users []natsauth.User, s natsauth.Subjects) []*server.User {
 	}
 	return out
 }
+
+// JetStreamReady reports, for a cluster node, whether JetStream is current
+// with the cluster's meta leader (a fresh cluster elects one within
+// seconds; a stream request sent before that may go unanswered), and
+// whether this node is that leader. A single server is always ready.
+func (s *Server) JetStreamReady() (current, metaLeader bool) {
+	return s.ns.JetStreamIsCurrent(), s.ns.JetStreamIsLeader()
+}
