@@ -149,6 +149,14 @@ func (t *roleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// CloseIdleConnections lets the http.Client close the wrapped
+// transport's idle connections.
+func (t *roleTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // order returns the origins in the order a call tries them: the ones
 // that last answered as the leader, then those not heard from (or
 // without HA), then standbys (they answer reads too, possibly behind),
