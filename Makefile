@@ -76,8 +76,8 @@ check: lint generate ## lint, regenerate, prove generated code is current and go
 	$(GO) mod tidy -diff
 
 .PHONY: clean
-clean: ## remove build output and the local data directory
-	rm -rf bin .data
+clean: ## remove build output and the local data directories
+	rm -rf bin .data .data-ha
 
 .PHONY: bench-quick
 bench-quick: ## the benchmark for iterating: 100k links, 2 s runs, no golink; redirects and creates (≤ 5 min)
@@ -91,3 +91,8 @@ screenshots: ## retake the dashboard screenshots in docs/dashboard/ (drives chro
 .PHONY: failover-soak
 failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 min)
 	LINKPOP_FAILOVER_TRIALS=200 $(GO) test -count=1 -timeout 0 -run '^TestFailover$$' -v ./origin/
+
+# Origin high availability, locally (issue #14).
+.PHONY: run-ha
+run-ha: build ## start the HA system: 3-node JetStream, leader and standby origins :8081/:8083, collector, edges :8080/:8082
+	./bin/linkpop-run -ha -data $(or $(DATA),.data-ha)

@@ -73,9 +73,12 @@ type Config struct {
 	Stream replication.StreamConfig
 
 	// OriginURL is the origin API base (for example
-	// "http://127.0.0.1:8081"). While the replica lags, a miss asks the
-	// origin for GET /v1/links/{code}, bounded by FallbackBudget. The
-	// default ("") disables the fallback: a miss is always a 404.
+	// "http://127.0.0.1:8081"), or several, comma-separated: an origin
+	// with HA and its standbys. While the replica lags, a miss asks the
+	// origin for GET /v1/links/{code}, bounded by FallbackBudget; with
+	// several, the one that last answered as the leader first, then the
+	// others (a standby answers reads too). The default ("") disables the
+	// fallback: a miss is always a 404.
 	OriginURL string
 	// OriginKey is the API key (scope links:read) sent as a Bearer token
 	// to the origin. The default is none.
@@ -334,15 +337,15 @@ func (c *Config) Validate() error {
 	if err := c.Stream.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.OriginURL != "" {
-		u, err := url.Parse(c.OriginURL)
+	for _, ou := range originURLs(c.OriginURL) {
+		u, err := url.Parse(ou)
 		switch {
 		case err != nil:
-			bad("OriginURL %q: %v", c.OriginURL, err)
+			bad("OriginURL %q: %v", ou, err)
 		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-			bad("OriginURL %q: want an absolute http or https URL", c.OriginURL)
+			bad("OriginURL %q: want an absolute http or https URL", ou)
 		case u.RawQuery != "" || u.Fragment != "":
-			bad("OriginURL %q: must not carry a query or fragment", c.OriginURL)
+			bad("OriginURL %q: must not carry a query or fragment", ou)
 		}
 	}
 	if c.MaxStale < 0 {

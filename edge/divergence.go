@@ -260,7 +260,11 @@ func (s *Server) repairBucket(ctx context.Context, rep *replica.Replica, i int) 
 func (f *fallback) getBucket(ctx context.Context, i int) ([]link.DigestEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, repairCallTimeout)
 	defer cancel()
-	b, err := f.patient.DigestBucket(ctx, i)
+	var b client.DigestBucket
+	err := f.first(ctx, func(o *originAPI) (err error) {
+		b, err = o.patient.DigestBucket(ctx, i)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errOrigin, err)
 	}
@@ -281,5 +285,13 @@ func (f *fallback) getBucket(ctx context.Context, i int) ([]link.DigestEntry, er
 func (f *fallback) getLinkPatiently(ctx context.Context, code string) (link.Record, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, repairAttempts*repairCallTimeout)
 	defer cancel()
-	return getLink(ctx, f.patient, code)
+	var (
+		rec   link.Record
+		found bool
+	)
+	err := f.first(ctx, func(o *originAPI) (err error) {
+		rec, found, err = getLink(ctx, o.patient, code)
+		return err
+	})
+	return rec, found, err
 }

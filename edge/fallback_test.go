@@ -2,6 +2,7 @@ package edge_test
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,6 +23,7 @@ type fakeOrigin struct {
 	*httptest.Server
 	key  string
 	gate chan struct{}
+	role string // the Linkpop-Role header on every answer, when set
 
 	mu    sync.Mutex
 	links map[string]link.Record
@@ -72,6 +74,9 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, req *http.Request) {
 		<-gate
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if o.role != "" {
+		w.Header().Set("Linkpop-Role", o.role)
+	}
 	switch {
 	case req.Header.Get("Authorization") != "Bearer "+o.key:
 		w.WriteHeader(http.StatusUnauthorized)
@@ -150,6 +155,98 @@ func TestFallbackWhileLagging(t *testing.T) {
 		if got := metric(t, e.AdminAddr(), series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
+	}
+}
+
+// TestFallbackSeveralOrigins: with several origin URLs (an origin with
+// HA and its standby), a miss is answered by whichever origin answers
+// when the first is down, and the one that answers as the leader is
+// asked first from then on.
+func TestFallbackSeveralOrigins(t *testing.T) {
+	leaktest.Check(t)
+	// A real URL nobody listens on: the first origin is down.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	standby := startOrigin(t, "k")
+	standby.role = "standby"
+	leader := startOrigin(t, "k")
+	leader.role = "leader"
+	for _, o := range []*fakeOrigin{standby, leader} {
+		o.add(record("both1", "https://example.com/both1", 302, 1))
+		o.add(record("both2", "https://example.com/both2", 302, 1))
+	}
+	leader.add(record("onlyleader", "https://example.com/new", 302, 1))
+
+	cfg := edgeConfig(t, unreachableNATS(t))
+	cfg.OriginURL = down + ", " + standby.URL + "/," + leader.URL
+	cfg.OriginKey = "k"
+	cfg.FallbackTimeout = 5 * time.Second
+	e := startEdge(t, cfg)
+
+	f := func(target string, status int, location string) {
+		t.Helper()
+		r := get(t, e.Addr(), target)
+		if r.StatusCode != status || r.Header.Get("Location") != location {
+			t.Errorf("GET %s = %d %q, want %d %q", target, r.StatusCode, r.Header.Get("Location"), status, location)
+		}
+	}
+	// The first origin is down: the standby (next in order) answers the
+	// read; the leader is not known yet.
+	f("/both1", 302, "https://example.com/both1")
+	if standby.count("both1") != 1 || leader.count("both1") != 0 {
+		t.Fatalf("both1 asked of standby %d, leader %d times; want 1, 0", standby.count("both1"), leader.count("both1"))
+	}
+	// Having heard a standby, the next miss tries the origin not heard
+	// from yet before it: the leader, which knows the newest link.
+	f("/onlyleader", 302, "https://example.com/new")
+	f("/both2", 302, "https://example.com/both2")
+	if standby.total() != 1 || leader.count("onlyleader") != 1 || leader.count("both2") != 1 {
+		t.Fatalf("standby answered %d, leader onlyleader %d, both2 %d; want 1, 1, 1",
+			standby.total(), leader.count("onlyleader"), leader.count("both2"))
+	}
+	if n := metric(t, e.AdminAddr(), `linkpop_edge_fallback_total{result="error"}`); n != 0 {
+		t.Errorf("fallback errors = %v, want 0: a down origin among several is not an error", n)
+	}
+	// The leader goes down: the standby answers again.
+	standby.add(record("both3", "https://example.com/both3", 302, 1))
+	leader.Close()
+	f("/both3", 302, "https://example.com/both3")
+	if standby.count("both3") != 1 {
+		t.Fatalf("standby asked %d times about both3, want 1", standby.count("both3"))
+	}
+}
+
+// TestFallbackPrefersTheLeader: once an origin answered as a standby,
+// misses go to the others first, and to the leader once it answered.
+func TestFallbackPrefersTheLeader(t *testing.T) {
+	leaktest.Check(t)
+	standby := startOrigin(t, "k")
+	standby.role = "standby"
+	leader := startOrigin(t, "k")
+	leader.role = "leader"
+	for i, o := range []*fakeOrigin{standby, leader} {
+		for _, c := range []string{"pref1", "pref2", "pref3"} {
+			o.add(record(c, "https://example.com/"+c, 302, uint64(i+1)))
+		}
+	}
+	cfg := edgeConfig(t, unreachableNATS(t))
+	cfg.OriginURL = standby.URL + "," + leader.URL
+	cfg.OriginKey = "k"
+	cfg.FallbackTimeout = 5 * time.Second
+	e := startEdge(t, cfg)
+	for _, c := range []string{"pref1", "pref2", "pref3"} {
+		if r := get(t, e.Addr(), "/"+c); r.StatusCode != 302 {
+			t.Fatalf("GET /%s = %d", c, r.StatusCode)
+		}
+	}
+	// The first miss went to the standby (nothing known yet, the
+	// configured order); every later one to the leader.
+	if standby.total() != 1 || leader.total() != 2 {
+		t.Fatalf("standby %d, leader %d answers; want 1, 2", standby.total(), leader.total())
 	}
 }
 

@@ -44,7 +44,7 @@ func run(args []string) error {
 		data          = fs.String("data", "", "data `dir` holding the replica (required)")
 		natsFlags     = natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
 		stream        = fs.String("stream", "LINKPOP_LINKS", "change stream `name`")
-		origin        = fs.String("origin", "", "origin API base `URL` asked about misses while the replica lags (empty disables)")
+		origin        = fs.String("origin", "", "origin API base `URLs`, comma separated (an origin with HA and its standbys: the leader is asked first), asked about misses while the replica lags (empty disables)")
 		originKey     = cli.SecretVar(fs, "origin-key", "LINKPOP_ORIGIN_KEY", "origin API key with links:read, for the fallback", true)
 		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
 		peerLag       = fs.Int64("peer-lag-threshold", 0, "stream `messages` the replica may trail the most advanced ready PoP peer before /readyz says behind_peers (0: the -lag-threshold value; negative disables)")

@@ -3,7 +3,7 @@
 // as its own child process, so that killing one of them (the origin, say)
 // leaves the others serving; that is the point of the demo.
 //
-//	linkpop-run [-data .data] [-bin DIR]
+//	linkpop-run [-data .data] [-bin DIR] [-ha]
 //
 // Layout (fixed, as DESIGN.md states): NATS on 127.0.0.1:4222, origin API
 // on 127.0.0.1:8081 (admin 9081), edge A on 127.0.0.1:8080 (admin 9080,
@@ -18,6 +18,15 @@
 // origin (SIGTERM, and SIGKILL after a timeout; a second Ctrl-C does not
 // wait). A child that dies is reported and not restarted; the others keep
 // running, so an edge with its origin gone shows stale-on-error serving.
+//
+// With -ha (`make run-ha`, HALayout) it runs the highly available system
+// instead: a three-node JetStream cluster inside this process (clients on
+// 127.0.0.1:4222-4224, routes 6222-6224, a user per role, passwords in
+// DATA/nats-auth), the operator's `origin streams` (R3 streams and lease
+// bucket), two origins with -ha -ack replicated -no-collector (API 8081
+// admin 9081, API 8083 admin 9084; the lease decides which leads), a
+// collector (admin 9083) and the two edges, whose -origin lists both
+// origins. Killing the leader shows the standby take over.
 //
 // The orchestration lives in this package (system.go): it is a development
 // tool, and its own test drives it end to end on free ports.
@@ -36,6 +45,7 @@ import (
 func main() {
 	dataDir := flag.String("data", ".data", "directory holding every component's data, kept between runs")
 	binDir := flag.String("bin", "", "directory holding the origin and edge binaries (default: the directory of this program)")
+	ha := flag.Bool("ha", false, "run the highly available system: a three-node JetStream cluster, a leader and a standby origin, a collector, two edges")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "linkpop-run: unexpected arguments %q\n", flag.Args())
@@ -61,10 +71,14 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
+	layout := DefaultLayout()
+	if *ha {
+		layout = HALayout()
+	}
 	err := run(ctx, Config{
 		DataDir: *dataDir,
 		BinDir:  *binDir,
-		Layout:  DefaultLayout(),
+		Layout:  layout,
 		Out:     os.Stdout,
 	})
 	if err != nil {

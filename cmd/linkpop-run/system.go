@@ -17,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/linkpop/linkpop/replication/devserver"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // Layout says where every component listens.
@@ -28,6 +31,18 @@ type Layout struct {
 	// Edges are started in order; every edge after the first joins the
 	// first one's gossip address.
 	Edges []EdgeLayout
+
+	// NATSCluster, when set, makes the system highly available (`make
+	// run-ha`, HALayout): a JetStream cluster of these nodes in this
+	// process instead of the origin's embedded server (NATS is then
+	// unused), the origin at OriginAPI and a standby at StandbyAPI, both
+	// with -ha -ack replicated and -no-collector, and a collector process
+	// at CollectorAdmin. The default (none) is the single-machine system.
+	NATSCluster []NATSNode
+	// StandbyAPI and StandbyAdmin are the standby origin's listeners.
+	StandbyAPI, StandbyAdmin string
+	// CollectorAdmin is the collector's admin listener.
+	CollectorAdmin string
 }
 
 // EdgeLayout is one edge's name (also its data directory under DataDir and
@@ -104,6 +119,13 @@ type system struct {
 
 	origin *child
 	edges  []*child
+	// With Layout.NATSCluster: the standby origin (origin is the other
+	// one), which of the two led at start, the collector and the
+	// in-process NATS servers.
+	standby, leader *child
+	collector       *child
+	nats            []*devserver.Server
+
 	exited chan *child // every child sends itself once, when it exits
 }
 
@@ -141,7 +163,11 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
-	for _, bin := range []string{"origin", "edge"} {
+	bins := []string{"origin", "edge"}
+	if cfg.Layout.ha() {
+		bins = append(bins, "collector")
+	}
+	for _, bin := range bins {
 		if _, err := os.Stat(filepath.Join(cfg.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s binary: %w (run `make build` first)", bin, err)
 		}
@@ -171,10 +197,13 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 		keySource: source,
 		out:       &lockedWriter{w: cfg.Out},
 		nameWidth: len("origin"),
-		exited:    make(chan *child, 1+len(cfg.Layout.Edges)),
+		exited:    make(chan *child, 3+len(cfg.Layout.Edges)),
 	}
 	for _, e := range cfg.Layout.Edges {
 		s.nameWidth = max(s.nameWidth, len(e.Name))
+	}
+	if cfg.Layout.ha() {
+		s.nameWidth = max(s.nameWidth, len("collector"))
 	}
 	ok := false
 	defer func() {
@@ -190,32 +219,42 @@ func start(ctx context.Context, cfg Config) (*system, error) {
 	// origin's embedded NATS runs with authentication on and writes each
 	// role's password under originData/nats-auth; the edges connect as
 	// the edge role with the edge's password file.
-	s.origin, err = s.spawn("origin", "origin", l.OriginAdmin, []string{
-		"-dev",
-		"-dev-nats-addr", l.NATS,
-		"-data", originData,
-		"-listen", l.OriginAPI,
-		"-admin", l.OriginAdmin,
-		"-base-url", "http://" + l.Edges[0].Listen + "/",
-	}, []string{adminKeyEnv + "=" + key})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.waitReady(ctx, s.origin); err != nil {
-		return nil, err
+	natsUser, natsPass := "edge", filepath.Join(originData, "nats-auth", "edge.password")
+	origins := "http://" + l.OriginAPI
+	if l.ha() {
+		if err := s.startHA(ctx, key); err != nil {
+			return nil, err
+		}
+		natsPass = s.haPasswordFile(natsauth.Edge)
+		origins += ",http://" + l.StandbyAPI
+	} else {
+		s.origin, err = s.spawn("origin", "origin", l.OriginAdmin, []string{
+			"-dev",
+			"-dev-nats-addr", l.NATS,
+			"-data", originData,
+			"-listen", l.OriginAPI,
+			"-admin", l.OriginAdmin,
+			"-base-url", "http://" + l.Edges[0].Listen + "/",
+		}, []string{adminKeyEnv + "=" + key})
+		if err != nil {
+			return nil, err
+		}
+		if err := s.waitReady(ctx, s.origin); err != nil {
+			return nil, err
+		}
 	}
 	for i, e := range l.Edges {
 		args := []string{
 			"-listen", e.Listen,
 			"-admin", e.Admin,
 			"-data", filepath.Join(cfg.DataDir, e.Name),
-			"-nats", "nats://" + l.NATS,
-			"-nats-user", "edge",
-			"-nats-password-file", filepath.Join(originData, "nats-auth", "edge.password"),
+			"-nats", s.natsURLs(),
+			"-nats-user", natsUser,
+			"-nats-password-file", natsPass,
 			"-node", e.Name,
 			"-gossip-bind", e.Gossip,
 			"-gossip-key-file", gossipKey,
-			"-origin", "http://" + l.OriginAPI,
+			"-origin", origins,
 			"-analytics-key-file", analyticsKey,
 		}
 		if i > 0 {
@@ -244,8 +283,21 @@ func (c *Config) validate() error {
 	if c.BinDir == "" {
 		errs = append(errs, errors.New("BinDir is required"))
 	}
-	if c.Layout.NATS == "" || c.Layout.OriginAPI == "" || c.Layout.OriginAdmin == "" {
-		errs = append(errs, errors.New("layout: NATS, OriginAPI and OriginAdmin are required"))
+	if (c.Layout.NATS == "" && !c.Layout.ha()) || c.Layout.OriginAPI == "" || c.Layout.OriginAdmin == "" {
+		errs = append(errs, errors.New("layout: NATS (or NATSCluster), OriginAPI and OriginAdmin are required"))
+	}
+	if c.Layout.ha() {
+		if len(c.Layout.NATSCluster) != 3 {
+			errs = append(errs, errors.New("layout: NATSCluster needs three nodes (the streams are R3)"))
+		}
+		for i, n := range c.Layout.NATSCluster {
+			if n.Client == "" || n.Route == "" {
+				errs = append(errs, fmt.Errorf("layout: NATS node %d needs Client and Route", i))
+			}
+		}
+		if c.Layout.StandbyAPI == "" || c.Layout.StandbyAdmin == "" || c.Layout.CollectorAdmin == "" {
+			errs = append(errs, errors.New("layout: with NATSCluster, StandbyAPI, StandbyAdmin and CollectorAdmin are required"))
+		}
 	}
 	if len(c.Layout.Edges) == 0 {
 		errs = append(errs, errors.New("layout: at least one edge is required"))
@@ -377,9 +429,19 @@ func (s *system) stop() {
 		wg.Go(func() { s.terminate(c) })
 	}
 	wg.Wait()
-	if s.origin != nil {
-		s.terminate(s.origin)
+	if s.collector != nil {
+		s.terminate(s.collector)
 	}
+	for _, c := range []*child{s.origin, s.standby} {
+		if c != nil {
+			wg.Go(func() { s.terminate(c) })
+		}
+	}
+	wg.Wait()
+	for _, srv := range s.nats {
+		srv.Shutdown()
+	}
+	s.nats = nil
 }
 
 func (s *system) terminate(c *child) {
@@ -399,8 +461,10 @@ func (s *system) terminate(c *child) {
 
 func (s *system) all() []*child {
 	var cs []*child
-	if s.origin != nil {
-		cs = append(cs, s.origin)
+	for _, c := range []*child{s.origin, s.standby, s.collector} {
+		if c != nil {
+			cs = append(cs, c)
+		}
 	}
 	return append(cs, s.edges...)
 }
@@ -466,12 +530,20 @@ func (s *system) usage() string {
 	fmt.Fprintf(&b, "  every GET redirect is a click shipped to LINKPOP_CLICKS (curl's own User-Agent\n")
 	fmt.Fprintf(&b, "  counts as a bot; add -A 'Mozilla/5.0' to count a click)\n")
 	fmt.Fprintf(&b, "\n  %-*s  pid %-7d API http://%s/v1  metrics http://%s/metrics\n",
-		s.nameWidth, "origin", s.origin.cmd.Process.Pid, l.OriginAPI, l.OriginAdmin)
+		s.nameWidth, s.origin.name, s.origin.cmd.Process.Pid, l.OriginAPI, l.OriginAdmin)
 	for i, e := range l.Edges {
 		fmt.Fprintf(&b, "  %-*s  pid %-7d http://%s  status http://%s/status  metrics http://%s/metrics\n",
 			s.nameWidth, e.Name, s.edges[i].cmd.Process.Pid, e.Listen, e.Admin, e.Admin)
 	}
-	fmt.Fprintf(&b, "\n  Kill the origin (kill %d) and the edges keep redirecting from their replicas.\n", s.origin.cmd.Process.Pid)
+	if s.standby != nil {
+		fmt.Fprintf(&b, "  %-*s  pid %-7d API http://%s/v1  metrics http://%s/metrics\n",
+			s.nameWidth, s.standby.name, s.standby.cmd.Process.Pid, l.StandbyAPI, l.StandbyAdmin)
+		fmt.Fprintf(&b, "  %-*s  pid %-7d metrics http://%s/metrics\n",
+			s.nameWidth, s.collector.name, s.collector.cmd.Process.Pid, l.CollectorAdmin)
+		s.usageHA(&b, key)
+	} else {
+		fmt.Fprintf(&b, "\n  Kill the origin (kill %d) and the edges keep redirecting from their replicas.\n", s.origin.cmd.Process.Pid)
+	}
 	fmt.Fprintf(&b, "  Ctrl-C to stop.\n\n")
 	return b.String()
 }

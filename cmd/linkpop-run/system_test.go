@@ -20,6 +20,7 @@ import (
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/proctest"
 	"github.com/linkpop/linkpop/internal/wait"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 func TestLoadAdminKey(t *testing.T) {
@@ -338,7 +339,11 @@ func checkSecretsHidden(t *testing.T, s *system, out *syncBuffer) {
 	read("analytics key", filepath.Join(s.cfg.DataDir, "analytics.key"))
 	read("gossip key", filepath.Join(s.cfg.DataDir, "gossip.key"))
 	for _, role := range []string{"operator", "origin", "edge", "collector"} {
-		read("NATS "+role+" password", filepath.Join(s.cfg.DataDir, "origin", "nats-auth", role+".password"))
+		path := filepath.Join(s.cfg.DataDir, "origin", "nats-auth", role+".password")
+		if s.cfg.Layout.ha() {
+			path = s.haPasswordFile(natsauth.Role(role))
+		}
+		read("NATS "+role+" password", path)
 	}
 	procs := map[string]int{"linkpop-run": os.Getpid()}
 	for _, c := range s.all() {

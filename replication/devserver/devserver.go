@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -42,6 +43,25 @@ type Config struct {
 	// configuration (its certificate, and ClientCAs with
 	// ClientAuth to verify clients). The default is plain TCP.
 	TLS *tls.Config
+	// Name is the server's name; in a cluster every server needs its
+	// own. The default is "linkpop-dev".
+	Name string
+	// Cluster, when set, makes the server one node of a JetStream
+	// cluster (`make run-ha`). The default is a single server.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig makes a server one node of a cluster: every node lists the
+// route address of every node, itself included (the server skips its
+// own), and starts before any waits for the others (a node waits for its
+// routes to form a quorum).
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every node. Required.
+	Name string
+	// Addr is this node's route listen address, host:port. Required.
+	Addr string
+	// Routes are the route addresses (host:port) of every node. Required.
+	Routes []string
 }
 
 // Server is a running embedded NATS server.
@@ -68,8 +88,11 @@ func Start(cfg Config) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if cfg.Name == "" {
+		cfg.Name = "linkpop-dev"
+	}
 	opts := &server.Options{
-		ServerName: "linkpop-dev",
+		ServerName: cfg.Name,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
@@ -82,6 +105,22 @@ func Start(cfg Config) (*Server, error) {
 		opts.SyncAlways = true
 	}
 	opts.Users = ServerUsers(cfg.Users, cfg.Subjects)
+	if c := cfg.Cluster; c != nil {
+		chost, cport, err := net.SplitHostPort(c.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("devserver: cluster addr %q: %w", c.Addr, err)
+		}
+		cp, err := strconv.Atoi(cport)
+		if err != nil || c.Name == "" || len(c.Routes) == 0 {
+			return nil, fmt.Errorf("devserver: cluster needs Name, a host:port Addr (got %q) and Routes", c.Addr)
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: chost, Port: cp}
+		var routes []string
+		for _, r := range c.Routes {
+			routes = append(routes, "nats-route://"+r)
+		}
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+	}
 	if cfg.TLS != nil {
 		opts.TLS = true
 		opts.TLSConfig = cfg.TLS
@@ -96,9 +135,9 @@ func Start(cfg Config) (*Server, error) {
 		ns.ConfigureLogger()
 	}
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
-		return nil, errors.New("devserver: not ready for connections after 10s")
+		return nil, errors.New("devserver: not ready for connections after 30s")
 	}
 	return &Server{ns: ns}, nil
 }
@@ -130,4 +169,12 @@ func ServerUsers(users []natsauth.User, s natsauth.Subjects) []*server.User {
 		out = append(out, su)
 	}
 	return out
+}
+
+// JetStreamReady reports, for a cluster node, whether JetStream is current
+// with the cluster's meta leader (a fresh cluster elects one within
+// seconds; a stream request sent before that may go unanswered), and
+// whether this node is that leader. A single server is always ready.
+func (s *Server) JetStreamReady() (current, metaLeader bool) {
+	return s.ns.JetStreamIsCurrent(), s.ns.JetStreamIsLeader()
 }
