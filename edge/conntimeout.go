@@ -47,24 +47,33 @@ type connTimeouts struct {
 	done  chan struct{}
 }
 
-// Connection phases, in the top bits of timedConn.phase.
+// Connection phases, in the top bits of timedConn.phase, and the close
+// flags below them.
 const (
 	phaseNew uint64 = iota
 	phaseActive
 	phaseIdle
 	phaseShift = 62
-	phaseMask  = 1<<phaseShift - 1
+	// closedBit: the connection is closed; a request read before it was
+	// closed is not answered, so the handler counts no click for it
+	// (connLost).
+	closedBit = 1 << 61
+	// closeLater: a Close came while a request was active; the connection
+	// closes once the request is answered (StateIdle) or fasthttp ends it
+	// (StateClosed).
+	closeLater = 1 << 60
+	phaseMask  = 1<<60 - 1
 )
 
 // timedConn is an accepted connection and the phase it is in.
 type timedConn struct {
 	net.Conn
 	t *connTimeouts
-	// phase is the phase << phaseShift | the coarse time it began.
+	// phase is the phase << phaseShift | the close flags | the coarse
+	// time it began.
 	phase atomic.Uint64
 	// writing is the coarse time a Write began + 1, or 0.
 	writing atomic.Int64
-	closed  atomic.Bool
 }
 
 // newConnTimeouts starts the sweeper; stopSweeper ends it.
@@ -111,7 +120,7 @@ func (l *timedListener) Accept() (net.Conn, error) {
 }
 
 // connState is the fasthttp.Server's ConnState hook: two calls per
-// request, each an atomic load and store.
+// request, each an atomic load and compare-and-swap.
 func (t *connTimeouts) connState(c net.Conn, st fasthttp.ConnState) {
 	tc, ok := c.(*timedConn)
 	if !ok {
@@ -119,12 +128,36 @@ func (t *connTimeouts) connState(c net.Conn, st fasthttp.ConnState) {
 	}
 	switch st {
 	case fasthttp.StateActive:
-		tc.phase.Store(phaseActive<<phaseShift | uint64(t.now.Load()))
+		tc.enter(phaseActive)
 	case fasthttp.StateIdle:
-		tc.phase.Store(phaseIdle<<phaseShift | uint64(t.now.Load()))
-	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		if tc.enter(phaseIdle)&closeLater != 0 {
+			_ = tc.closeNow()
+		}
+	case fasthttp.StateClosed:
+		// fasthttp called Close, which may have been put off.
+		_ = tc.closeNow()
+	case fasthttp.StateHijacked:
 		t.forget(tc)
 	}
+}
+
+// enter sets the connection's phase, begun at the coarse now, keeping its
+// close flags, and returns the word it replaced.
+func (c *timedConn) enter(phase uint64) uint64 {
+	for {
+		old := c.phase.Load()
+		if c.phase.CompareAndSwap(old, old&(closedBit|closeLater)|phase<<phaseShift|uint64(c.t.now.Load())) {
+			return old
+		}
+	}
+}
+
+// connLost reports whether the connection of ctx was closed before its
+// request went active: fasthttp still runs the handler on a request it
+// had read, but its answer is never written.
+func connLost(ctx *fasthttp.RequestCtx) bool {
+	tc, ok := ctx.Conn().(*timedConn)
+	return ok && tc.phase.Load()&closedBit != 0
 }
 
 func (t *connTimeouts) forget(tc *timedConn) {
@@ -140,8 +173,34 @@ func (c *timedConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the connection, unless a request is active on it: then
+// the close waits until the request is answered. fasthttp's Shutdown
+// closes the connections it sees idle, and one whose next request has
+// just been read is still idle to it: closed then, its request would be
+// handled (a click counted) and never answered, and a client that sent it
+// on a kept-alive connection retries it, as Go's http.Transport does with
+// a GET. Either the close lands before the request goes active, and the
+// handler sees connLost, or after, and the answer is written first.
 func (c *timedConn) Close() error {
-	if c.closed.Swap(true) {
+	for {
+		p := c.phase.Load()
+		switch {
+		case p&closedBit != 0:
+			return nil
+		case p>>phaseShift == phaseActive:
+			if p&closeLater != 0 || c.phase.CompareAndSwap(p, p|closeLater) {
+				return nil
+			}
+		case c.phase.CompareAndSwap(p, p|closedBit):
+			c.t.forget(c)
+			return c.Conn.Close()
+		}
+	}
+}
+
+// closeNow closes the connection whatever it is doing.
+func (c *timedConn) closeNow() error {
+	if c.phase.Or(closedBit)&closedBit != 0 {
 		return nil
 	}
 	c.t.forget(c)
@@ -189,7 +248,7 @@ func (t *connTimeouts) sweeper() {
 		// Closing unblocks fasthttp's read or write on the connection,
 		// which then ends it.
 		for _, c := range late {
-			_ = c.Close()
+			_ = c.closeNow()
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -146,6 +147,110 @@ func TestConnTimeoutsOverdue(t *testing.T) {
 		if got := ct.overdue(c, tc.now); got != tc.want {
 			t.Errorf("%s: overdue = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// shutdownCloseServer serves a 302 with connTimeouts on 127.0.0.1; on
+// the second request of its one connection, closeAt closes it as
+// fasthttp's Shutdown does (closeIdleConns) either before or after the
+// request goes active. It returns the address and the count of requests
+// the handler would count a click for (not connLost).
+func shutdownCloseServer(t *testing.T, closeBeforeActive bool) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := newConnTimeouts(readTimeout, writeTimeout, idleTimeout)
+	var counted, active atomic.Int64
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if !connLost(ctx) {
+				counted.Add(1)
+			}
+			ctx.SetStatusCode(fasthttp.StatusFound)
+			ctx.Response.Header.Set("Location", "https://example.com/")
+		},
+		ConnState: func(c net.Conn, st fasthttp.ConnState) {
+			// closeIdleConns reads the idle mark, then closes: its Close
+			// can land after the next request was read, before or after
+			// StateActive. Here it lands there every time.
+			second := st == fasthttp.StateActive && active.Add(1) == 2
+			if second && closeBeforeActive {
+				_ = c.Close()
+			}
+			ct.connState(c, st)
+			if second && !closeBeforeActive {
+				_ = c.Close()
+			}
+		},
+		CloseOnShutdown: true,
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ct.listener(ln)) }()
+	t.Cleanup(func() {
+		_ = srv.Shutdown()
+		<-done
+		ct.stopSweeper()
+	})
+	return ln.Addr().String(), &counted
+}
+
+// twoRequests sends two GETs on one keep-alive connection and returns the
+// status of each (0: no answer, the connection ended).
+func twoRequests(t *testing.T, addr string) [2]int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	var got [2]int
+	for i := range got {
+		if _, err := io.WriteString(c, "GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return got
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("request %d: no answer and the connection stayed open", i)
+			}
+			return got
+		}
+		resp.Body.Close()
+		got[i] = resp.StatusCode
+	}
+	return got
+}
+
+// A close from fasthttp's Shutdown that lands while a request is active
+// waits for its answer: the client gets the redirect the handler counted
+// (closed at once, the handler counted a click the client never got, and
+// Go's http.Transport sent the GET again: TestClicksExactThroughFaults/
+// EdgeRestart counted one click too many), then the connection closes.
+func TestConnTimeoutsShutdownCloseWhileActive(t *testing.T) {
+	leaktest.Check(t)
+	addr, counted := shutdownCloseServer(t, false)
+	if got := twoRequests(t, addr); got != [2]int{http.StatusFound, http.StatusFound} {
+		t.Fatalf("answers %v, want two 302s", got)
+	}
+	if n := counted.Load(); n != 2 {
+		t.Fatalf("%d requests counted, want 2", n)
+	}
+}
+
+// A close that lands before the request goes active (fasthttp has read it
+// and still runs the handler) is connLost: no answer, and nothing counted.
+func TestConnTimeoutsShutdownCloseBeforeActive(t *testing.T) {
+	leaktest.Check(t)
+	addr, counted := shutdownCloseServer(t, true)
+	if got := twoRequests(t, addr); got != [2]int{http.StatusFound, 0} {
+		t.Fatalf("answers %v, want a 302 and none", got)
+	}
+	if n := counted.Load(); n != 1 {
+		t.Fatalf("%d requests counted, want 1: the unanswered one counted", n)
 	}
 }
 

@@ -126,10 +126,11 @@ func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 // recordClick records a click if the answer decided is a redirect to a
-// GET (HEAD, 404 and 410 are not clicks) and analytics is on, and returns
-// status.
+// GET (HEAD, 404 and 410 are not clicks) that can still be written (the
+// connection was not closed under it: connLost) and analytics is on, and
+// returns status.
 func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Time, status int) int {
-	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
+	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() || connLost(ctx) {
 		return status
 	}
 	c := clicks.Click{
