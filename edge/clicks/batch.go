@@ -3,6 +3,7 @@ package clicks
 import (
 	"cmp"
 	"fmt"
+	"github.com/linkpop/linkpop/link"
 	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -294,9 +295,9 @@ func (b *builder) reduce(src, dst *batchEnc) {
 			}
 			body := protowire.AppendTag(b.body[:0], 1, protowire.BytesType)
 			body = protowire.AppendBytes(body, code)
-			body = appendVarint(body, 2, minute)
-			body = appendVarint(body, 3, clicks)
-			body = appendVarint(body, 4, bots)
+			body = link.AppendVarintField(body, 2, minute)
+			body = link.AppendVarintField(body, 3, clicks)
+			body = link.AppendVarintField(body, 4, bots)
 			b.body = body
 			dst.add(body, clicks+bots)
 		}
@@ -309,15 +310,15 @@ func (b *builder) reduce(src, dst *batchEnc) {
 func (b *builder) encodeSingle(e *batchEnc, m *minuteAgg) {
 	c := b.class(m.t0.ua)
 	n := m.t0n
-	body := appendString(b.body[:0], 1, m.code)
-	body = appendVarint(body, 2, uint64(m.minute))
+	body := link.AppendStringField(b.body[:0], 1, m.code)
+	body = link.AppendVarintField(body, 2, uint64(m.minute))
 	if n == 1 {
 		// The usual entry of spread traffic: the breakdowns' encodings are
 		// kept per User-Agent, referrer and country.
 		if c.Bot {
-			body = appendVarint(body, 4, 1)
+			body = link.AppendVarintField(body, 4, 1)
 		} else {
-			body = appendVarint(body, 3, 1)
+			body = link.AppendVarintField(body, 3, 1)
 			body = b.appendVisitors(body, m)
 			body = append(body, b.ref(m.t0.ref).one...)
 			body = append(body, countryOneOf(m.t0.country)...)
@@ -328,9 +329,9 @@ func (b *builder) encodeSingle(e *batchEnc, m *minuteAgg) {
 		return
 	}
 	if c.Bot {
-		body = appendVarint(body, 4, n)
+		body = link.AppendVarintField(body, 4, n)
 	} else {
-		body = appendVarint(body, 3, n)
+		body = link.AppendVarintField(body, 3, n)
 		body = b.appendVisitors(body, m)
 		body = appendKeyCount(body, 6, b.referrer(m.t0.ref), n)
 		body = appendKeyCount(body, 7, countryKey(m.t0.country), n)
@@ -401,10 +402,10 @@ func (b *builder) encodeMerged(e *batchEnc, m *minuteAgg) {
 			lb.visitors = append(lb.visitors, v)
 		}
 	}
-	body := appendString(b.body[:0], 1, m.code)
-	body = appendVarint(body, 2, uint64(m.minute))
-	body = appendVarint(body, 3, lb.clicks)
-	body = appendVarint(body, 4, lb.bots)
+	body := link.AppendStringField(b.body[:0], 1, m.code)
+	body = link.AppendVarintField(body, 2, uint64(m.minute))
+	body = link.AppendVarintField(body, 3, lb.clicks)
+	body = link.AppendVarintField(body, 4, lb.bots)
 	if len(lb.visitors) > 0 {
 		body = protowire.AppendTag(body, 5, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(8*len(lb.visitors)))
@@ -501,22 +502,6 @@ func (e *batchEnc) sections(f func(links []byte, clicks uint64)) {
 	}
 }
 
-func appendVarint(dst []byte, num protowire.Number, v uint64) []byte {
-	if v == 0 {
-		return dst
-	}
-	dst = protowire.AppendTag(dst, num, protowire.VarintType)
-	return protowire.AppendVarint(dst, v)
-}
-
-func appendString(dst []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return dst
-	}
-	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	return protowire.AppendString(dst, s)
-}
-
 // appendKeyCount appends a KeyCount (key, n) as field num.
 func appendKeyCount(dst []byte, num protowire.Number, key string, n uint64) []byte {
 	size := protowire.SizeVarint(n) + 1
@@ -525,8 +510,8 @@ func appendKeyCount(dst []byte, num protowire.Number, key string, n uint64) []by
 	}
 	dst = protowire.AppendTag(dst, num, protowire.BytesType)
 	dst = protowire.AppendVarint(dst, uint64(size))
-	dst = appendString(dst, 1, key)
-	return appendVarint(dst, 2, n)
+	dst = link.AppendStringField(dst, 1, key)
+	return link.AppendVarintField(dst, 2, n)
 }
 
 // countryKey is the breakdown key of a country code, without allocating
