@@ -3,12 +3,12 @@ package clicks
 import (
 	"cmp"
 	"fmt"
-	"github.com/linkpop/linkpop/link"
 	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
