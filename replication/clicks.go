@@ -31,6 +31,11 @@ type ClickStreamConfig struct {
 	// re-sent batches (the collector also refuses them by sequence). The
 	// default is 10 minutes.
 	DuplicateWindow time.Duration
+	// Regions are the JetStream domains of the regions whose click
+	// streams this one sources (see RegionConfig): their batches arrive
+	// here, in each edge's order, once the region's leaf link is up. The
+	// default is none.
+	Regions []string
 }
 
 func (c ClickStreamConfig) withDefaults() ClickStreamConfig {
@@ -64,6 +69,11 @@ func (c ClickStreamConfig) Validate() error {
 	if c.DuplicateWindow < 0 {
 		errs = append(errs, errors.New("click stream: DuplicateWindow must not be negative"))
 	}
+	for _, d := range c.Regions {
+		if !domainRE.MatchString(d) {
+			errs = append(errs, fmt.Errorf("click stream: region %q must be 1-64 of [A-Za-z0-9_-]", d))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -92,14 +102,24 @@ func (c ClickStreamConfig) jsConfig() jetstream.StreamConfig {
 		Duplicates:  c.DuplicateWindow,
 		MaxMsgSize:  1 << 20,
 		AllowDirect: true,
+		Sources:     c.regionSources(),
 	}
 }
 
 // EnsureClickStream creates the click stream, or updates it to this
-// configuration if it exists.
+// configuration if it exists. With Regions it first waits, up to 10 s
+// each (within ctx), for every region's JetStream to answer, so that the
+// sources start at once rather than after nats-server's retry backoff; a
+// region that does not answer is sourced anyway, and its batches follow
+// when its link comes up.
 func EnsureClickStream(ctx context.Context, js jetstream.JetStream, cfg ClickStreamConfig) (jetstream.Stream, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	for _, d := range cfg.Regions {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = WaitDomain(wctx, js.Conn(), d)
+		cancel()
 	}
 	return ensureStream(ctx, js, cfg.jsConfig())
 }

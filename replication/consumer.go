@@ -461,14 +461,16 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 		return false, fmt.Errorf("stream %s: %w", c.cfg.Stream.Name, err)
 	}
 	info := stream.CachedInfo()
-	c.contact()
+	last, at := upstream(info, asked)
+	c.contactAt(at)
 	// stale: pos belongs to a stream that was reset, and nothing of its
 	// successor was applied yet (the replay was interrupted).
 	stale := pos > 0 && pos == c.stalePos.Load()
 	reset := c.observeStream(info, pos)
+	c.observeUpstream(last)
 	reset = c.resetPending.Swap(false) || reset || stale
 	if !reset {
-		c.offerProof(info.State.LastSeq, asked)
+		c.offerProof(last, at)
 	}
 
 	cc := jetstream.ConsumerConfig{
@@ -807,7 +809,61 @@ func (c *Consumer) offerProof(last uint64, asked time.Time) {
 
 // contact records that the stream answered.
 func (c *Consumer) contact() {
-	c.lastContact.Store(time.Now().UnixNano())
+	c.contactAt(time.Now())
+}
+
+// contactAt records that the stream was known current at t (nothing if t
+// is zero); LastContact never goes back.
+func (c *Consumer) contactAt(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	ns := t.UnixNano()
+	for {
+		old := c.lastContact.Load()
+		if old >= ns || c.lastContact.CompareAndSwap(old, ns) {
+			return
+		}
+	}
+}
+
+// upstream reads the stream's info as a statement about the change
+// stream the origin writes: its last sequence, and the time at which it
+// was that. For the change stream itself that is its last sequence when
+// asked. For a mirror of it (a region's local copy, see EnsureRegion)
+// the mirror knows the upstream only as of its last contact with it,
+// Mirror.Active before it was asked, and was Mirror.Lag messages behind
+// it then (mirrors keep the upstream's sequences): so the upstream's last
+// sequence was at least LastSeq+Lag at asked-Active, and a mirror never
+// in contact (Active < 0) gives no time at all. An edge reading a mirror
+// cut off from the origin's region thus reports itself stale and loses
+// its proof of freshness, though the mirror itself answers. The mirror
+// updates Lag with each message it receives, so right after a heal (its
+// upstream consumer recreated, nothing received yet) it may for a moment
+// still show the Lag of before the cut: the proof is as exact as the
+// mirror's own view.
+func upstream(info *jetstream.StreamInfo, asked time.Time) (last uint64, at time.Time) {
+	last = info.State.LastSeq
+	m := info.Mirror
+	if m == nil {
+		return last, asked
+	}
+	last += m.Lag
+	if m.Active < 0 {
+		return last, time.Time{}
+	}
+	return last, asked.Add(-m.Active)
+}
+
+// observeUpstream raises StreamLast to the upstream's last sequence when
+// the stream read is a mirror that lags it (see upstream).
+func (c *Consumer) observeUpstream(last uint64) {
+	for {
+		old := c.streamLast.Load()
+		if old >= last || c.streamLast.CompareAndSwap(old, last) {
+			return
+		}
+	}
 }
 
 // observeStream records the stream's state and reports whether the stream
@@ -944,8 +1000,9 @@ func (c *Consumer) poll(ctx context.Context) {
 		}
 		return
 	}
-	c.contact()
 	info := stream.CachedInfo()
+	last, at := upstream(info, asked)
+	c.contactAt(at)
 	// A reset is acted on only if no replay began while info was on its
 	// way: applied may have been the old stream's position.
 	if c.observeStream(info, applied) && applied > 0 && c.resets.Load() == resets {
@@ -953,7 +1010,8 @@ func (c *Consumer) poll(ctx context.Context) {
 		c.abortSession(errStreamReset)
 		return
 	}
-	c.offerProof(info.State.LastSeq, asked)
+	c.observeUpstream(last)
+	c.offerProof(last, at)
 	since := time.Since(unixTime(c.progressAt.Load()))
 	if info.State.LastSeq > c.applied.Load() && since >= c.cfg.StallTimeout && c.abortSession(errStalled) {
 		c.stalls.Add(1)

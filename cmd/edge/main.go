@@ -64,6 +64,7 @@ func run(args []string) error {
 		analyticsKey  = cli.SecretVar(fs, "analytics-key", "LINKPOP_ANALYTICS_KEY", "click analytics key (at least 16 bytes, the same on every edge, never the API key); with it every GET redirect is recorded and shipped to the click stream", true)
 		trusted       = fs.String("trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For / Forwarded name the client, comma separated")
 		clickStream   = fs.String("click-stream", "LINKPOP_CLICKS", "click stream `name`")
+		clickSubject  = fs.String("click-subject", "linkpop.clicks", "subject `prefix` of this edge's click batches (<prefix>.<node>); in a region with its own JetStream domain, linkpop.clicks.<domain>")
 		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the most a SIGKILL can lose)")
 		clickSpill    = fs.Int64("click-spill-max-bytes", edge.DefaultClickSpillMaxBytes, "`bytes` of click batches kept on disk while the stream is unreachable")
 		clickEntries  = fs.Int("click-max-entries", edge.DefaultClickMaxEntries, "click aggregate `entries` held in memory per flush interval")
@@ -148,7 +149,7 @@ func run(args []string) error {
 		PeerSecret:           []byte(strings.TrimSpace(psecret)),
 		AnalyticsKey:         []byte(key),
 		TrustedProxies:       proxies,
-		ClickStream:          replication.ClickStreamConfig{Name: *clickStream},
+		ClickStream:          replication.ClickStreamConfig{Name: *clickStream, SubjectPrefix: *clickSubject},
 		ClickFlush:           *clickFlush,
 		ClickSpillMaxBytes:   *clickSpill,
 		ClickMaxEntries:      *clickEntries,
