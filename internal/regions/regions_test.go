@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,6 +28,9 @@ import (
 const (
 	adminKey     = "regions-admin-key-0123456789abcdef"
 	analyticsKey = "regions-analytics-key-fedcba98765"
+	// defaultCut is the least time eu stays cut off; LINKPOP_REGIONS_CUT
+	// (a duration, e.g. 150s for a long partition) overrides it.
+	defaultCut = 12 * time.Second
 	// maxStale is the edges' -max-stale: a strict link is refused this
 	// long after the edge last proved it had everything.
 	maxStale = 3 * time.Second
@@ -81,9 +85,8 @@ type edgeProc struct {
 func TestRegionsPartition(t *testing.T) {
 	requireLab(t)
 	start := time.Now()
-	natsBin := proctest.Build(t, "github.com/nats-io/nats-server/v2")
-	originBin := proctest.Build(t, "github.com/linkpop/linkpop/cmd/origin")
-	edgeBin := proctest.Build(t, "github.com/linkpop/linkpop/cmd/edge")
+	bins := buildAll(t, "github.com/nats-io/nats-server/v2", "github.com/linkpop/linkpop/cmd/origin", "github.com/linkpop/linkpop/cmd/edge")
+	natsBin, originBin, edgeBin := bins[0], bins[1], bins[2]
 	t.Logf("built binaries in %v", time.Since(start).Round(time.Millisecond))
 
 	l := newLab(t)
@@ -270,6 +273,17 @@ leafnodes {
 	}
 
 	// The cut.
+	cutFor := defaultCut
+	if v := os.Getenv("LINKPOP_REGIONS_CUT"); v != "" {
+		if cutFor, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("LINKPOP_REGIONS_CUT: %v", err)
+		}
+	}
+	for _, r := range regions {
+		if !leafConnected(httpc, hubIP, r.ip) {
+			t.Fatalf("the hub's /leafz does not list %s's leaf connection before the cut", r.name)
+		}
+	}
 	l.cut("eu")
 	cutAt := time.Now()
 	t.Logf("cut eu at +%v:\n%s", time.Since(start).Round(time.Millisecond), l.cutRules("eu"))
@@ -356,7 +370,39 @@ leafnodes {
 			t.Errorf("%s cut off: click journal %+v: batches should be acknowledged by the region's stream", e.name, s.Clicks)
 		}
 	}
-	t.Logf("cut lasted %v", time.Since(cutAt).Round(time.Millisecond))
+	// Keep changing links and clicking until the cut has lasted cutFor
+	// and the hub has dropped eu's leaf connection (the pings, 1s x 3,
+	// noticed the silence): a partition, not a blip TCP rides out.
+	for i := 0; time.Since(cutAt) < cutFor || leafConnected(httpc, hubIP, eu.ip); i++ {
+		if time.Since(cutAt) > cutFor+60*time.Second {
+			t.Fatalf("the hub still lists eu's leaf connection %v into the cut", time.Since(cutAt))
+		}
+		lk, err := api.CreateLink(ctx, client.CreateLink{URL: fmt.Sprintf("https://example.com/cut/%d", i)}, client.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create during the cut: %v", err)
+		}
+		switch i % 3 {
+		case 1:
+			u := lk.URL + "/v2"
+			if _, err := api.UpdateLink(ctx, lk.Code, client.UpdateLink{URL: &u}, 0); err != nil {
+				t.Fatalf("update during the cut: %v", err)
+			}
+		case 2:
+			if _, err := api.DisableLink(ctx, lk.Code, 0); err != nil {
+				t.Fatalf("disable during the cut: %v", err)
+			}
+		}
+		for _, e := range all {
+			click(t, httpc, e, hot[i%len(hot)].Code, 1)
+		}
+		time.Sleep(200 * time.Millisecond) // pacing of the workload, not a wait for a condition
+	}
+	for _, e := range eu.edges {
+		if s := edgeStatus(t, httpc, e); !s.Stale || s.Reason != "stale" {
+			t.Errorf("%s at the end of the cut: stale %v reason %q", e.name, s.Stale, s.Reason)
+		}
+	}
+	t.Logf("cut lasted %v; the hub had dropped eu's leaf connection", time.Since(cutAt).Round(time.Millisecond))
 
 	// The heal.
 	l.heal("eu")
@@ -423,6 +469,55 @@ leafnodes {
 			r.name, len(ds), pct(ds, 50), pct(ds, 99), pct(ds, 100))
 	}
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// buildAll builds the main packages pkgs at once (proctest.Build builds
+// one at a time) and returns their binaries, in order.
+func buildAll(t *testing.T, pkgs ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	out := make([]string, len(pkgs))
+	errs := make([]error, len(pkgs))
+	var wg sync.WaitGroup
+	for i, pkg := range pkgs {
+		out[i] = filepath.Join(dir, filepath.Base(pkg))
+		wg.Go(func() {
+			if b, err := exec.Command("go", "build", "-o", out[i], pkg).CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// leafConnected reports whether the hub's monitoring lists a leaf
+// connection from ip.
+func leafConnected(c *http.Client, hubIP, ip string) bool {
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/leafz", hubIP, monitorPort))
+	if err != nil {
+		return true // unknown: keep waiting
+	}
+	defer resp.Body.Close()
+	var lz struct {
+		Leafs []struct {
+			IP string `json:"ip"`
+		} `json:"leafs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&lz); err != nil {
+		return true
+	}
+	for _, lf := range lz.Leafs {
+		if lf.IP == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // startNATS runs a nats-server with conf in host's namespace and waits
