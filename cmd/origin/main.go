@@ -6,6 +6,7 @@
 //	origin republish -data DIR [-nats URLS] [-timeout 2m]
 //	origin streams -nats URLS -nats-user operator -nats-password-file FILE [-stream-replicas 3 -click-stream-replicas 3]
 //	origin restore -data DIR [-nats URLS] [-stream-replicas 3]
+//	origin region -domain D -nats LEAF_URLS -nats-user operator -nats-password-file FILE [-replicas 3]
 //	origin verify [-api URL] [-key KEY | -key-file FILE] [-edges URLS] [-wait 10s] [-detail]
 //
 // `origin republish` re-publishes the whole link table into the stream and
@@ -17,6 +18,12 @@
 // them to the flags' settings (replicas, storage). Only the operator role
 // may; the origin, edges and collector only open streams that exist (-dev
 // creates them in its embedded server itself).
+//
+// `origin region` is the operator's step for a region away from the
+// origin (a leaf node with its own JetStream domain): against the
+// region's servers it creates the mirror of the change stream and the
+// regional click stream; `origin streams -regions D,...` then makes the
+// hub's click stream source the regions'.
 //
 // `origin restore` rebuilds the store in DIR from the streams alone (the
 // link stream and the origin stream of API keys and idempotency records),
@@ -56,6 +63,12 @@ func main() {
 	if len(args) > 0 && args[0] == "verify" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		code := runVerify(ctx, args[1:])
+		stop()
+		os.Exit(code)
+	}
+	if len(args) > 0 && args[0] == "region" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		code := runRegion(ctx, args[1:])
 		stop()
 		os.Exit(code)
 	}
@@ -194,6 +207,7 @@ type flags struct {
 	shutdownTimeout                time.Duration
 	noCollector                    bool
 	clickStreamReplicas            int
+	regions                        string
 	minuteRetention, hourRetention time.Duration
 	edgeRetireAfter                time.Duration
 	ack                            string
@@ -233,6 +247,7 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", origin.DefaultShutdownTimeout, "how long in-flight requests may finish at shutdown")
 	fs.BoolVar(&f.noCollector, "no-collector", false, "do not run the click collector in this process (the stats API then answers 503)")
 	fs.IntVar(&f.clickStreamReplicas, "click-stream-replicas", 1, "click stream (LINKPOP_CLICKS) replication factor (3 in production)")
+	fs.StringVar(&f.regions, "regions", "", "JetStream `domains` of the regions (see origin region) whose click streams the click stream sources, comma separated; set by origin streams")
 	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
 	fs.DurationVar(&f.hourRetention, "hour-retention", 90*24*time.Hour, "how long the collector keeps hour rollups (day rollups are kept forever)")
 	fs.DurationVar(&f.edgeRetireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
@@ -297,7 +312,7 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 		NoCollector:      f.noCollector,
 		Collector: collector.Config{
 			NATS:            collectorNATS,
-			Stream:          replication.ClickStreamConfig{Replicas: f.clickStreamReplicas},
+			Stream:          replication.ClickStreamConfig{Replicas: f.clickStreamReplicas, Regions: cli.SplitList(f.regions)},
 			MinuteRetention: f.minuteRetention,
 			HourRetention:   f.hourRetention,
 			RetireAfter:     f.edgeRetireAfter,

@@ -135,34 +135,28 @@ leafnodes {
 		startNATS(t, l, natsBin, r.name, r.ip, conf)
 	}
 
-	// The operator's steps: the hub's streams, then each region's mirror
-	// and click stream (once the hub answers through its leaf), then the
-	// hub's click stream sourcing the regions'.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	operator := func(ip string) *replication.Conn {
-		nc, err := replication.Dial(ctx, replication.ConnConfig{
-			URLs: []string{fmt.Sprintf("nats://%s:%d", ip, natsPort)}, User: string(natsauth.Operator), Password: pw[natsauth.Operator],
-			Name: "regions-operator", ReconnectWait: 100 * time.Millisecond})
+	// The operator's steps, with the origin binary's subcommands: the
+	// hub's streams, then each region's mirror and click stream (origin
+	// region waits for the hub to answer through the leaf), then the
+	// hub's click stream sourcing the regions' (origin streams -regions).
+	operator := func(host string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("ip", append([]string{"netns", "exec", l.ns(host), originBin}, args...)...)
+		cmd.Env = append(os.Environ(), "LINKPOP_NATS_PASSWORD="+pw[natsauth.Operator])
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("origin %s on %s: %v\n%s", args[0], host, err, out)
 		}
-		t.Cleanup(nc.Close)
-		return nc
+		t.Logf("origin %s on %s: %s", args[0], host, strings.TrimSpace(string(out)))
 	}
-	hubNC := operator(hubIP)
-	links := replication.StreamConfig{}
-	if err := replication.EnsureStreams(ctx, hubNC, links, replication.OriginStream(links, time.Hour), replication.ClickStreamConfig{}); err != nil {
-		t.Fatalf("hub streams: %v", err)
-	}
+	hubURL := fmt.Sprintf("nats://%s:%d", hubIP, natsPort)
+	operator("origin", "streams", "-nats", hubURL, "-nats-user", string(natsauth.Operator), "-timeout", "1m")
 	for _, r := range regions {
-		if err := replication.EnsureRegion(ctx, operator(r.ip), replication.RegionConfig{Domain: r.name}); err != nil {
-			t.Fatalf("region %s: %v", r.name, err)
-		}
+		operator(r.name, "region", "-domain", r.name, "-nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort), "-nats-user", string(natsauth.Operator), "-timeout", "1m")
 	}
-	if err := replication.EnsureClickStreamConn(ctx, hubNC, replication.ClickStreamConfig{Regions: []string{"eu", "us"}}); err != nil {
-		t.Fatalf("hub click stream with region sources: %v", err)
-	}
+	operator("origin", "streams", "-nats", hubURL, "-nats-user", string(natsauth.Operator), "-timeout", "1m", "-regions", "eu,us")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	t.Logf("streams and regions set up at +%v", time.Since(start).Round(time.Millisecond))
 
 	// The origin, on the hub's host; its collector counts the clicks.
