@@ -96,3 +96,8 @@ failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 m
 .PHONY: run-ha
 run-ha: build ## start the HA system: 3-node JetStream, leader and standby origins :8081/:8083, collector, edges :8080/:8082
 	./bin/linkpop-run -ha -data $(or $(DATA),.data-ha)
+
+# Regions (issue #15).
+.PHONY: regions-long
+regions-long: ## the multi-region partition test with a 150 s cut (root; network namespaces)
+	LINKPOP_REGIONS_CUT=150s $(GO) test -count=1 -timeout 15m -run '^TestRegionsPartition$$' -v ./internal/regions/
