@@ -367,6 +367,7 @@ leafnodes {
 	// Keep changing links and clicking until the cut has lasted cutFor
 	// and the hub has dropped eu's leaf connection (the pings, 1s x 3,
 	// noticed the silence): a partition, not a blip TCP rides out.
+	changes := len(during) + len(updated) + len(disabled)
 	for i := 0; time.Since(cutAt) < cutFor || leafConnected(httpc, hubIP, eu.ip); i++ {
 		if time.Since(cutAt) > cutFor+60*time.Second {
 			t.Fatalf("the hub still lists eu's leaf connection %v into the cut", time.Since(cutAt))
@@ -375,13 +376,16 @@ leafnodes {
 		if err != nil {
 			t.Fatalf("create during the cut: %v", err)
 		}
+		changes++
 		switch i % 3 {
 		case 1:
+			changes++
 			u := lk.URL + "/v2"
 			if _, err := api.UpdateLink(ctx, lk.Code, client.UpdateLink{URL: &u}, 0); err != nil {
 				t.Fatalf("update during the cut: %v", err)
 			}
 		case 2:
+			changes++
 			if _, err := api.DisableLink(ctx, lk.Code, 0); err != nil {
 				t.Fatalf("disable during the cut: %v", err)
 			}
@@ -396,7 +400,7 @@ leafnodes {
 			t.Errorf("%s at the end of the cut: stale %v reason %q", e.name, s.Stale, s.Reason)
 		}
 	}
-	t.Logf("cut lasted %v; the hub had dropped eu's leaf connection", time.Since(cutAt).Round(time.Millisecond))
+	t.Logf("cut lasted %v with %d changes made during it; the hub had dropped eu's leaf connection", time.Since(cutAt).Round(time.Millisecond), changes)
 
 	// The heal.
 	l.heal("eu")
