@@ -105,6 +105,16 @@ func newLab(t *testing.T) *lab {
 	cleanLeftovers(t)
 	pid := os.Getpid()
 	l := &lab{t: t, id: strconv.Itoa(pid), subnet: fmt.Sprintf("10.231.%d", 10+pid%200), hosts: map[string]string{}}
+	// Registered first, so it runs last: nothing of this run is left.
+	t.Cleanup(func() {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(out), l.ns("")) {
+			t.Errorf("namespaces of this run left behind:\n%s", out)
+		}
+		if exec.Command("ip", "link", "show", l.mgmtLink()).Run() == nil {
+			t.Errorf("management link %s left behind", l.mgmtLink())
+		}
+	})
 	t.Cleanup(func() {
 		for _, ns := range l.namespaces() {
 			deleteNamespace(ns)
