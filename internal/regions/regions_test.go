@@ -41,12 +41,13 @@ const (
 
 // Fixed ports: every host is a namespace of its own.
 const (
-	natsPort     = 4222
-	leafPort     = 7422
-	monitorPort  = 8222
-	originPort   = 8081
-	originAdmin  = 9081
-	edgePortBase = 8080 // edge i: 8080+10i, admin 9080+10i
+	natsPort       = 4222
+	leafPort       = 7422
+	monitorPort    = 8222
+	originPort     = 8081
+	originAdmin    = 9081
+	edgePortBase   = 8080 // edge i: 8080+10i, admin 9080+10i
+	gossipPortBase = 7946 // edge i: 7946+10i
 )
 
 // region is one region host: its leaf server and edges.
@@ -195,6 +196,11 @@ leafnodes {
 				"-click-subject", rc.ClickStream().SubjectPrefix,
 				"-click-flush", "200ms",
 				"-no-notfound-limit",
+				// The region's two edges are one PoP: when the
+				// whole region is cut, neither is behind the
+				// other, so both stay in rotation as "stale".
+				"-gossip-bind", fmt.Sprintf("%s:%d", r.ip, gossipPortBase+10*i),
+				"-gossip-join", fmt.Sprintf("%s:%d", r.ip, gossipPortBase),
 			}, "LINKPOP_NATS_PASSWORD="+pw[natsauth.Edge], "LINKPOP_ANALYTICS_KEY="+analyticsKey)
 			r.edges = append(r.edges, e)
 		}
@@ -243,6 +249,19 @@ leafnodes {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+	for _, r := range regions {
+		for i, e := range r.edges {
+			peer := r.edges[1-i].name
+			waitFor(t, 30*time.Second, e.name+" sees "+peer+" in its PoP", func() bool {
+				for _, m := range edgeStatus(t, httpc, e).Members {
+					if m.Name == peer && !m.Self {
+						return true
+					}
+				}
+				return false
+			})
+		}
 	}
 	for _, e := range all {
 		s := edgeStatus(t, httpc, e)
@@ -641,7 +660,11 @@ type status struct {
 	ProofAgeSeconds     float64 `json:"proof_age_seconds"`
 	SecondsSinceContact float64 `json:"seconds_since_contact"`
 	Applied             uint64  `json:"applied"`
-	Clicks              *struct {
+	Members             []struct {
+		Name string `json:"name"`
+		Self bool   `json:"self"`
+	} `json:"members"`
+	Clicks *struct {
 		PendingBatches int     `json:"pending_batches"`
 		LagSeconds     float64 `json:"lag_seconds"`
 	} `json:"clicks"`
