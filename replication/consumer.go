@@ -158,7 +158,9 @@ type ConsumerStatus struct {
 	// LastApplied is the wall time of the last successful Apply, zero if
 	// none in this process.
 	LastApplied time.Time
-	// LastContact is the last time the stream answered (info or message).
+	// LastContact is the last time the stream answered (info or message);
+	// for a mirror of the stream (a region's), the last time the mirror
+	// had heard from its upstream when it answered (see upstream).
 	LastContact time.Time
 	// Connected reports whether the NATS connection is up.
 	Connected bool
