@@ -74,10 +74,10 @@ type Config struct {
 	// deleted. The default is 10 minutes.
 	PruneInterval time.Duration
 	// OnClicks, if set, is called after every commit that counted clicks
-	// with the codes it touched and their clicks since the first one
-	// (the origin enforces max_visits with it). It runs on the ingest
-	// path: it must be quick and must not block.
-	OnClicks func(totals map[string]uint64)
+	// with the codes it touched (the origin enforces max_visits with it,
+	// reading Clicks of the codes that have a limit). It runs on the
+	// ingest path: it must be quick and must not block.
+	OnClicks func(codes []string)
 	// Logger receives operational logs. The default discards.
 	Logger *slog.Logger
 	// Metrics receives the linkpop_collector_* metrics. The default is a

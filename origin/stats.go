@@ -214,13 +214,16 @@ func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal)
 // clicks reached their max_visits are queued to be disabled. It never
 // blocks the collector: a code that finds the queue full is queued again
 // by its next batch of clicks.
-func (s *Server) onClicks(totals map[string]uint64) {
+func (s *Server) onClicks(codes []string) {
 	if s.closed.Load() {
 		return
 	}
-	for code, n := range totals {
+	for _, code := range codes {
 		rec, err := s.store.Get(code)
-		if err != nil || rec.MaxVisits == 0 || n < rec.MaxVisits || rec.Status != link.StatusActive {
+		if err != nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+			continue
+		}
+		if n, err := s.collector.Clicks(code); err != nil || n < rec.MaxVisits {
 			continue
 		}
 		select {
