@@ -33,12 +33,14 @@ var ErrClosed = errors.New("collector: store closed")
 //	c <code>                         clicks and bots of one link, all time
 //	s <edge> 0x00 <instance>         last applied seq of an edge instance
 //	e <edge>                         through mark (ms) and dropped total
+//	p                                the store's partition, "i/n"
 const (
 	pfxRollup   = 'r'
 	pfxIndex    = 'g'
 	pfxTotal    = 'c'
 	pfxSeq      = 's'
 	pfxEdge     = 'e'
+	pfxPart     = 'p'
 	levelLetter = "mhd"
 )
 
@@ -99,6 +101,11 @@ type StoreOptions struct {
 	// once its mark is this far behind the newest one. The default is 7
 	// days, the click stream's retention.
 	ForgetAfter time.Duration
+	// Partition and Partitions: the store keeps the rollups of the codes
+	// of partition Partition of Partitions (PartitionOf), and skips the
+	// others' entries. A store remembers its partition and refuses to
+	// open as another. The default is 0 of 1 (every code).
+	Partition, Partitions int
 	// BlockCacheBytes is Pebble's block cache. The default is 32 MiB.
 	BlockCacheBytes int64
 	// Logger receives gaps and Pebble's log. The default discards.
@@ -139,6 +146,9 @@ func (o StoreOptions) withDefaults() StoreOptions {
 	if o.BlockCacheBytes == 0 {
 		o.BlockCacheBytes = 32 << 20
 	}
+	if o.Partitions == 0 {
+		o.Partitions = 1
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -163,6 +173,9 @@ func (o *StoreOptions) Validate() error {
 	if o.MinuteRetention < 0 || o.HourRetention < 0 || o.GapTimeout < 0 || o.BlockCacheBytes < 0 ||
 		o.RetireAfter < 0 || o.StaleAfter < 0 || o.ForgetAfter < 0 {
 		errs = append(errs, errors.New("collector store: durations and BlockCacheBytes must not be negative"))
+	}
+	if err := checkPartition(o.Partition, o.Partitions); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -248,11 +261,36 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		edges:    map[string]edgeState{},
 		watchers: map[string]map[chan struct{}]struct{}{},
 	}
+	if err := s.checkPartition(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("open collector store: %w", err), db.Close())
 	}
 	s.registerMetrics()
 	return s, nil
+}
+
+// ErrPartitionMismatch is a store opened as another partition than the
+// one it holds: its rollups are another set of codes.
+var ErrPartitionMismatch = errors.New("collector store holds another partition")
+
+// checkPartition records the store's partition on first use and refuses
+// a store that holds another one.
+func (s *Store) checkPartition() error {
+	want := partitionName(s.o.Partition, s.o.Partitions)
+	v, closer, err := s.db.Get([]byte{pfxPart})
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return s.db.Set([]byte{pfxPart}, []byte(want), pebble.Sync)
+	case err != nil:
+		return fmt.Errorf("open collector store: %w", err)
+	}
+	defer closer.Close()
+	if string(v) != want {
+		return fmt.Errorf("open collector store %s: %w: it holds partition %s, configured as %s", s.o.Dir, ErrPartitionMismatch, v, want)
+	}
+	return nil
 }
 
 func (s *Store) load() error {
@@ -439,6 +477,9 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 			empty++
 		}
 		for _, lm := range b.Links {
+			if s.o.Partitions > 1 && PartitionOf(lm.Code, s.o.Partitions) != s.o.Partition {
+				continue // another collector's code
+			}
 			clicks += lm.Clicks
 			bots += lm.Bots
 			s.addMinute(&d, b.Edge, lm, now)
