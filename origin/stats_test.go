@@ -337,9 +337,9 @@ func TestStatsWithoutCollector(t *testing.T) {
 // JetStream, and the origin, given their partition API URLs, answers
 // the stats API from them: clicks shipped by two edges over codes of
 // both partitions come back exactly from GET /v1/links/{code}/stats and
-// GET /v1/stats. With one partition stopped, its links' stats and the top
-// links answer 503 unavailable while the other partition's links still
-// answer.
+// GET /v1/stats, and a link's live stream follows its partition. With one
+// partition stopped, its links' stats and the top links answer 503
+// unavailable while the other partition's links still answer.
 func TestStatsAcrossCollectorPartitions(t *testing.T) {
 	leaktest.Check(t)
 	ns := natstest.Start(t)
@@ -451,12 +451,54 @@ func TestStatsAcrossCollectorPartitions(t *testing.T) {
 		}
 	}
 
+	// The live stream of a link on partition 1: its totals at once, then
+	// (the origin polls the partition) after a new batch.
+	live := in[1][0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", o.base+"/v1/links/"+live+"/stats/live", nil)
+	req.Header.Set("Authorization", "Bearer "+apiAdminKey)
+	resp, err := o.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("live: %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	next := func() client.LiveClicks {
+		t.Helper()
+		for sc.Scan() {
+			if sc.Text() != "event: clicks" {
+				continue
+			}
+			var lc client.LiveClicks
+			if !sc.Scan() || json.Unmarshal([]byte(strings.TrimPrefix(sc.Text(), "data: ")), &lc) != nil {
+				t.Fatalf("bad event data %q", sc.Text())
+			}
+			return lc
+		}
+		t.Fatalf("live stream ended: %v", sc.Err())
+		return client.LiveClicks{}
+	}
+	if got := next(); got.Clicks != want[live][0] || got.Bots != want[live][1] || got.Uniques != 6 {
+		t.Fatalf("first live event %+v, want %v", got, want[live])
+	}
+	sh.ship("edge-a", now, &linkpb.LinkMinute{Code: live, MinuteUnix: min0.Unix(), Clicks: 4, Visitors: vh(999)})
+	if got := next(); got.Clicks != want[live][0]+4 || got.Uniques != 7 {
+		t.Fatalf("live event after a batch %+v, want %d clicks, 7 uniques", got, want[live][0]+4)
+	}
+	cancel()
+	resp.Body.Close()
+
 	stops[1]()
 	if r := o.must(503, "GET", "/v1/links/"+in[1][0]+"/stats", apiAdminKey, ""); r.errCode() != "unavailable" {
 		t.Fatalf("stats of a stopped partition's link: %s", r.raw)
 	}
 	if r := o.must(503, "GET", "/v1/stats", apiAdminKey, ""); r.errCode() != "unavailable" {
 		t.Fatalf("top links with a partition stopped: %s", r.raw)
+	}
+	if r := o.must(503, "GET", "/v1/links/"+live+"/stats/live", apiAdminKey, ""); r.errCode() != "unavailable" {
+		t.Fatalf("live stream of a stopped partition's link: %s", r.raw)
 	}
 	o.must(200, "GET", "/v1/links/"+in[0][0]+"/stats", apiAdminKey, "")
 }
