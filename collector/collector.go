@@ -48,12 +48,23 @@ type Config struct {
 	// replication.ClickStreamConfig's.
 	Stream replication.ClickStreamConfig
 	// Durable is the name of the collector's durable consumer. The
-	// default is "linkpop-collector".
+	// default is "linkpop-collector", and "linkpop-collector-<i>-of-<n>"
+	// for partition i of n.
 	Durable string
-	// Edges, when set, restricts this collector to the batches of these
-	// edges (a partition of the fleet; see the README). The default is
-	// every edge.
-	Edges []string
+	// Partition and Partitions split the links between several
+	// collectors by code (PartitionOf): this one keeps the rollups of
+	// partition Partition of Partitions, reading the whole stream through
+	// its own durable consumer. The origin asks each partition over its
+	// StatsListen. The default is 0 of 1 (every code).
+	Partition, Partitions int
+	// StatsListen, if set, is the address of the partition API (the
+	// stats the origin asks for; see remote.go), behind StatsToken. Port
+	// 0 picks a free port; StatsAddr reports it. The default ("") serves
+	// nothing (an in-process collector is asked directly).
+	StatsListen string
+	// StatsToken is the bearer token of the partition API. Required
+	// with StatsListen.
+	StatsToken string
 	// AckWait is how long the stream waits for an acknowledgement before
 	// redelivering (after a crash). The default is 30s.
 	AckWait time.Duration
@@ -74,10 +85,10 @@ type Config struct {
 	// deleted. The default is 10 minutes.
 	PruneInterval time.Duration
 	// OnClicks, if set, is called after every commit that counted clicks
-	// with the codes it touched and their clicks since the first one
-	// (the origin enforces max_visits with it). It runs on the ingest
-	// path: it must be quick and must not block.
-	OnClicks func(totals map[string]uint64)
+	// with the codes it touched (the origin enforces max_visits with it,
+	// reading Clicks of the codes that have a limit). It runs on the
+	// ingest path: it must be quick and must not block.
+	OnClicks func(codes []string)
 	// Logger receives operational logs. The default discards.
 	Logger *slog.Logger
 	// Metrics receives the linkpop_collector_* metrics. The default is a
@@ -106,6 +117,9 @@ func (c *Config) Validate() error {
 	if err := cc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.StatsListen != "" && c.StatsToken == "" {
+		errs = append(errs, errors.New("collector: StatsToken is required with StatsListen"))
+	}
 	if c.PruneInterval < 0 {
 		errs = append(errs, errors.New("collector: PruneInterval must not be negative"))
 	}
@@ -126,15 +140,19 @@ func (c *Config) storeOptions() StoreOptions {
 		MinuteRetention: c.MinuteRetention, HourRetention: c.HourRetention,
 		GapTimeout:  c.GapTimeout,
 		RetireAfter: c.RetireAfter, StaleAfter: c.StaleAfter, ForgetAfter: c.ForgetAfter,
+		Partition: c.Partition, Partitions: c.Partitions,
 		Logger: c.Logger, Metrics: c.Metrics, Now: c.Now,
 	}
 }
 
 func (c *Config) consumerConfig(st *Store) replication.ClickConsumerConfig {
+	durable := c.Durable
+	if durable == "" && c.Partitions > 1 {
+		durable = fmt.Sprintf("linkpop-collector-%d-of-%d", c.Partition, c.Partitions)
+	}
 	cc := replication.ClickConsumerConfig{
 		Stream:  c.Stream,
-		Durable: c.Durable,
-		Edges:   c.Edges,
+		Durable: durable,
 		AckWait: c.AckWait,
 		Logger:  c.Logger,
 		Metrics: c.Metrics,
@@ -159,6 +177,7 @@ type Collector struct {
 	}
 	cons    *replication.ClickConsumer
 	adminLn net.Listener
+	statsLn net.Listener
 
 	ranOnce sync.Once
 }
@@ -207,6 +226,15 @@ func New(cfg Config) (*Collector, error) {
 			return nil, errors.Join(fmt.Errorf("listen admin: %w", err), st.Close())
 		}
 	}
+	if cfg.StatsListen != "" {
+		if c.statsLn, err = net.Listen("tcp", cfg.StatsListen); err != nil {
+			if c.adminLn != nil {
+				_ = c.adminLn.Close()
+			}
+			nc.Close()
+			return nil, errors.Join(fmt.Errorf("listen stats: %w", err), st.Close())
+		}
+	}
 	cfg.Metrics.NewGauge("linkpop_collector_oldest_incomplete_edge_seconds", func() float64 {
 		return c.oldestIncomplete().Seconds()
 	})
@@ -224,6 +252,15 @@ func (c *Collector) AdminAddr() string {
 		return ""
 	}
 	return c.adminLn.Addr().String()
+}
+
+// StatsAddr is the address of the partition API listener, "" without
+// one.
+func (c *Collector) StatsAddr() string {
+	if c.statsLn == nil {
+		return ""
+	}
+	return c.statsLn.Addr().String()
 }
 
 // adminHandler serves /metrics and /healthz (200 while the NATS
@@ -282,18 +319,26 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { c.prune(rctx) })
-	var srv *http.Server
-	if c.adminLn != nil {
-		srv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	var srvs []*http.Server
+	serve := func(ln net.Listener, h http.Handler, what string) {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		srvs = append(srvs, srv)
 		wg.Go(func() {
-			if err := srv.Serve(c.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				c.log.Error("collector admin listener", "err", err)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				c.log.Error("collector "+what+" listener", "err", err)
 			}
 		})
 	}
+	if c.adminLn != nil {
+		serve(c.adminLn, c.adminHandler(), "admin")
+	}
+	if c.statsLn != nil {
+		so := c.Store.o
+		serve(c.statsLn, statsHandler(c.Store, c.cfg.StatsToken, so.Partition, so.Partitions), "stats")
+	}
 	err := c.cons.Run(rctx)
 	cancel()
-	if srv != nil {
+	for _, srv := range srvs {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = srv.Shutdown(sctx)
 		scancel()
@@ -313,8 +358,10 @@ func (c *Collector) Close() error {
 	if !first {
 		return nil
 	}
-	if c.adminLn != nil {
-		_ = c.adminLn.Close()
+	for _, ln := range []net.Listener{c.adminLn, c.statsLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
 	}
 	c.nc.Close()
 	return c.Store.Close()

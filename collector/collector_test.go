@@ -22,7 +22,7 @@ func hllBound(exact int) float64 { return math.Max(2, 4*0.0081*float64(exact)) }
 
 // checkModel compares the store's stats of every code at every level
 // over the whole generated range with the model.
-func checkModel(t *testing.T, s *Store, m *model, g *gen) {
+func checkModel(t *testing.T, s Source, m *model, g *gen) {
 	t.Helper()
 	from := time.Unix(g.base, 0).UTC()
 	to := from.Add(time.Duration(g.minutes) * time.Minute)

@@ -273,7 +273,12 @@ func TestConfigValidate(t *testing.T) {
 	f(Config{Dir: "x", NATS: nats, AckWait: 5 * time.Minute}, true)
 	f(Config{Dir: "x", NATS: nats, AckWait: 5 * time.Minute, GapTimeout: 10 * time.Minute}, false)
 	f(Config{Dir: "x", NATS: nats, Durable: "bad name"}, true)
-	f(Config{Dir: "x", NATS: nats, Edges: []string{"a.b"}}, true)
+	f(Config{Dir: "x", NATS: nats, Partition: 1, Partitions: 2}, false)
+	f(Config{Dir: "x", NATS: nats, Partition: 2, Partitions: 2}, true)
+	f(Config{Dir: "x", NATS: nats, Partition: -1, Partitions: 2}, true)
+	f(Config{Dir: "x", NATS: nats, Partitions: MaxPartitions + 1}, true)
+	f(Config{Dir: "x", NATS: nats, StatsListen: "127.0.0.1:0"}, true)
+	f(Config{Dir: "x", NATS: nats, StatsListen: "127.0.0.1:0", StatsToken: "t"}, false)
 	f(Config{Dir: "x", NATS: nats, BreakdownLimit: 1}, true)
 	f(Config{Dir: "x", NATS: nats, RetireAfter: -time.Second}, true)
 }

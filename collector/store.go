@@ -13,6 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/linkpop/linkpop/proto/linkpb"
@@ -32,12 +33,14 @@ var ErrClosed = errors.New("collector: store closed")
 //	c <code>                         clicks and bots of one link, all time
 //	s <edge> 0x00 <instance>         last applied seq of an edge instance
 //	e <edge>                         through mark (ms) and dropped total
+//	p                                the store's partition, "i/n"
 const (
 	pfxRollup   = 'r'
 	pfxIndex    = 'g'
 	pfxTotal    = 'c'
 	pfxSeq      = 's'
 	pfxEdge     = 'e'
+	pfxPart     = 'p'
 	levelLetter = "mhd"
 )
 
@@ -98,6 +101,11 @@ type StoreOptions struct {
 	// once its mark is this far behind the newest one. The default is 7
 	// days, the click stream's retention.
 	ForgetAfter time.Duration
+	// Partition and Partitions: the store keeps the rollups of the codes
+	// of partition Partition of Partitions (PartitionOf), and skips the
+	// others' entries. A store remembers its partition and refuses to
+	// open as another. The default is 0 of 1 (every code).
+	Partition, Partitions int
 	// BlockCacheBytes is Pebble's block cache. The default is 32 MiB.
 	BlockCacheBytes int64
 	// Logger receives gaps and Pebble's log. The default discards.
@@ -138,6 +146,9 @@ func (o StoreOptions) withDefaults() StoreOptions {
 	if o.BlockCacheBytes == 0 {
 		o.BlockCacheBytes = 32 << 20
 	}
+	if o.Partitions == 0 {
+		o.Partitions = 1
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,6 +173,9 @@ func (o *StoreOptions) Validate() error {
 	if o.MinuteRetention < 0 || o.HourRetention < 0 || o.GapTimeout < 0 || o.BlockCacheBytes < 0 ||
 		o.RetireAfter < 0 || o.StaleAfter < 0 || o.ForgetAfter < 0 {
 		errs = append(errs, errors.New("collector store: durations and BlockCacheBytes must not be negative"))
+	}
+	if err := checkPartition(o.Partition, o.Partitions); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -192,7 +206,7 @@ type Store struct {
 	rmu    sync.RWMutex // held for reading by queries, for writing by Close
 
 	// onClicks is Config.OnClicks.
-	onClicks func(map[string]uint64)
+	onClicks func(codes []string)
 
 	// watchers of Watch, by code.
 	wmu      sync.Mutex
@@ -212,16 +226,31 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	o := opts.withDefaults()
 	cache := pebble.NewCache(o.BlockCacheBytes)
 	defer cache.Unref()
+	// Commits write merge operands (newMerger), never reading the stored
+	// values, so ingest costs no random reads. The point reads left
+	// (totals for max_visits and the live stream) skip the levels that do
+	// not hold the key with a 10-bit bloom filter per level.
 	popts := &pebble.Options{
 		FS:                          o.FS,
 		Cache:                       cache,
 		Logger:                      pebbleLogger{o.Logger},
 		FormatMajorVersion:          pebble.FormatNewest,
-		MemTableSize:                32 << 20,
+		Merger:                      newMerger(o.BreakdownLimit),
+		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       1000,
+		LBaseMaxBytes:               128 << 20,
+	}
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		popts.Levels[i].BlockSize = 32 << 10
 	}
 	popts.EnsureDefaults()
 	db, err := pebble.Open(o.Dir, popts)
+	if adoptSetOnlyStore(popts.FS, o.Dir, err) {
+		db, err = pebble.Open(o.Dir, popts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open collector store: %w", err)
 	}
@@ -232,11 +261,36 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		edges:    map[string]edgeState{},
 		watchers: map[string]map[chan struct{}]struct{}{},
 	}
+	if err := s.checkPartition(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("open collector store: %w", err), db.Close())
 	}
 	s.registerMetrics()
 	return s, nil
+}
+
+// ErrPartitionMismatch is a store opened as another partition than the
+// one it holds: its rollups are another set of codes.
+var ErrPartitionMismatch = errors.New("collector store holds another partition")
+
+// checkPartition records the store's partition on first use and refuses
+// a store that holds another one.
+func (s *Store) checkPartition() error {
+	want := partitionName(s.o.Partition, s.o.Partitions)
+	v, closer, err := s.db.Get([]byte{pfxPart})
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return s.db.Set([]byte{pfxPart}, []byte(want), pebble.Sync)
+	case err != nil:
+		return fmt.Errorf("open collector store: %w", err)
+	}
+	defer closer.Close()
+	if string(v) != want {
+		return fmt.Errorf("open collector store %s: %w: it holds partition %s, configured as %s", s.o.Dir, ErrPartitionMismatch, v, want)
+	}
+	return nil
 }
 
 func (s *Store) load() error {
@@ -323,18 +377,15 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// delta accumulates one group commit in memory: every key is read,
-// merged and written once per group, however many clicks and batches
-// touched it (a viral link costs three rollup writes per commit, not one
-// per click).
+// delta accumulates one group commit in memory: every key is summed
+// once per group, however many clicks and batches touched it, and
+// written as one merge operand (a viral link costs three rollup operands
+// per commit, not one per click).
 type delta struct {
-	rollups map[string]*rollup
+	rollups map[string]*pendingRollup
 	index   map[string]counts
 	totals  map[string]counts
-	codes   map[string]struct{}
-	// clicks is filled by writeDelta: each touched code's clicks since
-	// its first one, after this group.
-	clicks map[string]uint64
+	kbuf    []byte
 }
 
 // ApplyClicks merges a group of click batches in one synced Pebble batch,
@@ -375,7 +426,7 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 	})
 	seqs := map[string]uint64{}
 	edges := map[string]edgeState{}
-	d := delta{rollups: map[string]*rollup{}, index: map[string]counts{}, totals: map[string]counts{}, codes: map[string]struct{}{}}
+	d := delta{rollups: map[string]*pendingRollup{}, index: map[string]counts{}, totals: map[string]counts{}}
 	var clicks, bots, applied, empty, dups, retries, dropped uint64
 	var gaps []string
 	waiting := map[string]bool{} // instances with a batch sent back
@@ -426,6 +477,9 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 			empty++
 		}
 		for _, lm := range b.Links {
+			if s.o.Partitions > 1 && PartitionOf(lm.Code, s.o.Partitions) != s.o.Partition {
+				continue // another collector's code
+			}
 			clicks += lm.Clicks
 			bots += lm.Bots
 			s.addMinute(&d, b.Edge, lm, now)
@@ -477,62 +531,165 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 	s.mDropped.AddInt64(int64(dropped))
 	s.mGroup.Update(float64(len(msgs)))
 	s.mCommitDur.Update(time.Since(start).Seconds())
-	if len(d.codes) > 0 {
-		s.notify(d.codes)
+	if len(d.totals) > 0 {
+		s.notify(d.totals)
 		if s.onClicks != nil {
-			s.onClicks(d.clicks)
+			codes := make([]string, 0, len(d.totals))
+			for code := range d.totals {
+				codes = append(codes, code)
+			}
+			s.onClicks(codes)
 		}
 	}
 	return nil
 }
 
 // addMinute adds one LinkMinute of a batch from edge to the delta, at
-// every level whose retention still holds its bucket.
+// every level whose retention still holds its bucket. A rollup key that
+// only this LinkMinute touches in the group (spread traffic: nearly
+// every one) is encoded straight from it by writeDelta, with its
+// visitors' sketch built once for the three levels; a second
+// contribution turns the key into a rollup sum.
 func (s *Store) addMinute(d *delta, edge string, lm *linkpb.LinkMinute, now time.Time) {
+	var sk *minuteSketch
 	for lvl := Minute; lvl < numLevels; lvl++ {
 		bucket := lvl.floor(lm.MinuteUnix)
 		if !s.retained(lvl, bucket, now) {
 			continue
 		}
-		k := string(rollupKey(nil, lvl, lm.Code, bucket))
-		r := d.rollups[k]
-		if r == nil {
-			r = &rollup{}
-			d.rollups[k] = r
-		}
-		r.clicks += lm.Clicks
-		r.bots += lm.Bots
-		if len(lm.Visitors) > 0 {
-			if r.hll == nil {
-				r.hll = newSketch()
+		d.kbuf = rollupKey(d.kbuf[:0], lvl, lm.Code, bucket)
+		e, ok := d.rollups[string(d.kbuf)]
+		switch {
+		case !ok:
+			if sk == nil && len(lm.Visitors) > 0 {
+				sk = sketchOf(lm.Visitors)
 			}
-			for _, v := range lm.Visitors {
-				r.hll.InsertHash(v)
-			}
+			e = &pendingRollup{lm: lm, edge: edge, sketch: sk}
+			d.rollups[string(d.kbuf)] = e
+		case e.sum == nil:
+			e.sum = &rollup{}
+			e.sum.add(e.lm, e.edge)
+			e.lm, e.sketch = nil, nil
+			fallthrough
+		default:
+			e.sum.add(lm, edge)
 		}
-		for dim, kcs := range [...][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os} {
-			for _, kc := range kcs {
-				key := kc.Key
-				if dim == dimCountries && key == "" {
-					key = UnknownCountry
-				}
-				r.addDim(dim, key, kc.Count)
-			}
-		}
-		if lm.Clicks > 0 {
-			r.addDim(dimEdges, edge, lm.Clicks)
-		}
-		ik := string(indexKey(nil, lvl, bucket, lm.Code))
-		c := d.index[ik]
+		d.kbuf = indexKey(d.kbuf[:0], lvl, bucket, lm.Code)
+		c := d.index[string(d.kbuf)]
 		c.clicks += lm.Clicks
 		c.bots += lm.Bots
-		d.index[ik] = c
+		d.index[string(d.kbuf)] = c
 	}
 	t := d.totals[lm.Code]
 	t.clicks += lm.Clicks
 	t.bots += lm.Bots
 	d.totals[lm.Code] = t
-	d.codes[lm.Code] = struct{}{}
+}
+
+// pendingRollup is one rollup key of a group: a single LinkMinute (lm,
+// from edge, with its sketch) or, once a second one came, their sum.
+type pendingRollup struct {
+	lm     *linkpb.LinkMinute
+	edge   string
+	sketch *minuteSketch
+	sum    *rollup
+}
+
+// minuteSketch is the encoded sketch of one LinkMinute's visitors.
+type minuteSketch struct {
+	enc []byte
+	est uint64
+}
+
+func sketchOf(visitors []uint64) *minuteSketch {
+	sk := newSketch()
+	for _, v := range visitors {
+		sk.InsertHash(v)
+	}
+	enc, err := sk.MarshalBinary()
+	if err != nil {
+		panic(err) // a sketch always marshals
+	}
+	return &minuteSketch{enc: enc, est: sk.Estimate()}
+}
+
+// add adds one LinkMinute from edge.
+func (r *rollup) add(lm *linkpb.LinkMinute, edge string) {
+	r.clicks += lm.Clicks
+	r.bots += lm.Bots
+	if len(lm.Visitors) > 0 {
+		if r.hll == nil {
+			r.hll = newSketch()
+		}
+		for _, v := range lm.Visitors {
+			r.hll.InsertHash(v)
+		}
+	}
+	for dim, kcs := range minuteDims(lm) {
+		for _, kc := range kcs {
+			r.addDim(dim, dimKey(dim, kc.Key), kc.Count)
+		}
+	}
+	if lm.Clicks > 0 {
+		r.addDim(dimEdges, edge, lm.Clicks)
+	}
+}
+
+// minuteDims are a LinkMinute's breakdowns in the rollup's dimension
+// order (all but dimEdges).
+func minuteDims(lm *linkpb.LinkMinute) [dimEdges][]*linkpb.KeyCount {
+	return [...][]*linkpb.KeyCount{lm.Referrers, lm.Countries, lm.Devices, lm.Browsers, lm.Os}
+}
+
+// dimKey is the stored key of a breakdown entry: an unknown country is
+// UnknownCountry.
+func dimKey(dim int, key string) string {
+	if dim == dimCountries && key == "" {
+		return UnknownCountry
+	}
+	return key
+}
+
+// encodeMinute appends to dst the stored rollup of one LinkMinute from
+// edge, as rollup.encode would write it after rollup.add (a key listed
+// twice is summed when read). ok is false if a breakdown has more than
+// limit entries: the caller then sums it as a rollup, which bounds it.
+func encodeMinute(dst []byte, lm *linkpb.LinkMinute, edge string, sk *minuteSketch, limit int) (_ []byte, ok bool) {
+	dims := minuteDims(lm)
+	for _, kcs := range dims {
+		if len(kcs) > limit {
+			return dst, false
+		}
+	}
+	dst = append(dst, rollupVersion)
+	dst = binary.AppendUvarint(dst, lm.Clicks)
+	dst = binary.AppendUvarint(dst, lm.Bots)
+	if sk == nil {
+		dst = binary.AppendUvarint(dst, 0)
+		dst = binary.AppendUvarint(dst, 0)
+	} else {
+		dst = binary.AppendUvarint(dst, sk.est)
+		dst = binary.AppendUvarint(dst, uint64(len(sk.enc)))
+		dst = append(dst, sk.enc...)
+	}
+	for dim, kcs := range dims {
+		dst = binary.AppendUvarint(dst, uint64(len(kcs)))
+		for _, kc := range kcs {
+			k := dimKey(dim, kc.Key)
+			dst = binary.AppendUvarint(dst, uint64(len(k)))
+			dst = append(dst, k...)
+			dst = binary.AppendUvarint(dst, kc.Count)
+		}
+	}
+	if lm.Clicks > 0 {
+		dst = binary.AppendUvarint(dst, 1)
+		dst = binary.AppendUvarint(dst, uint64(len(edge)))
+		dst = append(dst, edge...)
+		dst = binary.AppendUvarint(dst, lm.Clicks)
+	} else {
+		dst = binary.AppendUvarint(dst, 0)
+	}
+	return dst, true
 }
 
 // retained reports whether a bucket of lvl is within its retention.
@@ -549,63 +706,50 @@ func (s *Store) retained(lvl Interval, bucket int64, now time.Time) bool {
 	return time.Unix(bucket, 0).Add(lvl.Duration()).After(now.Add(-keep))
 }
 
-// writeDelta reads, merges and writes every key of d into wb.
+// writeDelta writes every key of d into wb as a merge operand, in key
+// order: the memtable's skiplist inserts a run of ascending keys from
+// where the previous one went, instead of searching from the top for
+// each (a large group of spread traffic is a hundred thousand keys).
 func (s *Store) writeDelta(wb *pebble.Batch, d *delta) error {
+	keys := make([]string, 0, len(d.rollups)+len(d.index)+len(d.totals))
+	for k := range d.rollups {
+		keys = append(keys, k)
+	}
+	for k := range d.index {
+		keys = append(keys, k)
+	}
+	for code := range d.totals {
+		keys = append(keys, string(totalKey(code)))
+	}
+	slices.Sort(keys)
 	var buf []byte
-	for k, dr := range d.rollups {
-		v, closer, err := s.db.Get([]byte(k))
-		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("read rollup: %w", err)
+	var err error
+	for _, k := range keys {
+		switch k[0] {
+		case pfxRollup:
+			e := d.rollups[k]
+			ok := false
+			if e.sum == nil {
+				buf, ok = encodeMinute(buf[:0], e.lm, e.edge, e.sketch, s.o.BreakdownLimit)
+				if !ok {
+					e.sum = &rollup{}
+					e.sum.add(e.lm, e.edge)
+				}
+			}
+			if !ok {
+				e.sum.bound(s.o.BreakdownLimit)
+				if buf, err = e.sum.encode(buf[:0]); err != nil {
+					return err
+				}
+			}
+		case pfxIndex:
+			buf = d.index[k].encode(buf[:0])
 		default:
-			cur, derr := decodeRollup(v, true, true)
-			closer.Close()
-			if derr != nil {
-				return fmt.Errorf("rollup %q: %w", k, derr)
-			}
-			if err := cur.merge(dr); err != nil {
-				return err
-			}
-			dr = cur
+			buf = d.totals[k[1:]].encode(buf[:0])
 		}
-		dr.bound(s.o.BreakdownLimit)
-		if buf, err = dr.encode(buf[:0]); err != nil {
+		if err := wb.Merge([]byte(k), buf, nil); err != nil {
 			return err
 		}
-		if err := wb.Set([]byte(k), buf, nil); err != nil {
-			return err
-		}
-	}
-	add := func(k []byte, c *counts) error {
-		v, closer, err := s.db.Get(k)
-		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("read totals: %w", err)
-		default:
-			cur, derr := decodeCounts(v)
-			closer.Close()
-			if derr != nil {
-				return fmt.Errorf("totals %q: %w", k, derr)
-			}
-			c.clicks += cur.clicks
-			c.bots += cur.bots
-		}
-		buf = c.encode(buf[:0])
-		return wb.Set(k, buf, nil)
-	}
-	for k, c := range d.index {
-		if err := add([]byte(k), &c); err != nil {
-			return err
-		}
-	}
-	d.clicks = make(map[string]uint64, len(d.totals))
-	for code, c := range d.totals {
-		if err := add(totalKey(code), &c); err != nil {
-			return err
-		}
-		d.clicks[code] = c.clicks
 	}
 	return nil
 }
@@ -679,7 +823,7 @@ func (s *Store) Watch(code string) (<-chan struct{}, func()) {
 	}
 }
 
-func (s *Store) notify(codes map[string]struct{}) {
+func (s *Store) notify(codes map[string]counts) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if len(s.watchers) == 0 {

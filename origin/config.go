@@ -157,6 +157,17 @@ type Config struct {
 	// runs (cmd/collector); the stats API then answers 503. The default
 	// (false) runs it.
 	NoCollector bool
+	// Collectors, if set, are the partition API URLs of the separate
+	// collectors (cmd/collector -stats-listen) that hold the click
+	// rollups, in partition order: URL i is partition i of
+	// len(Collectors). The stats API asks them (a link's stats from the
+	// partition that holds its code, the top links from all, merged), and
+	// the in-process collector does not run; max_visits is then not
+	// enforced. The default (none) is the in-process collector.
+	Collectors []string
+	// CollectorToken is the bearer token of the collectors' partition
+	// API. Required with Collectors.
+	CollectorToken string
 	// Collector configures the in-process collector. Dir and NATS are
 	// set by the origin (DataDir/collector, the origin's NATS settings);
 	// every other field is collector.Config's, with its defaults.
@@ -346,13 +357,27 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if !c.NoCollector {
+	if c.inProcessCollector() {
 		cc := c.collectorConfig(replication.ConnConfig{URLs: []string{"nats://127.0.0.1:4222"}})
 		if err := cc.Validate(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	for i := range c.Collectors {
+		rc := c.remoteConfig(i)
+		if err := rc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("Collectors[%d]: %w", i, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// inProcessCollector reports whether the collector runs in the origin.
+func (c *Config) inProcessCollector() bool { return !c.NoCollector && len(c.Collectors) == 0 }
+
+// remoteConfig is the client configuration of partition i of Collectors.
+func (c *Config) remoteConfig(i int) collector.RemoteConfig {
+	return collector.RemoteConfig{URL: c.Collectors[i], Token: c.CollectorToken, Partition: i, Partitions: len(c.Collectors)}
 }
 
 // collectorConfig is the in-process collector's configuration over the

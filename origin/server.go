@@ -58,8 +58,12 @@ type Server struct {
 	opub  *replication.Publisher // the origin stream
 	relay *relay.Relay
 	ha    haState
-	// collector is the in-process click collector; nil with NoCollector.
+	// collector is the in-process click collector; nil with NoCollector
+	// or Collectors.
 	collector *collector.Collector
+	// stats answers the stats API: the in-process collector, the
+	// partitions of Collectors, or nil (503).
+	stats collector.Source
 	// maxVisits receives codes whose clicks reached their max_visits.
 	maxVisits chan string
 	// mMaxVisits counts the links disabled for reaching max_visits.
@@ -181,7 +185,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.nc, s.raw = nc, nc
-	if !cfg.NoCollector {
+	if cfg.inProcessCollector() {
 		cc := cfg.collectorConfig(collectorNATS)
 		cc.Logger = cfg.Logger.With("component", "collector")
 		cc.NATS.Logger = cfg.Logger.With("component", "nats", "conn", "collector")
@@ -189,6 +193,18 @@ func New(cfg Config) (*Server, error) {
 		cc.OnClicks = s.onClicks
 		if s.collector, err = collector.New(cc); err != nil {
 			return nil, fmt.Errorf("collector: %w", err)
+		}
+		s.stats = s.collector
+	}
+	if len(cfg.Collectors) > 0 {
+		parts := make([]collector.Source, len(cfg.Collectors))
+		for i := range cfg.Collectors {
+			if parts[i], err = collector.NewRemote(cfg.remoteConfig(i)); err != nil {
+				return nil, fmt.Errorf("collector partition %d: %w", i, err)
+			}
+		}
+		if s.stats, err = collector.NewPartitions(parts...); err != nil {
+			return nil, err
 		}
 	}
 	s.pub, err = replication.NewPublisher(nc, cfg.Stream)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/linkpop/linkpop/client"
 	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/link"
 )
@@ -30,7 +29,16 @@ const maxVisitsQueue = 1024
 const liveMinGap = time.Second
 
 // errNoCollector answers the stats API of an origin without a collector.
-var errNoCollector = withDetail(ErrUnavailable, "analytics are not collected by this origin (NoCollector)")
+var errNoCollector = withDetail(ErrUnavailable, "analytics are not collected by this origin (NoCollector) and no Collectors are configured")
+
+// statsErr maps a failed stats query: a collector partition that could
+// not answer is 503 unavailable.
+func statsErr(what string, err error) error {
+	if errors.Is(err, collector.ErrPartitionUnavailable) {
+		return withDetail(ErrUnavailable, err.Error())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
 
 // statsRange reads from, to and interval; each may appear once.
 func statsRange(r *http.Request) (collector.Range, error) {
@@ -59,7 +67,7 @@ func statsRange(r *http.Request) (collector.Range, error) {
 
 // statsLink checks that code names a link of the store.
 func (s *Server) statsLink(code string) error {
-	if s.collector == nil {
+	if s.stats == nil {
 		return errNoCollector
 	}
 	if !link.ValidCode(code) {
@@ -89,9 +97,9 @@ func (s *Server) linkStats(w http.ResponseWriter, r *http.Request, _ *principal)
 	if err != nil {
 		return err
 	}
-	st, err := s.collector.LinkStats(code, rg)
+	st, err := s.stats.LinkStats(code, rg)
 	if err != nil {
-		return fmt.Errorf("link stats: %w", err)
+		return statsErr("link stats", err)
 	}
 	if wantsCSV(r.Header) {
 		var b strings.Builder
@@ -108,13 +116,13 @@ func (s *Server) linkStats(w http.ResponseWriter, r *http.Request, _ *principal)
 		_, _ = w.Write([]byte(b.String()))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, statsObject(st))
+	writeJSON(w, http.StatusOK, st.API())
 	return nil
 }
 
 // topLinks is GET /v1/stats?from=&to=&limit=.
 func (s *Server) topLinks(w http.ResponseWriter, r *http.Request, _ *principal) error {
-	if s.collector == nil {
+	if s.stats == nil {
 		return errNoCollector
 	}
 	limit := DefaultTopLimit
@@ -132,11 +140,11 @@ func (s *Server) topLinks(w http.ResponseWriter, r *http.Request, _ *principal) 
 	if err != nil {
 		return err
 	}
-	top, err := s.collector.TopLinks(rg, limit)
+	top, err := s.stats.TopLinks(rg, limit)
 	if err != nil {
-		return fmt.Errorf("top links: %w", err)
+		return statsErr("top links", err)
 	}
-	writeJSON(w, http.StatusOK, topObject(top))
+	writeJSON(w, http.StatusOK, top.API())
 	return nil
 }
 
@@ -152,26 +160,35 @@ func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal)
 	rc := http.NewResponseController(w)
 	// The API's write timeout does not apply to a stream.
 	_ = rc.SetWriteDeadline(time.Time{})
-	ch, stop := s.collector.Watch(code)
+	ch, stop := s.stats.Watch(code)
 	defer stop()
+	// The first read answers an error (a partition down) before the
+	// stream begins.
+	first, err := s.stats.Totals(code)
+	if err != nil {
+		return statsErr("live stats", err)
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	send := func() error {
-		t, err := s.collector.Totals(code)
-		if err != nil {
-			return err
-		}
-		b, _ := json.Marshal(client.LiveClicks{T: t.T, Clicks: t.Clicks, Uniques: t.Uniques, Bots: t.Bots})
+	write := func(t collector.Totals) error {
+		b, _ := json.Marshal(t.API())
 		if _, err := fmt.Fprintf(w, "event: clicks\ndata: %s\n\n", b); err != nil {
 			return err
 		}
 		return rc.Flush()
 	}
-	if err := send(); err != nil {
+	send := func() error {
+		t, err := s.stats.Totals(code)
+		if err != nil {
+			return err
+		}
+		return write(t)
+	}
+	if err := write(first); err != nil {
 		return nil // the answer has begun: nothing more to say
 	}
 	last := time.Now()
@@ -214,13 +231,16 @@ func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal)
 // clicks reached their max_visits are queued to be disabled. It never
 // blocks the collector: a code that finds the queue full is queued again
 // by its next batch of clicks.
-func (s *Server) onClicks(totals map[string]uint64) {
+func (s *Server) onClicks(codes []string) {
 	if s.closed.Load() {
 		return
 	}
-	for code, n := range totals {
+	for _, code := range codes {
 		rec, err := s.store.Get(code)
-		if err != nil || rec.MaxVisits == 0 || n < rec.MaxVisits || rec.Status != link.StatusActive {
+		if err != nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+			continue
+		}
+		if n, err := s.collector.Clicks(code); err != nil || n < rec.MaxVisits {
 			continue
 		}
 		select {
@@ -276,50 +296,3 @@ func (s *Server) enforceMaxVisits(ctx context.Context, rec link.Record) (link.Re
 // apiTime is the API's time format: RFC 3339 in UTC, with fractional
 // seconds only when there are some (as client.Link writes its times).
 func apiTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// statsObject is the stats object of the API (client.Stats, the one
-// definition) for what the collector answered.
-func statsObject(st *collector.LinkStats) client.Stats {
-	out := client.Stats{
-		Code: st.Code, From: st.From, To: st.To, Interval: st.Interval,
-		Clicks: st.Clicks, Uniques: st.Uniques, Bots: st.Bots,
-		Series:          make([]client.StatsPoint, len(st.Series)),
-		Referrers:       statsCounts(st.Referrers),
-		Countries:       statsCounts(st.Countries),
-		Devices:         statsCounts(st.Devices),
-		Browsers:        statsCounts(st.Browsers),
-		OS:              statsCounts(st.OS),
-		Edges:           statsCounts(st.Edges),
-		CompleteThrough: st.CompleteThrough,
-		IncompleteEdges: st.IncompleteEdges,
-	}
-	for i, p := range st.Series {
-		out.Series[i] = client.StatsPoint{T: p.T, Clicks: p.Clicks, Uniques: p.Uniques, Bots: p.Bots}
-	}
-	if out.IncompleteEdges == nil {
-		out.IncompleteEdges = []string{}
-	}
-	return out
-}
-
-// statsCounts is a breakdown of the API: an array, never null.
-func statsCounts(kcs []collector.KeyCount) []client.StatsCount {
-	out := make([]client.StatsCount, len(kcs))
-	for i, kc := range kcs {
-		out[i] = client.StatsCount{Key: kc.Key, Clicks: kc.Count}
-	}
-	return out
-}
-
-// topObject is GET /v1/stats's answer (client.TopLinks).
-func topObject(top *collector.TopLinks) client.TopLinks {
-	out := client.TopLinks{
-		From: top.From, To: top.To, Clicks: top.Clicks, Bots: top.Bots,
-		Links:           make([]client.TopLink, len(top.Links)),
-		CompleteThrough: top.CompleteThrough,
-	}
-	for i, l := range top.Links {
-		out.Links[i] = client.TopLink{Code: l.Code, Clicks: l.Clicks, Uniques: l.Uniques, Bots: l.Bots}
-	}
-	return out
-}

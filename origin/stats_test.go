@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/collector"
 	"github.com/linkpop/linkpop/internal/leaktest"
+	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/link"
 	"github.com/linkpop/linkpop/origin"
@@ -327,4 +330,175 @@ func TestStatsWithoutCollector(t *testing.T) {
 			t.Fatalf("GET %s: %s", p, r.raw)
 		}
 	}
+}
+
+// TestStatsAcrossCollectorPartitions: two separate collectors split the
+// links by code (partition 0 and 1 of 2) over one real embedded
+// JetStream, and the origin, given their partition API URLs, answers
+// the stats API from them: clicks shipped by two edges over codes of
+// both partitions come back exactly from GET /v1/links/{code}/stats and
+// GET /v1/stats, and a link's live stream follows its partition. With one
+// partition stopped, its links' stats and the top links answer 503
+// unavailable while the other partition's links still answer.
+func TestStatsAcrossCollectorPartitions(t *testing.T) {
+	leaktest.Check(t)
+	ns := natstest.Start(t)
+	natsCfg := replication.ConnConfig{URLs: []string{ns.URL()}}
+	const token = "collector-token"
+	var urls []string
+	var stops []func()
+	for i := range 2 {
+		c, err := collector.New(collector.Config{Dir: t.TempDir(), NATS: natsCfg, Partition: i, Partitions: 2, StatsListen: "127.0.0.1:0", StatsToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("collector %d: %v", i, err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		stops = append(stops, stop)
+		urls = append(urls, "http://"+c.StatsAddr())
+	}
+	o := apiStart(t, func(c *origin.Config) {
+		c.NATS = natsCfg
+		c.Collectors = urls
+		c.CollectorToken = token
+	})
+	o.nats = ns // the shipper publishes to the collectors' stream
+
+	codes := []string{"alpha", "beta", "gamma", "delta", "omega", "kappa"}
+	var in [2][]string
+	for _, code := range codes {
+		p := collector.PartitionOf(code, 2)
+		in[p] = append(in[p], code)
+		o.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"https://example.com/`+code+`","code":"`+code+`"}`)
+	}
+	if len(in[0]) == 0 || len(in[1]) == 0 {
+		t.Fatalf("codes per partition %v: the test needs both", in)
+	}
+	now := time.Now().UTC()
+	min0 := now.Truncate(time.Minute).Add(-20 * time.Minute)
+	sh := newShipper(o)
+	want := map[string][2]uint64{} // code -> clicks, bots
+	perEdge := map[string]map[string]uint64{}
+	var total, bots uint64
+	for round := range 6 {
+		for e, edge := range []string{"edge-a", "edge-b"} {
+			var lms []*linkpb.LinkMinute
+			for i, code := range codes {
+				c := uint64(1 + (round*7+i*3+e)%9)
+				b := uint64((round + i + e) % 2)
+				lms = append(lms, &linkpb.LinkMinute{Code: code, MinuteUnix: min0.Add(time.Duration(round) * time.Minute).Unix(),
+					Clicks: c, Bots: b, Visitors: vh(uint64(i*100 + round))})
+				w := want[code]
+				want[code] = [2]uint64{w[0] + c, w[1] + b}
+				if perEdge[code] == nil {
+					perEdge[code] = map[string]uint64{}
+				}
+				perEdge[code][edge] += c
+				total += c
+				bots += b
+			}
+			sh.ship(edge, now, lms...)
+		}
+	}
+	from := min0.Add(-10 * time.Minute).Format(time.RFC3339)
+	to := now.Add(time.Minute).Format(time.RFC3339)
+	wait.For(t, 30*time.Second, "every click in the merged top links", func() bool {
+		r := o.do("GET", "/v1/stats?from="+from+"&to="+to, apiAdminKey, "")
+		n, _ := r.body["clicks"].(float64)
+		return r.status == 200 && uint64(n) == total
+	})
+	r := o.must(200, "GET", "/v1/stats?from="+from+"&to="+to+"&limit=1000", apiAdminKey, "")
+	var top client.TopLinks
+	if err := json.Unmarshal(r.raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	if top.Clicks != total || top.Bots != bots || len(top.Links) != len(codes) || top.CompleteThrough == nil {
+		t.Fatalf("top links %s; want %d clicks, %d bots, %d links", r.raw, total, bots, len(codes))
+	}
+	for i, l := range top.Links {
+		if w := want[l.Code]; l.Clicks != w[0] || l.Bots != w[1] || l.Uniques != 6 {
+			t.Fatalf("top link %s: %+v, want %v clicks/bots and 6 uniques", l.Code, l, w)
+		}
+		if i > 0 && (top.Links[i-1].Clicks < l.Clicks || (top.Links[i-1].Clicks == l.Clicks && top.Links[i-1].Code > l.Code)) {
+			t.Fatalf("top links out of order: %s", r.raw)
+		}
+	}
+	for _, code := range codes {
+		r := o.must(200, "GET", "/v1/links/"+code+"/stats?from="+from+"&to="+to, apiAdminKey, "")
+		var st client.Stats
+		if err := json.Unmarshal(r.raw, &st); err != nil {
+			t.Fatal(err)
+		}
+		w := want[code]
+		if st.Clicks != w[0] || st.Bots != w[1] || st.Uniques != 6 || st.CompleteThrough == nil || len(st.Edges) != 2 {
+			t.Fatalf("%s stats %s; want %v", code, r.raw, w)
+		}
+		for _, e := range st.Edges {
+			if e.Clicks != perEdge[code][e.Key] {
+				t.Fatalf("%s edge %s: %d clicks, want %d", code, e.Key, e.Clicks, perEdge[code][e.Key])
+			}
+		}
+	}
+
+	// The live stream of a link on partition 1: its totals at once, then
+	// (the origin polls the partition) after a new batch.
+	live := in[1][0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", o.base+"/v1/links/"+live+"/stats/live", nil)
+	req.Header.Set("Authorization", "Bearer "+apiAdminKey)
+	resp, err := o.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("live: %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	next := func() client.LiveClicks {
+		t.Helper()
+		for sc.Scan() {
+			if sc.Text() != "event: clicks" {
+				continue
+			}
+			var lc client.LiveClicks
+			if !sc.Scan() || json.Unmarshal([]byte(strings.TrimPrefix(sc.Text(), "data: ")), &lc) != nil {
+				t.Fatalf("bad event data %q", sc.Text())
+			}
+			return lc
+		}
+		t.Fatalf("live stream ended: %v", sc.Err())
+		return client.LiveClicks{}
+	}
+	if got := next(); got.Clicks != want[live][0] || got.Bots != want[live][1] || got.Uniques != 6 {
+		t.Fatalf("first live event %+v, want %v", got, want[live])
+	}
+	sh.ship("edge-a", now, &linkpb.LinkMinute{Code: live, MinuteUnix: min0.Unix(), Clicks: 4, Visitors: vh(999)})
+	if got := next(); got.Clicks != want[live][0]+4 || got.Uniques != 7 {
+		t.Fatalf("live event after a batch %+v, want %d clicks, 7 uniques", got, want[live][0]+4)
+	}
+	cancel()
+	resp.Body.Close()
+
+	stops[1]()
+	if r := o.must(503, "GET", "/v1/links/"+in[1][0]+"/stats", apiAdminKey, ""); r.errCode() != "unavailable" {
+		t.Fatalf("stats of a stopped partition's link: %s", r.raw)
+	}
+	if r := o.must(503, "GET", "/v1/stats", apiAdminKey, ""); r.errCode() != "unavailable" {
+		t.Fatalf("top links with a partition stopped: %s", r.raw)
+	}
+	if r := o.must(503, "GET", "/v1/links/"+live+"/stats/live", apiAdminKey, ""); r.errCode() != "unavailable" {
+		t.Fatalf("live stream of a stopped partition's link: %s", r.raw)
+	}
+	o.must(200, "GET", "/v1/links/"+in[0][0]+"/stats", apiAdminKey, "")
 }

@@ -3,11 +3,13 @@
 // consumer into its own Pebble rollup store and serves /metrics and
 // /healthz on an operator listener.
 //
-//	collector -data DIR [-nats URLS] [-durable NAME] [-edges E1,E2] [-admin 127.0.0.1:9083] ...
+//	collector -data DIR [-nats URLS] [-partition I -partitions N] [-stats-listen ADDR -stats-token-file FILE] [-admin 127.0.0.1:9083] ...
 //
-// The origin runs the same collector in-process by default; run this
-// binary with the origin's -no-collector. See the README ("Click
-// analytics") for what a separate collector serves today.
+// The origin runs the same collector in-process by default. Several
+// collectors split the links by code (-partition i of -partitions n);
+// each serves its partition's stats on -stats-listen, and the origin,
+// run with -collectors URL0,URL1,... and -collector-token-file, asks
+// them. See the README ("Running several collectors").
 package main
 
 import (
@@ -31,8 +33,9 @@ func main() {
 	fs := flag.NewFlagSet("collector", flag.ExitOnError)
 	var (
 		data, admin                              string
-		stream, durable, edges                   string
-		streamReplicas                           int
+		stream, durable                          string
+		statsListen, statsTokenFile              string
+		streamReplicas, partition, partitions    int
 		minuteRet, hourRet, retireAfter, ackWait time.Duration
 		logLevel, logFormat                      string
 	)
@@ -41,8 +44,11 @@ func main() {
 	natsFlags := natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
 	fs.StringVar(&stream, "click-stream", "LINKPOP_CLICKS", "JetStream click stream name")
 	fs.IntVar(&streamReplicas, "click-stream-replicas", 1, "click stream replication factor (3 in production)")
-	fs.StringVar(&durable, "durable", "linkpop-collector", "durable consumer name; each collector of a partitioned fleet needs its own")
-	fs.StringVar(&edges, "edges", "", "consume only these edges' batches, comma separated (a partition; default every edge)")
+	fs.StringVar(&durable, "durable", "", "durable consumer name (default linkpop-collector, or linkpop-collector-I-of-N for a partition)")
+	fs.IntVar(&partition, "partition", 0, "this collector's partition of the links, 0 to -partitions minus 1")
+	fs.IntVar(&partitions, "partitions", 1, "number of collectors the links are split between (by code)")
+	fs.StringVar(&statsListen, "stats-listen", "", "partition API listen address, asked by the origin's -collectors (default off)")
+	fs.StringVar(&statsTokenFile, "stats-token-file", "", "file holding the partition API's bearer token (required with -stats-listen)")
 	fs.DurationVar(&minuteRet, "minute-retention", 7*24*time.Hour, "how long minute rollups are kept")
 	fs.DurationVar(&hourRet, "hour-retention", 90*24*time.Hour, "how long hour rollups are kept (day rollups are kept forever)")
 	fs.DurationVar(&retireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
@@ -68,12 +74,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "collector:", err)
 		os.Exit(2)
 	}
+	var statsToken string
+	if statsTokenFile != "" {
+		if statsToken, err = cli.ReadSecretFile(statsTokenFile); err != nil {
+			fmt.Fprintln(os.Stderr, "collector: -stats-token-file:", err)
+			os.Exit(2)
+		}
+	}
 	cfg := collector.Config{
 		Dir:             filepath.Join(data, "collector"),
 		NATS:            natsCfg,
 		Stream:          replication.ClickStreamConfig{Name: stream, Replicas: streamReplicas},
 		Durable:         durable,
-		Edges:           cli.SplitList(edges),
+		Partition:       partition,
+		Partitions:      partitions,
+		StatsListen:     statsListen,
+		StatsToken:      statsToken,
 		AckWait:         ackWait,
 		MinuteRetention: minuteRet,
 		HourRetention:   hourRet,
@@ -97,6 +113,6 @@ func run(ctx context.Context, cfg collector.Config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("collector consuming %s as %s, admin on http://%s\n", cfg.Stream.Name, cfg.Durable, c.AdminAddr())
+	fmt.Printf("collector partition %d of %d consuming %s, admin on http://%s, stats on %q\n", cfg.Partition, max(1, cfg.Partitions), cfg.Stream.Name, c.AdminAddr(), c.StatsAddr())
 	return c.Run(ctx)
 }

@@ -206,6 +206,7 @@ type flags struct {
 	maxBodyBytes                   int64
 	shutdownTimeout                time.Duration
 	noCollector                    bool
+	collectors, collectorTokenFile string
 	clickStreamReplicas            int
 	regions                        string
 	minuteRetention, hourRetention time.Duration
@@ -246,6 +247,8 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", origin.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", origin.DefaultShutdownTimeout, "how long in-flight requests may finish at shutdown")
 	fs.BoolVar(&f.noCollector, "no-collector", false, "do not run the click collector in this process (the stats API then answers 503)")
+	fs.StringVar(&f.collectors, "collectors", "", "partition API URLs of separate collectors (bin/collector -stats-listen), comma separated, in partition order; the stats API asks them and no collector runs in this process")
+	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collectors' partition API token (required with -collectors)")
 	fs.IntVar(&f.clickStreamReplicas, "click-stream-replicas", 1, "click stream (LINKPOP_CLICKS) replication factor (3 in production)")
 	fs.StringVar(&f.regions, "regions", "", "JetStream `domains` of the regions (see origin region) whose click streams the click stream sources, comma separated; set by origin streams")
 	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
@@ -329,6 +332,12 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 		Logger: logger,
 	}
 	cfg.BlocklistFiles = cli.SplitList(f.blocklistFiles)
+	cfg.Collectors = cli.SplitList(f.collectors)
+	if f.collectorTokenFile != "" {
+		if cfg.CollectorToken, err = cli.ReadSecretFile(f.collectorTokenFile); err != nil {
+			return origin.Config{}, fmt.Errorf("-collector-token-file: %w", err)
+		}
+	}
 	cfg.BlocklistRefresh = f.blocklistRefresh
 	cfg.AllowPrivateTargets = f.allowPrivateTargets
 	// With -dev, -nats defaults to the embedded server.
