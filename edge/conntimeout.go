@@ -2,6 +2,7 @@ package edge
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,11 @@ type timedConn struct {
 	phase atomic.Uint64
 	// writing is the coarse time a Write began + 1, or 0.
 	writing atomic.Int64
+	// peer is the socket peer's address, unmapped, read once at accept:
+	// every request of the connection needs it for its click (and a 404
+	// for the enumeration limiter), and asking the connection each time
+	// was an interface call chain and a net.IP conversion per request.
+	peer netip.Addr
 }
 
 // newConnTimeouts starts the sweeper; stopSweeper ends it.
@@ -111,7 +117,7 @@ func (l *timedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &timedConn{Conn: c, t: l.t}
+	tc := &timedConn{Conn: c, t: l.t, peer: peerAddr(c.RemoteAddr())}
 	tc.phase.Store(phaseNew<<phaseShift | uint64(l.t.now.Load()))
 	l.t.mu.Lock()
 	l.t.conns[tc] = struct{}{}
@@ -158,6 +164,26 @@ func (c *timedConn) enter(phase uint64) uint64 {
 func connLost(ctx *fasthttp.RequestCtx) bool {
 	tc, ok := ctx.Conn().(*timedConn)
 	return ok && tc.phase.Load()&closedBit != 0
+}
+
+// peerAddr is the unmapped IP address of a connection's remote address
+// (the zero Addr for a non-IP one).
+func peerAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// connPeer returns the socket peer of ctx's connection: the address read
+// at accept for a timed connection.
+func connPeer(ctx *fasthttp.RequestCtx) netip.Addr {
+	if tc, ok := ctx.Conn().(*timedConn); ok {
+		return tc.peer
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return peer.Unmap()
 }
 
 func (t *connTimeouts) forget(tc *timedConn) {

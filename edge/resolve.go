@@ -111,9 +111,9 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 // a trusted proxy the address its forwarding headers name
 // (clicks.Proxies.ClientAddr).
 func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	addr := peer.Unmap()
+	addr := connPeer(ctx)
 	if s.proxies.Trusts(addr) {
+		peer := addr
 		// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For
 		// only when there is no Forwarded (which wins).
 		if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {

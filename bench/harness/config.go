@@ -113,6 +113,10 @@ type Config struct {
 	// BaseEdge is the binary of another edge build measured as
 	// SysLinkpopBase. The default ("") measures none.
 	BaseEdge string
+	// BaseAnalytics runs SysLinkpopBase with click analytics on, as
+	// SysLinkpopAnalytics: the A/B of a change to the analytics path. The
+	// default is off.
+	BaseAnalytics bool
 
 	// Wrk, Nginx, Golink and Taskset are the paths of those programs. The
 	// default ("") looks wrk, nginx and taskset up in PATH (and /usr/sbin)
@@ -181,7 +185,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ZipfS %v: must be > 1", c.ZipfS))
 	}
 	for _, s := range c.Systems {
-		if s == SysLinkpopBase && c.BaseEdge == "" {
+		if s == SysLinkpopBase && c.BaseEdge == "" || c.BaseAnalytics && c.BaseEdge == "" {
 			errs = append(errs, fmt.Errorf("system %s needs BaseEdge", s))
 		}
 		if !slices.Contains(AllSystems, s) && s != SysLinkpopBase {

@@ -221,8 +221,16 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 // startBaseEdge starts the other edge build on a fresh replica and waits
 // until it has the whole stream.
 func (h *harness) startBaseEdge(info *SystemInfo) (*server, error) {
+	var extra []string
+	if h.cfg.BaseAnalytics {
+		keyFile, err := h.analyticsKeyFile()
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, "-analytics-key-file", keyFile)
+	}
 	begin := time.Now()
-	e, err := h.startEdgeBin(h.cfg.BaseEdge, "edge-base", filepath.Join(h.cfg.WorkDir, "edge-base"), h.cfg.ServerCPU)
+	e, err := h.startEdgeBin(h.cfg.BaseEdge, "edge-base", filepath.Join(h.cfg.WorkDir, "edge-base"), h.cfg.ServerCPU, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -238,11 +246,18 @@ func (h *harness) startBaseEdge(info *SystemInfo) (*server, error) {
 	return &s, nil
 }
 
+// analyticsKeyFile writes the analytics edges' key file and returns its
+// path.
+func (h *harness) analyticsKeyFile() (string, error) {
+	keyFile := filepath.Join(h.cfg.WorkDir, "analytics.key")
+	return keyFile, os.WriteFile(keyFile, []byte("bench-analytics-key-0123456789abcdef\n"), 0o600)
+}
+
 // startAnalyticsEdge starts an edge with click analytics on a fresh
 // replica and waits until it has the whole stream.
 func (h *harness) startAnalyticsEdge(info *SystemInfo) (*server, error) {
-	keyFile := filepath.Join(h.cfg.WorkDir, "analytics.key")
-	if err := os.WriteFile(keyFile, []byte("bench-analytics-key-0123456789abcdef\n"), 0o600); err != nil {
+	keyFile, err := h.analyticsKeyFile()
+	if err != nil {
 		return nil, err
 	}
 	begin := time.Now()
@@ -311,6 +326,9 @@ func (h *harness) startSystem(info *SystemInfo) (*server, error) {
 		return s, nil
 	case SysLinkpopBase:
 		info.Description = "another build of the edge (" + h.cfg.BaseEdge + "), its own replica bootstrapped from the same stream: the A/B of a hot-path change"
+		if h.cfg.BaseAnalytics {
+			info.Description += "; click analytics on, as linkpop-analytics"
+		}
 		return h.startBaseEdge(info)
 	case SysRedisPG:
 		rp, err := h.startRedisPG(info)

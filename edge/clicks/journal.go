@@ -23,8 +23,14 @@ var ErrSpillFull = errors.New("click journal full")
 // journal is the on-disk queue of sealed, not yet acknowledged batches:
 // one file per batch (DIR/<seq>.batch, written to a temporary name,
 // synced and renamed, so a crash never leaves half a batch), and DIR/meta
-// holding the edge name, the journal's instance id and the next sequence
-// number. A batch file is removed once the stream has acknowledged it.
+// holding the edge name, the journal's instance id, the dropped clicks not
+// yet reported and the next sequence number as of the last time meta was
+// written. Once the stream has acknowledged a batch, its file becomes
+// DIR/last (a rename over the previous one), so the newest sequence used
+// is always on disk, in a pending batch or in last, and meta is rewritten
+// only when its dropped count changes, not at every seal. The next
+// sequence at open is the largest of meta's, the pending batches' and
+// last's, plus one.
 type journal struct {
 	dir      string
 	max      int64
@@ -36,6 +42,9 @@ type journal struct {
 	carry   uint64 // dropped clicks not yet in a batch, kept across restarts
 	pending []*entry
 	bytes   int64
+	kept    int64         // bytes of the pending batches kept in memory (entry.data)
+	keepMax int64         // bound of kept: maxKeptBytes (tests lower it)
+	spares  [][]byte      // buffers of acknowledged kept batches, for the next ones
 	notify  chan struct{} // a batch was appended
 	corrupt []string      // batch files set aside at open
 }
@@ -49,9 +58,20 @@ type entry struct {
 	clicks         uint64 // clicks and bots in the batch
 	sealedAt       time.Time
 	spilled        bool // waited on disk because the stream did not take it at once
+	// data is the batch as written, kept in memory while the journal's
+	// kept bytes stay under maxKeptBytes so the publisher does not read
+	// the file back; nil: read the file.
+	data []byte
 }
 
-const metaName = "meta"
+const (
+	metaName = "meta"
+	lastName = "last"
+	// maxKeptBytes bounds the pending batches kept in memory for the
+	// publisher; past it (a backlog during an outage) they are read back
+	// from their files.
+	maxKeptBytes = 16 << 20
+)
 
 // errMetaNotSaved: the batches were stored but meta was not updated.
 var errMetaNotSaved = errors.New("click journal meta not saved")
@@ -64,10 +84,18 @@ func openJournal(dir, edge string, maxBytes int64) (*journal, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("click journal: %w", err)
 	}
-	j := &journal{dir: dir, max: maxBytes, edge: edge, notify: make(chan struct{}, 1)}
+	j := &journal{dir: dir, max: maxBytes, keepMax: maxKeptBytes, edge: edge, notify: make(chan struct{}, 1)}
 	metaEdge, instance, next, carry, err := readMeta(filepath.Join(dir, metaName))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
+	}
+	// The newest batch acknowledged: its seq was used.
+	if data, err := os.ReadFile(filepath.Join(dir, lastName)); err == nil {
+		if b, err := link.UnmarshalClickBatch(data); err == nil && b.Edge == metaEdge && b.Instance == instance && b.Seq >= next {
+			next = b.Seq + 1
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("click journal: %w", err)
 	}
 	names, err := os.ReadDir(dir)
 	if err != nil {
@@ -250,6 +278,7 @@ func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) 
 	j.mu.Lock()
 	seq := j.next
 	var spilled bool
+	kept := j.kept
 	for _, e := range j.pending {
 		spilled = spilled || e.spilled
 	}
@@ -263,22 +292,33 @@ func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) 
 			}
 			return err
 		}
-		added = append(added, &entry{edge: j.edge, instance: j.instance, seq: seq, path: p,
-			size: int64(len(data)), clicks: clicks[i], sealedAt: sealedAt, spilled: spilled})
+		e := &entry{edge: j.edge, instance: j.instance, seq: seq, path: p,
+			size: int64(len(data)), clicks: clicks[i], sealedAt: sealedAt, spilled: spilled}
+		if kept+e.size <= j.keepMax {
+			// batches are the shipper's buffers, reused at the next seal.
+			e.data = append(j.spare(len(data)), data...)
+			kept += e.size
+		}
+		added = append(added, e)
 		seq++
 	}
 	j.mu.Lock()
 	j.next = seq
-	j.carry = 0 // the last batch reported it
-	err := j.writeMeta()
-	if err != nil {
-		// The batches are in and will ship; a restart recomputes next
-		// from their files.
-		err = fmt.Errorf("%w: %w", errMetaNotSaved, err)
+	var err error
+	if j.carry != 0 {
+		j.carry = 0 // the last batch reported it
+		if err = j.writeMeta(); err != nil {
+			// The batches are in and will ship; a restart recomputes
+			// next from their files.
+			err = fmt.Errorf("%w: %w", errMetaNotSaved, err)
+		}
 	}
 	j.pending = append(j.pending, added...)
 	for _, e := range added {
 		j.bytes += e.size
+		if e.data != nil {
+			j.kept += e.size
+		}
 	}
 	j.mu.Unlock()
 	select {
@@ -317,10 +357,45 @@ func (j *journal) ack(e *entry) error {
 	}
 	j.pending = j.pending[1:]
 	j.bytes -= e.size
-	if err := os.Remove(e.path); err != nil {
+	if e.data != nil {
+		j.kept -= e.size
+		j.spares = append(j.spares, e.data[:0])
+		e.data = nil
+	}
+	// Not removed but kept as last: the newest acknowledged seq stays on
+	// disk for the next open (see journal). A batch of another edge or
+	// instance (shipped after a rename or a new instance) says nothing of
+	// this one's seqs; it is removed.
+	if e.edge != j.edge || e.instance != j.instance {
+		if err := os.Remove(e.path); err != nil {
+			return fmt.Errorf("click journal: %w", err)
+		}
+		return nil
+	}
+	if err := os.Rename(e.path, filepath.Join(j.dir, lastName)); err != nil {
 		return fmt.Errorf("click journal: %w", err)
 	}
 	return nil
+}
+
+// spare returns an empty buffer of at least n bytes for a kept batch:
+// one of the acknowledged batches' buffers when one is large enough.
+// Called with mu not held.
+func (j *journal) spare(n int) []byte {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for i, b := range j.spares {
+		if cap(b) >= n {
+			last := len(j.spares) - 1
+			j.spares[i] = j.spares[last]
+			j.spares = j.spares[:last]
+			return b
+		}
+	}
+	if len(j.spares) > 0 {
+		j.spares = j.spares[:len(j.spares)-1] // too small: let it go
+	}
+	return make([]byte, 0, n+n/4)
 }
 
 // state reports the pending batches, their bytes and the oldest one's
@@ -332,6 +407,15 @@ func (j *journal) state() (n int, bytes int64, oldest time.Time) {
 		oldest = j.pending[0].sealedAt
 	}
 	return len(j.pending), j.bytes, oldest
+}
+
+// batchData returns e's encoded batch: kept in memory, or read from its
+// file. It must not be retained after e is acknowledged.
+func batchData(e *entry) ([]byte, error) {
+	if e.data != nil {
+		return e.data, nil
+	}
+	return readBatch(e.path)
 }
 
 func readBatch(path string) ([]byte, error) {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Click is one redirect answered to a GET: what the recorder keeps of the
@@ -75,6 +76,13 @@ type agg struct {
 	dropped  uint64            // clicks not kept at all (bound hit on a new entry)
 	degraded uint64            // clicks kept without some detail
 	free     []*minuteAgg      // cleared entries to reuse
+	// codeBuf holds the codes of the interval's entries, which are
+	// strings into it: one buffer reused from interval to interval
+	// instead of a string allocated per (code, minute), most clicks' own
+	// entry under spread traffic. Growing it moves later codes to a new
+	// array; the strings already made keep the old one alive until the
+	// seal.
+	codeBuf []byte
 }
 
 func newAgg() *agg {
@@ -202,7 +210,7 @@ func (r *Recorder) Record(c *Click) {
 		if same != nil {
 			m.code = same.code
 		} else {
-			m.code = string(c.Code)
+			m.code = a.internCode(c.Code)
 		}
 		if head != nil {
 			m.next = head.next
@@ -294,6 +302,20 @@ func (a *agg) newMinute(minute int64) *minuteAgg {
 	return &minuteAgg{minute: minute}
 }
 
+// internCode returns code as a string held in a's code buffer.
+func (a *agg) internCode(code []byte) string {
+	if len(a.codeBuf)+len(code) > cap(a.codeBuf) {
+		// A new array: the strings already made point into the old one.
+		a.codeBuf = make([]byte, 0, max(2*cap(a.codeBuf), len(code), minCodeBuf))
+	}
+	start := len(a.codeBuf)
+	a.codeBuf = append(a.codeBuf, code...)
+	return unsafe.String(&a.codeBuf[start], len(code))
+}
+
+// minCodeBuf is the first code buffer's size.
+const minCodeBuf = 4 << 10
+
 // swap hands the shard's aggregate to the caller and installs spare (a
 // cleared aggregate), under the shard's lock. With forget the shard also
 // forgets which strings the shipper knows, so they are sent again.
@@ -343,4 +365,6 @@ func (a *agg) reset() {
 	clear(a.uaNew)
 	clear(a.refNew)
 	a.entries, a.recorded, a.dropped, a.degraded = 0, 0, 0, 0
+	// Every entry's code was cleared above: the buffer's bytes are free.
+	a.codeBuf = a.codeBuf[:0]
 }

@@ -397,7 +397,7 @@ func (s *Shipper) publishLoop(ctx context.Context, drained <-chan struct{}) {
 			case <-t.C:
 			}
 		}
-		data, err := readBatch(e.path)
+		data, err := batchData(e)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 			err = s.cfg.Publisher.PublishClicks(pctx, e.edge, e.instance, e.seq, data)
@@ -420,7 +420,7 @@ func (s *Shipper) publishLoop(ctx context.Context, drained <-chan struct{}) {
 			s.log.Error("remove shipped click batch", "seq", e.seq, "err", err)
 		}
 		s.met.published.Inc()
-		s.met.publishedBytes.Add(len(data))
+		s.met.publishedBytes.Add(int(e.size))
 		s.met.shipped.Add(int(e.clicks))
 		if e.spilled {
 			s.met.spilled.Add(int(e.clicks))

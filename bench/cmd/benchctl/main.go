@@ -53,6 +53,7 @@ func run(args []string) error {
 		command   = fs.String("command", "", "command line recorded in the report (default this one)")
 		verbose   = fs.Bool("v", false, "log every run")
 		baseEdge  = fs.String("base-edge", "", "edge `binary` of another build, measured as system linkpop-base (add it to -systems)")
+		baseClk   = fs.Bool("base-analytics", false, "run linkpop-base with click analytics on (the A/B of an analytics change; needs -base-edge)")
 		propLinks = fs.Int("propagation-links", 0, "links created and deactivated in the propagation section (default 1000)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -69,7 +70,7 @@ func run(args []string) error {
 
 	cfg := harness.Config{
 		BinDir: *bin, CacheDir: *cache, Links: *links, Duration: *duration, Rounds: *rounds,
-		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks, WriteDuration: *writeDur, BaseEdge: *baseEdge,
+		Threads: *threads, NoPin: *noPin, Seed: *seed, PropagationLinks: *propLinks, WriteDuration: *writeDur, BaseEdge: *baseEdge, BaseAnalytics: *baseClk,
 		Mode: "quick", Command: *command, Logger: log,
 	}
 	if cfg.Command == "" {
