@@ -43,13 +43,19 @@ const (
 	SecWrites      = "writes"
 	SecPropagation = "propagation"
 	SecClicks      = "clicks"
+	// SecRestart is a restarted edge's first seconds under Zipf, warming
+	// on and off, next to bare302; SecPeer is peer bootstrap (a fresh
+	// edge takes the first edge's checkpoint) and the first edge's
+	// redirects while it ships.
+	SecRestart = "restart"
+	SecPeer    = "peer"
 )
 
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
 	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink, SysRedisPG}
-	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation, SecClicks}
+	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation, SecClicks, SecRestart, SecPeer}
 )
 
 // Config says what to measure and how. Zero fields take the quick-mode

@@ -149,6 +149,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{SecWrites, h.writes},
 		{SecPropagation, h.propagation},
 		{SecClicks, h.clicks},
+		{SecRestart, h.restart},
+		{SecPeer, h.peer},
 	}
 	for _, s := range sections {
 		if !cfg.section(s.name) {
