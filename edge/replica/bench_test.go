@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -201,5 +202,45 @@ func BenchmarkBootstrap1M(b *testing.B) {
 		b.ReportMetric(cpu.Seconds(), "cpu-s")
 		b.ReportMetric(reopen.Seconds(), "reopen-s")
 		b.ReportMetric(rescan.Seconds(), "rescan-s")
+	}
+}
+
+// BenchmarkReplay applies LINKPOP_REPLAY_N (default 1,000,000) created
+// links to a fresh replica in batches of 8192 without syncing, then one
+// synced batch, as the consumer applies a fresh edge's replay (it syncs
+// once a second), and reports the wall and CPU seconds (Pebble's
+// background flushes and compactions included).
+func BenchmarkReplay(b *testing.B) {
+	n := 1_000_000
+	if s := os.Getenv("LINKPOP_REPLAY_N"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			b.Fatalf("LINKPOP_REPLAY_N=%q: want a positive integer", s)
+		}
+		n = v
+	}
+	recs := benchRecords(n, 1)
+	for b.Loop() {
+		r, err := Open(Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu, start := cpuTime(), time.Now()
+		const size = 8192
+		for i := 0; i < n; i += size {
+			end := min(i+size, n)
+			bt := replication.Batch{Through: uint64(end), NoSync: end < n}
+			for j := i; j < end; j++ {
+				bt.Changes = append(bt.Changes, change(uint64(j+1), recs[j]))
+			}
+			mustApply(b, r, bt)
+		}
+		spent, cpu := time.Since(start), cpuTime()-cpu
+		if err := r.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(spent.Seconds(), "apply-s")
+		b.ReportMetric(cpu.Seconds(), "cpu-s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/link")
 	}
 }

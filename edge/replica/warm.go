@@ -132,7 +132,9 @@ func (r *Replica) warmSorted(ctx context.Context, codes []string) (int, error) {
 		if i%warmCtxEvery == 0 && ctx.Err() != nil {
 			break
 		}
-		if r.hot.Contains(code) {
+		// A cached code is marked read, as a lookup would, so that the
+		// CLOCK hand does not evict it for the codes loaded after it.
+		if _, ok := r.hot.GetIfPresent(code); ok {
 			n++
 			continue
 		}

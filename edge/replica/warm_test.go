@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -195,9 +194,9 @@ func BenchmarkWarm(b *testing.B) {
 				b.StopTimer()
 				r := open(b, Options{Dir: dir, HotCacheEntries: n})
 				b.StartTimer()
-				c0 := processCPU()
+				c0 := cpuTime()
 				got, err := m.warm(r)
-				cpu += processCPU() - c0
+				cpu += cpuTime() - c0
 				if err != nil || got != n {
 					b.Fatal(got, err)
 				}
@@ -229,13 +228,4 @@ func warmByGet(r *Replica, codes []string) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// processCPU is the process's user + system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
