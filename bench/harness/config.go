@@ -91,8 +91,7 @@ type Config struct {
 	// Systems are measured in the redirect section, in this order (the
 	// first system of each round rotates). The default is AllSystems.
 	Systems []string
-	// Sections run, in the fixed order of AllSections. The default is
-	// AllSections.
+	// Sections run, in this order. The default is AllSections.
 	Sections []string
 	// Distributions of known codes requested. The default is uniform and
 	// zipf.
@@ -160,6 +159,12 @@ type Config struct {
 	// for unknown and known codes during the flood. The defaults are 128
 	// and 16.
 	FloodConnections, FloodKnownConnections int
+
+	// Progress, if set, is called with the report so far after the first
+	// edge's bootstrap and after every section (Report.Pending lists the
+	// sections left), so that a long run that is cut still leaves its
+	// figures. The default (nil) is not to.
+	Progress func(*Report)
 
 	// Mode and Command are recorded in the report ("quick", "full",
 	// "smoke"; the command line that started the run).

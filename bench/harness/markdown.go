@@ -205,8 +205,11 @@ func (r *Report) Markdown() string {
 		p("\n")
 	}
 
-	if len(r.Skipped) > 0 || len(r.Errors) > 0 {
+	if len(r.Skipped) > 0 || len(r.Errors) > 0 || len(r.Pending) > 0 {
 		p("#### Not measured\n\n")
+		if len(r.Pending) > 0 {
+			p("- not run yet when this report was written (the run was cut or is still going): %s\n", strings.Join(r.Pending, ", "))
+		}
 		for _, k := range slices.Sorted(maps.Keys(r.Skipped)) {
 			p("- %s: skipped, %s\n", k, mdEscape(r.Skipped[k]))
 		}

@@ -42,6 +42,10 @@ type Report struct {
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Errors are failures of sections that did not stop the run.
 	Errors []string `json:"errors,omitempty"`
+	// Pending are the sections not run yet when the report was written:
+	// a report written as the run goes (Config.Progress) whose run was
+	// cut lists what it lacks.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // Machine is where the run happened.
