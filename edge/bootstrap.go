@@ -34,7 +34,12 @@ import (
 //
 //	linkpop-checkpoint 1\n
 //	F <name> <size>\n <size bytes> <sha256 of the file, hex>\n   (per file)
-//	E <files> <sha256 of every byte of the stream before this line, hex>\n
+//	E <files> <sha256 of every line of the stream before this one, hex>\n
+//
+// The end sum covers the header, every F line and every file's sum line,
+// so it covers names, sizes and (through their sums) contents, and every
+// byte is hashed once on each side: at 10M links (1.3 GB) hashing the
+// files twice cost more than a second on each side.
 //
 // The edge writes the files into DataDir/replica.boot, checks every
 // file's sum and the final one, syncs, and renames the directory to
@@ -277,7 +282,7 @@ func readCheckpoint(r io.Reader, dir string) (int64, error) {
 		}
 		seen[name] = true
 		all.Write([]byte(l + "\n"))
-		sum, err := receiveFile(io.TeeReader(br, all), filepath.Join(dir, name), size)
+		sum, err := receiveFile(br, filepath.Join(dir, name), size)
 		total += size
 		if err != nil {
 			return total, err
@@ -414,7 +419,7 @@ func shipCheckpoint(c net.Conn, dir string) (int64, error) {
 	w := bufio.NewWriterSize(deadlineWriter{c}, 256<<10)
 	fmt.Fprint(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
 	all := sha256.New()
-	hw := bufio.NewWriterSize(io.MultiWriter(w, all), 64<<10) // all of the stream but the end line
+	hw := io.MultiWriter(w, all) // the lines: all of the stream but the files' bytes and the end line
 	fmt.Fprintf(hw, "%s\n", checkpointMagic)
 	var total int64
 	files := 0
@@ -422,21 +427,20 @@ func shipCheckpoint(c net.Conn, dir string) (int64, error) {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		n, err := shipFile(hw, filepath.Join(dir, e.Name()))
+		n, err := shipFile(hw, w, filepath.Join(dir, e.Name()))
 		total += n
 		if err != nil {
 			return total, err
 		}
 		files++
 	}
-	if err := hw.Flush(); err != nil {
-		return total, err
-	}
 	fmt.Fprintf(w, "E %d %s\n", files, hex.EncodeToString(all.Sum(nil)))
 	return total, w.Flush()
 }
 
-func shipFile(w io.Writer, path string) (int64, error) {
+// shipFile writes path's F line and sum line to lines and its bytes to
+// data (the same stream, without the end sum's hash).
+func shipFile(lines, data io.Writer, path string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -447,17 +451,17 @@ func shipFile(w io.Writer, path string) (int64, error) {
 		return 0, err
 	}
 	size := st.Size()
-	fmt.Fprintf(w, "F %s %d\n", filepath.Base(path), size)
+	fmt.Fprintf(lines, "F %s %d\n", filepath.Base(path), size)
 	h := sha256.New()
-	var out io.Writer = w
+	out := data
 	if corruptShips.Load() {
-		out = &flipWriter{w: w}
+		out = &flipWriter{w: data}
 	}
 	n, err := io.CopyN(io.MultiWriter(out, h), f, size)
 	if err != nil {
 		return n, err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", hex.EncodeToString(h.Sum(nil)))
+	_, err = fmt.Fprintf(lines, "%s\n", hex.EncodeToString(h.Sum(nil)))
 	return n, err
 }
 

@@ -20,9 +20,10 @@ import (
 	"github.com/linkpop/linkpop/link"
 )
 
-// The hot set: the codes of the hot cache, recently requested ones first
-// (replica.HotCodes), saved in DataDir/hotset every WarmSaveInterval and
-// when the edge stops, and loaded into the hot cache when it starts, so a
+// The hot set: the codes of the hot cache, most requested first by hit
+// counts halved every WarmSaveInterval (replica.HotCodes, DecayHot),
+// saved in DataDir/hotset every WarmSaveInterval and when the edge
+// stops, and loaded into the hot cache when it starts, so a
 // restarted edge serves from memory from its first requests. A fresh edge
 // (no hot set of its own) takes a ready peer's from its admin GET
 // /hotset. The file is "linkpop-hotset 1 <count> <crc32c of the rest>\n"
@@ -258,6 +259,11 @@ func (s *Server) runWarm(ctx context.Context) {
 		case <-t.C:
 			if err := s.saveHotSet(); err != nil {
 				s.log.Warn("hot set", "err", err)
+			}
+			// Hit counts halve every interval: the hot set ranks codes
+			// by their recent requests.
+			if rep := s.rep.Load(); rep != nil {
+				rep.DecayHot()
 			}
 		}
 	}

@@ -43,13 +43,19 @@ const (
 	SecWrites      = "writes"
 	SecPropagation = "propagation"
 	SecClicks      = "clicks"
+	// SecRestart is a restarted edge's first seconds under Zipf, warming
+	// on and off, next to bare302; SecPeer is peer bootstrap (a fresh
+	// edge takes the first edge's checkpoint) and the first edge's
+	// redirects while it ships.
+	SecRestart = "restart"
+	SecPeer    = "peer"
 )
 
 // AllSystems and AllSections are the defaults of Config.Systems and
 // Config.Sections.
 var (
 	AllSystems  = []string{SysLinkpop, SysLinkpopAnalytics, SysBare302, SysNginx, SysGolink, SysRedisPG}
-	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation, SecClicks}
+	AllSections = []string{SecRedirect, SecFlood, SecCatchup, SecWrites, SecPropagation, SecClicks, SecRestart, SecPeer}
 )
 
 // Config says what to measure and how. Zero fields take the quick-mode
@@ -85,8 +91,7 @@ type Config struct {
 	// Systems are measured in the redirect section, in this order (the
 	// first system of each round rotates). The default is AllSystems.
 	Systems []string
-	// Sections run, in the fixed order of AllSections. The default is
-	// AllSections.
+	// Sections run, in this order. The default is AllSections.
 	Sections []string
 	// Distributions of known codes requested. The default is uniform and
 	// zipf.
@@ -158,6 +163,12 @@ type Config struct {
 	// for unknown and known codes during the flood. The defaults are 128
 	// and 16.
 	FloodConnections, FloodKnownConnections int
+
+	// Progress, if set, is called with the report so far after the first
+	// edge's bootstrap and after every section (Report.Pending lists the
+	// sections left), so that a long run that is cut still leaves its
+	// figures. The default (nil) is not to.
+	Progress func(*Report)
 
 	// Mode and Command are recorded in the report ("quick", "full",
 	// "smoke"; the command line that started the run).

@@ -109,10 +109,11 @@ func (h *harness) catchup() error {
 	return nil
 }
 
-// restartEdge starts a stopped edge again on its data directory.
-func (h *harness) restartEdge(e *edgeProc) (*edgeProc, error) {
-	e.p.stop(syscall.SIGTERM, 20*time.Second)
-	ne, err := h.startEdge(e.name, e.data, h.cfg.ServerCPU)
+// restartEdge stops an edge (if it runs) and starts it again on its data
+// directory with the default flags and extra.
+func (h *harness) restartEdge(e *edgeProc, extra ...string) (*edgeProc, error) {
+	e.p.stop(stopSignal, 20*time.Second)
+	ne, err := h.startEdge(e.name, e.data, h.cfg.ServerCPU, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,3 +122,7 @@ func (h *harness) restartEdge(e *edgeProc) (*edgeProc, error) {
 	}
 	return ne, nil
 }
+
+// stopSignal stops an edge gracefully: it saves its hot set and bloom
+// filter.
+const stopSignal = syscall.SIGTERM

@@ -139,39 +139,44 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 
-	sections := []struct {
-		name string
-		run  func() error
-	}{
-		{SecRedirect, h.redirect},
-		{SecFlood, h.flood},
-		{SecCatchup, h.catchup},
-		{SecWrites, h.writes},
-		{SecPropagation, h.propagation},
-		{SecClicks, h.clicks},
+	sections := map[string]func() error{
+		SecRedirect:    h.redirect,
+		SecFlood:       h.flood,
+		SecCatchup:     h.catchup,
+		SecWrites:      h.writes,
+		SecPropagation: h.propagation,
+		SecClicks:      h.clicks,
+		SecRestart:     h.restart,
+		SecPeer:        h.peer,
 	}
-	for _, s := range sections {
-		if !cfg.section(s.name) {
-			continue
+	progress := func(left []string) {
+		if cfg.Progress != nil {
+			h.rep.Pending = left
+			h.rep.Machine.LoadAvgEnd = loadAvg()
+			cfg.Progress(h.rep)
+			h.rep.Pending = nil
 		}
+	}
+	progress(cfg.Sections)
+	for i, name := range cfg.Sections {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h.log.Info("section", "name", s.name)
-		if err := s.run(); err != nil {
-			if errors.Is(err, errSkipped) {
-				h.rep.Skipped[s.name] = err.Error()
-				continue
-			}
+		h.log.Info("section", "name", name)
+		switch err := sections[name](); {
+		case errors.Is(err, errSkipped):
+			h.rep.Skipped[name] = err.Error()
+		case err != nil:
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			h.log.Error("section failed", "name", s.name, "err", err)
-			h.rep.Errors = append(h.rep.Errors, s.name+": "+err.Error())
+			h.log.Error("section failed", "name", name, "err", err)
+			h.rep.Errors = append(h.rep.Errors, name+": "+err.Error())
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		progress(cfg.Sections[i+1:])
 	}
 	h.rep.FinishedAt = time.Now().UTC().Format(time.RFC3339)
 	h.rep.Machine.LoadAvgEnd = loadAvg()

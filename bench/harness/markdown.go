@@ -107,9 +107,9 @@ func (r *Report) Markdown() string {
 
 	if f := r.Footprint; f != nil {
 		p("#### Edge footprint at %s links\n\n| measure | value |\n|---|---:|\n", num(f.Links))
-		p("| RSS after bootstrap | %s |\n| RSS after the redirect runs (hot cache %s entries) | %s (%.0f B/link) |\n| peak RSS | %s |\n| replica on disk | %s (%.0f B/link) |\n\n",
+		p("| RSS after bootstrap | %s |\n| RSS after the redirect runs (hot cache %s entries) | %s (%.0f B/link) |\n| peak RSS | %s |\n| RSS after the redirect runs per million links held | %.0f MB |\n| replica on disk | %s (%.0f B/link) |\n\n",
 			bytesStr(f.MemoryReady.RSS), num(f.HotCacheEntries), bytesStr(f.MemoryAfterLoad.RSS), f.RSSBytesPerLink,
-			bytesStr(max(f.MemoryAfterLoad.Peak, f.MemoryReady.Peak)), bytesStr(f.DiskBytes), f.DiskBytesPerLink)
+			bytesStr(max(f.MemoryAfterLoad.Peak, f.MemoryReady.Peak)), f.RSSBytesPerLink, bytesStr(f.DiskBytes), f.DiskBytesPerLink)
 	}
 
 	if f := r.Flood; f != nil && f.Known != nil {
@@ -169,8 +169,47 @@ func (r *Report) Markdown() string {
 		clicksMarkdown(&b, r.Clicks)
 	}
 
-	if len(r.Skipped) > 0 || len(r.Errors) > 0 {
+	if rs := r.Restart; rs != nil && len(rs.Rounds) > 0 {
+		p("#### Just restarted edge: the first %g s of %s traffic, %d connections, warming on and off, next to bare302\n\n", rs.WindowSeconds, rs.Distribution, rs.Connections)
+		p("The edge is restarted on its replica (%s links) and measured from its first request for %g s. Warming on: %s; it loads the hot set it saved when it stopped (ranked by the requests of a %g s %s run before the rounds and of the previous warm run) into the hot cache before it reports ready. Warming off: `-warm-entries -1`, the hot cache starts empty. Ratio: the run's requests/s over bare302's in the same round (same offset of the request stream); medians over %d rounds. Load average at the start %s, at the end %s.\n\n",
+			num(r.Dataset.Links), rs.WindowSeconds, rs.WarmEntries, rs.TrainSeconds, rs.Distribution, len(rs.Rounds), orDash(rs.LoadAvgStart), orDash(rs.LoadAvgEnd))
+		p("| round | warm req/s | ÷ bare302 | restart → ready | hot entries at ready | cold req/s | ÷ bare302 | restart → ready | bare302 req/s | warm CPU µs/req | cold CPU µs/req | bare302 CPU µs/req |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, rd := range rs.Rounds {
+			p("| %d | %s | %.2f | %s | %s | %s | %.2f | %s | %s | %.1f | %.1f | %.1f |\n", rd.Round+1, num(int(rd.Warm.RPS)), rd.RatioWarm, secs(rd.WarmReadySeconds), num(rd.WarmHotEntries),
+				num(int(rd.Cold.RPS)), rd.RatioCold, secs(rd.ColdReadySeconds), num(int(rd.Bare302.RPS)),
+				rd.Warm.CPUMicrosPerRequest, rd.Cold.CPUMicrosPerRequest, rd.Bare302.CPUMicrosPerRequest)
+		}
+		p("| median | | **%.2f** | %s | | | **%.2f** | %s | | | | |\n\n", rs.RatioWarm, secs(rs.WarmReadySeconds), rs.RatioCold, secs(rs.ColdReadySeconds))
+	}
+
+	if pe := r.Peer; pe != nil {
+		p("#### Peer bootstrap: a fresh edge takes a ready peer's checkpoint, %s links\n\n", num(pe.Links))
+		p("The first edge (replica complete) is restarted as a PoP member with the fleet secret; a fresh edge (`-gossip-join`, `-peer-secret-file`, `-warm-entries -1`, not pinned) joins its gossip and takes its checkpoint over the admin listener. Load average at the start %s, at the end %s.\n\n", orDash(pe.LoadAvgStart), orDash(pe.LoadAvgEnd))
+		p("| measure | value |\n|---|---:|\n")
+		p("| result (linkpop_edge_peer_bootstrap_total) | %s |\n", pe.Result)
+		p("| fresh edge → /readyz, from a peer | %s |\n| … → whole stream applied | %s |\n| transfer (gossip join → checkpoint installed) | %s |\n", secs(pe.ReadySeconds), secs(pe.CaughtUpSeconds), secs(pe.TransferSeconds))
+		if bs := r.Bootstrap; bs != nil {
+			p("| for comparison: fresh edge → /readyz by replaying the stream | %s |\n", secs(bs.ReadySeconds))
+		}
+		eq := "**not equal**"
+		if pe.DigestEqual {
+			eq = "equal"
+		}
+		p("| replica shipped | %s |\n| digest of the bootstrapped replica vs its peer's (%s links) | %s (%s) |\n", bytesStr(pe.ReplicaBytes), num(int(pe.DigestLinks)), eq, pe.FreshDigest)
+		if pe.ServeIdle.RPS > 0 {
+			p("| peer's redirects/s alone → while shipping (a second fresh edge at nice 10 on the load generator's core; transfer %s of the %s run) | %s → %s (%.2f×) |\n",
+				secs(pe.ShippingTransferSeconds), secs(float64(pe.ServeIdle.Wrk.DurationUS)/1e6), num(int(pe.ServeIdle.RPS)), num(int(pe.ServeShipping.RPS)), pe.RatioShippingRPS)
+			p("| peer's CPU µs per redirect alone → while shipping | %.1f → %.1f |\n| peer's p99 ms alone → while shipping | %.2f → %.2f |\n",
+				pe.ServeIdle.CPUMicrosPerRequest, pe.ServeShipping.CPUMicrosPerRequest, float64(pe.ServeIdle.P99US)/1e3, float64(pe.ServeShipping.P99US)/1e3)
+		}
+		p("\n")
+	}
+
+	if len(r.Skipped) > 0 || len(r.Errors) > 0 || len(r.Pending) > 0 {
 		p("#### Not measured\n\n")
+		if len(r.Pending) > 0 {
+			p("- not run yet when this report was written (the run was cut or is still going): %s\n", strings.Join(r.Pending, ", "))
+		}
 		for _, k := range slices.Sorted(maps.Keys(r.Skipped)) {
 			p("- %s: skipped, %s\n", k, mdEscape(r.Skipped[k]))
 		}

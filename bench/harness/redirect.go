@@ -161,7 +161,8 @@ func (h *harness) cold(r *RedirectReport, bare *server) error {
 			return nil, err
 		}
 		begin := time.Now()
-		e, err := h.restartEdge(h.edge1)
+		// Without its hot set: every code a first touch.
+		e, err := h.restartEdge(h.edge1, noWarm...)
 		if err != nil {
 			return nil, err
 		}

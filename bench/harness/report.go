@@ -34,10 +34,18 @@ type Report struct {
 	Writes      *WritesReport      `json:"writes,omitempty"`
 	Propagation *PropagationReport `json:"propagation,omitempty"`
 	Clicks      *ClicksReport      `json:"clicks,omitempty"`
+	// Restart is an edge's first seconds after a restart, warm and cold;
+	// Peer is peer bootstrap.
+	Restart *RestartReport `json:"restart,omitempty"`
+	Peer    *PeerReport    `json:"peer,omitempty"`
 	// Skipped maps a section to why it did not run.
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Errors are failures of sections that did not stop the run.
 	Errors []string `json:"errors,omitempty"`
+	// Pending are the sections not run yet when the report was written:
+	// a report written as the run goes (Config.Progress) whose run was
+	// cut lists what it lacks.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // Machine is where the run happened.

@@ -204,10 +204,24 @@ func TestSmoke(t *testing.T) {
 	if f := rep.Footprint; f.DiskBytes <= 0 || f.ReplicaLinksCount < uint64(cfg.Links) {
 		t.Errorf("footprint: %+v", f)
 	}
-	md := rep.Markdown()
-	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Creates", "Propagation", "Click analytics"}
+	if p := rep.Peer; p == nil || p.Result != "peer" || !p.DigestEqual || p.DigestLinks < uint64(cfg.Links) || p.ReadySeconds <= 0 {
+		t.Errorf("peer bootstrap: %+v", p)
+	} else if haveWrk && (p.ServeIdle.RPS <= 0 || p.ServeShipping.RPS <= 0 || p.ServeShipping.StatusErrors != 0) {
+		t.Errorf("peer serving while shipping: %+v", p)
+	}
 	if haveWrk {
-		heads = append(heads, "Redirects", "Negative flood")
+		r := rep.Restart
+		if r == nil || len(r.Rounds) != cfg.Rounds || r.RatioWarm <= 0 || r.RatioCold <= 0 {
+			t.Errorf("restart: %+v", r)
+		} else if rd := r.Rounds[0]; rd.Warm.StatusErrors != 0 || rd.Cold.StatusErrors != 0 || rd.WarmHotEntries == 0 || rd.ColdHotEntries != 0 {
+			// Warming on loads the hot set before ready; off starts empty.
+			t.Errorf("restart round: %+v", rd)
+		}
+	}
+	md := rep.Markdown()
+	heads := []string{"Bootstrap and catch-up", "Edge footprint", "Creates", "Propagation", "Click analytics", "Peer bootstrap"}
+	if haveWrk {
+		heads = append(heads, "Redirects", "Negative flood", "Just restarted edge")
 	}
 	for _, h := range heads {
 		if !strings.Contains(md, h) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -359,7 +360,23 @@ func (h *harness) startEdge(name, dataDir string, cpu int, extra ...string) (*ed
 }
 
 // startEdgeBin is startEdge with another edge binary.
+// startEdgeNice is startEdge at nice 10 (the nice command wraps taskset
+// and the edge, so every thread of the edge inherits it).
+func (h *harness) startEdgeNice(name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
+	nice := lookPath("nice")
+	if nice == "" {
+		return h.startEdge(name, dataDir, cpu, extra...)
+	}
+	extra = append([]string{"-no-notfound-limit"}, extra...)
+	return h.startEdgeWrapped([]string{nice, "-n", "10"}, filepath.Join(h.cfg.BinDir, "edge"), name, dataDir, cpu, extra...)
+}
+
 func (h *harness) startEdgeBin(bin, name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
+	return h.startEdgeWrapped(nil, bin, name, dataDir, cpu, extra...)
+}
+
+// startEdgeWrapped starts bin through the command wrap (none if empty).
+func (h *harness) startEdgeWrapped(wrap []string, bin, name, dataDir string, cpu int, extra ...string) (*edgeProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -370,6 +387,14 @@ func (h *harness) startEdgeBin(bin, name, dataDir string, cpu int, extra ...stri
 	}
 	args := append([]string{"-listen", addr, "-admin", admin, "-data", dataDir, "-nats", h.natsURL,
 		"-node", name, "-log-level", "warn"}, extra...)
+	if len(wrap) > 0 {
+		if cpu >= 0 && h.pin {
+			args = append([]string{h.taskset, "-c", strconv.Itoa(cpu), bin}, args...)
+		} else {
+			args = append([]string{bin}, args...)
+		}
+		bin, args, cpu = wrap[0], append(slices.Clone(wrap[1:]), args...), -1
+	}
 	p, err := h.start(name, cpu, nil, bin, args...)
 	if err != nil {
 		return nil, err

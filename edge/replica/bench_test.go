@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -202,4 +204,79 @@ func BenchmarkBootstrap1M(b *testing.B) {
 		b.ReportMetric(reopen.Seconds(), "reopen-s")
 		b.ReportMetric(rescan.Seconds(), "rescan-s")
 	}
+}
+
+// BenchmarkReplay applies LINKPOP_REPLAY_N (default 1,000,000) created
+// links to a fresh replica in batches of 8192 without syncing, then one
+// synced batch, as the consumer applies a fresh edge's replay (it syncs
+// once a second), and reports the wall and CPU seconds (Pebble's
+// background flushes and compactions included). Then it looks up twice
+// as many distinct codes as the hot cache holds (at most every code), so
+// the hot cache is full, and reports the process's RSS per million links
+// held: the records are made batch by batch, so the process holds little
+// else than the replica.
+func BenchmarkReplay(b *testing.B) {
+	n := 1_000_000
+	if s := os.Getenv("LINKPOP_REPLAY_N"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			b.Fatalf("LINKPOP_REPLAY_N=%q: want a positive integer", s)
+		}
+		n = v
+	}
+	for b.Loop() {
+		r, err := Open(Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu, start := cpuTime(), time.Now()
+		const size = 8192
+		for i := 0; i < n; i += size {
+			end := min(i+size, n)
+			bt := replication.Batch{Through: uint64(end), NoSync: end < n}
+			for j, rec := range benchRecords(end-i, uint64(i+1)) {
+				bt.Changes = append(bt.Changes, change(uint64(i+j+1), rec))
+			}
+			mustApply(b, r, bt)
+		}
+		spent, cpu := time.Since(start), cpuTime()-cpu
+		rssReplayed := rssBytes()
+		code := make([]byte, link.DefaultCodeLen)
+		for i := range min(n, 2*DefaultHotCacheEntries) {
+			v := uint64(i) + 1
+			for j := range code {
+				code[j] = link.Base62[v%62]
+				v /= 62
+			}
+			if _, ok, err := r.Lookup(code); !ok || err != nil {
+				b.Fatalf("lookup %s: %v %v", code, ok, err)
+			}
+		}
+		st := r.Stats()
+		rssFull := rssBytes()
+		if err := r.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(spent.Seconds(), "apply-s")
+		b.ReportMetric(cpu.Seconds(), "cpu-s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/link")
+		b.ReportMetric(float64(st.HotEntries), "hot-entries")
+		b.ReportMetric(float64(rssReplayed)/float64(n), "rss-MB/Mlinks-replayed")
+		b.ReportMetric(float64(rssFull)/float64(n), "rss-MB/Mlinks-hot-full")
+	}
+}
+
+// rssBytes is the process's resident set (VmRSS), 0 if unknown.
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

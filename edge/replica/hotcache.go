@@ -43,6 +43,9 @@ type hotSlot struct {
 	key string
 	e   *Entry
 	ref bool // read since the hand last passed
+	// hits counts the reads since the entry was cached, saturating at
+	// 255 and halved by Decay: the recent request frequency Hot ranks by.
+	hits uint8
 }
 
 // hotShardMin is the fewest entries a shard is given: small caches (tests)
@@ -89,6 +92,9 @@ func (c *hotCache) GetIfPresent(key string) (*Entry, bool) {
 	sl := &s.slots[i]
 	if !sl.ref {
 		sl.ref = true
+	}
+	if sl.hits < 255 {
+		sl.hits++
 	}
 	e := sl.e
 	s.mu.Unlock()
@@ -218,25 +224,70 @@ func (c *hotCache) AddIfRoom(key string, e *Entry) bool {
 	return true
 }
 
-// Hot returns up to n cached codes: first those read since the CLOCK hand
-// last passed them (the recently requested ones), then the others, each
-// group shard by shard.
-func (c *hotCache) Hot(n int) []string {
-	out := make([]string, 0, min(n, c.EstimatedSize()))
-	for pass := range 2 {
-		for i := range c.shards {
-			s := &c.shards[i]
-			s.mu.Lock()
-			for j := range s.slots {
-				if len(out) >= n {
-					break
-				}
-				if s.slots[j].ref == (pass == 0) {
-					out = append(out, s.slots[j].key)
-				}
-			}
-			s.mu.Unlock()
+// Contains reports whether key is cached, without counting a read.
+func (c *hotCache) Contains(key string) bool {
+	s := c.shard(key)
+	s.mu.Lock()
+	_, ok := s.index[key]
+	s.mu.Unlock()
+	return ok
+}
+
+// Decay halves every entry's hit count.
+func (c *hotCache) Decay() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			s.slots[j].hits >>= 1
 		}
+		s.mu.Unlock()
+	}
+}
+
+// Hot returns up to n cached codes, most read first (by hit count; among
+// equal counts in shard order). It counts the entries per hit count in a
+// first pass, so the second keeps only those above the cut and needs no
+// sort.
+func (c *hotCache) Hot(n int) []string {
+	if n <= 0 {
+		return nil
+	}
+	var hist [256]int
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			hist[s.slots[j].hits]++
+		}
+		s.mu.Unlock()
+	}
+	// cut is the lowest count kept; take of the entries at cut, the rest
+	// in full.
+	cut, above := 255, 0
+	for ; cut > 0 && above+hist[cut] < n; cut-- {
+		above += hist[cut]
+	}
+	atCut := n - above
+	var byHits [256][]string
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			h := int(s.slots[j].hits)
+			if h < cut || (h == cut && atCut <= 0) {
+				continue
+			}
+			if h == cut {
+				atCut--
+			}
+			byHits[h] = append(byHits[h], s.slots[j].key)
+		}
+		s.mu.Unlock()
+	}
+	out := make([]string, 0, min(n, c.EstimatedSize()))
+	for h := 255; h >= cut && len(out) < n; h-- {
+		out = append(out, byHits[h][:min(len(byHits[h]), n-len(out))]...)
 	}
 	return out
 }

@@ -45,7 +45,7 @@ func run(args []string) error {
 		conns     = fs.String("conns", "", "redirect connection counts, comma separated (default 64,256)")
 		threads   = fs.Int("threads", 0, "wrk threads (default 1)")
 		systems   = fs.String("systems", "", "systems, comma separated (default linkpop,linkpop-analytics,bare302,nginx,golink,redis-pg)")
-		sections  = fs.String("sections", "", "sections, comma separated (default redirect,flood,catchup,writes,propagation)")
+		sections  = fs.String("sections", "", "sections, comma separated, run in this order (default redirect,flood,catchup,writes,propagation,clicks,restart,peer)")
 		dists     = fs.String("dists", "", "request distributions (default uniform,zipf)")
 		skipGL    = fs.Bool("skip-golink", false, "do not measure golink")
 		noPin     = fs.Bool("no-pin", false, "do not pin server and wrk to separate cores")
@@ -132,6 +132,13 @@ func run(args []string) error {
 		}
 	}
 
+	// The report is written as the run goes, so a run cut short (a
+	// signal, a deadline) leaves what it measured.
+	cfg.Progress = func(rep *harness.Report) {
+		if _, err := rep.WriteFiles(*out); err != nil {
+			log.Warn("partial report", "err", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	begin := time.Now()
