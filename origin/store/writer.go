@@ -200,6 +200,7 @@ func (s *Store) run() {
 	sweep := time.NewTicker(s.sweepEvery)
 	defer sweep.Stop()
 	for {
+		s.maybeBuildFilter()
 		select {
 		case r := <-s.reqs:
 			s.commitBatch(r)
@@ -370,6 +371,18 @@ func (t *txn) link(code string) (link.Record, bool, error) {
 	return t.s.getLink(code)
 }
 
+// taken reports whether a link has code as of this batch: the batch, then
+// the code filter, and Pebble only when the filter may have seen it.
+func (t *txn) taken(code string) (bool, error) {
+	if _, ok := t.recs[code]; ok {
+		return true, nil
+	}
+	if t.s.codeFree(code) {
+		return false, nil
+	}
+	return t.s.hasLink(code)
+}
+
 func (t *txn) create(req *CreateRequest) result {
 	var id string
 	if req.Idem != nil {
@@ -393,7 +406,7 @@ func (t *txn) create(req *CreateRequest) result {
 	}
 	code := req.Code
 	if code != "" {
-		_, taken, err := t.link(code)
+		taken, err := t.taken(code)
 		if err != nil {
 			return result{err: err}
 		}
@@ -522,7 +535,7 @@ func (t *txn) randomCode() (string, error) {
 		if t.s.o.Reserved.Contains(code) {
 			continue
 		}
-		_, taken, err := t.link(code)
+		taken, err := t.taken(code)
 		if err != nil {
 			return "", err
 		}
@@ -633,6 +646,7 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 	if err := t.set(linkKey(rec.Code), val); err != nil {
 		return err
 	}
+	t.s.noteCode(rec.Code)
 	if err := t.set(outboxKey(rec.Revision), encodeOutbox(t.now, rec.Code, change)); err != nil {
 		return err
 	}
