@@ -145,11 +145,21 @@ func TestImportDryRunAndConflicts(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, `code "abc12": code_taken`) {
 		t.Fatalf("dry run of taken codes: %d\n%s", r.code, r.stderr)
 	}
-	if r := e.run("", "import", shlink, "--format", "shlink", "--on-conflict", "skip"); r.code != 0 || !strings.Contains(r.stderr, "skipped 2") {
-		t.Fatalf("--on-conflict skip: %d\n%s", r.code, r.stderr)
+	// The same codes to other targets: the same file again would be
+	// answered from its batch's idempotency record (TestImportTwice).
+	orig, err := os.ReadFile(shlink)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r := e.run("", "import", shlink, "--format", "shlink"); r.code != 1 || !strings.Contains(r.stderr, "code_taken") || !strings.Contains(r.stderr, "--on-conflict fail") {
-		t.Fatalf("--on-conflict fail: %d\n%s", r.code, r.stderr)
+	for i, policy := range []string{"skip", "fail"} {
+		moved := strings.ReplaceAll(string(orig), "https://example.com/", fmt.Sprintf("https://example.com/moved%d/", i))
+		r := e.run(moved, "import", "-", "--format", "shlink", "--on-conflict", policy)
+		switch {
+		case policy == "skip" && (r.code != 0 || !strings.Contains(r.stderr, "skipped 2")):
+			t.Fatalf("--on-conflict skip: %d\n%s", r.code, r.stderr)
+		case policy == "fail" && (r.code != 1 || !strings.Contains(r.stderr, "code_taken") || !strings.Contains(r.stderr, "--on-conflict fail")):
+			t.Fatalf("--on-conflict fail: %d\n%s", r.code, r.stderr)
+		}
 	}
 	// Standard input works as a file.
 	b, _ := os.ReadFile(abs(t, "golink.jsonl"))
