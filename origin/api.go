@@ -296,6 +296,12 @@ func decodeJSON(b []byte, v any) error {
 	if trimmed[0] != '{' {
 		return withDetail(link.ErrInvalidJSON, "request body must be a JSON object")
 	}
+	if f, ok := v.(fields); ok {
+		if fastObject(trimmed, f) {
+			return nil
+		}
+		f.reset()
+	}
 	err := jsonv2.Unmarshal(trimmed, v,
 		jsonv2.RejectUnknownMembers(true),
 		jsonv2.MatchCaseInsensitiveNames(false),
@@ -312,6 +318,9 @@ func decodeJSON(b []byte, v any) error {
 func decodeValue(m jsontext.Value, v any) error {
 	if len(m) == 0 {
 		return io.ErrUnexpectedEOF
+	}
+	if fastDecodeValue(m, v) {
+		return nil
 	}
 	return jsonv2.Unmarshal(m, v)
 }
