@@ -293,6 +293,18 @@ type CreateOptions struct {
 	// IdempotencyKey makes a retry return the first answer, and makes the
 	// call safe for the client to retry. The default is none.
 	IdempotencyKey string
+	// Replayed, when not nil, is set to whether the answer was the first
+	// answer to IdempotencyKey again (Idempotent-Replayed: true): an
+	// earlier call with the key was committed, by another run or by this
+	// call's own retry. The default (nil) does not ask.
+	Replayed *bool
+}
+
+// replayed sets *o.Replayed from the answer (nil: none).
+func (o CreateOptions) replayed(resp *http.Response) {
+	if o.Replayed != nil {
+		*o.Replayed = resp != nil && resp.Header.Get("Idempotent-Replayed") == "true"
+	}
 }
 
 func (o CreateOptions) header() http.Header {
@@ -305,8 +317,11 @@ func (o CreateOptions) header() http.Header {
 // CreateLink is POST /v1/links.
 func (c *Client) CreateLink(ctx context.Context, in CreateLink, opt CreateOptions) (Link, error) {
 	var l Link
-	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links", body: in, header: opt.header(),
-		want: http.StatusCreated, retry: opt.IdempotencyKey != "", decode: &l})
+	var resp *http.Response
+	// &in: a *CreateLink writes itself (Encode), without encoding/json.
+	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links", body: &in, header: opt.header(),
+		want: http.StatusCreated, retry: opt.IdempotencyKey != "", decode: &l, resp: &resp})
+	opt.replayed(resp)
 	return l, err
 }
 
@@ -314,11 +329,13 @@ func (c *Client) CreateLink(ctx context.Context, in CreateLink, opt CreateOption
 // result each, in order.
 func (c *Client) CreateBatch(ctx context.Context, in []CreateLink, opt CreateOptions) ([]BatchResult, error) {
 	var out BatchResponse
+	var resp *http.Response
 	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/links/batch", body: &BatchRequest{Links: in}, header: opt.header(),
-		want: http.StatusOK, retry: opt.IdempotencyKey != "", decode: &out})
+		want: http.StatusOK, retry: opt.IdempotencyKey != "", decode: &out, resp: &resp})
 	if err == nil && len(out.Results) != len(in) {
 		err = fmt.Errorf("POST /v1/links/batch: %d results for %d creates", len(out.Results), len(in))
 	}
+	opt.replayed(resp)
 	return out.Results, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/linkpop/linkpop/proto/linkpb"
@@ -263,6 +264,20 @@ func MarshalChange(c *Change) ([]byte, error) {
 		CommittedAtUnixNano: c.CommittedAt.UnixNano(),
 	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(pb)
+}
+
+// MarshalChangeOf is MarshalChange of a change whose record MarshalRecord
+// encoded as record, without encoding the record again: a deterministic
+// protobuf message is its fields in number order, so the change is its
+// schema version, op, the record's bytes as field 3 and the commit time
+// (TestMarshalChangeOf compares the two).
+func MarshalChangeOf(op Op, record []byte, committedAt time.Time) []byte {
+	b := make([]byte, 0, len(record)+24)
+	b = AppendVarintField(b, 1, SchemaVersion)
+	b = AppendVarintField(b, 2, uint64(op))
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendBytes(b, record)
+	return AppendVarintField(b, 4, uint64(committedAt.UnixNano()))
 }
 
 // UnmarshalChange decodes and validates a change event. Every event from

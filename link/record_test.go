@@ -137,3 +137,31 @@ func FuzzUnmarshalChange(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMarshalChangeOf checks that MarshalChangeOf writes exactly what
+// MarshalChange writes for the same change.
+func FuzzMarshalChangeOf(f *testing.F) {
+	f.Add("abc123", "https://example.com/a?b=c", uint8(1), int64(1_700_000_000_123_456_789), uint64(42), "x", uint64(0), "")
+	f.Add("z", "https://example.com/", uint8(3), int64(0), uint64(1), "", uint64(7), "blocked")
+	f.Add("neg", "https://example.com/n", uint8(2), int64(-5), uint64(1<<40), "tag", uint64(1), "")
+	f.Fuzz(func(t *testing.T, code, url string, op uint8, committed int64, rev uint64, tag string, maxVisits uint64, reason string) {
+		r := sampleRecord()
+		r.Code, r.URL, r.Revision, r.MaxVisits, r.DisabledReason = code, url, rev, maxVisits, reason
+		r.Tags = nil
+		if tag != "" {
+			r.Tags = []string{tag}
+		}
+		c := link.Change{Op: link.Op(op%3 + 1), Record: r, CommittedAt: time.Unix(0, committed)}
+		want, err := link.MarshalChange(&c)
+		if err != nil {
+			t.Skip()
+		}
+		rec, err := link.MarshalRecord(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := link.MarshalChangeOf(c.Op, rec, c.CommittedAt); string(got) != string(want) {
+			t.Fatalf("MarshalChangeOf\n got %x\nwant %x", got, want)
+		}
+	})
+}

@@ -2,7 +2,6 @@ package origin
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -132,8 +132,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 	if err != nil {
 		return err
 	}
-	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
-		info.key = p.id
+	if sw, ok := w.(*statusWriter); ok {
+		sw.key = p.id
 	}
 	if err := s.allow(w, p); err != nil {
 		return err
@@ -160,8 +160,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
 	label := strconv.Quote(routeName)
 	duration := s.metrics.GetOrCreatePrometheusHistogram(`linkpop_origin_request_duration_seconds{route=` + label + `}`)
+	// The counter of each status, looked up by name once.
+	var byStatus [600]atomic.Pointer[metrics.Counter]
 	counter := func(status int) *metrics.Counter {
-		return s.metrics.GetOrCreateCounter(`linkpop_origin_requests_total{route=` + label + `,code="` + strconv.Itoa(status) + `"}`)
+		if status < 0 || status >= len(byStatus) {
+			status = http.StatusInternalServerError
+		}
+		if c := byStatus[status].Load(); c != nil {
+			return c
+		}
+		c := s.metrics.GetOrCreateCounter(`linkpop_origin_requests_total{route=` + label + `,code="` + strconv.Itoa(status) + `"}`)
+		byStatus[status].Store(c)
+		return c
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -170,8 +180,6 @@ func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http
 			w.Header().Set(RoleHeader, s.Role())
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		info := &reqInfo{}
-		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -191,7 +199,7 @@ func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http
 			counter(sw.status).Inc()
 			duration.Update(elapsed.Seconds())
 			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", routeName,
-				"status", sw.status, "duration", elapsed, "key", info.key, "remote", r.RemoteAddr)
+				"status", sw.status, "duration", elapsed, "key", sw.key, "remote", r.RemoteAddr)
 		}()
 		if err := fn(sw, r); err != nil {
 			s.writeError(sw, r, err)
@@ -199,18 +207,12 @@ func (s *Server) instrument(routeName string, fn func(http.ResponseWriter, *http
 	})
 }
 
-// reqInfo collects what the layers under instrument learn about a
-// request, for its log line.
-type reqInfo struct {
-	key string // API key id once authenticated
-}
-
-type reqInfoKey struct{}
-
-// statusWriter remembers the status a handler answered with.
+// statusWriter remembers the status a handler answered with, and the API
+// key id once authenticated, for the request's log line.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	key    string
 }
 
 func (w *statusWriter) WriteHeader(status int) {
@@ -259,11 +261,28 @@ func checkContentType(ct string) error {
 // refused. Invalid UTF-8 is let through to the field it is in, so each
 // field refuses it with its own code (decodeValue is strict).
 func readJSON(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := readBody(r)
 	if err != nil {
 		return bodyReadError(err)
 	}
 	return decodeJSON(b, v)
+}
+
+// maxBodyPrealloc bounds what a Content-Length alone makes readBody
+// allocate before any byte has arrived.
+const maxBodyPrealloc = 1 << 20
+
+// readBody reads the whole body: into one buffer of its Content-Length
+// when it has one (net/http ends the body there), else growing.
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= maxBodyPrealloc {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(r.Body)
 }
 
 // decodeJSON decodes exactly one JSON object from b into v, refusing
@@ -276,6 +295,12 @@ func decodeJSON(b []byte, v any) error {
 	}
 	if trimmed[0] != '{' {
 		return withDetail(link.ErrInvalidJSON, "request body must be a JSON object")
+	}
+	if f, ok := v.(fields); ok {
+		if fastObject(trimmed, f) {
+			return nil
+		}
+		f.reset()
 	}
 	err := jsonv2.Unmarshal(trimmed, v,
 		jsonv2.RejectUnknownMembers(true),
@@ -293,6 +318,9 @@ func decodeJSON(b []byte, v any) error {
 func decodeValue(m jsontext.Value, v any) error {
 	if len(m) == 0 {
 		return io.ErrUnexpectedEOF
+	}
+	if fastDecodeValue(m, v) {
+		return nil
 	}
 	return jsonv2.Unmarshal(m, v)
 }

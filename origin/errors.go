@@ -175,6 +175,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, client.ErrorBody{Error: obj})
 }
 
+// The constant header values of every JSON answer, shared (nothing
+// changes a header value in place).
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNosniff = []string{"nosniff"}
+	hdrNoStore = []string{"no-store"}
+)
+
 // writeJSON writes v as the JSON body of a status answer. HTML is not
 // escaped: targets keep their '&' readable.
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -185,10 +193,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b = []byte(`{"error":{"code":"internal","message":"internal error; it has been logged"}}` + "\n")
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = hdrJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h["X-Content-Type-Options"] = hdrNosniff
+	h["Cache-Control"] = hdrNoStore
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

@@ -33,7 +33,8 @@ func (s *Server) linkObject(r *link.Record) client.Link { return client.NewLink(
 // writeLink answers with one link object and its ETag.
 func (s *Server) writeLink(w http.ResponseWriter, status int, r *link.Record) {
 	w.Header().Set("ETag", etag(r.Revision))
-	writeJSON(w, status, s.linkObject(r))
+	l := s.linkObject(r)
+	writeJSON(w, status, &l) // a *client.Link: its own encoder, not encoding/json's
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }

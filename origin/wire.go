@@ -74,7 +74,9 @@ func (c *refusalConn) CloseWrite() error {
 // linkpop_origin_requests_total{route="unparsed"}.
 func (s *Server) rewriteRefusal(b []byte) ([]byte, bool) {
 	const proto = "HTTP/1.1 "
-	if len(b) < len(proto)+3 || !bytes.HasPrefix(b, []byte(proto)) {
+	// Every handler answer passes here: a status below 400 is let through
+	// before anything is searched.
+	if len(b) < len(proto)+3 || !bytes.HasPrefix(b, []byte(proto)) || b[len(proto)] < '4' {
 		return nil, false
 	}
 	i := bytes.Index(b, []byte(netHTTPRefusal))

@@ -145,11 +145,21 @@ func TestImportDryRunAndConflicts(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, `code "abc12": code_taken`) {
 		t.Fatalf("dry run of taken codes: %d\n%s", r.code, r.stderr)
 	}
-	if r := e.run("", "import", shlink, "--format", "shlink", "--on-conflict", "skip"); r.code != 0 || !strings.Contains(r.stderr, "skipped 2") {
-		t.Fatalf("--on-conflict skip: %d\n%s", r.code, r.stderr)
+	// The same codes to other targets: the same file again would be
+	// answered from its batch's idempotency record (TestImportTwice).
+	orig, err := os.ReadFile(shlink)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r := e.run("", "import", shlink, "--format", "shlink"); r.code != 1 || !strings.Contains(r.stderr, "code_taken") || !strings.Contains(r.stderr, "--on-conflict fail") {
-		t.Fatalf("--on-conflict fail: %d\n%s", r.code, r.stderr)
+	for i, policy := range []string{"skip", "fail"} {
+		moved := strings.ReplaceAll(string(orig), "https://example.com/", fmt.Sprintf("https://example.com/moved%d/", i))
+		r := e.run(moved, "import", "-", "--format", "shlink", "--on-conflict", policy)
+		switch {
+		case policy == "skip" && (r.code != 0 || !strings.Contains(r.stderr, "skipped 2")):
+			t.Fatalf("--on-conflict skip: %d\n%s", r.code, r.stderr)
+		case policy == "fail" && (r.code != 1 || !strings.Contains(r.stderr, "code_taken") || !strings.Contains(r.stderr, "--on-conflict fail")):
+			t.Fatalf("--on-conflict fail: %d\n%s", r.code, r.stderr)
+		}
 	}
 	// Standard input works as a file.
 	b, _ := os.ReadFile(abs(t, "golink.jsonl"))
@@ -396,5 +406,69 @@ func TestImportKuttAPI(t *testing.T) {
 	}
 	if l, err := c.GetLink(ctx, "kt-expiring"); err != nil || l.ExpiresAt == nil || l.ExpiresAt.Format(time.RFC3339) != future {
 		t.Errorf("expiring: %+v %v", l, err)
+	}
+}
+
+// TestImportTwice runs the same import twice: the second run must create
+// nothing, lines without a code included (each batch's Idempotency-Key
+// comes from its lines, so the origin answers it from its record), and
+// say so; a file with one line changed creates that line's batch only.
+func TestImportTwice(t *testing.T) {
+	api, _ := startOrigin(t)
+	e := newEnv(t, api, adminKey)
+	var lines []string
+	for i := range 2500 {
+		if i%5 == 0 {
+			lines = append(lines, fmt.Sprintf(`{"code":"twice-%04d","url":"https://example.com/twice/%d"}`, i, i))
+		} else {
+			lines = append(lines, fmt.Sprintf(`{"url":"https://example.com/twice/%d"}`, i))
+		}
+	}
+	file := filepath.Join(t.TempDir(), "links.jsonl")
+	write := func() {
+		if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	c := apiClient(t, api)
+	count := func() int {
+		n, cursor := 0, ""
+		for {
+			page, err := c.ListLinks(context.Background(), client.ListOptions{Limit: 1000, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(page.Links)
+			if page.NextCursor == nil {
+				return n
+			}
+			cursor = *page.NextCursor
+		}
+	}
+
+	r := e.must(0, "import", file)
+	if !strings.Contains(r.stderr, "created 2500, skipped 0, failed 0") {
+		t.Fatalf("first import: %s", r.stderr)
+	}
+	r = e.must(0, "import", file)
+	if !strings.Contains(r.stderr, "created 0, already imported 2500, skipped 0, failed 0") {
+		t.Fatalf("second import: %s", r.stderr)
+	}
+	if n := count(); n != 2500 {
+		t.Fatalf("%d links after importing 2,500 lines twice", n)
+	}
+
+	// Line 1502 (in the second batch of 1,000) gets another URL: that
+	// batch is new, the other two are answered from their records. Its
+	// 200 coded lines are taken now (skipped), its other lines created.
+	lines[1501] = `{"url":"https://example.com/twice/changed"}`
+	write()
+	r = e.must(0, "import", file, "--on-conflict", "skip")
+	if !strings.Contains(r.stderr, "created 800, already imported 1500, skipped 200, failed 0") {
+		t.Fatalf("import with one line changed: %s", r.stderr)
+	}
+	if n := count(); n != 3300 {
+		t.Fatalf("%d links, want 3,300", n)
 	}
 }

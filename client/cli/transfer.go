@@ -3,7 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -152,13 +152,16 @@ type importer struct {
 	dryRun     bool
 	onConflict string
 	batchSize  int
-	runID      string
 	unit       string // what a report numbers: "line" of a file, "item" of an API source
 
 	mu                       sync.Mutex
 	created, skipped, failed int64
 	conflict                 bool
 	firstErr                 error
+	// replayed counts items answered from the origin's idempotency
+	// record of their batch: created by an earlier run of the same import
+	// (or by this run, when a retry follows a lost answer).
+	replayed int64
 }
 
 func (a *app) importCmd() *cobra.Command {
@@ -227,7 +230,7 @@ already in flight (at most --parallel) still commit.`,
 				if err != nil {
 					return err
 				}
-				im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "item"}
+				im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, unit: "item"}
 				return im.run(cmd.Context(), rd, &countingReader{}, -1, parallel)
 			}
 			var in io.Reader = a.io.Stdin
@@ -255,7 +258,7 @@ already in flight (at most --parallel) still commit.`,
 			if err != nil {
 				return err
 			}
-			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, runID: randomID(), unit: "line"}
+			im := &importer{a: a, c: c, dryRun: dryRun, onConflict: onConflict, batchSize: batch, unit: "line"}
 			return im.run(cmd.Context(), rd, cr, size, parallel)
 		},
 	}
@@ -274,12 +277,6 @@ func guessFormat(name string) string {
 		return FormatCSV
 	}
 	return FormatJSONL
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 type countingReader struct {
@@ -317,13 +314,13 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 	for range parallel {
 		wg.Go(func() {
 			for f := range batches {
-				im.send(ctx, f.seq, f.items)
+				im.send(ctx, f.items)
 				close(f.done)
 				if im.stopped() {
 					cancel()
 				}
 				im.mu.Lock()
-				done := im.created + im.skipped + im.failed
+				done := im.created + im.replayed + im.skipped + im.failed
 				im.mu.Unlock()
 				prog.update(done, cr.pos())
 			}
@@ -333,10 +330,8 @@ func (im *importer) run(ctx context.Context, rd reader, cr *countingReader, size
 	// the file's. So that a code given on two lines is still decided by
 	// the first, a batch sharing a code with one in flight waits for it.
 	var inFlight []*flight
-	var seq int64
 	dispatch := func(b []item) bool {
-		f := &flight{seq: seq, items: b, done: make(chan struct{}), codes: map[string]bool{}}
-		seq++
+		f := &flight{items: b, done: make(chan struct{}), codes: map[string]bool{}}
 		for i := range b {
 			if c := b[i].create.Code; c != "" {
 				f.codes[c] = true
@@ -403,7 +398,11 @@ read:
 	if im.dryRun {
 		what = "would create"
 	}
-	fmt.Fprintf(im.a.io.Stderr, "%s %d, skipped %d, failed %d\n", what, im.created, im.skipped, im.failed)
+	if im.replayed > 0 {
+		fmt.Fprintf(im.a.io.Stderr, "%s %d, already imported %d, skipped %d, failed %d\n", what, im.created, im.replayed, im.skipped, im.failed)
+	} else {
+		fmt.Fprintf(im.a.io.Stderr, "%s %d, skipped %d, failed %d\n", what, im.created, im.skipped, im.failed)
+	}
 	switch {
 	case readErr != nil:
 		return fmt.Errorf("read: %w", readErr)
@@ -421,7 +420,6 @@ read:
 // flight is a batch handed to the senders; done is closed once its
 // answer is booked.
 type flight struct {
-	seq   int64
 	items []item
 	codes map[string]bool // the custom codes it creates
 	done  chan struct{}
@@ -489,7 +487,7 @@ func (im *importer) itemResult(it *item, err error) {
 }
 
 // send creates (or, dry, checks) one batch.
-func (im *importer) send(ctx context.Context, n int64, b []item) {
+func (im *importer) send(ctx context.Context, b []item) {
 	if im.stopped() {
 		return
 	}
@@ -503,7 +501,8 @@ func (im *importer) send(ctx context.Context, n int64, b []item) {
 	for i := range b {
 		creates[i] = b[i].create
 	}
-	res, err := im.c.CreateBatch(ctx, creates, client.CreateOptions{IdempotencyKey: "import-" + im.runID + "-" + strconv.FormatInt(n, 10)})
+	var replayed bool
+	res, err := im.c.CreateBatch(ctx, creates, client.CreateOptions{IdempotencyKey: batchKey(b), Replayed: &replayed})
 	if err != nil {
 		im.mu.Lock()
 		if im.firstErr == nil && ctx.Err() == nil {
@@ -514,8 +513,37 @@ func (im *importer) send(ctx context.Context, n int64, b []item) {
 	}
 	for i := range res {
 		err := res[i].Err()
+		if replayed && err == nil {
+			im.mu.Lock()
+			im.replayed++
+			im.mu.Unlock()
+			continue
+		}
 		im.itemResult(&b[i], err)
 	}
+}
+
+// batchKey is the Idempotency-Key of a batch: a hash of its items, each
+// with its line (or item) number, so the same file imported again sends
+// the same batches under the same keys, and the origin answers each from
+// its idempotency record instead of creating the links again (lines
+// without a code included) for as long as it keeps the records (48 hours
+// by default). Another file, an edited line or another --batch size make
+// other keys. Two equal batches at different places of a file differ by
+// their line numbers.
+func batchKey(b []item) string {
+	h := sha256.New()
+	h.Write([]byte("linkpop import batch v1\n"))
+	var buf []byte
+	for i := range b {
+		buf = strconv.AppendInt(buf[:0], int64(b[i].line), 10)
+		buf = append(buf, ' ')
+		// A CreateLink always encodes (strings, numbers and valid times).
+		buf, _ = b[i].create.AppendJSON(buf)
+		buf = append(buf, '\n')
+		h.Write(buf)
+	}
+	return "import-" + hex.EncodeToString(h.Sum(nil))
 }
 
 // dryReserved is the origin's default reserved list: an origin

@@ -109,6 +109,10 @@ type idemRecord struct {
 	created int64 // unix ns
 	rec     link.Record
 	batch   []BatchResult
+	// snaps, when set, are the records already encoded (MarshalRecord):
+	// snaps[0] of rec, or snaps[i] of batch[i] (nil for a refusal), so
+	// encodeIdem does not encode them again.
+	snaps [][]byte
 }
 
 // batchIdemMark follows the 40-byte header of a batch's record. A single
@@ -126,8 +130,14 @@ func encodeIdem(r *idemRecord) ([]byte, error) {
 	b := make([]byte, 40, 40+128*(1+len(r.batch)))
 	copy(b, r.hash[:])
 	binary.BigEndian.PutUint64(b[32:], uint64(r.created))
+	snap := func(i int, rec *link.Record) ([]byte, error) {
+		if i < len(r.snaps) && r.snaps[i] != nil {
+			return r.snaps[i], nil
+		}
+		return link.MarshalRecord(rec)
+	}
 	if r.batch == nil {
-		snap, err := link.MarshalRecord(&r.rec)
+		snap, err := snap(0, &r.rec)
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +157,7 @@ func encodeIdem(r *idemRecord) ([]byte, error) {
 			b = append(b, msg...)
 			continue
 		}
-		snap, err := link.MarshalRecord(&it.Rec)
+		snap, err := snap(i, &it.Rec)
 		if err != nil {
 			return nil, err
 		}

@@ -64,6 +64,10 @@ type Options struct {
 	// SetReadOnly(false): a standby origin's store. The default (false)
 	// accepts them.
 	ReadOnly bool
+
+	// hookFilterScan, set by tests, is called by a code filter scan after
+	// each code it adds (n) and once it is done (-1).
+	hookFilterScan func(n int)
 }
 
 // Validate reports every invalid field.

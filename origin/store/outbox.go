@@ -114,8 +114,7 @@ func (s *Store) OutboxStats() (depth int, oldest time.Time) {
 // blocking the writer) after each commit that adds outbox entries.
 func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
 
-// outboxDelete adds deletes for sorted revs, one range tombstone per run
-// of consecutive revisions.
+// outboxDelete adds deletes for sorted revs (see deleteSeqs).
 func (t *txn) outboxDelete(revs []uint64) result {
 	if err := t.deleteSeqs(outboxPrefix, revs); err != nil {
 		return result{err: err}
@@ -133,6 +132,15 @@ func (t *txn) originOutboxDelete(seqs []uint64) result {
 	return result{}
 }
 
+// minRangeDelete is the shortest run of consecutive entries deleted with
+// one range tombstone instead of a point tombstone each. Every range
+// tombstone in a memtable makes each later read of that memtable (a Get,
+// the relay's next outbox iterator) fragment all of its range tombstones
+// again, so the steady state, one short run per relay pass, deletes point
+// by point (the outbox reader starts past them), and only the long runs
+// of a catch-up after an outage use a range.
+const minRangeDelete = 512
+
 // deleteSeqs deletes the sorted seqs of one outbox.
 func (t *txn) deleteSeqs(prefix []byte, revs []uint64) error {
 	for i := 0; i < len(revs); {
@@ -141,8 +149,12 @@ func (t *txn) deleteSeqs(prefix []byte, revs []uint64) error {
 			j++
 		}
 		var err error
-		if i == j {
-			err = t.b.Delete(seqKey(prefix, revs[i]), nil)
+		if j-i+1 < minRangeDelete {
+			for _, rev := range revs[i : j+1] {
+				if err = t.b.Delete(seqKey(prefix, rev), nil); err != nil {
+					break
+				}
+			}
 		} else {
 			err = t.b.DeleteRange(seqKey(prefix, revs[i]), seqKey(prefix, revs[j]+1), nil)
 		}

@@ -202,6 +202,7 @@ func (t *txn) applyLinks(through uint64, changes []link.Change) result {
 		if err := t.set(linkKey(rec.Code), val); err != nil {
 			return result{err: err}
 		}
+		t.s.noteCode(rec.Code)
 		if t.recs == nil {
 			t.recs = map[string]link.Record{}
 		}

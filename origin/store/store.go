@@ -77,6 +77,14 @@ type Store struct {
 	mCommitDuration *metrics.Histogram
 	mCommitErrors   *metrics.Counter
 	mIdemExpired    *metrics.Counter
+	// Existence checks of codes answered by the code filter, and by a
+	// Pebble read.
+	mCodeFilter, mCodeRead *metrics.Counter
+
+	// filters is the writer's code filter (codefilter.go); filterBytes
+	// the size of the newest one.
+	filters     codeFilters
+	filterBytes atomic.Uint64
 
 	// hookBatch, when set by tests, is called by the writer with the
 	// first request of a batch before it drains the rest.
@@ -214,6 +222,9 @@ func (s *Store) registerMetrics() {
 	s.mCommitDuration = set.NewHistogram("linkpop_store_commit_duration_seconds")
 	s.mCommitErrors = set.NewCounter("linkpop_store_commit_errors_total")
 	s.mIdemExpired = set.NewCounter("linkpop_store_idempotency_expired_total")
+	s.mCodeFilter = set.NewCounter(`linkpop_store_code_checks_total{by="filter"}`)
+	s.mCodeRead = set.NewCounter(`linkpop_store_code_checks_total{by="read"}`)
+	set.NewGauge("linkpop_store_code_filter_bytes", func() float64 { return float64(s.filterBytes.Load()) })
 	set.NewGauge("linkpop_store_disk_bytes", func() float64 { return float64(s.DiskUsage()) })
 	set.NewGauge("linkpop_store_revision", func() float64 { return float64(s.rev.Load()) })
 	set.NewGauge("linkpop_store_links", func() float64 { return float64(s.links.Load()) })
@@ -268,6 +279,18 @@ func (s *Store) Get(code string) (link.Record, error) {
 		return link.Record{}, link.ErrNotFound
 	}
 	return rec, nil
+}
+
+// hasLink reports whether a link has code, reading Pebble.
+func (s *Store) hasLink(code string) (bool, error) {
+	_, closer, err := s.db.Get(linkKey(code))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get %s: %w", code, err)
+	}
+	return true, closer.Close()
 }
 
 func (s *Store) getLink(code string) (link.Record, bool, error) {

@@ -185,6 +185,7 @@ const maxGroupCreates = 8192
 
 type result struct {
 	rec      link.Record
+	snap     []byte // rec as written (MarshalRecord), for a create
 	replayed bool
 	batch    []BatchResult
 	key      APIKey
@@ -200,6 +201,7 @@ func (s *Store) run() {
 	sweep := time.NewTicker(s.sweepEvery)
 	defer sweep.Stop()
 	for {
+		s.maybeBuildFilter()
 		select {
 		case r := <-s.reqs:
 			s.commitBatch(r)
@@ -370,6 +372,18 @@ func (t *txn) link(code string) (link.Record, bool, error) {
 	return t.s.getLink(code)
 }
 
+// taken reports whether a link has code as of this batch: the batch, then
+// the code filter, and Pebble only when the filter may have seen it.
+func (t *txn) taken(code string) (bool, error) {
+	if _, ok := t.recs[code]; ok {
+		return true, nil
+	}
+	if t.s.codeFree(code) {
+		return false, nil
+	}
+	return t.s.hasLink(code)
+}
+
 func (t *txn) create(req *CreateRequest) result {
 	var id string
 	if req.Idem != nil {
@@ -393,7 +407,7 @@ func (t *txn) create(req *CreateRequest) result {
 	}
 	code := req.Code
 	if code != "" {
-		_, taken, err := t.link(code)
+		taken, err := t.taken(code)
 		if err != nil {
 			return result{err: err}
 		}
@@ -430,11 +444,12 @@ func (t *txn) create(req *CreateRequest) result {
 	if req.Idem != nil {
 		idem = &idemRecord{hash: req.Idem.RequestHash, created: t.now.UnixNano(), rec: rec}
 	}
-	if err := t.writeLink(link.OpCreate, rec, id, idem); err != nil {
+	snap, err := t.writeLink(link.OpCreate, rec, id, idem)
+	if err != nil {
 		return result{err: err}
 	}
 	t.links++
-	return result{rec: rec}
+	return result{rec: rec, snap: snap}
 }
 
 func (t *txn) createBatch(reqs []CreateRequest, idem *Idempotency) result {
@@ -458,17 +473,24 @@ func (t *txn) createBatch(reqs []CreateRequest, idem *Idempotency) result {
 		}
 	}
 	out := make([]BatchResult, len(reqs))
+	var snaps [][]byte
+	if idem != nil {
+		snaps = make([][]byte, len(reqs))
+	}
 	for i := range reqs {
 		res := t.create(&reqs[i])
 		if t.err != nil {
 			return result{err: t.err}
 		}
 		out[i] = BatchResult{Rec: res.rec, Replayed: res.replayed, Err: res.err}
+		if snaps != nil && res.err == nil {
+			snaps[i] = res.snap
+		}
 	}
 	if idem == nil {
 		return result{batch: out}
 	}
-	rec := &idemRecord{hash: idem.RequestHash, created: t.now.UnixNano(), batch: out}
+	rec := &idemRecord{hash: idem.RequestHash, created: t.now.UnixNano(), batch: out, snaps: snaps}
 	val, err := encodeIdem(rec)
 	if err == nil {
 		err = t.putIdem(id, rec, val)
@@ -522,7 +544,7 @@ func (t *txn) randomCode() (string, error) {
 		if t.s.o.Reserved.Contains(code) {
 			continue
 		}
-		_, taken, err := t.link(code)
+		taken, err := t.taken(code)
 		if err != nil {
 			return "", err
 		}
@@ -571,7 +593,7 @@ func (t *txn) updateLink(req *UpdateRequest) result {
 	}
 	next.UpdatedAt = t.now
 	next.Revision = t.rev + 1
-	if err := t.writeLink(link.OpUpdate, next, "", nil); err != nil {
+	if _, err := t.writeLink(link.OpUpdate, next, "", nil); err != nil {
 		return result{err: err}
 	}
 	return result{rec: next}
@@ -596,49 +618,48 @@ func (t *txn) disable(code string, ifRev uint64, reason string) result {
 	next.DisabledReason = reason
 	next.UpdatedAt = t.now
 	next.Revision = t.rev + 1
-	if err := t.writeLink(link.OpDisable, next, "", nil); err != nil {
+	if _, err := t.writeLink(link.OpDisable, next, "", nil); err != nil {
 		return result{err: err}
 	}
 	return result{rec: next}
 }
 
 // writeLink adds rec (at revision t.rev+1), its outbox entry and, for a
-// create with an Idempotency-Key, the idempotency record to the batch. It
-// encodes everything before writing anything, so a failure leaves the
-// batch as it was.
-func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord) error {
+// create with an Idempotency-Key, the idempotency record to the batch, and
+// returns rec encoded. It encodes everything before writing anything, so
+// a failure leaves the batch as it was.
+func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord) ([]byte, error) {
 	if err := checkRecord(&rec); err != nil {
-		return err
+		return nil, err
 	}
 	val, err := link.MarshalRecord(&rec)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", rec.Code, err)
+		return nil, fmt.Errorf("encode %s: %w", rec.Code, err)
 	}
-	change, err := link.MarshalChange(&link.Change{Op: op, Record: rec, CommittedAt: t.now})
-	if err != nil {
-		return fmt.Errorf("encode change %s: %w", rec.Code, err)
-	}
+	change := link.MarshalChangeOf(op, val, t.now)
 	var idemVal []byte
 	if idem != nil {
+		idem.snaps = [][]byte{val}
 		if idemVal, err = encodeIdem(idem); err != nil {
-			return fmt.Errorf("encode idempotency record: %w", err)
+			return nil, fmt.Errorf("encode idempotency record: %w", err)
 		}
 		// An expired record for the same key may still be on disk: its
 		// expiry index entry goes with it. Read it now, before anything
 		// is written (putIdem then finds it in t.idemRead).
 		if _, _, err = t.idemRecordAny(id); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := t.set(linkKey(rec.Code), val); err != nil {
-		return err
+		return nil, err
 	}
+	t.s.noteCode(rec.Code)
 	if err := t.set(outboxKey(rec.Revision), encodeOutbox(t.now, rec.Code, change)); err != nil {
-		return err
+		return nil, err
 	}
 	if idem != nil {
 		if err := t.putIdem(id, idem, idemVal); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if t.recs == nil {
@@ -648,7 +669,7 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 	t.rev = rec.Revision
 	t.added = append(t.added, outboxMark{rev: rec.Revision, at: t.now.UnixNano()})
 	t.sync = true
-	return nil
+	return val, nil
 }
 
 func (t *txn) set(key, val []byte) error {
