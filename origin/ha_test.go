@@ -43,6 +43,17 @@ func cmpOr(a, b string) string {
 
 const haAdminKey = "lpk_ha_test_admin_key_0123456789"
 
+// haLeaseArgs are the lease flags of the test origins: the short test
+// settings, or with LINKPOP_HA_DEFAULT_LEASE=1 none (the defaults: TTL
+// 15s, renewal every 2s, writes stopped 10s after the last renewal), to
+// measure the takeover time a deployment gets.
+func haLeaseArgs() []string {
+	if os.Getenv("LINKPOP_HA_DEFAULT_LEASE") == "1" {
+		return nil
+	}
+	return []string{"-lease-ttl", "3s", "-lease-renew", "500ms", "-lease-stop-after", "2s"}
+}
+
 type haHarness struct {
 	t       *testing.T
 	bin     string
@@ -66,10 +77,15 @@ type haOrigin struct {
 }
 
 func newHAHarness(t *testing.T) *haHarness {
+	return newHAHarnessWith(t, natstest.StartCluster(t, 3))
+}
+
+// newHAHarnessWith is newHAHarness on cluster c.
+func newHAHarnessWith(t *testing.T, c *natstest.Cluster) *haHarness {
 	h := &haHarness{
 		t:       t,
 		bin:     proctest.Build(t, "github.com/linkpop/linkpop/cmd/origin"),
-		cluster: natstest.StartCluster(t, 3),
+		cluster: c,
 		root:    t.TempDir(),
 		client: &http.Client{
 			Timeout:   20 * time.Second,
@@ -91,8 +107,7 @@ func (h *haHarness) start(name string, extra ...string) *haOrigin {
 		"-listen", api, "-admin", admin, "-data", o.dir,
 		"-nats", strings.Join(h.cluster.URLs(), ","), "-stream-replicas", "3",
 		"-ha", "-ack", "replicated", "-no-collector", "-log-level", haLogLevel,
-		"-lease-ttl", "3s", "-lease-renew", "500ms", "-lease-stop-after", "2s",
-	}, extra...)
+	}, append(haLeaseArgs(), extra...)...)
 	o.p = proctest.Start(h.t, proctest.Spec{Name: "origin " + name, Path: h.bin, Quiet: true, Args: args,
 		Env: []string{"LINKPOP_ADMIN_KEY=" + haAdminKey}})
 	return o
@@ -482,9 +497,9 @@ func TestFailover(t *testing.T) {
 	api, admin := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	restored := &haOrigin{name: "restored", dir: dir, api: "http://" + api, admin: "http://" + admin}
 	restored.p = proctest.Start(t, proctest.Spec{Name: "origin restored", Path: h.bin, Quiet: true,
-		Args: []string{"-listen", api, "-admin", admin, "-data", dir, "-nats", strings.Join(h.cluster.URLs(), ","),
-			"-stream-replicas", "3", "-ha", "-ack", "replicated", "-no-collector", "-log-level", haLogLevel,
-			"-lease-ttl", "3s", "-lease-renew", "500ms", "-lease-stop-after", "2s"},
+		Args: append([]string{"-listen", api, "-admin", admin, "-data", dir, "-nats", strings.Join(h.cluster.URLs(), ","),
+			"-stream-replicas", "3", "-ha", "-ack", "replicated", "-no-collector", "-log-level", haLogLevel},
+			haLeaseArgs()...),
 		Env: []string{"LINKPOP_ADMIN_KEY=" + haAdminKey}})
 	h.waitRole(restored, "leader", 60*time.Second)
 	h.checkAcked(restored)
