@@ -6,13 +6,15 @@
 // stream's dedup window and the edges' revision checks absorb the
 // duplicates.
 //
-// Events are pipelined, yet the stream receives them in revision order,
-// enforced by the stream leader: the relay publishes through a
-// replication.Chain, so each event expects the stream's last sequence to
-// be the one its predecessor landed at (Nats-Expected-Last-Sequence). If
-// one fails, every later event in flight is refused instead of landing
-// ahead of it; the relay re-reads the stream's tail, skips the entries
-// already stored and resumes from the failed one.
+// Events are pipelined (sent as soon as they are durable, many
+// unanswered), yet the stream receives them in revision order, enforced
+// by the stream leader: the relay publishes through a replication.Chain,
+// so each event expects the stream's last sequence to be the one its
+// predecessor lands at (Nats-Expected-Last-Sequence). If one fails, every
+// later event in flight is refused instead of landing ahead of it; the
+// relay re-reads the stream's tail with nothing in flight, skips the
+// entries already stored and resumes from the failed one. The acks are
+// answered in groups (store.MarkPublished), the outbox deletes follow.
 package relay
 
 import (
