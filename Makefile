@@ -96,3 +96,8 @@ failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 m
 .PHONY: run-ha
 run-ha: build ## start the HA system: 3-node JetStream, leader and standby origins :8081/:8083, collector, edges :8080/:8082
 	./bin/linkpop-run -ha -data $(or $(DATA),.data-ha)
+
+# Origin HA benchmarks alone (also the end of `make bench`; issue #14).
+.PHONY: bench-ha
+bench-ha: ## origin HA figures: creates/s and p50/p99 per -ack mode (R1, R3), R3 with servers as processes and raw references, takeover with the default lease
+	./bench/ha.sh
