@@ -47,7 +47,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
   echo
   echo '```'
   LINKPOP_HA_DEFAULT_LEASE=1 LINKPOP_FAILOVER_TRIALS="$trials" $GO test -count=1 -timeout 60m -run '^TestFailover$' -v ./origin/ 2>&1 |
-    grep -E 'failovers|^--- |^(ok|FAIL)' || true
+    grep -E 'failovers|trial [0-9]+: |^--- |^(ok|FAIL)' || true
   echo '```'
   echo
   echo "Load average at the end: $(loadavg)."
