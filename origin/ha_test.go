@@ -402,10 +402,16 @@ func TestFailover(t *testing.T) {
 	if !h.keyWorks(leader, keep) || h.keyWorks(leader, revoked) {
 		t.Fatal("keys on the first leader: kept key refused or revoked key accepted")
 	}
-	// A standby that gets a write answers not_leader and names the leader.
-	if st, _, e, _ := h.do(context.Background(), standby, "", http.MethodPost, "/v1/links", map[string]string{"url": "https://example.com/standby"}, nil); st != http.StatusServiceUnavailable || e.Code != "not_leader" || e.Leader != leader.api {
-		t.Fatalf("write to the standby: %d %+v, want 503 not_leader naming %s", st, e, leader.api)
-	}
+	// A standby that gets a write answers not_leader and names the leader
+	// (once it has read the lease's holder: it may answer before that,
+	// without the name).
+	wait.For(t, 30*time.Second, "the standby to answer a write with not_leader naming "+leader.api, func() bool {
+		st, _, e, _ := h.do(context.Background(), standby, "", http.MethodPost, "/v1/links", map[string]string{"url": "https://example.com/standby"}, nil)
+		if st != http.StatusServiceUnavailable || e.Code != "not_leader" {
+			t.Fatalf("write to the standby: %d %+v, want 503 not_leader", st, e)
+		}
+		return e.Leader == leader.api
+	})
 
 	// Every API answer names the role, for tools given several origins.
 	for o, want := range map[*haOrigin]string{leader: "leader", standby: "standby"} {
