@@ -101,3 +101,8 @@ run-ha: build ## start the HA system: 3-node JetStream, leader and standby origi
 .PHONY: regions-long
 regions-long: ## the multi-region partition test with a 150 s cut (root; network namespaces)
 	LINKPOP_REGIONS_CUT=150s $(GO) test -count=1 -timeout 15m -run '^TestRegionsPartition$$' -v ./internal/regions/
+
+# Origin HA benchmarks alone (also the end of `make bench`; issue #14).
+.PHONY: bench-ha
+bench-ha: ## origin HA figures: creates/s and p50/p99 per -ack mode (R1, R3), R3 with servers as processes and raw references, takeover with the default lease
+	./bench/ha.sh

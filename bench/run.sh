@@ -7,6 +7,7 @@
 #                        no linkpop-analytics, redirect and writes only (≤ 5 min)
 #   BENCH_N=N            links (default 1,000,000; 10,000,000 with BENCH_FULL)
 #   BENCH_SKIP_GOLINK=1  do not build or measure tailscale's golink
+#   BENCH_SKIP_HA=1      skip the origin-HA part (bench/ha.sh, `make bench-ha`)
 #   BENCH_ARGS="..."     extra benchctl flags (see: bench/.cache/bin/benchctl -h)
 #
 # Installs wrk, nginx-light, redis-server and postgresql with apt when
@@ -80,3 +81,10 @@ fi
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
 wait $pid
+trap - INT TERM
+
+# The origin-HA figures (go benchmarks and the failover test), not in the
+# quick version.
+if [ "${BENCH_QUICK:-}" != 1 ] && [ "${BENCH_SKIP_HA:-}" != 1 ]; then
+  ./bench/ha.sh
+fi

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,13 +58,143 @@ func BenchmarkCreateAck(b *testing.B) {
 	}
 }
 
+// BenchmarkCreateAckProcs is the R3 case of BenchmarkCreateAck at 64
+// clients with the three servers as child processes (the production
+// shape: the origin does not share its process, and the CPU each side
+// spends can be told apart), with two references measured on the same
+// cluster in the same run: raw JetStream publishes into an R3 stream, by
+// 64 goroutines each waiting for its ack (the most 64 clients that each
+// wait for a replicated write can get from this cluster), and through one
+// pipelined Chain (the most one relay can get). Besides BenchmarkCreate's
+// figures it reports the CPU of this process (the origin and its HTTP
+// clients) and of the servers (their /proc stat) per create or publish,
+// in µs:
+//
+//	go test -run '^$' -bench BenchmarkCreateAckProcs -benchtime 5000x ./origin/
+func BenchmarkCreateAckProcs(b *testing.B) {
+	c := natstest.StartClusterProcesses(b, 3)
+	for _, ack := range []string{origin.AckLocal, origin.AckReplicated} {
+		b.Run(fmt.Sprintf("ack=%s/r3procs/conc=64", ack), func(b *testing.B) { benchCreateOn(b, 64, ack, 3, true, c) })
+	}
+	b.Run("raw-r3-publish/conc=64", func(b *testing.B) { benchRawR3(b, c, 64) })
+	b.Run("raw-r3-chain", func(b *testing.B) { benchRawR3(b, c, 0) })
+}
+
+// benchRawR3 publishes b.N 200-byte events into a fresh R3 stream on c:
+// from conc goroutines each waiting for its ack, or (conc 0) through one
+// Chain in windows of 1024.
+func benchRawR3(b *testing.B, c *natstest.Cluster, conc int) {
+	ctx := context.Background()
+	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: c.URLs(), Name: "bench-raw"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	name := fmt.Sprintf("RAW%d_%d", conc, time.Now().UnixNano())
+	pub, err := replication.NewPublisher(nc, replication.StreamConfig{Name: name, SubjectPrefix: "raw." + strings.ToLower(name), Replicas: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pub.EnsureStream(ctx); err != nil {
+		b.Fatal(err)
+	}
+	c.WaitStreamLeader(b, name)
+	data := bytes.Repeat([]byte("x"), 200)
+	cpu0, ncpu0 := benchCPU(b, c)
+	b.ResetTimer()
+	start := time.Now()
+	var lat []time.Duration
+	if conc == 0 {
+		ch := replication.NewChain(pub, nil)
+		for i := 0; i < b.N; {
+			n := min(1024, b.N-i)
+			events := make([]replication.Event, n)
+			for j := range events {
+				events[j] = replication.Event{Code: fmt.Sprintf("c%d", i+j), Revision: uint64(i + j + 1), Data: data}
+			}
+			if got, err := ch.Publish(ctx, events, nil); got != n || err != nil {
+				b.Fatal(got, err)
+			}
+			i += n
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		lats := make([][]time.Duration, conc)
+		for g := range conc {
+			wg.Go(func() {
+				for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+					t0 := time.Now()
+					if _, _, err := pub.PublishRaw(ctx, fmt.Sprintf("c%d", i), uint64(i), data); err != nil {
+						b.Error(err)
+						return
+					}
+					lats[g] = append(lats[g], time.Since(t0))
+				}
+			})
+		}
+		wg.Wait()
+		lat = slices.Concat(lats...)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu1, ncpu1 := benchCPU(b, c)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "client-cpu-us/op")
+	b.ReportMetric(float64((ncpu1-ncpu0).Microseconds())/float64(b.N), "nats-cpu-us/op")
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(benchQuantile(lat, 0.50).Seconds()*1e3, "p50-ms")
+		b.ReportMetric(benchQuantile(lat, 0.99).Seconds()*1e3, "p99-ms")
+	}
+}
+
+// benchCPU returns this process's CPU time and the sum of c's server
+// processes' (0 for in-process servers).
+func benchCPU(b *testing.B, c *natstest.Cluster) (self, servers time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if c == nil {
+		return self, 0
+	}
+	for i := range c.Size() {
+		pid := c.PID(i)
+		if pid == 0 {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// the 3rd field, utime and stime the 14th and 15th.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		servers += time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	return self, servers
+}
+
 const benchAdminKey = "bench-admin-key-8d2f4b6a1e9c"
 
 func benchCreate(b *testing.B, conc int, ack string, replicas int, noCollector bool) {
+	benchCreateOn(b, conc, ack, replicas, noCollector, nil)
+}
+
+// benchCreateOn is benchCreate on cluster c (nil: a new server or
+// cluster of replicas).
+func benchCreateOn(b *testing.B, conc int, ack string, replicas int, noCollector bool, c *natstest.Cluster) {
 	var urls []string
-	if replicas == 1 {
+	switch {
+	case c != nil:
+		urls = c.URLs()
+	case replicas == 1:
 		urls = []string{natstest.Start(b).URL()}
-	} else {
+	default:
 		urls = natstest.StartCluster(b, replicas).URLs()
 	}
 	srv, err := origin.New(origin.Config{
@@ -142,6 +276,7 @@ func benchCreate(b *testing.B, conc int, ack string, replicas int, noCollector b
 	}
 
 	lat := make([][]time.Duration, conc)
+	cpu0, ncpu0 := benchCPU(b, c)
 	b.ResetTimer()
 	start := time.Now()
 	for g := range conc {
@@ -156,6 +291,11 @@ func benchCreate(b *testing.B, conc int, ack string, replicas int, noCollector b
 	b.StopTimer()
 	if b.Failed() {
 		return
+	}
+	cpu1, ncpu1 := benchCPU(b, c)
+	if c != nil {
+		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "origin+clients-cpu-us/op")
+		b.ReportMetric(float64((ncpu1-ncpu0).Microseconds())/float64(b.N), "nats-cpu-us/op")
 	}
 	commits1, err := outageScrape(client, admin, "linkpop_store_commits")
 	if err != nil {

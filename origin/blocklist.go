@@ -283,6 +283,32 @@ func (s *Server) runBlocklists(ctx context.Context) {
 	}
 }
 
+// sweepAtTakeover sweeps every listed host once this origin leads: a
+// standby refuses writes, so its sweeps (at start, and at every reload of
+// the files) failed and left the hosts pending, and the links it follows
+// were written by leaders that may have had other lists.
+func (s *Server) sweepAtTakeover(ctx context.Context) {
+	b := s.blocks
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.entries) == 0 {
+		return
+	}
+	n, err := s.sweepBlocked(ctx, link.URLPolicy{}.WithHosts(slices.Collect(maps.Keys(b.entries))))
+	if err != nil {
+		if ctx.Err() == nil {
+			b.mSweepErr.Inc()
+			s.log.Error("blocklist sweep at takeover incomplete; the next reload sweeps again", "disabled", n, "err", err)
+		}
+		for h := range b.entries {
+			b.pending[h] = struct{}{}
+		}
+		return
+	}
+	clear(b.pending)
+	s.log.Info("blocklist sweep at takeover", "disabled", n, "entries", len(b.entries))
+}
+
 // initialDeny is a policy of every listed host (no own host, no private
 // addresses), for the sweep at start.
 func (b *blocklists) initialDeny() link.URLPolicy {

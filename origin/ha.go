@@ -438,6 +438,15 @@ func (s *Server) lead(ctx context.Context, lease *replication.Lease, lost <-chan
 	relayErr := make(chan error, 1)
 	s.relayRunning.Store(true)
 	go func() { relayErr <- s.relay.Run(rctx) }()
+	// What a standby's blocklist sweeps could not disable (read-only), the
+	// leader does now.
+	sctx, stopSweep := context.WithCancel(ctx)
+	var sweep sync.WaitGroup
+	sweep.Go(func() { s.sweepAtTakeover(sctx) })
+	defer func() {
+		stopSweep()
+		sweep.Wait()
+	}()
 	stepDown := func(why string, err error) {
 		s.store.SetReadOnly(true)
 		s.ha.leader.Store(false)

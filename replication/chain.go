@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
 // Event is one encoded change event for a Chain to publish.
@@ -58,7 +59,7 @@ type Chain struct {
 	// tail is the stream's last sequence, as far as the chain knows;
 	// known says whether it may trust it.
 	tail  uint64
-	known bool
+	known atomic.Bool
 }
 
 // NewChain returns a chain publishing through p. send replaces
@@ -74,7 +75,7 @@ func NewChain(p *Publisher, send SendFunc) *Chain {
 // Reset makes the chain re-read the stream's tail, and look up which
 // events are already stored, before its next window: for a caller that
 // knows the stream changed under it.
-func (c *Chain) Reset() { c.known = false }
+func (c *Chain) Reset() { c.known.Store(false) }
 
 // Publish publishes events as one pipelined window, in order. It returns
 // how many events, from the first, are now in the stream (stored by this
@@ -87,7 +88,7 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 		return 0, nil
 	}
 	skip := 0
-	if !c.known {
+	if !c.known.Load() {
 		if skip, err = c.resync(ctx, events); err != nil {
 			return 0, err
 		}
@@ -102,14 +103,14 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 				if err != nil {
 					// Events still in flight may land after this one
 					// failed: the tail has to be read again.
-					c.known = false
+					c.known.Store(false)
 					return err
 				}
 				if dup {
 					// Stored before: the tail did not move, and the
 					// events sent after this one expected it to.
-					c.known = false
-				} else if c.known {
+					c.known.Store(false)
+				} else if c.known.Load() {
 					c.tail = seq
 				}
 			}
@@ -134,7 +135,7 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 		}
 		p, err := c.send(e.Code, e.Revision, e.Data, expect)
 		if err != nil {
-			c.known = false
+			c.known.Store(false)
 			return n, errors.Join(err, await(i-1))
 		}
 		pending[i] = p
@@ -172,6 +173,72 @@ func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
 			}
 		}
 	}
-	c.tail, c.known = t.Seq, true
+	c.tail = t.Seq
+	c.known.Store(true)
 	return skip, nil
+}
+
+// The pipelined form of Publish, for a writer that keeps sending while
+// earlier events are still unacknowledged (the origin's relay): Anchor
+// once, then Send each event in order, each expecting the position right
+// after the previous one (the tail as anchored + the number sent since),
+// and Wait for the answers in the same order, possibly in another
+// goroutine. The reasoning of Publish holds unchanged: positions are fixed
+// by the anchor, however many events are in flight. After a failure or a
+// duplicate the chain no longer trusts its tail (Known is false): stop
+// sending, take the answers of what is in flight up to the first failure,
+// and Anchor again from the first event not in the stream. The caller
+// keeps a code's events from being in flight together (Publish's rule).
+
+// Anchor reads the stream's tail if the chain does not trust it and
+// returns how many of events, from the first, are already in the stream
+// (0 if it trusts its tail). With a lease, ErrFenced as for Publish.
+func (c *Chain) Anchor(ctx context.Context, events []Event) (skip int, err error) {
+	if c.known.Load() {
+		return 0, nil
+	}
+	return c.resync(ctx, events)
+}
+
+// Known reports whether the chain trusts its tail: false before the
+// first Anchor and after a failure or a duplicate.
+func (c *Chain) Known() bool { return c.known.Load() }
+
+// Sent is an event Send sent, its answer still to be taken.
+type Sent struct {
+	c      *Chain
+	ack    *PendingAck
+	expect uint64
+}
+
+// Send sends e expecting the stream's last sequence to be where the
+// previously sent event lands, and returns without waiting. Calls of
+// Send (and Anchor, Publish) come from one goroutine.
+func (c *Chain) Send(e Event) (*Sent, error) {
+	p, err := c.send(e.Code, e.Revision, e.Data, c.tail)
+	if err != nil {
+		c.known.Store(false)
+		return nil, err
+	}
+	s := &Sent{c: c, ack: p, expect: c.tail}
+	c.tail++
+	return s, nil
+}
+
+// Ready reports, without blocking, whether the answer has come.
+func (s *Sent) Ready() bool { return s.ack.Ready() }
+
+// Wait takes the answer: nil if the event is in the stream, stored now or
+// before (a duplicate, after which the chain no longer trusts its tail:
+// the events sent after it expected the tail to move).
+func (s *Sent) Wait(ctx context.Context) error {
+	seq, dup, err := s.ack.Wait(ctx)
+	if err != nil {
+		s.c.known.Store(false)
+		return err
+	}
+	if dup || seq != s.expect+1 {
+		s.c.known.Store(false)
+	}
+	return nil
 }

@@ -136,24 +136,59 @@ func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
 // outage do not pile up against the client's pending limit.
 const asyncAckTimeout = 10 * time.Second
 
-// PendingAck is the stream's answer to an asynchronous publish.
+// PendingAck is the stream's answer to an asynchronous publish. Wait and
+// Ready are for one goroutine at a time.
 type PendingAck struct {
 	f        jetstream.PubAckFuture
 	code     string
 	revision uint64
+
+	// the answer, once Ready took it
+	have bool
+	seq  uint64
+	dup  bool
+	err  error
 }
 
 // Wait waits for the ack, ctx's end, or the client's ack timeout. It
 // returns what PublishRaw would have.
 func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error) {
+	if a.have {
+		return a.seq, a.dup, a.err
+	}
 	select {
 	case ack := <-a.f.Ok():
-		return ack.Sequence, ack.Duplicate, nil
+		a.take(ack, nil)
 	case err := <-a.f.Err():
-		return 0, false, publishErr(a.code, a.revision, err)
+		a.take(nil, err)
 	case <-ctx.Done():
 		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, ctx.Err())
 	}
+	return a.seq, a.dup, a.err
+}
+
+// Ready reports, without blocking, whether the answer has come (Wait
+// would return at once).
+func (a *PendingAck) Ready() bool {
+	if !a.have {
+		select {
+		case ack := <-a.f.Ok():
+			a.take(ack, nil)
+		case err := <-a.f.Err():
+			a.take(nil, err)
+		default:
+		}
+	}
+	return a.have
+}
+
+func (a *PendingAck) take(ack *jetstream.PubAck, err error) {
+	a.have = true
+	if err != nil {
+		a.err = publishErr(a.code, a.revision, err)
+		return
+	}
+	a.seq, a.dup = ack.Sequence, ack.Duplicate
 }
 
 // PublishRawAsync sends an encoded change event like PublishRaw but

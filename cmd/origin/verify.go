@@ -50,7 +50,6 @@ func runVerify(ctx context.Context, args []string) int {
 		return 2
 	}
 	cfg := verify.Config{
-		OriginURL: pickOrigin(ctx, cli.SplitList(*api)),
 		OriginKey: k,
 		Edges:     cli.SplitList(*edges),
 		Wait:      max(*wait, time.Nanosecond),
@@ -65,6 +64,8 @@ func runVerify(ctx context.Context, args []string) int {
 		}
 		cfg.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	}
+	// The origins are asked with the client (and CAs) the comparison uses.
+	cfg.OriginURL = pickOrigin(ctx, cfg.Client, cli.SplitList(*api))
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "origin verify:", err)
 		return 2
@@ -129,8 +130,9 @@ func writeMetricsFile(name string, rep *verify.Report) error {
 
 // pickOrigin returns the first of urls whose API answers as the leader
 // (origin.RoleHeader, or none: an origin without HA), else the first that
-// answers at all, else the first.
-func pickOrigin(ctx context.Context, urls []string) string {
+// answers at all, else the first. It asks with client (nil: a plain one),
+// each call bounded to 5 s.
+func pickOrigin(ctx context.Context, client *http.Client, urls []string) string {
 	if len(urls) == 0 {
 		return ""
 	}
@@ -138,6 +140,9 @@ func pickOrigin(ctx context.Context, urls []string) string {
 		return urls[0]
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
+	if client != nil {
+		c.Transport = client.Transport
+	}
 	answered := ""
 	for _, u := range urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(u, "/")+"/v1/openapi.json", nil)

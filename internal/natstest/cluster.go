@@ -201,6 +201,17 @@ func (c *Cluster) start(t testing.TB, i int) {
 	c.mu.Unlock()
 }
 
+// PID is server i's process id when the servers are child processes
+// (StartClusterProcesses), else 0 (in-process, or stopped).
+func (c *Cluster) PID(i int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.members[i].(*process); ok {
+		return p.p.PID()
+	}
+	return 0
+}
+
 // Size is the number of servers, running or not.
 func (c *Cluster) Size() int { return len(c.ports) }
 

@@ -6,13 +6,15 @@
 // stream's dedup window and the edges' revision checks absorb the
 // duplicates.
 //
-// Events are pipelined, yet the stream receives them in revision order,
-// enforced by the stream leader: the relay publishes through a
-// replication.Chain, so each event expects the stream's last sequence to
-// be the one its predecessor landed at (Nats-Expected-Last-Sequence). If
-// one fails, every later event in flight is refused instead of landing
-// ahead of it; the relay re-reads the stream's tail, skips the entries
-// already stored and resumes from the failed one.
+// Events are pipelined (sent as soon as they are durable, many
+// unanswered), yet the stream receives them in revision order, enforced
+// by the stream leader: the relay publishes through a replication.Chain,
+// so each event expects the stream's last sequence to be the one its
+// predecessor lands at (Nats-Expected-Last-Sequence). If one fails, every
+// later event in flight is refused instead of landing ahead of it; the
+// relay re-reads the stream's tail with nothing in flight, skips the
+// entries already stored and resumes from the failed one. The acks are
+// answered in groups (store.MarkPublished), the outbox deletes follow.
 package relay
 
 import (
@@ -21,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -36,6 +39,9 @@ const (
 	DefaultMinBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff = 5 * time.Second
 	DefaultAckTimeout = 5 * time.Second
+	// DefaultMaxInFlight bounds the events sent and not yet answered;
+	// the NATS client's own bound for asynchronous publishes is 4096.
+	DefaultMaxInFlight = 1024
 	// idlePoll is how often the relay looks at the outbox without being
 	// notified: a safety net, the notification is the fast path.
 	idlePoll = time.Second
@@ -59,14 +65,17 @@ type Config struct {
 	// Metrics is the set the linkpop_relay_* and linkpop_outbox_* metrics
 	// are registered in. The default (nil) is a set of its own.
 	Metrics *metrics.Set
-	// BatchSize is how many outbox entries one pass reads; they are
-	// published as a pipelined window. The default is 512.
+	// BatchSize is how many outbox entries the relay reads at a time.
+	// The default is 512.
 	BatchSize int
+	// MaxInFlight is how many link events may be sent and not yet
+	// answered by the stream. The default is 1024.
+	MaxInFlight int
 	// MinBackoff and MaxBackoff bound the exponential pause between
 	// passes while publishing fails. The defaults are 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
-	// AckTimeout bounds the wait for one pass's acks (and for
-	// EnsureStream after a failure). The default is 5s.
+	// AckTimeout bounds the wait for one event's ack from when it was
+	// sent (and for EnsureStream after a failure). The default is 5s.
 	AckTimeout time.Duration
 }
 
@@ -81,6 +90,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("batch size: %d is negative", c.BatchSize))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max in flight: %d is negative", c.MaxInFlight))
 	}
 	if c.MinBackoff < 0 {
 		errs = append(errs, fmt.Errorf("min backoff: %v is negative", c.MinBackoff))
@@ -107,6 +119,9 @@ func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff
 	}
@@ -124,15 +139,22 @@ type Relay struct {
 	cfg Config
 	log *slog.Logger
 
-	// mu serialises publishing: a Run pass and Republish never interleave,
-	// so a code's events reach the stream in revision order. It guards
-	// chain too.
+	// mu serialises publishing: a Run session and Republish never
+	// interleave, so a code's events reach the stream in revision order.
+	// It guards chain too.
 	mu     sync.Mutex
 	chain  *replication.Chain
 	ochain *replication.Chain // nil without Config.Origin
 	// publishAt is Publisher.PublishRawAsyncAt; tests replace it to make
 	// single publishes fail.
-	publishAt replication.SendFunc
+	publishAt atomic.Pointer[replication.SendFunc]
+	// acked is the last link revision the stream acknowledged (guarded
+	// by mu): a session sends from the one after it.
+	acked uint64
+	// yield counts the callers waiting for mu (Republish, Reset): a
+	// session ends when it sees one; yieldc wakes an idle session.
+	yield  atomic.Int32
+	yieldc chan struct{}
 
 	mPublished *metrics.Counter
 	mErrors    *metrics.Counter
@@ -147,9 +169,11 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	r := &Relay{cfg: cfg, log: cfg.Logger, publishAt: cfg.Publisher.PublishRawAsyncAt}
+	r := &Relay{cfg: cfg, log: cfg.Logger, yieldc: make(chan struct{}, 1)}
+	send := replication.SendFunc(cfg.Publisher.PublishRawAsyncAt)
+	r.publishAt.Store(&send)
 	r.chain = replication.NewChain(cfg.Publisher, func(code string, rev uint64, data []byte, lastSeq uint64) (*replication.PendingAck, error) {
-		return r.publishAt(code, rev, data, lastSeq)
+		return (*r.publishAt.Load())(code, rev, data, lastSeq)
 	})
 	if cfg.Origin != nil {
 		r.ochain = replication.NewChain(cfg.Origin, nil)
@@ -175,71 +199,71 @@ func New(cfg Config) (*Relay, error) {
 	return r, nil
 }
 
-// Run drains the outbox until ctx ends, then returns nil. It wakes on the
-// store's outbox notification and at least every second. While publishing
-// fails it backs off exponentially, makes sure the stream exists and
-// retries from the oldest entry. Stop Run before closing the store; a
-// store closed under it ends Run with store.ErrClosed. One Relay per
-// store: two would publish the same entries out of order.
+// Run drains the outbox until ctx ends, then returns nil. It publishes
+// as one pipeline (see session): it wakes on the store's outbox
+// notification and at least every second, sends what was committed
+// without waiting for the acks of what is in flight, and answers the
+// acks in groups. While publishing fails it backs off exponentially,
+// makes sure the stream exists and retries from the oldest entry not in
+// the stream. Stop Run before closing the store; a store closed under it
+// ends Run with store.ErrClosed. One Relay per store: two would publish
+// the same entries out of order.
 func (r *Relay) Run(ctx context.Context) error {
-	tick := time.NewTicker(idlePoll)
-	defer tick.Stop()
 	backoff := time.Duration(0)
 	failing := false
 	for {
-		n, acked, err := r.pass(ctx)
+		acked, err := r.session(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, store.ErrClosed), errors.Is(err, replication.ErrFenced):
 			return fmt.Errorf("relay: %w", err)
-		case errors.Is(err, replication.ErrWrongLastSequence) && acked > 0:
+		case err == nil:
+			// Republish or Reset wants the chains: the next session
+			// waits for it and re-reads the tails.
+			continue
+		case errors.Is(err, errResync), errors.Is(err, replication.ErrWrongLastSequence) && acked > 0:
 			// The stream's last sequence was not the expected one (an
-			// event answered as a duplicate): the pass made progress and
-			// the next one starts from the stream's actual tail, at once.
+			// event answered as a duplicate): the session made progress
+			// and the next one starts from the stream's actual tail, at
+			// once.
 			r.mErrors.Inc()
 			r.log.Debug("relay: stream's tail moved, resyncing", "err", err)
 			continue
-		case err != nil:
-			r.mErrors.Inc()
-			backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
-			if !failing {
-				r.log.Warn("relay: publish failed, retrying", "err", err, "backoff", backoff)
-			} else {
-				r.log.Debug("relay: publish failed again", "err", err, "backoff", backoff)
-			}
-			failing = true
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			ectx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
-			if err := r.cfg.Publisher.OpenStream(ectx); err != nil && ctx.Err() == nil {
-				r.log.Debug("relay: ensure stream", "err", err)
-			}
-			if r.cfg.Origin != nil {
-				if err := r.cfg.Origin.OpenStream(ectx); err != nil && ctx.Err() == nil {
-					r.log.Debug("relay: ensure origin stream", "err", err)
-				}
-			}
-			cancel()
-			continue
 		}
-		if failing {
-			r.log.Info("relay: publishing again")
+		r.mErrors.Inc()
+		if acked > 0 {
+			backoff = 0
+		}
+		backoff = min(max(2*backoff, r.cfg.MinBackoff), r.cfg.MaxBackoff)
+		if !failing {
+			r.log.Warn("relay: publish failed, retrying", "err", err, "backoff", backoff)
+		} else {
+			r.log.Debug("relay: publish failed again", "err", err, "backoff", backoff)
+		}
+		failing = true
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		ectx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+		if err := r.cfg.Publisher.OpenStream(ectx); err != nil && ctx.Err() == nil {
+			r.log.Debug("relay: ensure stream", "err", err)
+		} else if ctx.Err() == nil && failing {
+			r.log.Info("relay: stream reachable again")
 			failing = false
 		}
-		backoff = 0
-		if n == r.cfg.BatchSize {
-			continue // more is waiting
+		if r.cfg.Origin != nil {
+			if err := r.cfg.Origin.OpenStream(ectx); err != nil && ctx.Err() == nil {
+				r.log.Debug("relay: ensure origin stream", "err", err)
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.cfg.Store.OutboxNotify():
-		case <-tick.C:
-		}
+		cancel()
 	}
 }
+
+// errResync ends a session whose chain no longer trusts its tail (an
+// event was answered as a duplicate) although nothing failed.
+var errResync = errors.New("the stream's tail is not where the chain expected it")
 
 // sleep waits d or until ctx ends; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -253,57 +277,343 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// pass publishes up to BatchSize of the oldest outbox entries and deletes
-// the ones acknowledged, in order, up to the first failure. It returns how
-// many entries it read and how many of them it deleted. With an origin
-// stream it first publishes the origin outbox the same way, and the links
-// only once that is empty: the link entries are read before the origin
-// entries, so every origin event committed with one of them is published
-// first.
-func (r *Relay) pass(ctx context.Context) (n, acked int, err error) {
+// flight is one link event sent and not yet answered.
+type flight struct {
+	entry store.OutboxEntry
+	sent  *replication.Sent
+	at    time.Time
+	done  chan struct{} // closed once it is in the stream
+}
+
+// session publishes the outbox as one pipeline through the link chain,
+// anchored once: the sender (this goroutine) reads what was committed
+// after the last event it sent and sends it at once, each event expecting
+// the stream's last sequence to be its predecessor's (base + i, see
+// replication.Chain), up to MaxInFlight events unanswered; the acker takes
+// the answers in order and, whenever it would have to wait for the next
+// one, marks everything answered so far as published in the store
+// (store.MarkPublished: the creates waiting with -ack replicated are
+// answered as a group) and hands their outbox deletes to the deleter,
+// which commits them in groups too. A failure, a refusal (10071) or a
+// duplicate ends the session: what is in flight after the first event not
+// answered is abandoned (it is refused or lands where the anchor says,
+// and the next session's anchor finds it), and the next session starts
+// from that event. Before sending links, the sender publishes the origin
+// outbox committed so far and waits for its acks, so a link event is
+// never in the stream without the idempotency record committed with it.
+//
+// It returns how many link events were answered, and nil when ctx ended
+// or Republish or Reset asked for the chains.
+func (r *Relay) session(ctx context.Context) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	entries, err := r.cfg.Store.Outbox(r.cfg.BatchSize)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := &acker{
+		r:       r,
+		queue:   make(chan *flight, r.cfg.MaxInFlight),
+		failed:  make(chan struct{}),
+		done:    make(chan struct{}),
+		codes:   make(map[string]*flight),
+		delNote: make(chan struct{}, 1),
+		acked:   r.acked,
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { a.run(sctx) })
+	wg.Go(func() { a.deleter(sctx) })
+	err := r.send(sctx, a)
+	close(a.queue)
 	if err != nil {
-		return 0, 0, err
+		a.fail(err)
 	}
-	if r.ochain != nil {
-		events, err := r.cfg.Store.OriginOutbox(r.cfg.BatchSize)
+	// Let the acker take the answers already there and the deleter
+	// commit what it has, then stop both.
+	<-a.done
+	cancel()
+	wg.Wait()
+	r.acked = a.acked
+	if a.err != nil && !errors.Is(a.err, errStopped) {
+		return a.n, a.err
+	}
+	if err != nil && !errors.Is(err, errStopped) {
+		return a.n, err
+	}
+	return a.n, nil
+}
+
+// errStopped ends a session that was asked to stop.
+var errStopped = errors.New("stopped")
+
+// send is the sender of a session (see session).
+func (r *Relay) send(ctx context.Context, a *acker) error {
+	tick := time.NewTicker(idlePoll)
+	defer tick.Stop()
+	chain := r.chain
+	next := r.acked + 1
+	for {
+		if r.yield.Load() > 0 || ctx.Err() != nil {
+			return errStopped
+		}
+		select {
+		case <-a.failed:
+			return nil
+		default:
+		}
+		entries, err := r.cfg.Store.OutboxFrom(next, r.cfg.BatchSize)
 		if err != nil {
-			return 0, 0, err
+			return err
 		}
-		if len(events) > 0 {
-			oacked, err := r.publishWith(ctx, r.ochain, events, nil)
-			if oacked > 0 {
-				seqs := make([]uint64, oacked)
-				for i := range seqs {
-					seqs[i] = events[i].Revision
-				}
-				if derr := r.cfg.Store.OriginOutboxDelete(seqs...); derr != nil {
-					return len(events), 0, errors.Join(err, fmt.Errorf("origin outbox delete: %w", derr))
-				}
+		if r.ochain != nil {
+			more, err := r.publishOrigin(ctx)
+			if err != nil {
+				return err
 			}
-			if err != nil || len(events) == r.cfg.BatchSize {
-				return len(events), oacked, err
+			if more {
+				continue
 			}
 		}
+		if len(entries) == 0 {
+			select {
+			case <-ctx.Done():
+				return errStopped
+			case <-a.failed:
+				return nil
+			case <-r.cfg.Store.OutboxNotify():
+			case <-tick.C:
+			case <-r.yieldc:
+			}
+			continue
+		}
+		if !chain.Known() {
+			if a.inflight() > 0 {
+				// A failure or a duplicate while events are in flight:
+				// they expect a tail that may not be where they think.
+				// Only with nothing in flight (an unanswered event
+				// stays counted) may the chain anchor again; let the
+				// acker take what is there and start a new session.
+				return errResync
+			}
+			// Nothing in flight: anchor on the stream's last message.
+			events := make([]replication.Event, len(entries))
+			for i, e := range entries {
+				events[i] = replication.Event{Code: e.Code, Revision: e.Revision, Data: e.Data}
+			}
+			actx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+			skip, err := chain.Anchor(actx, events)
+			cancel()
+			if err != nil {
+				return err
+			}
+			// The first skip are in the stream already: the acker takes
+			// them as answered.
+			for _, e := range entries[:skip] {
+				f := &flight{entry: e, done: make(chan struct{})}
+				a.fly(f)
+				select {
+				case a.queue <- f:
+				case <-a.failed:
+					return nil
+				}
+				next = e.Revision + 1
+			}
+			entries = entries[skip:]
+		}
+		for _, e := range entries {
+			if prev := a.flying(e.Code); prev != nil {
+				// A code never has two events in flight.
+				select {
+				case <-prev.done:
+				case <-a.failed:
+					return nil
+				case <-ctx.Done():
+					return errStopped
+				}
+			}
+			if !chain.Known() {
+				break
+			}
+			sent, err := chain.Send(replication.Event{Code: e.Code, Revision: e.Revision, Data: e.Data})
+			if err != nil {
+				return err
+			}
+			f := &flight{entry: e, sent: sent, at: time.Now(), done: make(chan struct{})}
+			a.fly(f)
+			select {
+			case a.queue <- f:
+			case <-a.failed:
+				return nil
+			}
+			next = e.Revision + 1
+		}
 	}
-	if len(entries) == 0 {
-		return 0, 0, nil
+}
+
+// publishOrigin publishes the origin outbox committed so far and waits
+// for its acks, deletes what landed and marks it published. more: a full
+// batch, there may be more.
+func (r *Relay) publishOrigin(ctx context.Context) (more bool, err error) {
+	events, err := r.cfg.Store.OriginOutbox(r.cfg.BatchSize)
+	if err != nil || len(events) == 0 {
+		return false, err
 	}
-	acked, err = r.publish(ctx, entries, func(i int) {
-		r.mLag.Update(max(time.Since(entries[i].CommittedAt).Seconds(), 0))
+	oacked, err := r.publishWith(ctx, r.ochain, events, nil)
+	if oacked > 0 {
+		seqs := make([]uint64, oacked)
+		for i := range seqs {
+			seqs[i] = events[i].Revision
+		}
+		r.cfg.Store.MarkPublished(0, seqs[oacked-1])
+		if derr := r.cfg.Store.OriginOutboxDelete(seqs...); derr != nil {
+			return false, errors.Join(err, fmt.Errorf("origin outbox delete: %w", derr))
+		}
+	}
+	return len(events) == r.cfg.BatchSize, err
+}
+
+// acker takes a session's answers in order (see session).
+type acker struct {
+	r      *Relay
+	queue  chan *flight
+	failed chan struct{} // closed at the first failure; err says why
+	err    error
+	once   sync.Once
+	done   chan struct{} // closed when run returns
+
+	mu    sync.Mutex
+	codes map[string]*flight // code → its event in flight
+	sent  int                // events given to fly, not yet answered
+
+	// acked is the last revision answered; marked the last one marked
+	// published. n counts the answers.
+	acked, marked uint64
+	n             int
+
+	// deletes waiting for the deleter, and its wake-up
+	delMu   sync.Mutex
+	dels    []uint64
+	delNote chan struct{}
+	delErr  error
+}
+
+func (a *acker) fail(err error) {
+	a.once.Do(func() {
+		a.err = err
+		close(a.failed)
 	})
-	if acked > 0 {
-		revs := make([]uint64, acked)
-		for i := range revs {
-			revs[i] = entries[i].Revision
+}
+
+func (a *acker) flying(code string) *flight {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.codes[code]
+}
+
+func (a *acker) fly(f *flight) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.codes[f.entry.Code] = f
+	a.sent++
+}
+
+func (a *acker) inflight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sent
+}
+
+// run takes the answers until the queue is closed and empty, the session
+// ends or one fails.
+func (a *acker) run(ctx context.Context) {
+	defer close(a.done)
+	r := a.r
+	for {
+		var f *flight
+		var ok bool
+		select {
+		case f, ok = <-a.queue:
+		default:
+			// Nothing more sent yet: answer what was acknowledged.
+			a.flush()
+			select {
+			case f, ok = <-a.queue:
+			case <-ctx.Done():
+				return
+			}
 		}
-		if derr := r.cfg.Store.OutboxDelete(revs...); derr != nil {
-			return len(entries), 0, errors.Join(err, fmt.Errorf("outbox delete: %w", derr))
+		if !ok {
+			a.flush()
+			return
+		}
+		// A flight without sent was found in the stream by the anchor.
+		if f.sent != nil {
+			if !f.sent.Ready() {
+				a.flush()
+			}
+			wctx, cancel := context.WithDeadline(ctx, f.at.Add(r.cfg.AckTimeout))
+			err := f.sent.Wait(wctx)
+			cancel()
+			if err != nil {
+				a.flush()
+				a.fail(err)
+				return
+			}
+			r.mPublished.Inc()
+			r.mPublish.UpdateDuration(f.at)
+			r.mLag.Update(max(time.Since(f.entry.CommittedAt).Seconds(), 0))
+		}
+		a.mu.Lock()
+		if a.codes[f.entry.Code] == f {
+			delete(a.codes, f.entry.Code)
+		}
+		a.sent--
+		a.mu.Unlock()
+		close(f.done)
+		a.acked = f.entry.Revision
+		a.n++
+		a.delMu.Lock()
+		a.dels = append(a.dels, f.entry.Revision)
+		a.delMu.Unlock()
+	}
+}
+
+// flush marks what was answered published and wakes the deleter.
+func (a *acker) flush() {
+	if a.acked <= a.marked {
+		return
+	}
+	a.r.cfg.Store.MarkPublished(a.acked, 0)
+	a.marked = a.acked
+	select {
+	case a.delNote <- struct{}{}:
+	default:
+	}
+}
+
+// deleter commits the outbox deletes of answered events, all that
+// gathered while the previous commit ran in one, until ctx ends; then it
+// commits what is left.
+func (a *acker) deleter(ctx context.Context) {
+	for {
+		stop := false
+		select {
+		case <-a.delNote:
+		case <-ctx.Done():
+			stop = true
+		}
+		a.delMu.Lock()
+		revs := a.dels
+		a.dels = nil
+		a.delMu.Unlock()
+		if len(revs) > 0 {
+			if err := a.r.cfg.Store.OutboxDelete(revs...); err != nil {
+				a.fail(fmt.Errorf("outbox delete: %w", err))
+				return
+			}
+		}
+		if stop {
+			return
 		}
 	}
-	return len(entries), acked, err
 }
 
 // publish sends entries through the chain as one pipelined window (see
@@ -343,10 +653,21 @@ func (r *Relay) publishChain(ctx context.Context, chain *replication.Chain, even
 	return n, err
 }
 
-// Reset makes the next pass re-read both streams' tails: after a
+// lock takes mu from a running session: it asks the session to end.
+func (r *Relay) lock() {
+	r.yield.Add(1)
+	defer r.yield.Add(-1)
+	select {
+	case r.yieldc <- struct{}{}:
+	default:
+	}
+	r.mu.Lock()
+}
+
+// Reset makes the next session re-read both streams' tails: after a
 // takeover, the tail is the new leader's barrier.
 func (r *Relay) Reset() {
-	r.mu.Lock()
+	r.lock()
 	defer r.mu.Unlock()
 	r.chain.Reset()
 	if r.ochain != nil {
@@ -364,7 +685,7 @@ func (r *Relay) Reset() {
 // window). The next pass re-reads the stream's tail. It returns how many
 // links are in the stream.
 func (r *Relay) Republish(ctx context.Context) (n int, err error) {
-	r.mu.Lock()
+	r.lock()
 	defer r.mu.Unlock()
 	r.chain.Reset()
 	defer r.chain.Reset()

@@ -26,7 +26,13 @@ type OutboxEntry struct {
 
 // Outbox returns up to limit entries, oldest (lowest revision) first.
 func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
-	return s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), limit)
+	return s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), 0, limit)
+}
+
+// OutboxFrom is Outbox from revision from on: a relay with events in
+// flight reads past them.
+func (s *Store) OutboxFrom(from uint64, limit int) ([]OutboxEntry, error) {
+	return s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), from, limit)
 }
 
 // OriginOutbox returns up to limit entries of the origin outbox, oldest
@@ -35,11 +41,12 @@ func (s *Store) Outbox(limit int) ([]OutboxEntry, error) {
 // An entry's Revision is its origin sequence (OriginSeq), its Code the
 // subject's tail ("key.<hex id>" or "idem.<hex hash>").
 func (s *Store) OriginOutbox(limit int) ([]OutboxEntry, error) {
-	return s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), limit)
+	return s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), 0, limit)
 }
 
-// readOutbox reads up to limit entries of one outbox, up to durable.
-func (s *Store) readOutbox(prefix []byte, idx *outboxIndex, durable uint64, limit int) ([]OutboxEntry, error) {
+// readOutbox reads up to limit entries of one outbox from revision from
+// on, up to durable.
+func (s *Store) readOutbox(prefix []byte, idx *outboxIndex, durable, from uint64, limit int) ([]OutboxEntry, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -56,7 +63,7 @@ func (s *Store) readOutbox(prefix []byte, idx *outboxIndex, durable uint64, limi
 	// calling.
 	// Start at the oldest live entry: the deleted ones before it are
 	// tombstones an iterator would otherwise step over one by one.
-	lower := seqKey(prefix, idx.lowest(durable))
+	lower := seqKey(prefix, max(idx.lowest(durable), from))
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: seqKey(prefix, durable+1)})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)

@@ -122,12 +122,18 @@ type discardSpan struct {
 
 // WaitPublished waits until every link outbox entry up to revision rev
 // and every origin outbox entry up to seq oseq is published (the relay
-// deleted it after the stream's ack), or ctx ends. ErrDiscarded if one of
-// them was discarded instead.
+// marked it, MarkPublished, or deleted it after the stream's ack), or ctx
+// ends. ErrDiscarded if one of them was discarded instead.
 func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
 	for {
 		s.pubMu.Lock()
 		ch := s.pub
+		if s.pubRev.Load() >= rev && s.pubOseq.Load() >= oseq {
+			// In the stream: a Discard that came after the ack (the
+			// delete not yet committed) does not undo that.
+			s.pubMu.Unlock()
+			return nil
+		}
 		for _, d := range s.discarded {
 			if (!d.origin && rev >= d.from && rev <= d.to) || (d.origin && oseq >= d.from && oseq <= d.to) {
 				s.pubMu.Unlock()
@@ -135,7 +141,7 @@ func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
 			}
 		}
 		s.pubMu.Unlock()
-		if s.outbox.lowest(s.rev.Load()) > rev && s.origin.lowest(s.oseq.Load()) > oseq {
+		if (s.pubRev.Load() >= rev || s.outbox.lowest(s.rev.Load()) > rev) && (s.pubOseq.Load() >= oseq || s.origin.lowest(s.oseq.Load()) > oseq) {
 			return nil
 		}
 		select {
@@ -145,6 +151,29 @@ func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
 		case <-s.done:
 			return ErrClosed
 		}
+	}
+}
+
+// MarkPublished records that every link outbox entry up to revision rev
+// and every origin outbox entry up to seq oseq is in the stream (the
+// stream acknowledged it; 0 leaves a mark as it is), and wakes the
+// WaitPublished calls it satisfies, before the relay's OutboxDelete is
+// committed: the acks are answered in groups, the deletes follow.
+func (s *Store) MarkPublished(rev, oseq uint64) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	moved := false
+	if rev > s.pubRev.Load() {
+		s.pubRev.Store(rev)
+		moved = true
+	}
+	if oseq > s.pubOseq.Load() {
+		s.pubOseq.Store(oseq)
+		moved = true
+	}
+	if moved {
+		close(s.pub)
+		s.pub = make(chan struct{})
 	}
 }
 
@@ -328,11 +357,11 @@ func (t *txn) discardOutboxes() result {
 	}
 	t.reset()
 	s := t.s
-	links, err := s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), 1<<62)
+	links, err := s.readOutbox(outboxPrefix, &s.outbox, s.rev.Load(), 0, 1<<62)
 	if err != nil {
 		return result{err: err}
 	}
-	events, err := s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), 1<<62)
+	events, err := s.readOutbox(originPrefix, &s.origin, s.oseq.Load(), 0, 1<<62)
 	if err != nil {
 		return result{err: err}
 	}

@@ -70,6 +70,8 @@ type Store struct {
 	pubMu     sync.Mutex
 	pub       chan struct{}
 	discarded []discardSpan // outbox spans Discard dropped unpublished
+	// published: the relay's marks (MarkPublished), links and origin.
+	pubRev, pubOseq atomic.Uint64
 
 	sweepEvery time.Duration
 
