@@ -28,7 +28,7 @@ type NATSNode struct {
 // HALayout is `make run-ha`'s fixed layout: DefaultLayout with a
 // three-node JetStream cluster in this process (clients 4222-4224, routes
 // 6222-6224), a standby origin (API 8083, admin 9084) and a collector
-// (admin 9083).
+// (admin 9083, partition API 9085).
 func HALayout() Layout {
 	l := DefaultLayout()
 	l.NATS = ""
@@ -40,6 +40,7 @@ func HALayout() Layout {
 	}
 	l.StandbyAPI, l.StandbyAdmin = "127.0.0.1:8083", "127.0.0.1:9084"
 	l.CollectorAdmin = "127.0.0.1:9083"
+	l.CollectorStats = "127.0.0.1:9085"
 	return l
 }
 
@@ -69,7 +70,8 @@ func (s *system) haPasswordFile(role natsauth.Role) string {
 // startHA starts the JetStream cluster in this process with a user per
 // role, runs the operator's step (`origin streams`, R3), starts both
 // origins with -ha -ack replicated and waits until one leads and the other
-// follows, then starts the collector.
+// follows, then starts the collector, which both origins' stats API asks
+// over its partition API (one partition of one).
 func (s *system) startHA(ctx context.Context, adminKey string) error {
 	l := s.cfg.Layout
 	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "nats-auth"), 0o700); err != nil {
@@ -126,6 +128,10 @@ func (s *system) startHA(ctx context.Context, adminKey string) error {
 	}
 
 	pass := s.haPasswordFile(natsauth.Origin)
+	statsToken, err := ensureKeyFile(filepath.Join(s.cfg.DataDir, "collector.token"), func() string { return rand.Text() + rand.Text() })
+	if err != nil {
+		return fmt.Errorf("collector token: %w", err)
+	}
 	for _, o := range []struct {
 		name, api, admin string
 		c                **child
@@ -144,7 +150,8 @@ func (s *system) startHA(ctx context.Context, adminKey string) error {
 			"-nats-password-file", pass,
 			"-stream-replicas", "3",
 			"-ha", "-ack", "replicated",
-			"-no-collector",
+			"-collectors", "http://" + l.CollectorStats,
+			"-collector-token-file", statsToken,
 		}, []string{adminKeyEnv + "=" + adminKey})
 		if err != nil {
 			return err
@@ -164,6 +171,8 @@ func (s *system) startHA(ctx context.Context, adminKey string) error {
 		"-nats-user", string(natsauth.Collector),
 		"-nats-password-file", s.haPasswordFile(natsauth.Collector),
 		"-click-stream-replicas", "3",
+		"-stats-listen", l.CollectorStats,
+		"-stats-token-file", statsToken,
 	}, nil)
 	if err != nil {
 		return err

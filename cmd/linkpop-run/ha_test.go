@@ -52,7 +52,7 @@ func TestSystemHA(t *testing.T) {
 	free := func() string { return proctest.FreeAddr(t) }
 	l := Layout{
 		OriginAPI: free(), OriginAdmin: free(),
-		StandbyAPI: free(), StandbyAdmin: free(), CollectorAdmin: free(),
+		StandbyAPI: free(), StandbyAdmin: free(), CollectorAdmin: free(), CollectorStats: free(),
 		Edges: []EdgeLayout{
 			{Name: "edge-a", Listen: free(), Admin: free(), Gossip: free()},
 			{Name: "edge-b", Listen: free(), Admin: free(), Gossip: free()},
@@ -157,6 +157,19 @@ func TestSystemHA(t *testing.T) {
 		if !redirects(e, before, "https://example.com/before") {
 			t.Errorf("%s lost the link created before the failover", e.Name)
 		}
+	}
+	// The new leader's stats API answers from the collector process: the
+	// one redirect of the new link on each edge (the waits above stop at
+	// the first 302; Go's User-Agent, so a bot) is counted once
+	// complete_through has passed it.
+	clicked := time.Now()
+	var st client.Stats
+	wait.For(t, time.Minute, "the new link's stats with complete_through past its redirects", func() bool {
+		st, err = api.Stats(context.Background(), after.Code, client.StatsQuery{})
+		return err == nil && st.CompleteThrough != nil && st.CompleteThrough.After(clicked)
+	})
+	if st.Bots != 2 || st.Clicks != 0 {
+		t.Errorf("stats of %s on the new leader: %d bots and %d other clicks, want 2 bots (one per edge) and none other", after.Code, st.Bots, st.Clicks)
 	}
 	if !strings.Contains(out.String(), leader.name+" (pid "+strconv.Itoa(pid)+") exited") {
 		t.Errorf("the leader's death was not reported")

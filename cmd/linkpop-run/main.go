@@ -23,9 +23,10 @@
 // instead: a three-node JetStream cluster inside this process (clients on
 // 127.0.0.1:4222-4224, routes 6222-6224, a user per role, passwords in
 // DATA/nats-auth), the operator's `origin streams` (R3 streams and lease
-// bucket), two origins with -ha -ack replicated -no-collector (API 8081
-// admin 9081, API 8083 admin 9084; the lease decides which leads), a
-// collector (admin 9083) and the two edges, whose -origin lists both
+// bucket), two origins with -ha -ack replicated (API 8081 admin 9081,
+// API 8083 admin 9084; the lease decides which leads), a collector (admin
+// 9083, partition API 9085, which both origins' stats API asks) and the
+// two edges, whose -origin lists both
 // origins. Killing the leader shows the standby take over.
 //
 // The orchestration lives in this package (system.go): it is a development

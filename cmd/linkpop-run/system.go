@@ -36,13 +36,17 @@ type Layout struct {
 	// run-ha`, HALayout): a JetStream cluster of these nodes in this
 	// process instead of the origin's embedded server (NATS is then
 	// unused), the origin at OriginAPI and a standby at StandbyAPI, both
-	// with -ha -ack replicated and -no-collector, and a collector process
-	// at CollectorAdmin. The default (none) is the single-machine system.
+	// with -ha -ack replicated and the collector process (admin at
+	// CollectorAdmin, partition API at CollectorStats) as their stats
+	// source. The default (none) is the single-machine system.
 	NATSCluster []NATSNode
 	// StandbyAPI and StandbyAdmin are the standby origin's listeners.
 	StandbyAPI, StandbyAdmin string
 	// CollectorAdmin is the collector's admin listener.
 	CollectorAdmin string
+	// CollectorStats is the collector's partition API listener, which the
+	// origins' stats API asks (-collectors).
+	CollectorStats string
 }
 
 // EdgeLayout is one edge's name (also its data directory under DataDir and
@@ -295,8 +299,8 @@ func (c *Config) validate() error {
 				errs = append(errs, fmt.Errorf("layout: NATS node %d needs Client and Route", i))
 			}
 		}
-		if c.Layout.StandbyAPI == "" || c.Layout.StandbyAdmin == "" || c.Layout.CollectorAdmin == "" {
-			errs = append(errs, errors.New("layout: with NATSCluster, StandbyAPI, StandbyAdmin and CollectorAdmin are required"))
+		if c.Layout.StandbyAPI == "" || c.Layout.StandbyAdmin == "" || c.Layout.CollectorAdmin == "" || c.Layout.CollectorStats == "" {
+			errs = append(errs, errors.New("layout: with NATSCluster, StandbyAPI, StandbyAdmin, CollectorAdmin and CollectorStats are required"))
 		}
 	}
 	if len(c.Layout.Edges) == 0 {
