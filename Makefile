@@ -89,7 +89,7 @@ screenshots: ## retake the dashboard screenshots in docs/dashboard/ (drives chro
 
 # Origin high availability (issue #14).
 .PHONY: failover-soak
-failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 20 min)
+failover-soak: ## origin HA failover test with 200 SIGKILL failovers (about 40 min)
 	LINKPOP_FAILOVER_TRIALS=200 $(GO) test -count=1 -timeout 0 -run '^TestFailover$$' -v ./origin/
 
 # Origin high availability, locally (issue #14).
