@@ -266,18 +266,28 @@ func MarshalChange(c *Change) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(pb)
 }
 
+// Field numbers of the Change message, taken from the generated
+// descriptor so that MarshalChangeOf cannot drift from the schema.
+var (
+	changeFields       = (&linkpb.Change{}).ProtoReflect().Descriptor().Fields()
+	changeVersionTag   = changeFields.ByName("schema_version").Number()
+	changeOpTag        = changeFields.ByName("op").Number()
+	changeRecordTag    = changeFields.ByName("record").Number()
+	changeCommittedTag = changeFields.ByName("committed_at_unix_nano").Number()
+)
+
 // MarshalChangeOf is MarshalChange of a change whose record MarshalRecord
 // encoded as record, without encoding the record again: a deterministic
 // protobuf message is its fields in number order, so the change is its
-// schema version, op, the record's bytes as field 3 and the commit time
-// (TestMarshalChangeOf compares the two).
+// schema version, op, the record's bytes and the commit time
+// (FuzzMarshalChangeOf compares the two).
 func MarshalChangeOf(op Op, record []byte, committedAt time.Time) []byte {
 	b := make([]byte, 0, len(record)+24)
-	b = AppendVarintField(b, 1, SchemaVersion)
-	b = AppendVarintField(b, 2, uint64(op))
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = AppendVarintField(b, changeVersionTag, SchemaVersion)
+	b = AppendVarintField(b, changeOpTag, uint64(op))
+	b = protowire.AppendTag(b, changeRecordTag, protowire.BytesType)
 	b = protowire.AppendBytes(b, record)
-	return AppendVarintField(b, 4, uint64(committedAt.UnixNano()))
+	return AppendVarintField(b, changeCommittedTag, uint64(committedAt.UnixNano()))
 }
 
 // UnmarshalChange decodes and validates a change event. Every event from
