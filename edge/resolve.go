@@ -111,18 +111,16 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 // a trusted proxy the address its forwarding headers name
 // (clicks.Proxies.ClientAddr).
 func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
-	addr := connPeer(ctx)
-	if s.proxies.Trusts(addr) {
-		peer := addr
-		// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For
-		// only when there is no Forwarded (which wins).
-		if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {
-			addr = s.proxies.ClientAddr(peer, nil, fwd)
-		} else {
-			addr = s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
-		}
+	peer := connPeer(ctx)
+	if !s.proxies.Trusts(peer) {
+		return peer
 	}
-	return addr
+	// PeekAll reuses one buffer: take Forwarded, and X-Forwarded-For only
+	// when there is no Forwarded (which wins).
+	if fwd := ctx.Request.Header.PeekAll(fasthttp.HeaderForwarded); len(fwd) > 0 {
+		return s.proxies.ClientAddr(peer, nil, fwd)
+	}
+	return s.proxies.ClientAddr(peer, ctx.Request.Header.PeekAll(fasthttp.HeaderXForwardedFor), nil)
 }
 
 // recordClick records a click if the answer decided is a redirect to a
