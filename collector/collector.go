@@ -18,6 +18,7 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/linkpop/linkpop/replication"
 	"github.com/linkpop/linkpop/replication/natsauth"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // Config configures a Collector.
@@ -65,6 +67,12 @@ type Config struct {
 	// StatsToken is the bearer token of the partition API. Required
 	// with StatsListen.
 	StatsToken string
+	// StatsTLSCertFile and StatsTLSKeyFile, a PEM certificate (chain
+	// first) and its key, make the partition API speak TLS only
+	// (tlsconf.Server); the origin then asks it at an https URL and
+	// verifies it (origin.Config.CollectorCAFile). The default is plain
+	// HTTP, for a private network.
+	StatsTLSCertFile, StatsTLSKeyFile string
 	// AckWait is how long the stream waits for an acknowledgement before
 	// redelivering (after a crash). The default is 30s.
 	AckWait time.Duration
@@ -84,11 +92,6 @@ type Config struct {
 	// PruneInterval is how often expired minute and hour rollups are
 	// deleted. The default is 10 minutes.
 	PruneInterval time.Duration
-	// OnClicks, if set, is called after every commit that counted clicks
-	// with the codes it touched (the origin enforces max_visits with it,
-	// reading Clicks of the codes that have a limit). It runs on the
-	// ingest path: it must be quick and must not block.
-	OnClicks func(codes []string)
 	// Logger receives operational logs. The default discards.
 	Logger *slog.Logger
 	// Metrics receives the linkpop_collector_* metrics. The default is a
@@ -119,6 +122,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StatsListen != "" && c.StatsToken == "" {
 		errs = append(errs, errors.New("collector: StatsToken is required with StatsListen"))
+	}
+	if err := tlsconf.PairError("collector: StatsTLSCertFile/StatsTLSKeyFile", c.StatsTLSCertFile, c.StatsTLSKeyFile); err != nil {
+		errs = append(errs, err)
+	}
+	if c.StatsTLSCertFile != "" && c.StatsListen == "" {
+		errs = append(errs, errors.New("collector: StatsTLSCertFile needs StatsListen"))
 	}
 	if c.PruneInterval < 0 {
 		errs = append(errs, errors.New("collector: PruneInterval must not be negative"))
@@ -202,7 +211,6 @@ func New(cfg Config) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{Store: st, cfg: cfg, log: cfg.Logger}
-	st.onClicks = cfg.OnClicks
 	natsCfg := cfg.NATS.ForRole(natsauth.Collector)
 	if natsCfg.Name == "" {
 		natsCfg.Name = "linkpop-collector"
@@ -227,12 +235,28 @@ func New(cfg Config) (*Collector, error) {
 		}
 	}
 	if cfg.StatsListen != "" {
-		if c.statsLn, err = net.Listen("tcp", cfg.StatsListen); err != nil {
+		var statsTLS *tls.Config
+		if cfg.StatsTLSCertFile != "" {
+			statsTLS, err = tlsconf.Server(cfg.StatsTLSCertFile, cfg.StatsTLSKeyFile)
+			if err != nil {
+				err = fmt.Errorf("stats listener: %w", err)
+			}
+		}
+		if err == nil {
+			c.statsLn, err = net.Listen("tcp", cfg.StatsListen)
+			if err != nil {
+				err = fmt.Errorf("listen stats: %w", err)
+			}
+		}
+		if err != nil {
 			if c.adminLn != nil {
 				_ = c.adminLn.Close()
 			}
 			nc.Close()
-			return nil, errors.Join(fmt.Errorf("listen stats: %w", err), st.Close())
+			return nil, errors.Join(err, st.Close())
+		}
+		if statsTLS != nil {
+			c.statsLn = tls.NewListener(c.statsLn, statsTLS)
 		}
 	}
 	cfg.Metrics.NewGauge("linkpop_collector_oldest_incomplete_edge_seconds", func() float64 {

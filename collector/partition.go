@@ -52,6 +52,9 @@ type Source interface {
 	TopLinks(r Range, limit int) (*TopLinks, error)
 	// Totals are code's running totals since its first click.
 	Totals(code string) (Totals, error)
+	// Clicks is code's click count since its first click (Totals'
+	// clicks, without the uniques: for max_visits).
+	Clicks(code string) (uint64, error)
 	// Watch signals (coalesced) when code's clicks may have changed,
 	// until stop is called.
 	Watch(code string) (ch <-chan struct{}, stop func())
@@ -87,6 +90,9 @@ func (p *Partitions) LinkStats(code string, r Range) (*LinkStats, error) {
 
 // Totals asks the partition that holds code.
 func (p *Partitions) Totals(code string) (Totals, error) { return p.of(code).Totals(code) }
+
+// Clicks asks the partition that holds code.
+func (p *Partitions) Clicks(code string) (uint64, error) { return p.of(code).Clicks(code) }
 
 // Watch watches code on the partition that holds it.
 func (p *Partitions) Watch(code string) (<-chan struct{}, func()) { return p.of(code).Watch(code) }

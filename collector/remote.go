@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/linkpop/linkpop/client"
+	"github.com/linkpop/linkpop/tlsconf"
 )
 
 // The partition API: what a collector serves on Config.StatsListen for
@@ -25,7 +27,9 @@ import (
 //
 //	GET /collector/v1/links/{code}/stats?from=&to=&interval=  client.Stats
 //	GET /collector/v1/links/{code}/totals                     client.LiveClicks
+//	GET /collector/v1/links/{code}/clicks                     {"clicks": n}
 //	GET /collector/v1/stats?from=&to=&interval=&limit=        client.TopLinks
+//	GET /collector/v1/clicked?epoch=&seq=&wait=               FeedPage (long poll, wait <= FeedMaxWait)
 const (
 	partitionAPIPrefix = "/collector/v1"
 	// PartitionHeader names the partition that answered.
@@ -75,6 +79,10 @@ func statsHandler(s *Store, token string, i, n int) http.Handler {
 		t, err := s.Totals(r.PathValue("code"))
 		answer(w, t.API(), err)
 	})
+	mux.HandleFunc("GET "+partitionAPIPrefix+"/links/{code}/clicks", func(w http.ResponseWriter, r *http.Request) {
+		n, err := s.Clicks(r.PathValue("code"))
+		answer(w, clicksAnswer{Clicks: n}, err)
+	})
 	mux.HandleFunc("GET "+partitionAPIPrefix+"/stats", func(w http.ResponseWriter, r *http.Request) {
 		rg, ok := rangeOf(w, r)
 		if !ok {
@@ -91,6 +99,29 @@ func statsHandler(s *Store, token string, i, n int) http.Handler {
 			return
 		}
 		answer(w, t.API(), nil)
+	})
+	mux.HandleFunc("GET "+partitionAPIPrefix+"/clicked", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		cur := FeedCursor{Epoch: q.Get("epoch")}
+		var err error
+		if v := q.Get("seq"); v != "" {
+			if cur.Seq, err = strconv.ParseUint(v, 10, 64); err != nil {
+				fail(w, http.StatusBadRequest, "invalid_cursor", "seq must be an unsigned integer")
+				return
+			}
+		}
+		var wait time.Duration
+		if v := q.Get("wait"); v != "" {
+			if wait, err = time.ParseDuration(v); err != nil || wait < 0 || wait > FeedMaxWait {
+				fail(w, http.StatusBadRequest, "invalid_wait", "wait must be a duration from 0 to "+FeedMaxWait.String())
+				return
+			}
+		}
+		page, err := s.Clicked(r.Context(), cur, wait)
+		if r.Context().Err() != nil {
+			return // the origin went away
+		}
+		answer(w, page, err)
 	})
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,11 +145,18 @@ type RemoteConfig struct {
 	// Partition of Partitions (checked on every answer). The default is
 	// 0 of 1.
 	Partition, Partitions int
-	// Timeout bounds one query. The default is 10s.
+	// CAFile is a PEM file of the CAs an https URL's certificate is
+	// verified against (tlsconf.Client). The default is the system's.
+	CAFile string
+	// Timeout bounds one query (a feed read adds its wait). The default
+	// is 10s.
 	Timeout time.Duration
 	// Client is the HTTP client. The default is one of its own.
 	Client *http.Client
 }
+
+// FeedMaxWait is the longest wait of one read of a partition's feed.
+const FeedMaxWait = 10 * time.Second
 
 // Validate reports every bad field.
 func (c *RemoteConfig) Validate() error {
@@ -178,7 +216,14 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+		tc, err := tlsconf.Client(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("collector remote: %w", err)
+		}
+		cfg.Client = &http.Client{Transport: &http.Transport{
+			TLSClientConfig: tc, ForceAttemptHTTP2: true,
+			MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute,
+		}}
 	}
 	return &Remote{
 		base: strings.TrimRight(cfg.URL, "/") + partitionAPIPrefix, auth: "Bearer " + cfg.Token,
@@ -189,17 +234,22 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 
 // get asks path (with query q) and decodes the answer into v.
 func (rm *Remote) get(path string, q url.Values, v any) error {
+	return rm.getCtx(context.Background(), path, q, rm.timeout, v)
+}
+
+// getCtx is get within ctx and timeout.
+func (rm *Remote) getCtx(ctx context.Context, path string, q url.Values, timeout time.Duration, v any) error {
 	u := rm.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrPartitionUnavailable, err)
 	}
 	req.Header.Set("Authorization", rm.auth)
 	hc := *rm.hc
-	hc.Timeout = rm.timeout
+	hc.Timeout = timeout
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: partition %s: %w", ErrPartitionUnavailable, rm.name, err)
@@ -257,6 +307,32 @@ func (rm *Remote) Totals(code string) (Totals, error) {
 		return Totals{}, err
 	}
 	return totalsOf(a), nil
+}
+
+// clicksAnswer is the partition API's answer to .../clicks.
+type clicksAnswer struct {
+	Clicks uint64 `json:"clicks"`
+}
+
+// Clicks asks the partition for code's click count.
+func (rm *Remote) Clicks(code string) (uint64, error) {
+	var a clicksAnswer
+	if err := rm.get("/links/"+url.PathEscape(code)+"/clicks", nil, &a); err != nil {
+		return 0, err
+	}
+	return a.Clicks, nil
+}
+
+// Clicked reads the partition's feed after cur, waiting up to wait
+// (at most FeedMaxWait) for a commit.
+func (rm *Remote) Clicked(ctx context.Context, cur FeedCursor, wait time.Duration) (FeedPage, error) {
+	wait = min(max(wait, 0), FeedMaxWait)
+	q := url.Values{"epoch": {cur.Epoch}, "seq": {strconv.FormatUint(cur.Seq, 10)}, "wait": {wait.String()}}
+	var page FeedPage
+	if err := rm.getCtx(ctx, "/clicked", q, rm.timeout+wait, &page); err != nil {
+		return FeedPage{}, err
+	}
+	return page, nil
 }
 
 // Watch polls code's totals every second while it is watched and

@@ -205,8 +205,8 @@ type Store struct {
 	closed bool
 	rmu    sync.RWMutex // held for reading by queries, for writing by Close
 
-	// onClicks is Config.OnClicks.
-	onClicks func(codes []string)
+	// feed lists the codes each commit counted clicks of (Clicked).
+	feed *clickFeed
 
 	// watchers of Watch, by code.
 	wmu      sync.Mutex
@@ -260,6 +260,7 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		gaps:     map[string]time.Time{},
 		edges:    map[string]edgeState{},
 		watchers: map[string]map[chan struct{}]struct{}{},
+		feed:     newClickFeed(),
 	}
 	if err := s.checkPartition(); err != nil {
 		return nil, errors.Join(err, db.Close())
@@ -533,13 +534,13 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 	s.mCommitDur.Update(time.Since(start).Seconds())
 	if len(d.totals) > 0 {
 		s.notify(d.totals)
-		if s.onClicks != nil {
-			codes := make([]string, 0, len(d.totals))
-			for code := range d.totals {
+		codes := make([]string, 0, len(d.totals))
+		for code, c := range d.totals {
+			if c.clicks > 0 {
 				codes = append(codes, code)
 			}
-			s.onClicks(codes)
 		}
+		s.feed.add(codes)
 	}
 	return nil
 }

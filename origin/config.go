@@ -161,13 +161,18 @@ type Config struct {
 	// collectors (cmd/collector -stats-listen) that hold the click
 	// rollups, in partition order: URL i is partition i of
 	// len(Collectors). The stats API asks them (a link's stats from the
-	// partition that holds its code, the top links from all, merged), and
-	// the in-process collector does not run; max_visits is then not
-	// enforced. The default (none) is the in-process collector.
+	// partition that holds its code, the top links from all, merged),
+	// max_visits follows each partition's click feed, and the in-process
+	// collector does not run. An https URL is verified against
+	// CollectorCAFile. The default (none) is the in-process collector.
 	Collectors []string
 	// CollectorToken is the bearer token of the collectors' partition
 	// API. Required with Collectors.
 	CollectorToken string
+	// CollectorCAFile is a PEM file of the CAs the https Collectors'
+	// certificates are verified against (collector.Config's
+	// StatsTLSCertFile). The default is the system's roots.
+	CollectorCAFile string
 	// Collector configures the in-process collector. Dir and NATS are
 	// set by the origin (DataDir/collector, the origin's NATS settings);
 	// every other field is collector.Config's, with its defaults.
@@ -377,7 +382,7 @@ func (c *Config) inProcessCollector() bool { return !c.NoCollector && len(c.Coll
 
 // remoteConfig is the client configuration of partition i of Collectors.
 func (c *Config) remoteConfig(i int) collector.RemoteConfig {
-	return collector.RemoteConfig{URL: c.Collectors[i], Token: c.CollectorToken, Partition: i, Partitions: len(c.Collectors)}
+	return collector.RemoteConfig{URL: c.Collectors[i], Token: c.CollectorToken, CAFile: c.CollectorCAFile, Partition: i, Partitions: len(c.Collectors)}
 }
 
 // collectorConfig is the in-process collector's configuration over the

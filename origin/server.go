@@ -64,10 +64,13 @@ type Server struct {
 	// stats answers the stats API: the in-process collector, the
 	// partitions of Collectors, or nil (503).
 	stats collector.Source
-	// maxVisits receives codes whose clicks reached their max_visits.
-	maxVisits chan string
-	// mMaxVisits counts the links disabled for reaching max_visits.
-	mMaxVisits *metrics.Counter
+	// feeds are the collectors' click feeds max_visits follows: the
+	// in-process collector's, or one per partition of Collectors.
+	feeds []clickFeed
+	// mMaxVisits counts the links disabled for reaching max_visits;
+	// mFeedErrors the failed reads and sweeps of a feed, mFeedSweeps the
+	// sweeps of every limited link (after a feed could not be followed).
+	mMaxVisits, mFeedErrors, mFeedSweeps *metrics.Counter
 	// quit is closed when Run begins to stop: long-lived answers (the
 	// live stats stream) end on it.
 	quit chan struct{}
@@ -117,17 +120,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		metrics:    cfg.Metrics,
-		reserved:   link.NewReserved(cfg.Reserved),
-		shortBase:  cfg.BaseURL,
-		keys:       newKeyCache(),
-		limits:     newLimiters(),
-		scans:      make(chan struct{}, maxDigestScans),
-		maxVisits:  make(chan string, maxVisitsQueue),
-		mMaxVisits: cfg.Metrics.GetOrCreateCounter("linkpop_origin_max_visits_disabled_total"),
-		quit:       make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		metrics:     cfg.Metrics,
+		reserved:    link.NewReserved(cfg.Reserved),
+		shortBase:   cfg.BaseURL,
+		keys:        newKeyCache(),
+		limits:      newLimiters(),
+		scans:       make(chan struct{}, maxDigestScans),
+		mMaxVisits:  cfg.Metrics.GetOrCreateCounter("linkpop_origin_max_visits_disabled_total"),
+		mFeedErrors: cfg.Metrics.GetOrCreateCounter("linkpop_origin_max_visits_feed_errors_total"),
+		mFeedSweeps: cfg.Metrics.GetOrCreateCounter("linkpop_origin_max_visits_sweeps_total"),
+		quit:        make(chan struct{}),
 	}
 	host, _ := baseHost(cfg.BaseURL) // validated
 	blocks, err := newBlocklists(&cfg, host, cfg.Metrics)
@@ -190,18 +194,21 @@ func New(cfg Config) (*Server, error) {
 		cc.Logger = cfg.Logger.With("component", "collector")
 		cc.NATS.Logger = cfg.Logger.With("component", "nats", "conn", "collector")
 		cc.Metrics = cfg.Metrics
-		cc.OnClicks = s.onClicks
 		if s.collector, err = collector.New(cc); err != nil {
 			return nil, fmt.Errorf("collector: %w", err)
 		}
 		s.stats = s.collector
+		s.feeds = []clickFeed{{ClickFeed: s.collector, Source: s.collector, part: 0, parts: 1}}
 	}
 	if len(cfg.Collectors) > 0 {
 		parts := make([]collector.Source, len(cfg.Collectors))
 		for i := range cfg.Collectors {
-			if parts[i], err = collector.NewRemote(cfg.remoteConfig(i)); err != nil {
+			rm, err := collector.NewRemote(cfg.remoteConfig(i))
+			if err != nil {
 				return nil, fmt.Errorf("collector partition %d: %w", i, err)
 			}
+			parts[i] = rm
+			s.feeds = append(s.feeds, clickFeed{ClickFeed: rm, Source: rm, part: i, parts: len(cfg.Collectors)})
 		}
 		if s.stats, err = collector.NewPartitions(parts...); err != nil {
 			return nil, err
@@ -359,7 +366,9 @@ func (s *Server) Run(ctx context.Context) error {
 				errc <- fmt.Errorf("collector: %w", err)
 			}
 		})
-		collWG.Go(func() { s.runMaxVisits(collCtx) })
+	}
+	for _, f := range s.feeds {
+		collWG.Go(func() { s.followClicks(collCtx, f) })
 	}
 
 	blockCtx, stopBlocklists := context.WithCancel(context.Background())

@@ -21,10 +21,6 @@ const (
 	MaxTopLimit     = 1000
 )
 
-// maxVisitsQueue bounds the codes waiting to be disabled for max_visits;
-// a code dropped when it is full is queued again by its next click.
-const maxVisitsQueue = 1024
-
 // liveMinGap is the least time between two events of the live stream.
 const liveMinGap = time.Second
 
@@ -227,55 +223,130 @@ func (s *Server) liveStats(w http.ResponseWriter, r *http.Request, _ *principal)
 	}
 }
 
-// onClicks is the collector's hook after every commit: codes whose
-// clicks reached their max_visits are queued to be disabled. It never
-// blocks the collector: a code that finds the queue full is queued again
-// by its next batch of clicks.
-func (s *Server) onClicks(codes []string) {
-	if s.closed.Load() {
-		return
+// clickFeed is one collector's feed of clicked codes and the totals
+// of its codes: the in-process collector, or one partition of
+// Collectors.
+type clickFeed struct {
+	collector.ClickFeed
+	collector.Source
+	part, parts int
+}
+
+// feedWait is how long one read of a collector's feed waits for a
+// commit.
+const feedWait = 5 * time.Second
+
+// followClicks enforces max_visits from one collector's feed until ctx
+// ends: every code the collector counted clicks of is checked against
+// the store (only links with a max_visits cost more than a lookup), and
+// one whose clicks reached its limit is disabled through the ordinary
+// store and change stream. Only the leader follows (the origin is the
+// one writer); a reader that may have missed commits (its first read,
+// after it became leader, or after the collector restarted or the feed
+// overflowed) sweeps every limited link of the partition once.
+func (s *Server) followClicks(ctx context.Context, f clickFeed) {
+	log := s.log.With("collector_partition", fmt.Sprintf("%d/%d", f.part, f.parts))
+	var cur collector.FeedCursor
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
+	retry := func(what string, err error) bool {
+		s.mFeedErrors.Inc()
+		log.Warn("max_visits: "+what, "err", err, "retry_in", backoff)
+		ok := sleep(ctx, backoff)
+		backoff = min(2*backoff, maxBackoff)
+		return ok
 	}
-	for _, code := range codes {
-		rec, err := s.store.Get(code)
-		if err != nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+	for ctx.Err() == nil {
+		if !s.isLeader() {
+			cur = collector.FeedCursor{} // a new leader has missed the feed: it sweeps
+			if !sleep(ctx, 200*time.Millisecond) {
+				return
+			}
 			continue
 		}
-		if n, err := s.collector.Clicks(code); err != nil || n < rec.MaxVisits {
+		page, err := f.Clicked(ctx, cur, feedWait)
+		if err != nil {
+			if ctx.Err() != nil || !retry("reading the collector's click feed", err) {
+				return
+			}
 			continue
 		}
-		select {
-		case s.maxVisits <- code:
-		default:
+		for _, code := range page.Codes {
+			if err := s.checkMaxVisits(ctx, f.Source, code); err != nil && ctx.Err() == nil {
+				log.Error("disable link at max_visits", "code", code, "err", err)
+			}
 		}
+		if !page.Complete {
+			n, err := s.sweepMaxVisits(ctx, f)
+			if err != nil {
+				// The cursor stays: the next read is incomplete again
+				// and the sweep is tried again.
+				if ctx.Err() != nil || !retry("sweep of the limited links", err) {
+					return
+				}
+				continue
+			}
+			s.mFeedSweeps.Inc()
+			log.Info("max_visits: swept the limited links", "disabled", n, "after_cursor", cur.Seq, "epoch", page.Cursor.Epoch)
+		}
+		backoff = minBackoff
+		cur = page.Cursor
 	}
 }
 
-// runMaxVisits disables the links queued by onClicks until ctx ends.
-func (s *Server) runMaxVisits(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case code := <-s.maxVisits:
-			rec, err := s.store.Get(code)
-			if err != nil {
-				continue
-			}
-			if _, err := s.enforceMaxVisits(ctx, rec); err != nil && ctx.Err() == nil {
-				s.log.Error("disable link at max_visits", "code", code, "err", err)
-			}
+// checkMaxVisits disables code if it is an active link whose clicks in
+// src reached its max_visits.
+func (s *Server) checkMaxVisits(ctx context.Context, src collector.Source, code string) error {
+	rec, err := s.store.Get(code)
+	if err != nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+		return nil
+	}
+	_, err = s.enforceFrom(ctx, src, rec)
+	return err
+}
+
+// sweepMaxVisits checks every active link with a max_visits in f's
+// partition and returns how many it disabled.
+func (s *Server) sweepMaxVisits(ctx context.Context, f clickFeed) (int, error) {
+	var limited []link.Record
+	err := s.store.ScanAll(func(r link.Record) error {
+		if r.MaxVisits > 0 && r.Status == link.StatusActive && collector.PartitionOf(r.Code, f.parts) == f.part {
+			limited = append(limited, r)
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, rec := range limited {
+		next, err := s.enforceFrom(ctx, f.Source, rec)
+		if err != nil {
+			return n, fmt.Errorf("link %s: %w", rec.Code, err)
+		}
+		if next.Status != link.StatusActive {
+			n++
 		}
 	}
+	return n, nil
 }
 
 // enforceMaxVisits disables rec, through the ordinary store and change
 // stream, if it is active and its clicks reached its max_visits; it
 // returns the link's state after that.
 func (s *Server) enforceMaxVisits(ctx context.Context, rec link.Record) (link.Record, error) {
-	if s.collector == nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+	if s.stats == nil {
 		return rec, nil
 	}
-	n, err := s.collector.Clicks(rec.Code)
+	return s.enforceFrom(ctx, s.stats, rec)
+}
+
+// enforceFrom is enforceMaxVisits with rec's clicks read from src.
+func (s *Server) enforceFrom(ctx context.Context, src collector.Source, rec link.Record) (link.Record, error) {
+	if rec.MaxVisits == 0 || rec.Status != link.StatusActive {
+		return rec, nil
+	}
+	n, err := src.Clicks(rec.Code)
 	if err != nil || n < rec.MaxVisits {
 		return rec, err
 	}

@@ -3,7 +3,7 @@
 // consumer into its own Pebble rollup store and serves /metrics and
 // /healthz on an operator listener.
 //
-//	collector -data DIR [-nats URLS] [-partition I -partitions N] [-stats-listen ADDR -stats-token-file FILE] [-admin 127.0.0.1:9083] ...
+//	collector -data DIR [-nats URLS] [-partition I -partitions N] [-stats-listen ADDR -stats-token-file FILE [-stats-tls-cert FILE -stats-tls-key FILE]] [-admin 127.0.0.1:9083] ...
 //
 // The origin runs the same collector in-process by default. Several
 // collectors split the links by code (-partition i of -partitions n);
@@ -35,6 +35,7 @@ func main() {
 		data, admin                              string
 		stream, durable                          string
 		statsListen, statsTokenFile              string
+		statsTLSCert, statsTLSKey                string
 		streamReplicas, partition, partitions    int
 		minuteRet, hourRet, retireAfter, ackWait time.Duration
 		logLevel, logFormat                      string
@@ -49,6 +50,8 @@ func main() {
 	fs.IntVar(&partitions, "partitions", 1, "number of collectors the links are split between (by code)")
 	fs.StringVar(&statsListen, "stats-listen", "", "partition API listen address, asked by the origin's -collectors (default off)")
 	fs.StringVar(&statsTokenFile, "stats-token-file", "", "file holding the partition API's bearer token (required with -stats-listen)")
+	fs.StringVar(&statsTLSCert, "stats-tls-cert", "", "PEM certificate `file` (chain first): the partition API speaks TLS only (the origin's -collectors then name https URLs, verified with -collector-ca)")
+	fs.StringVar(&statsTLSKey, "stats-tls-key", "", "PEM `file` of the -stats-tls-cert key")
 	fs.DurationVar(&minuteRet, "minute-retention", 7*24*time.Hour, "how long minute rollups are kept")
 	fs.DurationVar(&hourRet, "hour-retention", 90*24*time.Hour, "how long hour rollups are kept (day rollups are kept forever)")
 	fs.DurationVar(&retireAfter, "edge-retire-after", time.Hour, "an edge this far behind the newest flush-through mark stops holding complete_through back")
@@ -82,20 +85,22 @@ func main() {
 		}
 	}
 	cfg := collector.Config{
-		Dir:             filepath.Join(data, "collector"),
-		NATS:            natsCfg,
-		Stream:          replication.ClickStreamConfig{Name: stream, Replicas: streamReplicas},
-		Durable:         durable,
-		Partition:       partition,
-		Partitions:      partitions,
-		StatsListen:     statsListen,
-		StatsToken:      statsToken,
-		AckWait:         ackWait,
-		MinuteRetention: minuteRet,
-		HourRetention:   hourRet,
-		RetireAfter:     retireAfter,
-		AdminListen:     admin,
-		Logger:          logger,
+		Dir:              filepath.Join(data, "collector"),
+		NATS:             natsCfg,
+		Stream:           replication.ClickStreamConfig{Name: stream, Replicas: streamReplicas},
+		Durable:          durable,
+		Partition:        partition,
+		Partitions:       partitions,
+		StatsListen:      statsListen,
+		StatsToken:       statsToken,
+		StatsTLSCertFile: statsTLSCert,
+		StatsTLSKeyFile:  statsTLSKey,
+		AckWait:          ackWait,
+		MinuteRetention:  minuteRet,
+		HourRetention:    hourRet,
+		RetireAfter:      retireAfter,
+		AdminListen:      admin,
+		Logger:           logger,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

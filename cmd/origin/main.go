@@ -207,6 +207,7 @@ type flags struct {
 	shutdownTimeout                time.Duration
 	noCollector                    bool
 	collectors, collectorTokenFile string
+	collectorCA                    string
 	clickStreamReplicas            int
 	regions                        string
 	minuteRetention, hourRetention time.Duration
@@ -249,6 +250,7 @@ func registerFlags(fs *flag.FlagSet) *flags {
 	fs.BoolVar(&f.noCollector, "no-collector", false, "do not run the click collector in this process (the stats API then answers 503)")
 	fs.StringVar(&f.collectors, "collectors", "", "partition API URLs of separate collectors (bin/collector -stats-listen), comma separated, in partition order; the stats API asks them and no collector runs in this process")
 	fs.StringVar(&f.collectorTokenFile, "collector-token-file", "", "file holding the collectors' partition API token (required with -collectors)")
+	fs.StringVar(&f.collectorCA, "collector-ca", "", "PEM `file` of the CAs https -collectors are verified against (bin/collector -stats-tls-cert; default the system's)")
 	fs.IntVar(&f.clickStreamReplicas, "click-stream-replicas", 1, "click stream (LINKPOP_CLICKS) replication factor (3 in production)")
 	fs.StringVar(&f.regions, "regions", "", "JetStream `domains` of the regions (see origin region) whose click streams the click stream sources, comma separated; set by origin streams")
 	fs.DurationVar(&f.minuteRetention, "minute-retention", 7*24*time.Hour, "how long the collector keeps minute rollups")
@@ -333,6 +335,7 @@ func (f *flags) config(fs *flag.FlagSet, needData bool) (origin.Config, error) {
 	}
 	cfg.BlocklistFiles = cli.SplitList(f.blocklistFiles)
 	cfg.Collectors = cli.SplitList(f.collectors)
+	cfg.CollectorCAFile = f.collectorCA
 	if f.collectorTokenFile != "" {
 		if cfg.CollectorToken, err = cli.ReadSecretFile(f.collectorTokenFile); err != nil {
 			return origin.Config{}, fmt.Errorf("-collector-token-file: %w", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/linkpop/linkpop/edge/clicks"
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/internal/wait"
+	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -126,12 +127,10 @@ func (m *clickModel) baseline(t *testing.T, s *system, codes ...string) {
 	t.Helper()
 	s.waitEdgesKnown()
 	now := time.Now()
-	waitComplete(t, s, codes[0], now)
 	for _, code := range codes {
-		st, err := s.client.Stats(context.Background(), code, client.StatsQuery{})
-		if err != nil {
-			t.Fatalf("stats %s: %v", code, err)
-		}
+		// Each code's own answer: with several collectors, each
+		// partition's complete_through.
+		st, _ := waitComplete(t, s, code, now)
 		if st.Clicks != 0 {
 			t.Fatalf("stats %s before the traffic: %d clicks, want only bots", code, st.Clicks)
 		}
@@ -246,8 +245,8 @@ type clickScene struct {
 	unknown  []string
 }
 
-func newClickScene(t *testing.T) *clickScene {
-	s := newSystem(t)
+func newClickScene(t *testing.T, originOpts ...func(*origin.Config)) *clickScene {
+	s := newSystem(t, originOpts...)
 	sc := &clickScene{s: s, unknown: []string{"zzunknown1", "zzunknown2"}}
 	m := model{}
 	for i := range 6 {
@@ -343,13 +342,9 @@ func checkStats(t *testing.T, s *system, m *clickModel, end time.Time, also ...s
 	t.Logf("complete_through passed the end of the traffic %v after it", took.Round(time.Millisecond))
 	ctx := context.Background()
 	for _, code := range codes {
-		st, err := s.client.Stats(ctx, code, client.StatsQuery{})
-		if err != nil {
-			t.Fatalf("stats %s: %v", code, err)
-		}
-		if st.CompleteThrough == nil || !st.CompleteThrough.After(end) {
-			t.Fatalf("stats %s: complete_through %v went back before %v", code, st.CompleteThrough, end)
-		}
+		// With several collectors each code's partition has its own
+		// complete_through: wait for each (at once for one collector).
+		st, _ := waitComplete(t, s, code, end)
 		lc := m.links[code]
 		if lc == nil {
 			lc = &linkCounts{}
@@ -429,16 +424,21 @@ func checkStats(t *testing.T, s *system, m *clickModel, end time.Time, also ...s
 // its connection and the click stream are up).
 func (s *system) waitEdgesKnown() {
 	s.t.Helper()
-	url := "http://" + s.origin.srv.AdminAddr() + "/metrics"
-	wait.For(s.t, convergeTimeout, "the collector knows every edge", func() bool {
-		_, met := httpGet(url)
-		for _, l := range strings.Split(met, "\n") {
-			if v, ok := strings.CutPrefix(l, "linkpop_collector_edges "); ok {
-				return v == strconv.Itoa(len(s.edges))
+	admins := s.collectorAdmins
+	if len(admins) == 0 {
+		admins = []string{s.origin.srv.AdminAddr()}
+	}
+	for _, admin := range admins {
+		wait.For(s.t, convergeTimeout, "the collector at "+admin+" knows every edge", func() bool {
+			_, met := httpGet("http://" + admin + "/metrics")
+			for _, l := range strings.Split(met, "\n") {
+				if v, ok := strings.CutPrefix(l, "linkpop_collector_edges "); ok {
+					return v == strconv.Itoa(len(s.edges))
+				}
 			}
-		}
-		return false
-	})
+			return false
+		})
+	}
 }
 
 // deleteClickConsumer deletes the collector's durable consumer of the
@@ -616,6 +616,12 @@ const (
 func TestMaxVisits(t *testing.T) {
 	leaktest.Check(t)
 	s := newSystem(t)
+	checkMaxVisits(t, s)
+}
+
+// checkMaxVisits is TestMaxVisits on s.
+func checkMaxVisits(t *testing.T, s *system) {
+	t.Helper()
 	const limit = 50
 	o := s.api.create(t, client.CreateLink{URL: "https://example.com/limited", MaxVisits: ptr(uint64(limit))})
 	s.converge(model{o.Code: wantOf(t, o)}, nil)

@@ -52,6 +52,9 @@ type system struct {
 	client *client.Client // the current origin's, through the client package
 	// originOpts change the origin's configuration (newSystem's opts).
 	originOpts []func(*origin.Config)
+	// collectorAdmins are the admin listeners of separate collectors
+	// (collectorFleet); empty: the origin's own collector.
+	collectorAdmins []string
 }
 
 // newSystem starts JetStream, an origin and two edges: edge-a asks the
