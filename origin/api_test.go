@@ -36,6 +36,8 @@ type apiOrigin struct {
 	base   string // http://host:port of the API
 	admin  string // http://host:port of the admin listener
 	client *http.Client
+	// stop stops the origin (as the test's cleanup does) and waits.
+	stop func()
 }
 
 // apiStart starts an origin; mod adjusts its config. Call leaktest.Check
@@ -67,13 +69,17 @@ func apiStart(t *testing.T, mod func(*origin.Config)) *apiOrigin {
 		admin:  "http://" + srv.AdminAddr(),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}},
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		o.client.CloseIdleConnections()
-	})
+	var once sync.Once
+	o.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			o.client.CloseIdleConnections()
+		})
+	}
+	t.Cleanup(o.stop)
 	// Creating the stream races a JetStream shutdown at the end of a short
 	// test (nats-server then leaks the stream's goroutines), so every test
 	// starts with the stream in place.

@@ -328,6 +328,61 @@ func TestMaxVisits(t *testing.T) {
 	}
 }
 
+// TestMaxVisitsSweep: clicks that reached a link's limit while the
+// origin was down, counted by a collector that was restarted since (so
+// its feed no longer names the link), still disable it: the origin's
+// first read of the feed is incomplete and it sweeps every limited link.
+// Nothing else would (no more clicks arrive), so the test fails without
+// the sweep.
+func TestMaxVisitsSweep(t *testing.T) {
+	leaktest.Check(t)
+	ns := natstest.Start(t)
+	natsCfg := replication.ConnConfig{URLs: []string{ns.URL()}}
+	const token = "collector-token"
+	cdir := t.TempDir()
+	startCollector := func(addr string) (*collector.Collector, func()) {
+		c, err := collector.New(collector.Config{Dir: cdir, NATS: natsCfg, StatsListen: addr, StatsToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("collector: %v", err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return c, stop
+	}
+	c1, stop1 := startCollector("127.0.0.1:0")
+	addr := c1.StatsAddr()
+	odir := t.TempDir()
+	mod := func(c *origin.Config) {
+		c.NATS, c.DataDir = natsCfg, odir
+		c.Collectors, c.CollectorToken = []string{"http://" + addr}, token
+	}
+	o1 := apiStart(t, mod)
+	o1.nats = ns
+	o1.must(201, "POST", "/v1/links", apiAdminKey, `{"url":"https://example.com/s","code":"swept","max_visits":5}`)
+	o1.stop()
+
+	newShipper(o1).ship("e", time.Now(), &linkpb.LinkMinute{Code: "swept", MinuteUnix: time.Now().Unix() / 60 * 60, Clicks: 7})
+	wait.For(t, 20*time.Second, "7 clicks counted", func() bool { n, _ := c1.Clicks("swept"); return n == 7 })
+	stop1()
+	startCollector(addr) // a new run: its feed starts empty
+
+	o2 := apiStart(t, mod)
+	wait.For(t, 20*time.Second, "the link disabled by the sweep", func() bool {
+		return o2.must(200, "GET", "/v1/links/swept", apiAdminKey, "").str("status") == "disabled"
+	})
+}
+
 // TestStatsWithoutCollector: an origin started with NoCollector answers
 // the stats API 503 unavailable, and links keep working.
 func TestStatsWithoutCollector(t *testing.T) {
