@@ -13,9 +13,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/linkpop/linkpop/pebbledb"
 	"github.com/linkpop/linkpop/proto/linkpb"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -224,17 +224,12 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		return nil, err
 	}
 	o := opts.withDefaults()
-	cache := pebble.NewCache(o.BlockCacheBytes)
-	defer cache.Unref()
 	// Commits write merge operands (newMerger), never reading the stored
 	// values, so ingest costs no random reads. The point reads left
 	// (totals for max_visits and the live stream) skip the levels that do
 	// not hold the key with a 10-bit bloom filter per level.
 	popts := &pebble.Options{
 		FS:                          o.FS,
-		Cache:                       cache,
-		Logger:                      pebbleLogger{o.Logger},
-		FormatMajorVersion:          pebble.FormatNewest,
 		Merger:                      newMerger(o.BreakdownLimit),
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
@@ -243,13 +238,13 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 		LBaseMaxBytes:               128 << 20,
 	}
 	for i := range popts.Levels {
-		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		popts.Levels[i].BlockSize = 32 << 10
 	}
-	popts.EnsureDefaults()
-	db, err := pebble.Open(o.Dir, popts)
+	// Pebble's informational lines at debug: the collector flushes often.
+	sh := pebbledb.Shared{Logger: o.Logger, InfoLevel: slog.LevelDebug, CacheBytes: o.BlockCacheBytes}
+	db, err := pebbledb.Open(o.Dir, popts, sh)
 	if adoptSetOnlyStore(popts.FS, o.Dir, err) {
-		db, err = pebble.Open(o.Dir, popts)
+		db, err = pebbledb.Open(o.Dir, popts, sh)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open collector store: %w", err)
@@ -942,20 +937,4 @@ func (s *Store) Flush() error {
 		return ErrClosed
 	}
 	return s.db.Flush()
-}
-
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	p.l.Error(msg)
-	panic(msg)
 }

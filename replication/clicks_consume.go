@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,8 +209,7 @@ type ClickConsumer struct {
 	lastRecv               atomic.Int64
 	applying               atomic.Bool // a group is being applied: not a stall
 
-	mu    sync.Mutex
-	abort context.CancelCauseFunc
+	slot sessionSlot // the running session, for the watchdog
 
 	mGroups, mMsgs, mPoison, mRebuilds *metrics.Counter
 }
@@ -264,8 +262,7 @@ func (c *ClickConsumer) Run(ctx context.Context) error {
 		stopWatch()
 		wg.Wait()
 	}()
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
+	backoff := minSessionBackoff
 	for {
 		err := c.session(ctx)
 		if ctx.Err() != nil {
@@ -277,14 +274,14 @@ func (c *ClickConsumer) Run(ctx context.Context) error {
 		c.rebuil.Add(1)
 		c.mRebuilds.Inc()
 		c.log.Warn("click consumer session ended; rebuilding", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = min(2*backoff, maxSessionBackoff)
 	}
 }
 
@@ -331,16 +328,8 @@ func (c *ClickConsumer) session(ctx context.Context) error {
 		return fmt.Errorf("consumer %s messages: %w", c.cfg.Durable, err)
 	}
 	defer it.Stop()
-	sctx, abort := context.WithCancelCause(ctx)
-	defer abort(nil)
-	c.mu.Lock()
-	c.abort = abort
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.abort = nil
-		c.mu.Unlock()
-	}()
+	sctx, _, end := c.slot.begin(ctx)
+	defer end()
 	c.lastRecv.Store(time.Now().UnixNano())
 	prefix := c.cfg.Stream.SubjectPrefix + "."
 	var (
@@ -451,14 +440,8 @@ func (c *ClickConsumer) watch(ctx context.Context) {
 		c.pending.Store(info.NumPending)
 		c.ackPending.Store(uint64(info.NumAckPending))
 		since := time.Since(unixTime(c.lastRecv.Load()))
-		if info.NumPending > 0 && since >= c.cfg.StallTimeout && !c.applying.Load() {
-			c.mu.Lock()
-			abort := c.abort
-			c.mu.Unlock()
-			if abort != nil {
-				c.log.Warn("click consumer stalled, rebuilding", "pending", info.NumPending, "since_receive", since)
-				abort(errStalled)
-			}
+		if info.NumPending > 0 && since >= c.cfg.StallTimeout && !c.applying.Load() && c.slot.end(errStalled) {
+			c.log.Warn("click consumer stalled, rebuilding", "pending", info.NumPending, "since_receive", since)
 		}
 	}
 }

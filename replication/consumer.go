@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -269,7 +268,8 @@ type Consumer struct {
 	streamCreated time.Time // creation time of the stream we read
 	proofSeq      uint64
 	proofAt       int64
-	abort         context.CancelCauseFunc
+	// slot is the running session, for the watchdog.
+	slot sessionSlot
 
 	mApplied      *metrics.Gauge
 	mStreamLast   *metrics.Gauge
@@ -383,8 +383,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.nc.RemoveStatusListener(reconnected)
 	}()
 
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
+	backoff := minSessionBackoff
 	for {
 		created, err := c.session(ctx)
 		if ctx.Err() != nil {
@@ -402,7 +401,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.recreations.Add(1)
 			c.mRecreations.Inc()
 			c.log.Info("nats reconnected; recreating the replication consumer", "applied", c.applied.Load())
-			backoff = minBackoff
+			backoff = minSessionBackoff
 			select {
 			case <-c.wake: // this reconnect's wake-up, already acted on
 			default:
@@ -413,12 +412,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.recreations.Add(1)
 			c.mRecreations.Inc()
 			c.log.Warn("replication consumer rebuilt", "err", err, "applied", c.applied.Load())
-			backoff = minBackoff
+			backoff = minSessionBackoff
 		} else {
 			c.log.Warn("replication consumer not created, retrying", "err", err, "retry_in", backoff)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(wait)
+		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -426,12 +424,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-c.wake:
 			// Reconnected while backing off: try now.
 			t.Stop()
-			backoff = minBackoff
+			backoff = minSessionBackoff
 			continue
 		case <-t.C:
 		}
 		if !created {
-			backoff = min(2*backoff, maxBackoff)
+			backoff = min(2*backoff, maxSessionBackoff)
 		}
 	}
 }
@@ -522,21 +520,13 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	}
 	defer it.Stop()
 
-	sctx, abort := context.WithCancelCause(ctx)
-	defer abort(nil)
-	c.mu.Lock()
-	c.abort = abort
-	c.mu.Unlock()
+	sctx, abort, end := c.slot.begin(ctx)
+	defer end()
 	if c.resyncPending.Load() {
 		// Resync ran before abort was published: it could not end this
 		// session, so the session ends itself.
 		abort(errResync)
 	}
-	defer func() {
-		c.mu.Lock()
-		c.abort = nil
-		c.mu.Unlock()
-	}()
 	c.progressAt.Store(time.Now().UnixNano())
 	c.log.Debug("replication consumer created", "consumer", name, "start_seq", max(cc.OptStartSeq, 1), "applied", pos)
 
@@ -698,15 +688,6 @@ func (c *Consumer) receive(ctx context.Context, it jetstream.MessagesContext, ou
 			return stop
 		}
 	}
-}
-
-// nextErr explains why Next failed: the watchdog's reason if it aborted
-// the session, else the iterator's error.
-func nextErr(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause != nil {
-		return cause
-	}
-	return fmt.Errorf("next message: %w", err)
 }
 
 // take adds msg to b, as a change or as poison. A gap in consumer
@@ -932,16 +913,7 @@ func (c *Consumer) Resync() {
 
 // abortSession ends the running session with cause. It reports false if
 // no session is running (the consumer is being created or backs off).
-func (c *Consumer) abortSession(cause error) bool {
-	c.mu.Lock()
-	abort := c.abort
-	c.mu.Unlock()
-	if abort == nil {
-		return false
-	}
-	abort(cause)
-	return true
-}
+func (c *Consumer) abortSession(cause error) bool { return c.slot.end(cause) }
 
 // deleteConsumer removes an abandoned consumer from the server, best
 // effort: the server drops it by itself after its InactiveThreshold.

@@ -13,12 +13,12 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
-	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/maypok86/otter/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/pebbledb"
 	"github.com/linkpop/linkpop/proto/linkpb"
 )
 
@@ -214,24 +214,15 @@ func Open(opts Options) (*Replica, error) {
 	}
 	o := opts.withDefaults()
 
-	cache := pebble.NewCache(o.BlockCacheBytes)
-	defer cache.Unref()
 	popts := &pebble.Options{
-		FS:                 o.FS,
-		Cache:              cache,
-		Logger:             pebbleLogger{o.Logger},
-		FormatMajorVersion: pebble.FormatNewest,
-		MemTableSize:       uint64(o.MemTableBytes),
+		FS:           o.FS,
+		MemTableSize: uint64(o.MemTableBytes),
 		// Four memtables absorb a bulk replay while one flushes; the
 		// rest are Pebble's defaults.
 		MemTableStopWritesThreshold: 4,
 	}
-	for i := range popts.Levels {
-		popts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
-	}
-	popts.EnsureDefaults()
 	start := time.Now()
-	db, err := pebble.Open(o.Dir, popts)
+	db, err := pebbledb.Open(o.Dir, popts, pebbledb.Shared{Logger: o.Logger, CacheBytes: o.BlockCacheBytes})
 	if err != nil {
 		return nil, fmt.Errorf("open replica: %w", err)
 	}
@@ -603,20 +594,3 @@ func linkKey(code string) []byte {
 // recordRevision reads the revision field of an encoded record without
 // decoding the rest of it.
 func recordRevision(b []byte) (uint64, error) { return link.RecordRevision(b) }
-
-// pebbleLogger sends Pebble's log lines to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Info("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	p.l.Error(msg)
-	panic(msg)
-}

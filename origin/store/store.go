@@ -12,9 +12,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/linkpop/linkpop/link"
+	"github.com/linkpop/linkpop/pebbledb"
 )
 
 // ErrClosed is returned by calls made after Close.
@@ -102,21 +102,16 @@ func Open(opts Options) (*Store, error) {
 	}
 	o := opts.withDefaults()
 
-	cache := pebble.NewCache(o.BlockCacheBytes)
-	defer cache.Unref()
 	// The write path is durable: the WAL stays on (DisableWAL false) and
 	// every batch that acknowledges a mutation is committed with
 	// pebble.Sync, so WALBytesPerSync stays 0 (no background syncs that
 	// would only add I/O). Group commit in the writer amortises the fsync.
 	// Reads are point lookups by code, idempotency key and key hash, so
 	// every level carries a 10-bit bloom filter (~1% false positives)
-	// that lets a miss skip the data block. The newest format enables the
-	// current table features.
+	// that lets a miss skip the data block (pebbledb adds it, with the
+	// newest format and the block cache).
 	popts := &pebble.Options{
 		FS:                          o.FS,
-		Cache:                       cache,
-		Logger:                      pebbleLogger{o.Logger},
-		FormatMajorVersion:          pebble.FormatNewest,
 		MemTableSize:                uint64(o.MemTableBytes),
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       2,
@@ -124,11 +119,9 @@ func Open(opts Options) (*Store, error) {
 		LBaseMaxBytes:               64 << 20,
 	}
 	for i := range popts.Levels {
-		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		popts.Levels[i].BlockSize = 32 << 10
 	}
-	popts.EnsureDefaults()
-	db, err := pebble.Open(o.Dir, popts)
+	db, err := pebbledb.Open(o.Dir, popts, pebbledb.Shared{Logger: o.Logger, CacheBytes: o.BlockCacheBytes})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -504,21 +497,4 @@ func (s *Store) submit(ctx context.Context, r *request) result {
 		}
 		return <-r.done
 	}
-}
-
-// pebbleLogger sends Pebble's log lines to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Info("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	p.l.Error(msg)
-	panic(msg)
 }
