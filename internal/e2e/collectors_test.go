@@ -147,7 +147,8 @@ func (f *collectorFleet) metric(i int, name string) float64 {
 
 // TestCollectorProcesses: two bin/collector processes split the links
 // (partition 0 and 1 of 2), each serving its partition API over TLS; the
-// origin asks them at https URLs verified against a test CA. The scripted
+// origin asks them at https URLs verified against a test CA, and the API
+// refuses plain HTTP and clients that do not trust the CA. The scripted
 // traffic runs over both edges, and in the middle of it partition 0's
 // process is SIGKILLed while it ingests and started again on the same
 // store (its unacknowledged batches come back after the 2 s ack wait).
@@ -159,13 +160,23 @@ func TestCollectorProcesses(t *testing.T) {
 	fleet := newCollectorFleet(t, 2)
 	sc := newClickScene(t, fleet.originOpts)
 	fleet.startAll(sc.s)
-	parts := map[int]int{}
-	for _, code := range sc.active {
-		parts[collector.PartitionOf(code, 2)]++
+	// One link more in each partition, so both hold links whatever
+	// codes the scene drew.
+	extra := model{}
+	for p := range 2 {
+		for k := 0; ; k++ {
+			code := fmt.Sprintf("part%dx%d", p, k)
+			if collector.PartitionOf(code, 2) != p {
+				continue
+			}
+			o := sc.s.api.create(t, client.CreateLink{URL: "https://example.com/part/" + code, Code: code})
+			sc.active = append(sc.active, o.Code)
+			extra[o.Code] = wantOf(t, o)
+			break
+		}
 	}
-	if parts[0] == 0 || parts[1] == 0 {
-		t.Fatalf("the scene's links all fall in one partition: %v", parts)
-	}
+	sc.s.converge(extra, nil)
+	checkPartitionTLS(t, fleet, sc.active[0])
 	m := newClickModel()
 	m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
 	reqs := sc.script(3, 3000)
@@ -186,19 +197,17 @@ func TestCollectorProcesses(t *testing.T) {
 			return done.Load() >= int64(n)
 		})
 	}
+	// Mid-ingest: a third of the traffic is sent, the edges ship a batch
+	// every 200 ms and partition 0 applies them as they come.
 	waitProgress(len(reqs) / 3)
-	// Mid-ingest: partition 0 has applied batches of this traffic.
-	before := fleet.metric(0, "linkpop_collector_batches_total")
-	wait.For(t, convergeTimeout, "partition 0 applies batches of the traffic", func() bool {
-		return fleet.metric(0, "linkpop_collector_batches_total") > before
-	})
 	select {
 	case <-finished:
 		t.Fatalf("the traffic ended before the kill: %v", terr)
 	default:
 	}
+	batches := fleet.metric(0, "linkpop_collector_batches_total")
 	fleet.procs[0].p.Kill()
-	t.Logf("partition 0 SIGKILLed after %d of %d requests", done.Load(), len(reqs))
+	t.Logf("partition 0 SIGKILLed after %d of %d requests, having applied %v batches", done.Load(), len(reqs), batches)
 	// While it is down its links' stats are 503, never someone else's.
 	_, err := sc.s.client.Stats(context.Background(), firstOf(sc.active, 0), client.StatsQuery{})
 	if !isAPIError(err, http.StatusServiceUnavailable, "unavailable") {
@@ -239,37 +248,28 @@ func TestMaxVisitsSeparateCollectors(t *testing.T) {
 	checkMaxVisits(t, s)
 }
 
-// TestPartitionAPITLS: a partition API with a certificate refuses plain
-// HTTP, and a Remote that does not trust its CA cannot ask it (503 at the
-// origin, never an unverified answer).
-func TestPartitionAPITLS(t *testing.T) {
-	leaktest.Check(t)
-	fleet := newCollectorFleet(t, 1)
-	s := newSystem(t, fleet.originOpts)
-	fleet.startAll(s)
-	c := fleet.procs[0]
-	o := s.api.create(t, client.CreateLink{URL: "https://example.com/tls-stats"})
-	wait.For(t, convergeTimeout, "stats through the TLS partition API", func() bool {
-		_, err := s.client.Stats(context.Background(), o.Code, client.StatsQuery{})
-		return err == nil
-	})
-	// Plain HTTP to the TLS listener: no answer of the API.
-	if status, body := httpGet("http://" + c.stats + "/collector/v1/links/" + o.Code + "/totals"); status == http.StatusOK {
+// checkPartitionTLS: the fleet's partition API refuses plain HTTP, and a
+// Remote that does not trust its CA cannot ask it; one with the CA can.
+func checkPartitionTLS(t *testing.T, fleet *collectorFleet, code string) {
+	t.Helper()
+	c := fleet.procs[collector.PartitionOf(code, len(fleet.procs))]
+	if status, body := httpGet("http://" + c.stats + "/collector/v1/links/" + code + "/totals"); status == http.StatusOK {
 		t.Errorf("plain HTTP to the TLS partition API answered 200: %s", body)
 	}
-	// The system's roots do not hold the test CA.
-	untrusted, err := collector.NewRemote(collector.RemoteConfig{URL: "https://" + c.stats, Token: fleetToken, Timeout: 5 * time.Second})
+	rc := collector.RemoteConfig{URL: "https://" + c.stats, Token: fleetToken, Partition: c.i, Partitions: len(fleet.procs), Timeout: 10 * time.Second}
+	untrusted, err := collector.NewRemote(rc) // the system's roots do not hold the test CA
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := untrusted.Totals(o.Code); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := untrusted.Totals(code); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a Remote without the CA: %v, want a certificate error", err)
 	}
-	trusted, err := collector.NewRemote(collector.RemoteConfig{URL: "https://" + c.stats, Token: fleetToken, CAFile: fleet.pki.caFile})
+	rc.CAFile = fleet.pki.caFile
+	trusted, err := collector.NewRemote(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := trusted.Totals(o.Code); err != nil {
+	if _, err := trusted.Totals(code); err != nil {
 		t.Errorf("a Remote with the CA: %v", err)
 	}
 }
