@@ -543,6 +543,7 @@ func (c *Consumer) switchTo(fallback bool, why string) {
 		c.log.Warn("reading the fallback stream", "why", why, "applied", c.applied.Load())
 	} else {
 		c.primaryFailed.Store(false)
+		c.primaryDown.Store(0)
 		c.mFallback.Set(0)
 		c.log.Info("reading the primary stream again", "why", why, "applied", c.applied.Load())
 	}
