@@ -35,7 +35,7 @@ var (
 	errResync      = errors.New("resync requested: replaying the whole stream")
 	errReconnected = errors.New("nats reconnected: the server may have lost the consumer")
 	errSwitchBack  = errors.New("the primary stream is readable and caught up again: switching back to it")
-	errPrimaryDown = errors.New("the primary stream's connection is down")
+	errSourceDown  = errors.New("the connection of the stream being read is down")
 )
 
 // ConsumerConfig configures a Consumer.
@@ -264,7 +264,10 @@ type Consumer struct {
 	primary, fallback *source
 	onFallback        atomic.Bool
 	primaryFailed     atomic.Bool
-	primaryDown       atomic.Int64 // unix nanoseconds poll first saw primary disconnected, 0 if connected
+	// aheadOfPrimary: something was applied from the fallback since the
+	// primary last held the applied position, so the primary (a mirror
+	// catching up) may be behind it without having been reset.
+	aheadOfPrimary atomic.Bool
 
 	applied      atomic.Uint64
 	streamLast   atomic.Uint64
@@ -331,6 +334,9 @@ type source struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	created time.Time
+	// down is when poll first saw nc disconnected while reading this
+	// source (unix nanoseconds), 0 if it did not.
+	down atomic.Int64
 }
 
 // NewConsumer returns a consumer reading the stream over nc. It does not
@@ -538,12 +544,13 @@ func (c *Consumer) pick(ctx context.Context) *source {
 func (c *Consumer) switchTo(fallback bool, why string) {
 	c.onFallback.Store(fallback)
 	c.mSwitches.Inc()
+	c.current().down.Store(0)
 	if fallback {
+		c.aheadOfPrimary.Store(true)
 		c.mFallback.Set(1)
 		c.log.Warn("reading the fallback stream", "why", why, "applied", c.applied.Load())
 	} else {
 		c.primaryFailed.Store(false)
-		c.primaryDown.Store(0)
 		c.mFallback.Set(0)
 		c.log.Info("reading the primary stream again", "why", why, "applied", c.applied.Load())
 	}
@@ -563,7 +570,7 @@ func (c *Consumer) failedOn(src *source, created bool, err error) (switched bool
 		c.primaryFailed.Store(true)
 		return c.fallback.nc.IsConnected()
 	}
-	if !created {
+	if !created || errors.Is(err, errSourceDown) {
 		// The fallback cannot be read either: try the primary again.
 		c.switchTo(false, "the fallback stream cannot be read")
 		return true
@@ -1040,7 +1047,17 @@ func (c *Consumer) observeStream(src *source, info *jetstream.StreamInfo, applie
 	last := info.State.LastSeq
 	c.streamLast.Store(last)
 	c.mu.Lock()
-	reset = last < applied || (!src.created.IsZero() && !info.Created.Equal(src.created))
+	behind := last < applied
+	if src == c.primary && c.aheadOfPrimary.Load() {
+		// Not a reset: a mirror still catching up to what the fallback
+		// delivered. Its consumer starts past its last sequence and
+		// waits for the mirror to get there.
+		behind = false
+		if last >= applied {
+			c.aheadOfPrimary.Store(false)
+		}
+	}
+	reset = behind || (!src.created.IsZero() && !info.Created.Equal(src.created))
 	src.created = info.Created
 	if !c.bootKnown || reset {
 		// A fresh replica is bootstrapped once it applied what the
@@ -1162,26 +1179,29 @@ func (c *Consumer) poll(ctx context.Context) {
 	resets, applied := c.resets.Load(), c.applied.Load()
 	src := c.current()
 	if c.fallback != nil {
-		switch {
-		case src == c.fallback:
+		other := c.fallback
+		if src == c.fallback {
+			other = c.primary
 			if c.primaryReady(ctx) && c.abortSession(errSwitchBack) {
 				return // the next session, on the primary, asks for its info
 			}
-		case !c.primary.nc.IsConnected():
+		}
+		if !src.nc.IsConnected() {
 			// A pull waits out a lost connection (it neither delivers
 			// nor reports missed heartbeats): end the session once the
-			// connection stayed down for a poll, so the next reads the
-			// fallback.
+			// connection stayed down for a poll and the other source's
+			// is up, so the next session reads the other.
 			now := time.Now().UnixNano()
-			c.primaryDown.CompareAndSwap(0, now)
-			if now-c.primaryDown.Load() >= int64(c.cfg.PollInterval) && c.fallback.nc.IsConnected() {
-				c.primaryFailed.Store(true)
-				c.abortSession(errPrimaryDown)
+			src.down.CompareAndSwap(0, now)
+			if now-src.down.Load() >= int64(c.cfg.PollInterval) && other.nc.IsConnected() {
+				if src == c.primary {
+					c.primaryFailed.Store(true)
+				}
+				c.abortSession(errSourceDown)
 			}
 			return
-		default:
-			c.primaryDown.Store(0)
 		}
+		src.down.Store(0)
 	}
 	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, max(c.cfg.PollInterval, 2*time.Second))

@@ -223,6 +223,8 @@ func TestRegionMirror(t *testing.T) {
 // and proves its freshness there. The region's server comes back on its
 // store: the consumer switches back to the mirror once the mirror has
 // caught up, and follows it again, every change applied once, in order.
+// With the hub gone while the consumer reads it, it returns to the
+// region's mirror.
 func TestConsumerFallback(t *testing.T) {
 	leafPort, leafClient := freePort(t), freePort(t)
 	hub := startHub(t, t.TempDir(), leafPort)
@@ -293,7 +295,7 @@ func TestConsumerFallback(t *testing.T) {
 	}
 	caughtUp("the consumer follows the hub's stream while the region's server is down", true)
 
-	startLeaf()
+	leaf = startLeaf()
 	for i := range 5 {
 		last = publishChange(t, pub, fmt.Sprintf("c-%d", i))
 	}
@@ -301,6 +303,21 @@ func TestConsumerFallback(t *testing.T) {
 	if s := con.Status(); s.ConsumerRecreations == 0 {
 		t.Errorf("status %+v: no consumer was recreated across two switches", s)
 	}
+
+	// On the fallback again, then the hub goes away and the region's
+	// server comes back: the consumer returns to the region's mirror,
+	// which answers though it cannot prove anything newer.
+	leaf.Shutdown()
+	leaf.WaitForShutdown()
+	last = publishChange(t, pub, "d-0")
+	caughtUp("the consumer is on the hub's stream again", true)
+	hub.Shutdown()
+	hub.WaitForShutdown()
+	startLeaf()
+	wait.For(t, 30*time.Second, "the consumer leaves the unreachable hub for the region's mirror", func() bool {
+		s := con.Status()
+		return !s.Fallback && s.Connected && s.Applied == last
+	})
 	// Every change once, in stream order, and never a rewind.
 	a.mu.Lock()
 	seqs, resets := slices.Clone(a.seqs), a.resets
@@ -312,7 +329,7 @@ func TestConsumerFallback(t *testing.T) {
 	if !slices.Equal(seqs, want) || resets != 0 {
 		t.Fatalf("applied sequences %v (%d resets), want 1..%d once each", seqs, resets, last)
 	}
-	if got := a.revisions(t); len(got) != 15 {
-		t.Errorf("replica holds %d codes, want 15: %v", len(got), got)
+	if got := a.revisions(t); len(got) != 16 {
+		t.Errorf("replica holds %d codes, want 16: %v", len(got), got)
 	}
 }
