@@ -71,6 +71,18 @@ type Config struct {
 	// Stream names the change stream. The default is
 	// replication.StreamConfig's.
 	Stream replication.StreamConfig
+	// HubNATSURLs are the origin region's NATS servers, for an edge in a
+	// region whose NATS (a leaf node with its own JetStream domain) holds
+	// a mirror of the change stream: while the region's servers cannot
+	// be read (their connection is down for a poll, or a session there
+	// failed), the edge reads the change stream itself on the hub, from
+	// its position on (a mirror keeps the stream's sequences), and
+	// returns to the region's mirror once that holds what the edge has
+	// applied and heard from the hub within the last 3 s. The connection
+	// has NATS's credentials and TLS settings. Clicks keep going to the
+	// region's click stream (spilled to disk while it is unreachable).
+	// The default (none) reads only NATS.
+	HubNATSURLs []string
 
 	// OriginURL is the origin API base (for example
 	// "http://127.0.0.1:8081"), or several, comma-separated: an origin

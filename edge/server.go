@@ -231,11 +231,23 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return err
 	}
 	stops = append(stops, nc.Close)
+	var hubNC *replication.Conn
+	if len(cfg.HubNATSURLs) > 0 {
+		hubCfg := natsCfg
+		hubCfg.URLs = cfg.HubNATSURLs
+		hubCfg.Name = natsCfg.Name + " (hub)"
+		hubCfg.Logger = s.log.With("component", "nats-hub")
+		if hubNC, err = replication.Dial(ctx, hubCfg); err != nil {
+			return err
+		}
+		stops = append(stops, hubNC.Close)
+	}
 	con, err := replication.NewConsumer(nc, replication.ConsumerConfig{
-		Stream:  cfg.Stream,
-		Applier: rep,
-		Logger:  s.log.With("component", "consumer"),
-		Metrics: cfg.Metrics,
+		Stream:   cfg.Stream,
+		Applier:  rep,
+		Logger:   s.log.With("component", "consumer"),
+		Metrics:  cfg.Metrics,
+		Fallback: hubNC,
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)

@@ -20,8 +20,12 @@ type Status struct {
 	// the server started if it has not yet.
 	SecondsSinceApply   float64 `json:"seconds_since_apply"`
 	SecondsSinceContact float64 `json:"seconds_since_contact"`
-	// Connected reports a live NATS connection.
+	// Connected reports a live NATS connection to the stream being read.
 	Connected bool `json:"connected"`
+	// StreamSource is where the change stream is read: "local" (the
+	// servers of -nats) or "hub" (-hub-nats, while the local ones cannot
+	// be read).
+	StreamSource string `json:"stream_source"`
 	// Bootstrapped reports that the replica holds a complete state of the
 	// stream (now or in an earlier run), so it may serve.
 	Bootstrapped bool `json:"bootstrapped"`
@@ -83,6 +87,7 @@ type health struct {
 	applied, streamLast, lag uint64
 	lastApplied, lastContact time.Time
 	connected, bootstrapped  bool
+	hub                      bool // reading the hub's stream (ConsumerStatus.Fallback)
 	ready, stale             bool
 	reason                   string
 	recreations, stalls      uint64
@@ -111,6 +116,7 @@ func (s *Server) health(now time.Time) health {
 		}
 		h.lastApplied, h.lastContact = cs.LastApplied, cs.LastContact
 		h.connected, h.recreations, h.stalls = cs.Connected, cs.ConsumerRecreations, cs.Stalls
+		h.hub = cs.Fallback
 		// A replica that held a position when the server started was
 		// bootstrapped in an earlier run: it serves that state, stale if
 		// need be, rather than drop out of rotation.
@@ -177,6 +183,7 @@ func (s *Server) Status() Status {
 		SecondsSinceApply:   s.since(h.lastApplied, now),
 		SecondsSinceContact: s.since(h.lastContact, now),
 		Connected:           h.connected,
+		StreamSource:        "local",
 		Bootstrapped:        h.bootstrapped,
 		Ready:               h.ready,
 		Stale:               h.stale,
@@ -184,6 +191,9 @@ func (s *Server) Status() Status {
 		ConsumerRecreations: h.recreations,
 		Stalls:              h.stalls,
 		Members:             s.Members(),
+	}
+	if h.hub {
+		st.StreamSource = "hub"
 	}
 	var provenAt time.Time
 	st.ProvenSeq, provenAt = s.proof()

@@ -33,6 +33,8 @@ var (
 	errSeqGap      = errors.New("consumer sequence gap")
 	errResync      = errors.New("resync requested: replaying the whole stream")
 	errReconnected = errors.New("nats reconnected: the server may have lost the consumer")
+	errSwitchBack  = errors.New("the primary stream is readable and caught up again: switching back to it")
+	errSourceDown  = errors.New("the connection of the stream being read is down")
 )
 
 // ConsumerConfig configures a Consumer.
@@ -83,6 +85,22 @@ type ConsumerConfig struct {
 	// missed heartbeats (a restarted server, a lost consumer) rebuild the
 	// consumer. At least 500ms. The default is 2s.
 	Heartbeat time.Duration
+	// Fallback is a connection to the servers of the stream the primary
+	// one copies: for an edge in a region that reads its region's mirror
+	// (the connection given to NewConsumer), the origin region's servers
+	// with the change stream itself. A mirror keeps the stream's
+	// sequences, so the consumer resumes on the fallback right after its
+	// position. It reads the fallback while the primary cannot be read
+	// (its connection is down, or its last session failed) and the
+	// fallback's connection is up, and goes back to the primary once that
+	// answers, holds at least what was applied, and (a mirror) has heard
+	// from its upstream within the last SwitchBackFresh. The stream has
+	// the same name on both. The default (nil) reads only the primary.
+	Fallback *nats.Conn
+	// SwitchBackFresh is how recently a primary mirror must have heard
+	// from its upstream for the consumer to leave the fallback for it.
+	// The default is 3s.
+	SwitchBackFresh time.Duration
 }
 
 func (c ConsumerConfig) withDefaults() ConsumerConfig {
@@ -111,6 +129,9 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 2 * time.Second
 	}
+	if c.SwitchBackFresh == 0 {
+		c.SwitchBackFresh = 3 * time.Second
+	}
 	return c
 }
 
@@ -138,6 +159,9 @@ func (c *ConsumerConfig) Validate() error {
 	if c.PollInterval < 0 {
 		errs = append(errs, errors.New("consumer: PollInterval must not be negative"))
 	}
+	if c.SwitchBackFresh < 0 {
+		errs = append(errs, errors.New("consumer: SwitchBackFresh must not be negative"))
+	}
 	if c.Heartbeat != 0 && (c.Heartbeat < 500*time.Millisecond || c.Heartbeat > 15*time.Second) {
 		errs = append(errs, fmt.Errorf("consumer: Heartbeat %v outside [500ms, 15s]", c.Heartbeat))
 	}
@@ -161,8 +185,12 @@ type ConsumerStatus struct {
 	// for a mirror of the stream (a region's), the last time the mirror
 	// had heard from its upstream when it answered (see upstream).
 	LastContact time.Time
-	// Connected reports whether the NATS connection is up.
+	// Connected reports whether the NATS connection of the stream being
+	// read is up.
 	Connected bool
+	// Fallback reports whether the consumer reads the fallback stream
+	// (ConsumerConfig.Fallback) because the primary could not be read.
+	Fallback bool
 	// Bootstrapped: the replica had a position at start (a restarted edge
 	// serves from disk at once), or Applied reached the StreamLast
 	// observed at the first contact (a fresh edge finished its replay).
@@ -227,9 +255,18 @@ func (s ConsumerStatus) CaughtUp(maxLag uint64, maxStale time.Duration) bool {
 // Gauges are refreshed on every apply and every PollInterval.
 type Consumer struct {
 	cfg ConsumerConfig
-	nc  *nats.Conn
-	js  jetstream.JetStream
 	log *slog.Logger
+	// primary is the stream read normally, fallback (nil without
+	// ConsumerConfig.Fallback) the one read while primary cannot be.
+	// onFallback says which one the next and current sessions use;
+	// primaryFailed that the last session on primary failed.
+	primary, fallback *source
+	onFallback        atomic.Bool
+	primaryFailed     atomic.Bool
+	// aheadOfPrimary: something was applied from the fallback since the
+	// primary last held the applied position, so the primary (a mirror
+	// catching up) may be behind it without having been reset.
+	aheadOfPrimary atomic.Bool
 
 	applied      atomic.Uint64
 	streamLast   atomic.Uint64
@@ -262,12 +299,11 @@ type Consumer struct {
 	// uses it.
 	unsynced uint64
 
-	mu            sync.Mutex
-	bootKnown     bool      // bootTarget was observed
-	bootTarget    uint64    // StreamLast at the first contact
-	streamCreated time.Time // creation time of the stream we read
-	proofSeq      uint64
-	proofAt       int64
+	mu         sync.Mutex
+	bootKnown  bool   // bootTarget was observed
+	bootTarget uint64 // StreamLast at the first contact
+	proofSeq   uint64
+	proofAt    int64
 	// slot is the running session, for the watchdog.
 	slot sessionSlot
 
@@ -285,6 +321,22 @@ type Consumer struct {
 	mQuarantined  *metrics.Counter
 	mResets       *metrics.Counter
 	mResyncs      *metrics.Counter
+	mFallback     *metrics.Gauge
+	mSwitches     *metrics.Counter
+}
+
+// source is one place the stream can be read: a connection and the
+// creation time of the stream read there (under Consumer.mu), so that a
+// reset is told apart per server: the primary mirror and the fallback
+// stream were created at different times.
+type source struct {
+	name    string // "primary" or "fallback", for logs
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	created time.Time
+	// down is when poll first saw nc disconnected while reading this
+	// source (unix nanoseconds), 0 if it did not.
+	down atomic.Int64
 }
 
 // NewConsumer returns a consumer reading the stream over nc. It does not
@@ -304,8 +356,7 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 	s := cfg.Metrics
 	c := &Consumer{
 		cfg:           cfg,
-		nc:            nc,
-		js:            js,
+		primary:       &source{name: "primary", nc: nc, js: js},
 		log:           cfg.Logger.With("stream", cfg.Stream.Name),
 		wake:          make(chan struct{}, 1),
 		mApplied:      s.GetOrCreateGauge("linkpop_replication_applied_seq", nil),
@@ -322,6 +373,15 @@ func NewConsumer(nc *nats.Conn, cfg ConsumerConfig) (*Consumer, error) {
 		mQuarantined:  s.GetOrCreateCounter("linkpop_replication_quarantined_total"),
 		mResets:       s.GetOrCreateCounter("linkpop_replication_stream_reset_total"),
 		mResyncs:      s.GetOrCreateCounter("linkpop_replication_resyncs_total"),
+		mFallback:     s.GetOrCreateGauge("linkpop_replication_fallback", nil),
+		mSwitches:     s.GetOrCreateCounter("linkpop_replication_source_switches_total"),
+	}
+	if cfg.Fallback != nil {
+		fjs, err := jetstream.New(cfg.Fallback)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		c.fallback = &source{name: "fallback", nc: cfg.Fallback, js: fjs}
 	}
 	return c, nil
 }
@@ -334,7 +394,8 @@ func (c *Consumer) Status() ConsumerStatus {
 		StreamLast:          c.streamLast.Load(),
 		LastApplied:         unixTime(c.lastApplied.Load()),
 		LastContact:         unixTime(c.lastContact.Load()),
-		Connected:           c.nc.IsConnected(),
+		Connected:           c.current().nc.IsConnected(),
+		Fallback:            c.onFallback.Load(),
 		Bootstrapped:        c.bootstrapped.Load(),
 		Quarantined:         c.quarantined.Load(),
 		ConsumerRecreations: c.recreations.Load(),
@@ -375,17 +436,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { c.watch(wctx) })
-	reconnected := c.nc.StatusChanged(nats.CONNECTED)
-	wg.Go(func() { c.watchReconnects(wctx, reconnected) })
+	for _, src := range []*source{c.primary, c.fallback} {
+		if src == nil {
+			continue
+		}
+		reconnected := src.nc.StatusChanged(nats.CONNECTED)
+		wg.Go(func() { c.watchReconnects(wctx, src, reconnected) })
+		defer src.nc.RemoveStatusListener(reconnected)
+	}
 	defer func() {
 		stopWatch()
 		wg.Wait()
-		c.nc.RemoveStatusListener(reconnected)
 	}()
 
 	backoff := minSessionBackoff
 	for {
-		created, err := c.session(ctx)
+		created, src, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -394,6 +460,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, errResync) {
 			// Not a failure: the next session rewinds and replays.
+			continue
+		}
+		if errors.Is(err, errSwitchBack) || c.failedOn(src, created, err) {
+			// The next session reads the other stream: at once.
+			if created {
+				c.recreations.Add(1)
+				c.mRecreations.Inc()
+			}
+			backoff = minSessionBackoff
 			continue
 		}
 		if created && errors.Is(err, errReconnected) {
@@ -434,31 +509,127 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
+// current is the source the running (or next) session reads.
+func (c *Consumer) current() *source {
+	if c.fallback != nil && c.onFallback.Load() {
+		return c.fallback
+	}
+	return c.primary
+}
+
+// pick chooses the source of the next session: the fallback while the
+// primary cannot be read (its connection is down or its last session
+// failed) and the fallback's connection is up; back to the primary once
+// it is ready again (primaryReady).
+func (c *Consumer) pick(ctx context.Context) *source {
+	if c.fallback == nil {
+		return c.primary
+	}
+	if c.onFallback.Load() {
+		if !c.primaryReady(ctx) {
+			return c.fallback
+		}
+		c.switchTo(false, "the primary stream is readable and caught up")
+		return c.primary
+	}
+	if (c.primaryFailed.Load() || !c.primary.nc.IsConnected()) && c.fallback.nc.IsConnected() {
+		c.switchTo(true, "the primary stream cannot be read")
+		return c.fallback
+	}
+	return c.primary
+}
+
+func (c *Consumer) switchTo(fallback bool, why string) {
+	c.onFallback.Store(fallback)
+	c.mSwitches.Inc()
+	c.current().down.Store(0)
+	if fallback {
+		c.aheadOfPrimary.Store(true)
+		c.mFallback.Set(1)
+		c.log.Warn("reading the fallback stream", "why", why, "applied", c.applied.Load())
+	} else {
+		c.primaryFailed.Store(false)
+		c.mFallback.Set(0)
+		c.log.Info("reading the primary stream again", "why", why, "applied", c.applied.Load())
+	}
+}
+
+// failedOn records that a session on src ended with err (created: after
+// its consumer was created) and reports whether the next session reads
+// the other source, so Run need not back off.
+func (c *Consumer) failedOn(src *source, created bool, err error) (switched bool) {
+	if c.fallback == nil || src == nil {
+		return false
+	}
+	if src == c.primary {
+		if created && errors.Is(err, errReconnected) {
+			return false // the primary is back: read it again
+		}
+		c.primaryFailed.Store(true)
+		return c.fallback.nc.IsConnected()
+	}
+	if !created || errors.Is(err, errSourceDown) {
+		// The fallback cannot be read either: try the primary again.
+		c.switchTo(false, "the fallback stream cannot be read")
+		return true
+	}
+	return false
+}
+
+// primaryReady reports whether the primary can be read again: its
+// connection is up, its stream answers, holds at least what was applied
+// (a mirror still catching up would otherwise look like a reset stream),
+// and, a mirror, heard from its upstream within SwitchBackFresh.
+func (c *Consumer) primaryReady(ctx context.Context) bool {
+	if !c.primary.nc.IsConnected() {
+		return false
+	}
+	asked := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	stream, err := c.primary.js.Stream(rctx, c.cfg.Stream.Name)
+	cancel()
+	if err != nil {
+		return false
+	}
+	info := stream.CachedInfo()
+	_, at := upstream(info, asked)
+	return info.State.LastSeq >= c.applied.Load() && !at.IsZero() && time.Since(at) <= c.cfg.SwitchBackFresh
+}
+
 // session creates one server-side consumer at the Applier's position + 1
-// and applies what it delivers until it fails, the watchdog aborts it or
-// ctx is done. created reports whether the consumer was created.
-func (c *Consumer) session(ctx context.Context) (created bool, err error) {
+// on the source pick chooses and applies what it delivers until it fails,
+// the watchdog aborts it or ctx is done. created reports whether the
+// consumer was created.
+func (c *Consumer) session(ctx context.Context) (created bool, src *source, err error) {
 	if c.resyncPending.Swap(false) {
 		// The rewind is durable: a restart in the middle of the replay
 		// resumes it instead of forgetting it.
 		if err := c.cfg.Applier.Apply(Batch{}); err != nil {
-			return false, fmt.Errorf("%w: rewind for resync: %w", ErrReplica, err)
+			return false, nil, fmt.Errorf("%w: rewind for resync: %w", ErrReplica, err)
 		}
 		c.mResyncs.Inc()
 		c.log.Info("resync: replaying the whole change stream", "applied_before", c.applied.Load())
 	}
 	pos, err := c.cfg.Applier.Position()
 	if err != nil {
-		return false, fmt.Errorf("%w: position: %w", ErrReplica, err)
+		return false, nil, fmt.Errorf("%w: position: %w", ErrReplica, err)
 	}
 	c.applied.Store(pos)
+	src = c.pick(ctx)
+	created, err = c.sessionOn(ctx, src, pos)
+	if err == nil || created && src == c.primary {
+		c.primaryFailed.Store(false)
+	}
+	return created, src, err
+}
 
+func (c *Consumer) sessionOn(ctx context.Context, src *source, pos uint64) (created bool, err error) {
 	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
+	stream, err := src.js.Stream(rctx, c.cfg.Stream.Name)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", c.cfg.Stream.Name, err)
+		return false, fmt.Errorf("stream %s (%s): %w", c.cfg.Stream.Name, src.name, err)
 	}
 	info := stream.CachedInfo()
 	last, at := upstream(info, asked)
@@ -466,7 +637,7 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 	// stale: pos belongs to a stream that was reset, and nothing of its
 	// successor was applied yet (the replay was interrupted).
 	stale := pos > 0 && pos == c.stalePos.Load()
-	reset := c.observeStream(info, pos)
+	reset := c.observeStream(src, info, pos)
 	c.observeUpstream(last)
 	reset = c.resetPending.Swap(false) || reset || stale
 	if !reset {
@@ -507,7 +678,7 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 		return false, fmt.Errorf("create consumer: %w", err)
 	}
 	name := cons.CachedInfo().Name
-	defer c.deleteConsumer(name)
+	defer c.deleteConsumer(src, name)
 
 	it, err := cons.Messages(
 		jetstream.PullMaxMessagesWithBytesLimit(c.cfg.BatchSize, 8<<20),
@@ -528,7 +699,7 @@ func (c *Consumer) session(ctx context.Context) (created bool, err error) {
 		abort(errResync)
 	}
 	c.progressAt.Store(time.Now().UnixNano())
-	c.log.Debug("replication consumer created", "consumer", name, "start_seq", max(cc.OptStartSeq, 1), "applied", pos)
+	c.log.Debug("replication consumer created", "source", src.name, "consumer", name, "start_seq", max(cc.OptStartSeq, 1), "applied", pos)
 
 	return true, c.consume(sctx, it)
 }
@@ -853,12 +1024,22 @@ func (c *Consumer) observeUpstream(last uint64) {
 // was reset relative to applied: its last sequence is behind a position
 // the replica reached before info was requested, or it is a different
 // stream (another creation time) than the one read so far.
-func (c *Consumer) observeStream(info *jetstream.StreamInfo, applied uint64) (reset bool) {
+func (c *Consumer) observeStream(src *source, info *jetstream.StreamInfo, applied uint64) (reset bool) {
 	last := info.State.LastSeq
 	c.streamLast.Store(last)
 	c.mu.Lock()
-	reset = last < applied || (!c.streamCreated.IsZero() && !info.Created.Equal(c.streamCreated))
-	c.streamCreated = info.Created
+	behind := last < applied
+	if src == c.primary && c.aheadOfPrimary.Load() {
+		// Not a reset: a mirror still catching up to what the fallback
+		// delivered. Its consumer starts past its last sequence and
+		// waits for the mirror to get there.
+		behind = false
+		if last >= applied {
+			c.aheadOfPrimary.Store(false)
+		}
+	}
+	reset = behind || (!src.created.IsZero() && !info.Created.Equal(src.created))
+	src.created = info.Created
 	if !c.bootKnown || reset {
 		// A fresh replica is bootstrapped once it applied what the
 		// stream held at the first contact, or at the reset: a
@@ -917,27 +1098,31 @@ func (c *Consumer) abortSession(cause error) bool { return c.slot.end(cause) }
 
 // deleteConsumer removes an abandoned consumer from the server, best
 // effort: the server drops it by itself after its InactiveThreshold.
-func (c *Consumer) deleteConsumer(name string) {
-	if !c.nc.IsConnected() {
+func (c *Consumer) deleteConsumer(src *source, name string) {
+	if !src.nc.IsConnected() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = c.js.DeleteConsumer(ctx, c.cfg.Stream.Name, name)
+	_ = src.js.DeleteConsumer(ctx, c.cfg.Stream.Name, name)
 }
 
-// watchReconnects ends the running session when the NATS connection comes
-// back, and wakes Run if it is backing off, so the consumer is recreated
-// at once on the (possibly restarted) server. An extra session end is
-// harmless: the next one starts at the Applier's position + 1.
-func (c *Consumer) watchReconnects(ctx context.Context, ch <-chan nats.Status) {
+// watchReconnects ends the running session when src's NATS connection
+// comes back while the session reads src, and wakes Run if it is backing
+// off, so the consumer is recreated at once on the (possibly restarted)
+// server. An extra session end is harmless: the next one starts at the
+// Applier's position + 1. The primary coming back while the fallback is
+// read ends nothing: poll switches back once the primary is ready.
+func (c *Consumer) watchReconnects(ctx context.Context, src *source, ch <-chan nats.Status) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		}
-		c.abortSession(errReconnected)
+		if c.current() == src {
+			c.abortSession(errReconnected)
+		}
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -964,9 +1149,35 @@ func (c *Consumer) watch(ctx context.Context) {
 func (c *Consumer) poll(ctx context.Context) {
 	defer c.publishGauges()
 	resets, applied := c.resets.Load(), c.applied.Load()
+	src := c.current()
+	if c.fallback != nil {
+		other := c.fallback
+		if src == c.fallback {
+			other = c.primary
+			if c.primaryReady(ctx) && c.abortSession(errSwitchBack) {
+				return // the next session, on the primary, asks for its info
+			}
+		}
+		if !src.nc.IsConnected() {
+			// A pull waits out a lost connection (it neither delivers
+			// nor reports missed heartbeats): end the session once the
+			// connection stayed down for a poll and the other source's
+			// is up, so the next session reads the other.
+			now := time.Now().UnixNano()
+			src.down.CompareAndSwap(0, now)
+			if now-src.down.Load() >= int64(c.cfg.PollInterval) && other.nc.IsConnected() {
+				if src == c.primary {
+					c.primaryFailed.Store(true)
+				}
+				c.abortSession(errSourceDown)
+			}
+			return
+		}
+		src.down.Store(0)
+	}
 	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, max(c.cfg.PollInterval, 2*time.Second))
-	stream, err := c.js.Stream(rctx, c.cfg.Stream.Name)
+	stream, err := src.js.Stream(rctx, c.cfg.Stream.Name)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -979,7 +1190,7 @@ func (c *Consumer) poll(ctx context.Context) {
 	c.contactAt(at)
 	// A reset is acted on only if no replay began while info was on its
 	// way: applied may have been the old stream's position.
-	if c.observeStream(info, applied) && applied > 0 && c.resets.Load() == resets {
+	if c.observeStream(src, info, applied) && applied > 0 && c.resets.Load() == resets {
 		c.resetPending.Store(true)
 		c.abortSession(errStreamReset)
 		return

@@ -425,3 +425,80 @@ func (p *Publisher) AppendBarrier(ctx context.Context, epoch, lastSeq uint64) (u
 	}
 	return ack.Sequence, nil
 }
+
+// fillEvery is how many of Fill's events go out per acknowledged one.
+const fillEvery = 1024
+
+// fillInFlight is how many of Fill's acknowledged publishes may be
+// awaited at once: at most fillEvery × fillInFlight events are
+// unacknowledged, far below the server's queue of 100,000 messages per
+// stream, past which it drops what comes in.
+const fillInFlight = 4
+
+// FillUnacked is the most events Fill has sent and not yet seen acknowledged.
+const FillUnacked = fillEvery * fillInFlight
+
+// Fill appends n events, event(i) giving the i-th, to the stream as fast
+// as one connection allows. It is for loaders that fill a stream once
+// (the bench harness), whose events are each a distinct code's only
+// event: their order does not matter and they carry neither Nats-Msg-Id
+// nor an expectation, so nothing is deduplicated and a failure is not
+// repaired (the caller loads again). All but one in fillEvery are plain
+// core publishes without headers or acks; the last of each group is a
+// JetStream publish, and its ack proves that the group was stored too (a
+// single server's stream takes one connection's messages in order). It
+// returns the stream's last sequence, and an error unless the stream grew
+// by exactly n.
+func (p *Publisher) Fill(ctx context.Context, n int, event func(i int) (code string, data []byte, err error)) (uint64, error) {
+	before, err := p.LastSequence(ctx)
+	if err != nil {
+		return 0, err
+	}
+	nc := p.js.Conn()
+	var acks []jetstream.PubAckFuture
+	settle := func(keep int) error {
+		for len(acks) > keep {
+			select {
+			case <-acks[0].Ok():
+			case err := <-acks[0].Err():
+				return fmt.Errorf("fill: %w", err)
+			case <-ctx.Done():
+				return fmt.Errorf("fill: %w", ctx.Err())
+			}
+			acks = acks[1:]
+		}
+		return nil
+	}
+	for i := range n {
+		code, data, err := event(i)
+		if err != nil {
+			return 0, fmt.Errorf("fill: %w", err)
+		}
+		subj := p.cfg.Subject(code)
+		if (i+1)%fillEvery != 0 && i != n-1 {
+			if err := nc.Publish(subj, data); err != nil {
+				return 0, fmt.Errorf("fill: %w", err)
+			}
+			continue
+		}
+		if err := settle(fillInFlight - 1); err != nil {
+			return 0, err
+		}
+		f, err := p.js.PublishAsync(subj, data, jetstream.WithExpectStream(p.cfg.Name))
+		if err != nil {
+			return 0, fmt.Errorf("fill: %w", err)
+		}
+		acks = append(acks, f)
+	}
+	if err := settle(0); err != nil {
+		return 0, err
+	}
+	last, err := p.LastSequence(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if last != before+uint64(n) {
+		return last, fmt.Errorf("fill: the stream's last sequence went from %d to %d, not by %d: events were dropped", before, last, n)
+	}
+	return last, nil
+}

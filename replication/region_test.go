@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,4 +214,122 @@ func TestRegionMirror(t *testing.T) {
 		s := con.Status()
 		return s.Applied == last && s.ProvenSeq >= last && time.Since(s.LastContact) < 2*time.Second
 	})
+}
+
+// TestConsumerFallback: a consumer reading a region's mirror (primary)
+// with the hub's stream as its fallback. The region's server goes away:
+// the consumer resumes on the hub's stream right after its position (the
+// mirror keeps the hub's sequences), follows the changes made meanwhile
+// and proves its freshness there. The region's server comes back on its
+// store: the consumer switches back to the mirror once the mirror has
+// caught up, and follows it again, every change applied once, in order.
+// With the hub gone while the consumer reads it, it returns to the
+// region's mirror.
+func TestConsumerFallback(t *testing.T) {
+	leafPort, leafClient := freePort(t), freePort(t)
+	hub := startHub(t, t.TempDir(), leafPort)
+	leafDir := t.TempDir()
+	startLeaf := func() *server.Server {
+		return startServer(t, &server.Options{
+			ServerName: "eu", Host: "127.0.0.1", Port: leafClient, JetStream: true, JetStreamDomain: "eu", StoreDir: leafDir,
+			LeafNode: server.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", leafPort)}}}}},
+		})
+	}
+	leaf := startLeaf()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dial := func(url string) *replication.Conn {
+		nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{url}, ReconnectWait: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	hubNC, leafNC := dial(hub.ClientURL()), dial(leaf.ClientURL())
+	links := replication.StreamConfig{}
+	if err := replication.EnsureStreams(ctx, hubNC, links, replication.OriginStream(links, time.Hour), replication.ClickStreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := replication.EnsureRegion(ctx, leafNC, replication.RegionConfig{Domain: "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := replication.NewPublisher(hubNC, links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 5 {
+		last = publishChange(t, pub, fmt.Sprintf("a-%d", i))
+	}
+	a := newPebbleApplier(t)
+	edgeNC, edgeHubNC := dial(leaf.ClientURL()), dial(hub.ClientURL())
+	con, err := replication.NewConsumer(edgeNC, replication.ConsumerConfig{
+		Stream: links, Applier: a, PollInterval: 100 * time.Millisecond, Heartbeat: 500 * time.Millisecond, Fallback: edgeHubNC,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- con.Run(cctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	caughtUp := func(what string, fallback bool) {
+		t.Helper()
+		wait.For(t, 30*time.Second, what, func() bool {
+			s := con.Status()
+			return s.Applied == last && s.Fallback == fallback && s.ProvenSeq >= last && time.Since(s.ProvenAt) < 2*time.Second
+		})
+	}
+	caughtUp("the mirror's reader applies and proves the hub's stream", false)
+
+	leaf.Shutdown()
+	leaf.WaitForShutdown()
+	for i := range 5 {
+		last = publishChange(t, pub, fmt.Sprintf("b-%d", i))
+	}
+	caughtUp("the consumer follows the hub's stream while the region's server is down", true)
+
+	leaf = startLeaf()
+	for i := range 5 {
+		last = publishChange(t, pub, fmt.Sprintf("c-%d", i))
+	}
+	caughtUp("the consumer is back on the mirror and has every change", false)
+	if s := con.Status(); s.ConsumerRecreations == 0 {
+		t.Errorf("status %+v: no consumer was recreated across two switches", s)
+	}
+
+	// On the fallback again, then the hub goes away and the region's
+	// server comes back: the consumer returns to the region's mirror,
+	// which answers though it cannot prove anything newer.
+	leaf.Shutdown()
+	leaf.WaitForShutdown()
+	last = publishChange(t, pub, "d-0")
+	caughtUp("the consumer is on the hub's stream again", true)
+	hub.Shutdown()
+	hub.WaitForShutdown()
+	startLeaf()
+	wait.For(t, 30*time.Second, "the consumer leaves the unreachable hub for the region's mirror", func() bool {
+		s := con.Status()
+		return !s.Fallback && s.Connected && s.Applied == last
+	})
+	// Every change once, in stream order, and never a rewind.
+	a.mu.Lock()
+	seqs, resets := slices.Clone(a.seqs), a.resets
+	a.mu.Unlock()
+	want := make([]uint64, 0, last)
+	for i := uint64(1); i <= last; i++ {
+		want = append(want, i)
+	}
+	if !slices.Equal(seqs, want) || resets != 0 {
+		t.Fatalf("applied sequences %v (%d resets), want 1..%d once each", seqs, resets, last)
+	}
+	if got := a.revisions(t); len(got) != 16 {
+		t.Errorf("replica holds %d codes, want 16: %v", len(got), got)
+	}
 }

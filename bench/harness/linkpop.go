@@ -2,7 +2,11 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -18,11 +22,159 @@ const publishWindow = 2048
 
 func runtimeCPUs() int { return runtime.NumCPU() }
 
-// loadStream starts the embedded JetStream server and publishes every
-// link into the change stream as the origin's relay would: one create
-// event per link, through replication.Publisher.
+// loadStream starts the embedded JetStream server and fills the change
+// stream with one create event per link, as the origin's relay would
+// have. The filled store is kept in CacheDir, keyed by the link count and
+// the seed (the stream holds exactly the dataset's events, so those two
+// decide its content), and copied into WorkDir by the next run instead of
+// publishing again: 10M events take minutes to publish, a copy seconds.
 func (h *harness) loadStream() error {
-	srv, err := devserver.Start(devserver.Config{Addr: "127.0.0.1:0", StoreDir: filepath.Join(h.cfg.WorkDir, "nats")})
+	storeDir := filepath.Join(h.cfg.WorkDir, "nats")
+	cached := h.streamCache()
+	begin := time.Now()
+	fromCache := false
+	if cached != "" {
+		if _, err := os.Stat(filepath.Join(cached, streamCacheDone)); err == nil {
+			if err := copyTree(cached, storeDir); err != nil {
+				return fmt.Errorf("stream cache: %w", err)
+			}
+			fromCache = true
+		}
+	}
+	if err := h.startStream(storeDir); err != nil {
+		return err
+	}
+	n := len(h.data.codes)
+	if fromCache {
+		last, err := h.lastSeq()
+		if err != nil {
+			return err
+		}
+		if last != uint64(n) {
+			// Not what this dataset publishes: rebuild it (and the cache).
+			h.log.Warn("cached stream does not hold the dataset, publishing again", "cache", cached, "last_seq", last, "links", n)
+			h.stopStream()
+			if err := errors.Join(os.RemoveAll(storeDir), os.RemoveAll(cached)); err != nil {
+				return fmt.Errorf("stream cache: %w", err)
+			}
+			if err := h.startStream(storeDir); err != nil {
+				return err
+			}
+			fromCache = false
+		}
+	}
+	if !fromCache {
+		h.log.Info("publishing links into the change stream", "links", n)
+		if err := h.loadCreates(n, begin); err != nil {
+			return err
+		}
+	}
+	took := time.Since(begin)
+	last, err := h.lastSeq()
+	if err != nil {
+		return err
+	}
+	h.rep.Bootstrap = &BootstrapReport{
+		Links:              n,
+		PublishSeconds:     took.Seconds(),
+		PublishPerSecond:   float64(n) / took.Seconds(),
+		PublishConcurrency: replication.FillUnacked,
+		StreamLastSeq:      last,
+		StreamFromCache:    fromCache,
+	}
+	h.log.Info("stream loaded", "links", n, "seconds", took.Seconds(), "from_cache", fromCache, "stream_last_seq", last)
+	if cached != "" && !fromCache {
+		// The server's files are consistent only once it stopped: stop,
+		// copy, start again on the same directory.
+		h.stopStream()
+		copyBegin := time.Now()
+		if err := saveStreamCache(storeDir, cached); err != nil {
+			h.log.Warn("stream cache not saved", "err", err)
+		} else {
+			h.log.Info("stream cached", "dir", cached, "seconds", time.Since(copyBegin).Seconds())
+		}
+		if err := h.startStream(storeDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamCacheDone marks a complete cached stream.
+const streamCacheDone = "linkpop-stream-complete"
+
+// streamCacheVersion changes when the loaded events change (their
+// encoding or fields), so an old cache is never used for a new format.
+const streamCacheVersion = 1
+
+// streamCache is the cached store of this dataset's stream, "" without a
+// CacheDir.
+func (h *harness) streamCache() string {
+	if h.cfg.CacheDir == "" {
+		return ""
+	}
+	return filepath.Join(h.cfg.CacheDir, fmt.Sprintf("stream-v%d-n%d-seed%d", streamCacheVersion, len(h.data.codes), h.cfg.Seed))
+}
+
+// saveStreamCache copies the stopped server's store into dst, through a
+// temporary directory renamed when complete.
+func saveStreamCache(store, dst string) error {
+	tmp := dst + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := copyTree(store, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, streamCacheDone), nil, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// copyTree copies the regular files and directories under src into dst.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(to, 0o755)
+		case !d.Type().IsRegular() || rel == streamCacheDone:
+			return nil
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(to)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
+
+// startStream starts the embedded server on storeDir and opens the
+// change stream through a publisher.
+func (h *harness) startStream(storeDir string) error {
+	srv, err := devserver.Start(devserver.Config{Addr: "127.0.0.1:0", StoreDir: storeDir})
 	if err != nil {
 		return err
 	}
@@ -37,34 +189,45 @@ func (h *harness) loadStream() error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Minute)
 	defer cancel()
 	if err := pub.EnsureStream(ctx); err != nil {
 		return err
 	}
 	h.pub = pub
+	return nil
+}
 
-	h.log.Info("publishing links into the change stream", "links", len(h.data.codes))
-	begin := time.Now()
-	err = h.publish(len(h.data.codes), func(i int) link.Change {
-		return h.change(link.OpCreate, i, 1, h.data.targets[i], begin)
+// stopStream closes the publisher's connection and shuts the server down.
+func (h *harness) stopStream() {
+	if h.natsStop != nil {
+		h.natsStop()
+		h.natsStop = nil
+	}
+	if h.nats != nil {
+		h.nats.Shutdown()
+		h.nats = nil
+	}
+	h.pub = nil
+}
+
+// loadCreates publishes the create event of links 0..n-1 with
+// Publisher.Fill: every code has one event, so their order does not
+// matter, and a load that fails is failed whole.
+func (h *harness) loadCreates(n int, at time.Time) error {
+	lastProg := time.Now()
+	_, err := h.pub.Fill(h.ctx, n, func(i int) (string, []byte, error) {
+		if i%65536 == 0 && time.Since(lastProg) > 10*time.Second {
+			lastProg = time.Now()
+			h.log.Info("publishing", "done", i, "of", n)
+		}
+		c := h.change(link.OpCreate, i, 1, h.data.targets[i], at)
+		data, err := link.MarshalChange(&c)
+		return h.data.codes[i], data, err
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("load stream: %w", err)
 	}
-	took := time.Since(begin)
-	last, err := h.lastSeq()
-	if err != nil {
-		return err
-	}
-	h.rep.Bootstrap = &BootstrapReport{
-		Links:              len(h.data.codes),
-		PublishSeconds:     took.Seconds(),
-		PublishPerSecond:   float64(len(h.data.codes)) / took.Seconds(),
-		PublishConcurrency: publishWindow,
-		StreamLastSeq:      last,
-	}
-	h.log.Info("published", "links", len(h.data.codes), "seconds", took.Seconds(), "stream_last_seq", last)
 	return nil
 }
 

@@ -90,7 +90,11 @@ func (r *Report) Markdown() string {
 
 	if bs := r.Bootstrap; bs != nil {
 		p("#### Bootstrap and catch-up\n\n| measure | value |\n|---|---:|\n")
-		p("| publish %s links into the stream (async, ≤ %d awaiting ack) | %s (%s/s) |\n", num(bs.Links), bs.PublishConcurrency, secs(bs.PublishSeconds), num(int(bs.PublishPerSecond)))
+		if bs.StreamFromCache {
+			p("| copy the cached stream of %s links (a previous run's, same links and seed) | %s |\n", num(bs.Links), secs(bs.PublishSeconds))
+		} else {
+			p("| publish %s links into the stream (Publisher.Fill: ≤ %d unacknowledged) | %s (%s/s) |\n", num(bs.Links), bs.PublishConcurrency, secs(bs.PublishSeconds), num(int(bs.PublishPerSecond)))
+		}
 		p("| fresh edge → /readyz | %s |\n| fresh edge → whole stream applied | %s |\n", secs(bs.ReadySeconds), secs(bs.CaughtUpSeconds))
 		if bs.RestartReadySeconds > 0 {
 			p("| edge restart with its replica → /readyz | %s |\n", secs(bs.RestartReadySeconds))

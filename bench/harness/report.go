@@ -194,11 +194,14 @@ type RedirectSummary struct {
 // BootstrapReport is loading linkpop through the change stream.
 type BootstrapReport struct {
 	Links int `json:"links"`
-	// PublishSeconds is publishing every link into the stream
-	// (replication.Chain, windows of PublishConcurrency events).
+	// PublishSeconds is filling the stream: publishing every link's create
+	// event (asynchronously, at most PublishConcurrency awaiting their
+	// ack), or, with StreamFromCache, copying the stream a previous run
+	// with the same links and seed kept in the cache directory.
 	PublishSeconds     float64 `json:"publish_seconds"`
 	PublishPerSecond   float64 `json:"publish_per_second"`
 	PublishConcurrency int     `json:"publish_concurrency"`
+	StreamFromCache    bool    `json:"stream_from_cache,omitempty"`
 	StreamLastSeq      uint64  `json:"stream_last_seq"`
 	// ReadySeconds is a fresh edge's start to /readyz 200 (within the lag
 	// threshold); CaughtUpSeconds to having applied the whole stream.

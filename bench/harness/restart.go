@@ -1,8 +1,11 @@
 package harness
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -279,7 +282,21 @@ func (h *harness) peerResult(e *edgeProc) (string, float64, error) {
 
 // digest is an edge's admin GET /digest.
 func (h *harness) digest(e *edgeProc) (client.EdgeDigest, error) {
-	code, body, err := e.adminGet("/digest")
+	// A digest reads every link: at 10M that is well past the 5 s of
+	// the harness's client.
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.admin+"/digest", nil)
+	if err != nil {
+		return client.EdgeDigest{}, err
+	}
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return client.EdgeDigest{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	code := resp.StatusCode
 	if err != nil {
 		return client.EdgeDigest{}, err
 	}

@@ -44,6 +44,7 @@ func run(args []string) error {
 		data          = fs.String("data", "", "data `dir` holding the replica (required)")
 		natsFlags     = natsflag.Register(fs, "nats", "LINKPOP_NATS", "nats://127.0.0.1:4222")
 		stream        = fs.String("stream", "LINKPOP_LINKS", "change stream `name`")
+		hubNATS       = fs.String("hub-nats", "", "the origin region's NATS server `URLs`, comma separated, for an edge whose -nats is a region's leaf with a mirror of the stream: the change stream is read there while the region's servers cannot be, with -nats's credentials (empty disables)")
 		origin        = fs.String("origin", "", "origin API base `URLs`, comma separated (an origin with HA and its standbys: the leader is asked first), asked about misses while the replica lags (empty disables)")
 		originKey     = cli.SecretVar(fs, "origin-key", "LINKPOP_ORIGIN_KEY", "origin API key with links:read, for the fallback", true)
 		lagThreshold  = fs.Int64("lag-threshold", edge.DefaultLagThreshold, "stream `messages` of lag under which a miss is authoritative and /readyz is ready")
@@ -127,6 +128,7 @@ func run(args []string) error {
 		DataDir:              *data,
 		NATS:                 natsCfg,
 		Stream:               replication.StreamConfig{Name: *stream},
+		HubNATSURLs:          cli.SplitList(*hubNATS),
 		OriginURL:            *origin,
 		OriginKey:            okey,
 		OriginCAFile:         *originCA,

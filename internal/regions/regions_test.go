@@ -55,6 +55,8 @@ type region struct {
 	name  string // host and JetStream domain
 	ip    string
 	edges []*edgeProc
+	nats  *proctest.Process
+	conf  string // the leaf server's configuration file
 }
 
 type edgeProc struct {
@@ -118,7 +120,7 @@ leafnodes {
 }
 %[7]s`, hubIP, natsPort, monitorPort, filepath.Join(dir, "hub"), leafPort, leafPW,
 		natsauth.AuthorizationConfig(users, natsauth.Subjects{}))
-	startNATS(t, l, natsBin, "origin", hubIP, hubConf)
+	startNATS(t, l, natsBin, "origin", hubIP, writeConf(t, hubConf))
 	for _, r := range regions {
 		rc := replication.RegionConfig{Domain: r.name}
 		conf := fmt.Sprintf(`server_name: %[1]s
@@ -133,7 +135,8 @@ leafnodes {
 }
 %[9]s`, r.name, natsPort, r.ip, monitorPort, filepath.Join(dir, r.name), url.QueryEscape(leafPW), hubIP, leafPort,
 			natsauth.AuthorizationConfig(users, natsauth.Subjects{ClickPrefix: rc.ClickStream().SubjectPrefix}))
-		startNATS(t, l, natsBin, r.name, r.ip, conf)
+		r.conf = writeConf(t, conf)
+		r.nats = startNATS(t, l, natsBin, r.name, r.ip, r.conf)
 	}
 
 	// The operator's steps, with the origin binary's subcommands: the
@@ -192,6 +195,9 @@ leafnodes {
 				"-data", filepath.Join(dir, e.name),
 				"-node", e.name,
 				"-nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort), "-nats-user", string(natsauth.Edge),
+				// The hub's stream, read while the region's
+				// server cannot be (the leaf-down phase).
+				"-hub-nats", hubURL,
 				"-max-stale", maxStale.String(),
 				"-click-subject", rc.ClickStream().SubjectPrefix,
 				"-click-flush", "200ms",
@@ -449,6 +455,8 @@ leafnodes {
 			t.Errorf("%s healed: a link created during the cut answered %d, want 302", e.name, code)
 		}
 	}
+	leafDown(ctx, t, l, natsBin, api, httpc, us)
+
 	for _, e := range all {
 		if !digestEqual(ctx, t, api, httpc, e) {
 			t.Errorf("%s: digest differs from the origin's at the end", e.name)
@@ -486,6 +494,49 @@ leafnodes {
 			r.name, len(ds), pct(ds, 50), pct(ds, 99), pct(ds, 100))
 	}
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// leafDown kills region r's NATS server (SIGKILL) while the hub stays
+// reachable, keeps changing links, and checks that r's edges read the
+// hub's stream meanwhile (stream_source "hub") and converge with the
+// origin; then restarts the server on its store and checks that the
+// edges return to the region's mirror ("local") and follow it.
+func leafDown(ctx context.Context, t *testing.T, l *lab, natsBin string, api *client.Client, httpc *http.Client, r *region) {
+	t.Helper()
+	changes := func(tag string) {
+		for i := range 8 {
+			lk, err := api.CreateLink(ctx, client.CreateLink{URL: fmt.Sprintf("https://example.com/%s/%d", tag, i)}, client.CreateOptions{})
+			if err != nil {
+				t.Fatalf("create (%s): %v", tag, err)
+			}
+			if i%2 == 1 {
+				if _, err := api.DisableLink(ctx, lk.Code, 0); err != nil {
+					t.Fatalf("disable (%s): %v", tag, err)
+				}
+			}
+		}
+	}
+	converge := func(what, source string, from time.Time) {
+		for _, e := range r.edges {
+			waitFor(t, 30*time.Second, e.name+" "+what, func() bool {
+				return edgeStatus(t, httpc, e).StreamSource == source && digestEqual(ctx, t, api, httpc, e)
+			})
+			t.Logf("%s %s %v after it (stream_source %q)", e.name, what, time.Since(from).Round(time.Millisecond), source)
+		}
+	}
+	r.nats.Kill()
+	downAt := time.Now()
+	changes("leafdown")
+	converge("reads the hub's stream and converges with the origin after its leaf server was killed", "hub", downAt)
+	for _, e := range r.edges {
+		if s := edgeStatus(t, httpc, e); s.Stale || !s.Ready || s.Reason != "ok" {
+			t.Errorf("%s on the hub's stream: stale %v ready %v reason %q, want fresh and ready", e.name, s.Stale, s.Ready, s.Reason)
+		}
+	}
+	r.nats = startNATS(t, l, natsBin, r.name, r.ip, r.conf)
+	upAt := time.Now()
+	changes("leafup")
+	converge("is back on the region's mirror and converges with the origin after its leaf server restarted", "local", upAt)
 }
 
 // buildAll builds the main packages pkgs at once (proctest.Build builds
@@ -537,16 +588,23 @@ func leafConnected(c *http.Client, hubIP, ip string) bool {
 	return false
 }
 
-// startNATS runs a nats-server with conf in host's namespace and waits
-// for its JetStream.
-func startNATS(t *testing.T, l *lab, bin, host, ip, conf string) {
+// writeConf writes a server configuration into a file of its own.
+func writeConf(t *testing.T, conf string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "nats.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runIn(t, l, host, "nats-"+host, bin, []string{"-c", path})
+	return path
+}
+
+// startNATS runs a nats-server with the configuration file conf in host's
+// namespace and waits for its JetStream.
+func startNATS(t *testing.T, l *lab, bin, host, ip, conf string) *proctest.Process {
+	t.Helper()
+	p := runIn(t, l, host, "nats-"+host, bin, []string{"-c", conf})
 	waitHTTP(t, &http.Client{Timeout: time.Second}, fmt.Sprintf("http://%s:%d/healthz?js-enabled-only=true", ip, monitorPort), 30*time.Second)
+	return p
 }
 
 // runIn starts bin in host's namespace (ip netns exec replaces itself
@@ -660,6 +718,7 @@ type status struct {
 	ProofAgeSeconds     float64 `json:"proof_age_seconds"`
 	SecondsSinceContact float64 `json:"seconds_since_contact"`
 	Applied             uint64  `json:"applied"`
+	StreamSource        string  `json:"stream_source"`
 	Members             []struct {
 		Name string `json:"name"`
 		Self bool   `json:"self"`
