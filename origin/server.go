@@ -88,6 +88,7 @@ type Server struct {
 
 	adminKey       string
 	adminKeyHash   [32]byte
+	adminPrincipal principal // what the admin key authenticates as (read only)
 	adminGenerated bool
 	keys           *keyCache
 	limits         *limiters
@@ -538,5 +539,6 @@ func (s *Server) loadAdminKey() error {
 	}
 	s.adminKey = key
 	s.adminKeyHash = sha256.Sum256([]byte(key))
+	s.adminPrincipal = principal{id: AdminKeyID, scopes: []string{ScopeAdmin}, rate: s.cfg.AdminRateLimit, burst: s.cfg.AdminBurst}
 	return nil
 }
