@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -218,94 +219,99 @@ func (l *Link) UnmarshalJSON(b []byte) error {
 }
 
 // decodeFast decodes b into l (zero) and reports whether it could.
-func (l *Link) decodeFast(b []byte) bool {
-	d := fastDec{b: b}
-	return d.link(l) && d.end()
-}
+func (l *Link) decodeFast(b []byte) bool { return PlainObject(b, l.member) }
 
-// link reads a link object at the scanner's position into l (zero).
-func (d *fastDec) link(l *Link) bool {
-	if !d.byte('{') {
-		return false
-	}
-	if d.peek() == '}' {
-		d.i++
-		return true
-	}
-	for {
-		key, ok := d.str()
-		if !ok || !d.byte(':') {
-			return false
-		}
-		d.ws()
-		switch key {
-		case "code":
-			ok = d.strField(&l.Code)
-		case "url":
-			ok = d.strField(&l.URL)
-		case "short_url":
-			ok = d.strField(&l.ShortURL)
-		case "status":
-			ok = d.strField(&l.Status)
-		case "disabled_reason":
-			ok = d.strField(&l.DisabledReason)
-		case "freshness":
-			ok = d.strField(&l.Freshness)
-		case "redirect":
-			if d.null() {
-				break
-			}
-			var lit []byte
-			if lit, ok = d.number(true); ok {
-				n, err := strconv.ParseInt(string(lit), 10, 0)
-				l.Redirect, ok = int(n), err == nil
-			}
-		case "revision":
-			if d.null() {
-				break
-			}
-			ok = d.uint(&l.Revision)
-		case "max_visits":
-			if d.null() {
-				l.MaxVisits = nil
-				break
-			}
-			var n uint64
-			if ok = d.uint(&n); ok {
-				l.MaxVisits = &n
-			}
-		case "created_at":
-			ok = d.timeField(&l.CreatedAt)
-		case "updated_at":
-			ok = d.timeField(&l.UpdatedAt)
-		case "expires_at":
-			if d.null() {
-				l.ExpiresAt = nil
-				break
-			}
-			var t time.Time
-			if ok = d.timeField(&t); ok {
-				l.ExpiresAt = &t
-			}
-		case "tags":
-			ok = d.tags(&l.Tags)
-		default:
-			return false
-		}
-		if !ok {
-			return false
-		}
-		d.ws()
-		switch d.peek() {
-		case ',':
-			d.i++
-			continue
-		case '}':
-			d.i++
+// member reads one member of a link object into l, as encoding/json
+// would: null leaves a string or time as it is and clears a pointer or
+// list; false for another name or a value of another type.
+func (l *Link) member(name, v []byte) bool {
+	null := string(v) == "null"
+	switch string(name) {
+	case "code":
+		return null || plainField(v, &l.Code)
+	case "url":
+		return null || plainField(v, &l.URL)
+	case "short_url":
+		return null || plainField(v, &l.ShortURL)
+	case "status":
+		return null || plainField(v, &l.Status)
+	case "disabled_reason":
+		return null || plainField(v, &l.DisabledReason)
+	case "freshness":
+		return null || plainField(v, &l.Freshness)
+	case "redirect":
+		if null {
 			return true
 		}
+		if !PlainInt(v) {
+			return false
+		}
+		n, err := strconv.ParseInt(string(v), 10, 0)
+		l.Redirect = int(n)
+		return err == nil
+	case "revision":
+		return null || plainUint(v, &l.Revision)
+	case "max_visits":
+		if null {
+			l.MaxVisits = nil
+			return true
+		}
+		var n uint64
+		if !plainUint(v, &n) {
+			return false
+		}
+		l.MaxVisits = &n
+		return true
+	case "created_at":
+		return null || plainTime(v, &l.CreatedAt)
+	case "updated_at":
+		return null || plainTime(v, &l.UpdatedAt)
+	case "expires_at":
+		if null {
+			l.ExpiresAt = nil
+			return true
+		}
+		var t time.Time
+		if !plainTime(v, &t) {
+			return false
+		}
+		l.ExpiresAt = &t
+		return true
+	case "tags":
+		if null {
+			l.Tags = nil
+			return true
+		}
+		out := []string{}
+		if !PlainStrings(v, func(s []byte) { out = append(out, string(s)) }) {
+			return false
+		}
+		l.Tags = out
+		return true
+	}
+	return false
+}
+
+func plainField(v []byte, p *string) bool {
+	s, ok := PlainString(v)
+	if ok {
+		*p = string(s)
+	}
+	return ok
+}
+
+func plainUint(v []byte, p *uint64) bool {
+	if !PlainInt(v) || v[0] == '-' {
 		return false
 	}
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	*p = n
+	return err == nil
+}
+
+func plainTime(v []byte, p *time.Time) bool {
+	_, ok := PlainString(v)
+	return ok && p.UnmarshalJSON(v) == nil
 }
 
 // UnmarshalJSON reads a batch answer. One whose items are all link
@@ -326,34 +332,52 @@ func (r *BatchResponse) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// decodeBatchFast reads {"results":[link, ...]} whose links are all of
+// the plain shape.
 func decodeBatchFast(b []byte) ([]BatchResult, bool) {
-	d := fastDec{b: b}
-	if !d.byte('{') {
+	const head = `"results"`
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return nil, false
 	}
-	if key, ok := d.str(); !ok || key != "results" || !d.byte(':') || !d.byte('[') {
+	i = skipWS(b, i+1)
+	if !bytes.HasPrefix(b[i:], []byte(head)) {
+		return nil, false
+	}
+	i = skipWS(b, i+len(head))
+	if i >= len(b) || b[i] != ':' {
+		return nil, false
+	}
+	i = skipWS(b, i+1)
+	if i >= len(b) || b[i] != '[' {
 		return nil, false
 	}
 	links := []Link{}
-	if d.peek() == ']' {
-		d.i++
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		i++
 	} else {
 		for {
 			var l Link
-			if !d.link(&l) {
+			end, ok := plainObjectAt(b, i, l.member)
+			if !ok {
 				return nil, false
 			}
 			links = append(links, l)
-			if d.byte(',') {
+			i = skipWS(b, end)
+			if i < len(b) && b[i] == ',' {
+				i = skipWS(b, i+1)
 				continue
 			}
-			if !d.byte(']') {
+			if i >= len(b) || b[i] != ']' {
 				return nil, false
 			}
+			i++
 			break
 		}
 	}
-	if !d.byte('}') || !d.end() {
+	i = skipWS(b, i)
+	if i >= len(b) || b[i] != '}' || skipWS(b, i+1) != len(b) {
 		return nil, false
 	}
 	out := make([]BatchResult, len(links))
@@ -361,169 +385,6 @@ func decodeBatchFast(b []byte) ([]BatchResult, bool) {
 		out[i].Link = &links[i]
 	}
 	return out, true
-}
-
-// fastDec scans the subset of JSON decodeFast reads.
-type fastDec struct {
-	b []byte
-	i int
-}
-
-func (d *fastDec) ws() {
-	for d.i < len(d.b) {
-		switch d.b[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
-
-func (d *fastDec) peek() byte {
-	d.ws()
-	if d.i < len(d.b) {
-		return d.b[d.i]
-	}
-	return 0
-}
-
-// byte consumes c after whitespace.
-func (d *fastDec) byte(c byte) bool {
-	if d.peek() != c {
-		return false
-	}
-	d.i++
-	return true
-}
-
-// end is true when only whitespace is left.
-func (d *fastDec) end() bool {
-	d.ws()
-	return d.i == len(d.b)
-}
-
-func (d *fastDec) null() bool {
-	if len(d.b)-d.i >= 4 && string(d.b[d.i:d.i+4]) == "null" {
-		d.i += 4
-		return true
-	}
-	return false
-}
-
-// raw reads a string of printable ASCII without escapes and returns it
-// with its quotes.
-func (d *fastDec) raw() ([]byte, bool) {
-	d.ws()
-	if d.i >= len(d.b) || d.b[d.i] != '"' {
-		return nil, false
-	}
-	for j := d.i + 1; j < len(d.b); j++ {
-		switch c := d.b[j]; {
-		case c == '"':
-			s := d.b[d.i : j+1]
-			d.i = j + 1
-			return s, true
-		case c < 0x20 || c == '\\' || c >= utf8.RuneSelf:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-func (d *fastDec) str() (string, bool) {
-	s, ok := d.raw()
-	if !ok {
-		return "", false
-	}
-	return string(s[1 : len(s)-1]), true
-}
-
-// strField reads a string, or null (which leaves it, as encoding/json
-// does).
-func (d *fastDec) strField(p *string) bool {
-	if d.null() {
-		return true
-	}
-	s, ok := d.str()
-	*p = s
-	return ok
-}
-
-func (d *fastDec) timeField(p *time.Time) bool {
-	if d.null() {
-		return true
-	}
-	s, ok := d.raw()
-	return ok && p.UnmarshalJSON(s) == nil
-}
-
-// number reads an integer literal: -?(0|[1-9][0-9]*), no fraction or
-// exponent (those go to encoding/json).
-func (d *fastDec) number(signed bool) ([]byte, bool) {
-	start := d.i
-	if signed && d.i < len(d.b) && d.b[d.i] == '-' {
-		d.i++
-	}
-	digits := d.i
-	for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-		d.i++
-	}
-	n := d.i - digits
-	if n == 0 || (n > 1 && d.b[digits] == '0') {
-		return nil, false
-	}
-	if d.i < len(d.b) {
-		switch d.b[d.i] {
-		case '.', 'e', 'E':
-			return nil, false
-		}
-	}
-	return d.b[start:d.i], true
-}
-
-func (d *fastDec) uint(p *uint64) bool {
-	lit, ok := d.number(false)
-	if !ok {
-		return false
-	}
-	n, err := strconv.ParseUint(string(lit), 10, 64)
-	*p = n
-	return err == nil
-}
-
-// tags reads an array of strings, or null.
-func (d *fastDec) tags(p *[]string) bool {
-	if d.null() {
-		*p = nil
-		return true
-	}
-	if !d.byte('[') {
-		return false
-	}
-	out := []string{}
-	if d.peek() == ']' {
-		d.i++
-		*p = out
-		return true
-	}
-	for {
-		s, ok := d.str()
-		if !ok {
-			return false
-		}
-		out = append(out, s)
-		switch d.peek() {
-		case ',':
-			d.i++
-			continue
-		case ']':
-			d.i++
-			*p = out
-			return true
-		}
-		return false
-	}
 }
 
 // MarshalJSON writes the create body.

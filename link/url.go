@@ -452,14 +452,32 @@ func parseIPv4Number(s string) (uint64, bool) {
 	if s == "" {
 		return 0, true
 	}
-	if s[0] == '+' || s[0] == '-' || s[0] == '_' {
-		return 0, false
+	// Only digits of base reach strconv: a host label that is no number
+	// ("example") is refused here, without the error value strconv would
+	// allocate for it on every create.
+	for i := 0; i < len(s); i++ {
+		if !digitOf(s[i], base) {
+			return 0, false
+		}
 	}
 	n, err := strconv.ParseUint(s, base, 64)
 	if errors.Is(err, strconv.ErrRange) {
 		return math.MaxUint64, true
 	}
 	return n, err == nil
+}
+
+// digitOf reports whether c is a digit of base (8, 10 or 16).
+func digitOf(c byte, base int) bool {
+	switch {
+	case c >= '0' && c <= '7':
+		return true
+	case c == '8' || c == '9':
+		return base >= 10
+	case (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'):
+		return base == 16
+	}
+	return false
 }
 
 // blockedBy returns the blocklist entry that host (canonical) is, or is

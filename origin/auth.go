@@ -91,7 +91,7 @@ func (s *Server) authenticate(r *http.Request) (*principal, error) {
 	}
 	h := sha256.Sum256([]byte(token))
 	if subtle.ConstantTimeCompare(h[:], s.adminKeyHash[:]) == 1 {
-		return &principal{id: AdminKeyID, scopes: []string{ScopeAdmin}, rate: s.cfg.AdminRateLimit, burst: s.cfg.AdminBurst}, nil
+		return &s.adminPrincipal, nil
 	}
 	k, gen, ok := s.keys.get(h)
 	if !ok {

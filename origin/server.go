@@ -91,6 +91,7 @@ type Server struct {
 
 	adminKey       string
 	adminKeyHash   [32]byte
+	adminPrincipal principal // what the admin key authenticates as (read only)
 	adminGenerated bool
 	keys           *keyCache
 	limits         *limiters
@@ -547,5 +548,6 @@ func (s *Server) loadAdminKey() error {
 	}
 	s.adminKey = key
 	s.adminKeyHash = sha256.Sum256([]byte(key))
+	s.adminPrincipal = principal{id: AdminKeyID, scopes: []string{ScopeAdmin}, rate: s.cfg.AdminRateLimit, burst: s.cfg.AdminBurst}
 	return nil
 }
