@@ -5,8 +5,9 @@
 # the R3 case at 64 clients with the servers as child processes next to
 # two raw JetStream references on the same cluster (CPU per create on
 # each side), and the takeover time (leader SIGKILL → first write
-# accepted by the standby) with the default lease settings. Writes
-# bench/results/ha-latest.md.
+# accepted by the standby) with the default lease settings, and whether
+# the leader keeps its lease when the lease bucket's stream leader is
+# SIGKILLed. Writes bench/results/ha-latest.md.
 #
 #   BENCH_HA_BENCHTIME   creates per benchmark case (default 3000x)
 #   BENCH_HA_TRIALS      failovers for the takeover figure (default 5)
@@ -48,6 +49,15 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
   echo '```'
   LINKPOP_HA_DEFAULT_LEASE=1 LINKPOP_FAILOVER_TRIALS="$trials" $GO test -count=1 -timeout 60m -run '^TestFailover$' -v ./origin/ 2>&1 |
     grep -E 'failovers|trial [0-9]+: |^--- |^(ok|FAIL)' || true
+  echo '```'
+  echo
+  echo "## The lease bucket's stream leader SIGKILLed under load, default lease (load average $(loadavg))"
+  echo
+  echo "\`LINKPOP_HA_DEFAULT_LEASE=1 go test -count=1 -timeout 10m -run '^TestLeaseBucketLeaderKilled\$' -v ./origin/\`"
+  echo
+  echo '```'
+  LINKPOP_HA_DEFAULT_LEASE=1 $GO test -count=1 -timeout 10m -run '^TestLeaseBucketLeaderKilled$' -v ./origin/ 2>&1 |
+    grep -E 'SIGKILLed|kept its lease|took over|^--- |^(ok|FAIL)' || true
   echo '```'
   echo
   echo "Load average at the end: $(loadavg)."

@@ -157,10 +157,19 @@ func (s *Server) Epoch() uint64 { return s.ha.epoch.Load() }
 // replicated waits, with -ack replicated, until everything committed up
 // to now is in the streams.
 func (s *Server) replicated(ctx context.Context) error {
+	return s.replicatedThrough(ctx, s.store.Revision())
+}
+
+// replicatedThrough waits, with -ack replicated, until every link event
+// up to revision rev (a mutation's own: rec.Revision) and every origin
+// event committed up to now are in the streams. Waiting for the store's
+// revision after the mutation returned instead often waits for the next
+// group commit too: under load it commits before the handler runs again.
+func (s *Server) replicatedThrough(ctx context.Context, rev uint64) error {
 	if s.cfg.Ack != AckReplicated {
 		return nil
 	}
-	rev, oseq := s.store.Revision(), s.store.OriginSeq()
+	oseq := s.store.OriginSeq()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
 	defer cancel()
 	err := s.store.WaitPublished(ctx, rev, oseq)

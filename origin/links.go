@@ -302,7 +302,7 @@ func (s *Server) createLink(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	if err := s.replicated(r.Context()); err != nil {
+	if err := s.replicatedThrough(r.Context(), rec.Revision); err != nil {
 		return err
 	}
 	if replayed {
@@ -394,7 +394,7 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, _ *principal
 	if err != nil {
 		return err
 	}
-	if err := s.replicated(r.Context()); err != nil {
+	if err := s.replicatedThrough(r.Context(), rec.Revision); err != nil {
 		return err
 	}
 	if req.MaxVisits != nil {
@@ -422,7 +422,7 @@ func (s *Server) disableLink(w http.ResponseWriter, r *http.Request, _ *principa
 	if err != nil {
 		return err
 	}
-	if err := s.replicated(r.Context()); err != nil {
+	if err := s.replicatedThrough(r.Context(), rec.Revision); err != nil {
 		return err
 	}
 	s.writeLink(w, http.StatusOK, &rec)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,6 +113,80 @@ func TestEventsReachStream(t *testing.T) {
 	if got["ev0"].Op != link.OpCreate {
 		t.Errorf("ev0 event: %+v", got["ev0"])
 	}
+}
+
+// TestAckReplicatedAnswersAfterTheStream: with -ack replicated, a create,
+// an update and a deactivation are answered only once the stream holds
+// their event (at the answered revision or a later one), also with many
+// clients whose mutations share group commits and relay marks.
+func TestAckReplicatedAnswersAfterTheStream(t *testing.T) {
+	leaktest.Check(t)
+	o := apiStart(t, func(c *origin.Config) { c.Ack = origin.AckReplicated })
+	nc, err := nats.Connect(o.nats.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := js.Stream(ctx, "LINKPOP_LINKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// call sends one mutation and checks, as soon as it is answered, that
+	// the stream's last event for code is at its revision or later.
+	call := func(method, path, body, code string, want int) {
+		req, err := http.NewRequest(method, o.base+path, strings.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+apiAdminKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := o.client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		var got struct {
+			Revision uint64 `json:"revision"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != want {
+			t.Errorf("%s %s: status %d, %v", method, path, resp.StatusCode, err)
+			return
+		}
+		m, err := stream.GetLastMsgForSubject(ctx, "linkpop.links."+code)
+		if err != nil {
+			t.Errorf("%s %s answered %d, but the stream has no event for %s: %v", method, path, want, code, err)
+			return
+		}
+		c, err := link.UnmarshalChange(m.Data)
+		if err != nil || c.Record.Revision < got.Revision {
+			t.Errorf("%s %s answered revision %d before the stream held it (stream: %d, %v)", method, path, got.Revision, c.Record.Revision, err)
+		}
+	}
+	const clients, each = 16, 12
+	var wg sync.WaitGroup
+	for g := range clients {
+		wg.Go(func() {
+			for i := range each {
+				code := fmt.Sprintf("ar%d-%d", g, i)
+				call("POST", "/v1/links", fmt.Sprintf(`{"url":"https://example.com/%s","code":%q}`, code, code), code, http.StatusCreated)
+				switch i % 3 {
+				case 1:
+					call("PATCH", "/v1/links/"+code, `{"url":"https://example.com/new"}`, code, http.StatusOK)
+				case 2:
+					call("DELETE", "/v1/links/"+code, "", code, http.StatusOK)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // readyz fetches /readyz.

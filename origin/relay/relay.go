@@ -546,12 +546,16 @@ func (a *acker) run(ctx context.Context) {
 		}
 		// A flight without sent was found in the stream by the anchor.
 		if f.sent != nil {
-			if !f.sent.Ready() {
+			var err error
+			if f.sent.Ready() {
+				err = f.sent.Wait(ctx) // answered: returns at once
+			} else {
+				// Answer what came before it while it is on its way.
 				a.flush()
+				wctx, cancel := context.WithDeadline(ctx, f.at.Add(r.cfg.AckTimeout))
+				err = f.sent.Wait(wctx)
+				cancel()
 			}
-			wctx, cancel := context.WithDeadline(ctx, f.at.Add(r.cfg.AckTimeout))
-			err := f.sent.Wait(wctx)
-			cancel()
 			if err != nil {
 				a.flush()
 				a.fail(err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/linkpop/linkpop/internal/wait"
 )
 
 // TestMarkPublished: a waiter for revision r returns once the relay
@@ -57,5 +59,80 @@ func TestMarkPublished(t *testing.T) {
 	}
 	if err := s.WaitPublished(ctx, recs[4], 0); !errors.Is(err, ErrDiscarded) {
 		t.Fatalf("past the mark, discarded: %v, want ErrDiscarded", err)
+	}
+}
+
+// waiting returns how many WaitPublished calls are registered.
+func waiting(s *Store) int {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	return len(s.waiters)
+}
+
+// TestWaitPublishedWakesOnlyTheAnswered: with a waiter per revision, each
+// mark releases exactly the waiters at or below it and leaves the others
+// registered (none is woken to look again); a waiter whose entry is
+// deleted unmarked is released by the delete's commit; a cancelled one is
+// forgotten; Close releases the rest with ErrClosed.
+func TestWaitPublishedWakesOnlyTheAnswered(t *testing.T) {
+	s := openMem(t, Options{})
+	ctx := context.Background()
+	var revs []uint64
+	for i := range 8 {
+		r := mustCreate(t, s, CreateRequest{URL: "https://example.com/w/" + string(rune('a'+i))})
+		revs = append(revs, r.Revision)
+	}
+	results := make([]chan error, len(revs))
+	for i, rev := range revs {
+		results[i] = make(chan error, 1)
+		go func() { results[i] <- s.WaitPublished(ctx, rev, 0) }()
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- s.WaitPublished(cctx, revs[7]+1000, 0) }()
+	wait.For(t, 10*time.Second, "every waiter registered", func() bool { return waiting(s) == len(revs)+1 })
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	wait.For(t, 10*time.Second, "the cancelled waiter forgotten", func() bool { return waiting(s) == len(revs) })
+
+	released := func(i int) {
+		t.Helper()
+		select {
+		case err := <-results[i]:
+			if err != nil {
+				t.Fatalf("waiter %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("waiter %d not released", i)
+		}
+	}
+	for _, upTo := range []int{0, 2, 3} {
+		s.MarkPublished(revs[upTo], 0)
+		if got, want := waiting(s), len(revs)-1-upTo; got != want {
+			t.Fatalf("after marking %d: %d waiters registered, want %d", revs[upTo], got, want)
+		}
+	}
+	for i := range 4 {
+		released(i)
+	}
+	// Deleted without a mark (published by an earlier relay): released by
+	// the delete's commit.
+	if err := s.OutboxDelete(revs[:6]...); err != nil {
+		t.Fatal(err)
+	}
+	released(4)
+	released(5)
+	if got := waiting(s); got != 2 {
+		t.Fatalf("after the delete: %d waiters, want 2", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{6, 7} {
+		if err := <-results[i]; !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiter %d after Close: %v, want ErrClosed", i, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,33 +125,83 @@ type discardSpan struct {
 // and every origin outbox entry up to seq oseq is published (the relay
 // marked it, MarkPublished, or deleted it after the stream's ack), or ctx
 // ends. ErrDiscarded if one of them was discarded instead.
+//
+// A waiting call is woken only when its own answer is ready, not by every
+// mark: under load the relay marks a small group at a time while every
+// client's create waits here, and waking them all at each mark cost more
+// CPU than the marks.
 func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
 	for {
 		s.pubMu.Lock()
-		ch := s.pub
-		if s.pubRev.Load() >= rev && s.pubOseq.Load() >= oseq {
-			// In the stream: a Discard that came after the ack (the
-			// delete not yet committed) does not undo that.
+		if done, err := s.published(rev, oseq); done {
 			s.pubMu.Unlock()
-			return nil
+			return err
 		}
-		for _, d := range s.discarded {
-			if (!d.origin && rev >= d.from && rev <= d.to) || (d.origin && oseq >= d.from && oseq <= d.to) {
-				s.pubMu.Unlock()
-				return ErrDiscarded
-			}
-		}
+		w := &pubWaiter{rev: rev, oseq: oseq, ch: make(chan struct{})}
+		s.waiters = append(s.waiters, w)
 		s.pubMu.Unlock()
-		if (s.pubRev.Load() >= rev || s.outbox.lowest(s.rev.Load()) > rev) && (s.pubOseq.Load() >= oseq || s.origin.lowest(s.oseq.Load()) > oseq) {
-			return nil
-		}
 		select {
-		case <-ch:
+		case <-w.ch:
+			// Answered (wakePublished forgot w): take the answer.
 		case <-ctx.Done():
+			s.dropWaiter(w)
 			return ctx.Err()
 		case <-s.done:
+			s.dropWaiter(w)
 			return ErrClosed
 		}
+	}
+}
+
+// pubWaiter is a WaitPublished call waiting for rev and oseq; ch is
+// closed once published would answer it.
+type pubWaiter struct {
+	rev, oseq uint64
+	ch        chan struct{}
+}
+
+// published reports whether WaitPublished(rev, oseq) is answered, and
+// with what (nil or ErrDiscarded); the caller holds pubMu. Discards and
+// deletes change its answer only in commits, which call wakePublished
+// with pubMu held after updating the outbox indexes.
+func (s *Store) published(rev, oseq uint64) (bool, error) {
+	if s.pubRev.Load() >= rev && s.pubOseq.Load() >= oseq {
+		// In the stream: a Discard that came after the ack (the delete
+		// not yet committed) does not undo that.
+		return true, nil
+	}
+	for _, d := range s.discarded {
+		if (!d.origin && rev >= d.from && rev <= d.to) || (d.origin && oseq >= d.from && oseq <= d.to) {
+			return true, ErrDiscarded
+		}
+	}
+	if (s.pubRev.Load() >= rev || s.outbox.lowest(s.rev.Load()) > rev) && (s.pubOseq.Load() >= oseq || s.origin.lowest(s.oseq.Load()) > oseq) {
+		return true, nil
+	}
+	return false, nil
+}
+
+// wakePublished wakes, and forgets, the waiters that published now
+// answers; the caller holds pubMu.
+func (s *Store) wakePublished() {
+	ws := s.waiters[:0]
+	for _, w := range s.waiters {
+		if done, _ := s.published(w.rev, w.oseq); done {
+			close(w.ch)
+		} else {
+			ws = append(ws, w)
+		}
+	}
+	clear(s.waiters[len(ws):])
+	s.waiters = ws
+}
+
+// dropWaiter forgets w if it is still waiting.
+func (s *Store) dropWaiter(w *pubWaiter) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if i := slices.Index(s.waiters, w); i >= 0 {
+		s.waiters = slices.Delete(s.waiters, i, i+1)
 	}
 }
 
@@ -172,8 +223,7 @@ func (s *Store) MarkPublished(rev, oseq uint64) {
 		moved = true
 	}
 	if moved {
-		close(s.pub)
-		s.pub = make(chan struct{})
+		s.wakePublished()
 	}
 }
 

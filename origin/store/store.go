@@ -65,10 +65,9 @@ type Store struct {
 	posLinks, posOrigin atomic.Uint64
 	// readOnly refuses every mutation with ErrReadOnly (SetReadOnly).
 	readOnly atomic.Bool
-	// pub is closed and replaced after every commit that deletes outbox
-	// entries or discards them: WaitPublished waits on it.
+	// waiters are the WaitPublished calls waiting (see wakePublished).
 	pubMu     sync.Mutex
-	pub       chan struct{}
+	waiters   []*pubWaiter
 	discarded []discardSpan // outbox spans Discard dropped unpublished
 	// published: the relay's marks (MarkPublished), links and origin.
 	pubRev, pubOseq atomic.Uint64
@@ -133,7 +132,6 @@ func Open(opts Options) (*Store, error) {
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 		notify: make(chan struct{}, 1),
-		pub:    make(chan struct{}),
 	}
 	s.readOnly.Store(o.ReadOnly)
 	s.sweepEvery = min(max(o.IdempotencyTTL/16, time.Second), time.Hour)

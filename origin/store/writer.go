@@ -792,8 +792,7 @@ func (t *txn) commit() error {
 	if len(t.deleted) > 0 || len(t.odeleted) > 0 || len(t.discard) > 0 {
 		s.pubMu.Lock()
 		s.discarded = append(s.discarded, t.discard...)
-		close(s.pub)
-		s.pub = make(chan struct{})
+		s.wakePublished()
 		s.pubMu.Unlock()
 	}
 	if len(t.added) > 0 || len(t.oadded) > 0 {
