@@ -248,7 +248,7 @@ func (s *Shipper) Seal() error {
 	}
 	forget := s.forgetNext
 	for i := range s.rec.shards {
-		s.olds[i] = s.rec.shards[i].swap(s.spares[i], forget)
+		s.olds[i] = s.rec.take(i, s.spares[i], forget)
 	}
 	s.b.learn(s.olds)
 	st := s.b.gather(s.olds)
