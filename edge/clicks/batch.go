@@ -186,6 +186,18 @@ func countryOneOf(c [2]byte) []byte {
 // the aggregates.
 func (b *builder) learn(aggs []*agg) {
 	for _, a := range aggs {
+		a.logStrings(func(kind byte, h uint64, s []byte) {
+			switch kind {
+			case recUAString:
+				if _, ok := b.uaClass[h]; !ok {
+					b.uaClass[h] = newUAInfo(b.cls.Classify(string(s)))
+				}
+			case recRefString:
+				if _, ok := b.refStr[h]; !ok {
+					b.refStr[h] = newRefInfo(string(s))
+				}
+			}
+		})
 		for h, s := range a.uaNew {
 			if _, ok := b.uaClass[h]; !ok {
 				b.uaClass[h] = newUAInfo(b.cls.Classify(s))

@@ -1,7 +1,6 @@
 package clicks
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
 	"runtime"
@@ -72,16 +71,23 @@ type agg struct {
 	// the shipper, not on the redirect path. Past its capacity Record adds
 	// clicks into the maps itself.
 	log      []byte
-	recorded uint64                // clicks and bots recorded
-	codes    map[uint64]*minuteAgg // by the code's hash; a list of entries each
+	tag      uint32  // the log's generation, in each of its records (clickLog)
+	recorded uint64  // clicks and bots recorded
+	reg      *region // the file region log is in; nil: the heap
+	// uaStrings and refStrings count the distinct User-Agents and
+	// referrer hosts first seen in the interval, against Limits.Strings.
+	uaStrings, refStrings int
+	codes                 map[uint64]*minuteAgg // by the code's hash; a list of entries each
 	// entries counts (code, minute) entries, tuples and visitors, against
 	// the shard's bound.
-	entries  int
-	uaNew    map[uint64]string // User-Agents first seen in this interval
-	refNew   map[uint64]string // referrer hosts first seen
-	dropped  uint64            // clicks not kept at all (bound hit on a new entry)
-	degraded uint64            // clicks kept without some detail
-	free     []*minuteAgg      // cleared entries to reuse
+	entries int
+	// uaNew and refNew hold the strings first seen in the interval that
+	// the log had no room for.
+	uaNew    map[uint64]string
+	refNew   map[uint64]string
+	dropped  uint64       // clicks not kept at all (bound hit on a new entry)
+	degraded uint64       // clicks kept without some detail
+	free     []*minuteAgg // cleared entries to reuse
 	// codeBuf holds the codes of the interval's entries, which are
 	// strings into it: one buffer reused from interval to interval
 	// instead of a string allocated per (code, minute), most clicks' own
@@ -101,8 +107,9 @@ type shard struct {
 	mu              sync.Mutex
 	cur             *agg
 	lastUA, lastRef uint64 // the last hashes found known (0: none)
-	// uaKnown and refKnown hold the hashes the shipper has (or will have
-	// from this interval's uaNew/refNew) the strings of.
+	// uaKnown and refKnown hold the hashes whose strings the interval's
+	// aggregate holds (in its log, or uaNew/refNew); cleared at each
+	// swap.
 	uaKnown, refKnown map[uint64]struct{}
 	hostBuf           [253]byte // a referrer host lower-cased, under mu
 	_                 [64]byte  // keep shards on separate cache lines
@@ -162,6 +169,7 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 	for i := range r.shards {
 		r.shards[i].cur = newAgg()
 		r.shards[i].cur.log = make([]byte, 0, r.logBytes)
+		r.shards[i].cur.tag = 1
 		r.shards[i].uaKnown = make(map[uint64]struct{})
 		r.shards[i].refKnown = make(map[uint64]struct{})
 	}
@@ -200,15 +208,27 @@ func (r *Recorder) Record(c *Click) {
 		}
 		refHash = r.hash(host)
 	}
+	r.recordLocked(sh, c.Code, minute, visitor, uaHash, ua, refHash, host, country)
+	sh.mu.Unlock()
+}
+
+// recordLocked records one click, its hashes computed, into sh (whose
+// lock is held).
+func (r *Recorder) recordLocked(sh *shard, code []byte, minute int64, visitor, uaHash uint64, ua []byte, refHash uint64, host []byte, country [2]byte) {
 	a := sh.cur
 	a.recorded++
 	// lastUA and lastRef spare the map lookups while a shard's clicks
 	// keep the same User-Agent and referrer (one browser's connection).
-	if uaHash != sh.lastUA {
+	// A string is kept once per shard and interval: in the log, so a
+	// crash loses neither the clicks nor what they refer to.
+	if uaHash != sh.lastUA && uaHash >= reservedHash {
 		if _, ok := sh.uaKnown[uaHash]; ok {
 			sh.lastUA = uaHash
-		} else if len(a.uaNew) < r.maxStrings {
-			a.uaNew[uaHash] = string(ua)
+		} else if a.uaStrings < r.maxStrings {
+			a.uaStrings++
+			if !a.appendString(recUAString, uaHash, ua) {
+				a.uaNew[uaHash] = string(ua)
+			}
 			sh.uaKnown[uaHash] = struct{}{}
 			sh.lastUA = uaHash
 		} else {
@@ -218,8 +238,11 @@ func (r *Recorder) Record(c *Click) {
 	if refHash >= reservedHash && refHash != sh.lastRef {
 		if _, ok := sh.refKnown[refHash]; ok {
 			sh.lastRef = refHash
-		} else if len(a.refNew) < r.maxStrings {
-			a.refNew[refHash] = string(host)
+		} else if a.refStrings < r.maxStrings {
+			a.refStrings++
+			if !a.appendString(recRefString, refHash, host) {
+				a.refNew[refHash] = string(host)
+			}
 			sh.refKnown[refHash] = struct{}{}
 			sh.lastRef = refHash
 		} else {
@@ -227,10 +250,9 @@ func (r *Recorder) Record(c *Click) {
 		}
 	}
 	t := tuple{ua: uaHash, ref: refHash, country: country}
-	if !a.appendClick(c.Code, minute, visitor, t) {
-		r.add(a, c.Code, minute, visitor, t)
+	if !a.appendClick(code, minute, visitor, t) {
+		r.add(a, code, minute, visitor, t)
 	}
-	sh.mu.Unlock()
 }
 
 // add adds one click into a's entries (the click is already counted in
@@ -311,60 +333,13 @@ func (r *Recorder) add(a *agg, code []byte, minute int64, visitor uint64, t tupl
 	}
 }
 
-// Clicks in a log (agg.log), one after the other, each 8-byte aligned:
-//
-//	0  uint32 minute (Unix seconds / 60)
-//	4  [2]byte country
-//	6  uint8 code length
-//	7  reserved
-//	8  uint64 visitor
-//	16 uint64 User-Agent hash
-//	24 uint64 referrer hash
-//	32 code
-const (
-	logHeader = 32
-	maxLogRec = (logHeader + 255 + 7) &^ 7
-)
-
-// appendClick writes one click into a's log; false if there is no room.
-func (a *agg) appendClick(code []byte, minute int64, visitor uint64, t tuple) bool {
-	n := (logHeader + len(code) + 7) &^ 7
-	off := len(a.log)
-	if off+n > cap(a.log) || len(code) > 255 {
-		return false
-	}
-	b := a.log[off : off+n]
-	binary.LittleEndian.PutUint32(b[0:], uint32(minute/60))
-	b[4], b[5], b[6], b[7] = t.country[0], t.country[1], byte(len(code)), 0
-	binary.LittleEndian.PutUint64(b[8:], visitor)
-	binary.LittleEndian.PutUint64(b[16:], t.ua)
-	binary.LittleEndian.PutUint64(b[24:], t.ref)
-	copy(b[logHeader:], code)
-	a.log = a.log[:off+n]
-	return true
-}
-
-// addLog adds the clicks of a's log into its entries and empties the
-// log. The shipper calls it on an aggregate it has taken from its shard.
-func (r *Recorder) addLog(a *agg) {
-	log := a.log
-	for len(log) >= logHeader {
-		cl := int(log[6])
-		n := (logHeader + cl + 7) &^ 7
-		t := tuple{ua: binary.LittleEndian.Uint64(log[16:]), ref: binary.LittleEndian.Uint64(log[24:]), country: [2]byte{log[4], log[5]}}
-		r.add(a, log[logHeader:logHeader+cl], int64(binary.LittleEndian.Uint32(log))*60, binary.LittleEndian.Uint64(log[8:]), t)
-		log = log[n:]
-	}
-	a.log = a.log[:0]
-}
-
 // take hands shard i's aggregate to the caller, its log added up, and
 // installs spare (a cleared aggregate) in its place.
-func (r *Recorder) take(i int, spare *agg, forget bool) *agg {
-	if cap(spare.log) < r.logBytes {
-		spare.log = make([]byte, 0, r.logBytes)
+func (r *Recorder) take(i int, spare *agg) *agg {
+	if spare.reg == nil && cap(spare.log) < r.logBytes {
+		spare.log, spare.tag = make([]byte, 0, r.logBytes), 1
 	}
-	a := r.shards[i].swap(spare, forget)
+	a := r.shards[i].swap(spare)
 	r.addLog(a)
 	return a
 }
@@ -402,19 +377,17 @@ func (a *agg) internCode(code []byte) string {
 const minCodeBuf = 4 << 10
 
 // swap hands the shard's aggregate to the caller and installs spare (a
-// cleared aggregate), under the shard's lock. With forget the shard also
-// forgets which strings the shipper knows, so they are sent again. Each
-// aggregate keeps its own free entries: most entries are made when the
-// log is added up, after the swap, from the taken aggregate's.
-func (sh *shard) swap(spare *agg, forget bool) *agg {
+// cleared aggregate), under the shard's lock. The shard forgets which
+// strings it has kept: the new interval keeps them again, in its own log.
+// Each aggregate keeps its own free entries: most entries are made when
+// the log is added up, after the swap, from the taken aggregate's.
+func (sh *shard) swap(spare *agg) *agg {
 	sh.mu.Lock()
 	old := sh.cur
 	sh.cur = spare
-	if forget {
-		clear(sh.uaKnown)
-		clear(sh.refKnown)
-		sh.lastUA, sh.lastRef = 0, 0
-	}
+	clear(sh.uaKnown)
+	clear(sh.refKnown)
+	sh.lastUA, sh.lastRef = 0, 0
 	sh.mu.Unlock()
 	return old
 }
@@ -450,6 +423,7 @@ func (a *agg) reset() {
 	clear(a.uaNew)
 	clear(a.refNew)
 	a.entries, a.recorded, a.dropped, a.degraded = 0, 0, 0, 0
+	a.uaStrings, a.refStrings = 0, 0
 	a.log = a.log[:0]
 	// Every entry's code was cleared above: the buffer's bytes are free.
 	a.codeBuf = a.codeBuf[:0]

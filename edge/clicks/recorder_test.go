@@ -36,7 +36,7 @@ func sealAll(b *builder, r *Recorder) ([]*linkpb.LinkMinute, sealStats) {
 func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealStats) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.take(i, newAgg(), forget)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	st := b.gather(olds)
@@ -285,7 +285,7 @@ func TestSplit(t *testing.T) {
 	b := newBuilder()
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.take(i, newAgg(), false)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	b.gather(olds)
@@ -471,7 +471,7 @@ func TestReduce(t *testing.T) {
 	b := newBuilder()
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.take(i, newAgg(), false)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	b.gather(olds)
