@@ -38,9 +38,9 @@ type ShipperConfig struct {
 	Recorder *Recorder
 	// Publisher publishes batches. Required.
 	Publisher Publisher
-	// Flush is the interval between two sealed batches: the most clicks a
-	// SIGKILL can lose, and the usual delay before a click ships. The
-	// default is 1s.
+	// Flush is the interval between two sealed batches: the usual delay
+	// before a click ships. The clicks of the interval not sealed are in
+	// the click log (DIR/log), so a SIGKILL loses none. The default is 1s.
 	Flush time.Duration
 	// SpillMaxBytes bounds the journal. A batch that does not fit is
 	// shrunk to its counts (no visitors, no breakdowns); if that does not
