@@ -114,6 +114,7 @@ type shipperMetrics struct {
 	recorded, dropped, detailDropped, shipped, spilled *metrics.Counter
 	published, publishedBytes, publishErrors, reduced  *metrics.Counter
 	restored                                           *metrics.Counter
+	sealDur                                            *metrics.Histogram
 }
 
 // NewShipper opens the journal. Nothing runs until Run.
@@ -169,6 +170,10 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 		// Clicks found in the log at start that no batch held: recorded
 		// before a crash, shipped in the first seal.
 		restored: set.NewCounter("linkpop_edge_clicks_restored_total"),
+		// How long a seal takes, from the swap of the shards to the
+		// batch journaled: the edge's part of click → visible after
+		// the flush interval (publishing follows).
+		sealDur: set.NewHistogram("linkpop_edge_click_seal_duration_seconds"),
 	}
 	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
 	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
@@ -269,6 +274,8 @@ loop:
 func (s *Shipper) Seal() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
+	defer func() { s.met.sealDur.UpdateDuration(start) }()
 	through := time.Now().UnixMilli()
 	if through < s.through {
 		through = s.through // the clock went back: never lower the mark
