@@ -125,8 +125,9 @@ type Limits struct {
 	// 1,048,576 (about 64 MiB at most).
 	Entries int
 	// Strings bounds, per shard and interval, the distinct User-Agents and
-	// referrer hosts first seen; past it they count as unknown ("other").
-	// The default is 4096.
+	// referrer hosts seen (each is kept once per shard and interval, in
+	// the log); past it they count as unknown ("other"). The default is
+	// 16,384.
 	Strings int
 	// LogBytes is the room, per shard and interval, for clicks written as
 	// they come (about 48 bytes each) and added up when the interval is
@@ -155,7 +156,7 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 		lim.Entries = 1 << 20
 	}
 	if lim.Strings <= 0 {
-		lim.Strings = 4096
+		lim.Strings = 16 << 10
 	}
 	if lim.LogBytes <= 0 {
 		lim.LogBytes = 2 << 20
