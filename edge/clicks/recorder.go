@@ -85,9 +85,15 @@ type agg struct {
 	// the log had no room for.
 	uaNew    map[uint64]string
 	refNew   map[uint64]string
-	dropped  uint64       // clicks not kept at all (bound hit on a new entry)
-	degraded uint64       // clicks kept without some detail
-	free     []*minuteAgg // cleared entries to reuse
+	dropped  uint64 // clicks not kept at all (bound hit on a new entry)
+	degraded uint64 // clicks kept without some detail
+	// slab holds the interval's entries in the order they were made, in
+	// chunks (pointers into them stay valid); the first n are in use, the
+	// rest cleared. Made one after the other and encoded in that order,
+	// entries are neighbours in memory, where entries from a free list
+	// were scattered.
+	slab [][]minuteAgg
+	n    int
 	// codeBuf holds the codes of the interval's entries, which are
 	// strings into it: one buffer reused from interval to interval
 	// instead of a string allocated per (code, minute), most clicks' own
@@ -354,13 +360,31 @@ func (r *Recorder) hash(b []byte) uint64 {
 }
 
 func (a *agg) newMinute(minute int64) *minuteAgg {
-	if n := len(a.free); n > 0 {
-		m := a.free[n-1]
-		a.free = a.free[:n-1]
-		m.minute = minute
-		return m
+	c, i := a.n/slabChunk, a.n%slabChunk
+	if c == len(a.slab) {
+		a.slab = append(a.slab, make([]minuteAgg, slabChunk))
 	}
-	return &minuteAgg{minute: minute}
+	a.n++
+	m := &a.slab[c][i]
+	m.minute = minute
+	return m
+}
+
+// slabChunk is the entries of one slab chunk; maxSlabChunks bounds the
+// chunks an aggregate keeps between intervals.
+const (
+	slabChunk     = 1024
+	maxSlabChunks = 16
+)
+
+// eachEntry calls f with every entry in use, in the order they were made.
+func (a *agg) eachEntry(f func(m *minuteAgg)) {
+	for c := 0; c*slabChunk < a.n; c++ {
+		chunk := a.slab[c][:min(slabChunk, a.n-c*slabChunk)]
+		for i := range chunk {
+			f(&chunk[i])
+		}
+	}
 }
 
 // internCode returns code as a string held in a's code buffer.
@@ -380,8 +404,8 @@ const minCodeBuf = 4 << 10
 // swap hands the shard's aggregate to the caller and installs spare (a
 // cleared aggregate), under the shard's lock. The shard forgets which
 // strings it has kept: the new interval keeps them again, in its own log.
-// Each aggregate keeps its own free entries: most entries are made when
-// the log is added up, after the swap, from the taken aggregate's.
+// Each aggregate keeps its own entries: most are made when the log is
+// added up, after the swap, in the taken aggregate's slab.
 func (sh *shard) swap(spare *agg) *agg {
 	sh.mu.Lock()
 	old := sh.cur
@@ -393,8 +417,8 @@ func (sh *shard) swap(spare *agg) *agg {
 	return old
 }
 
-// recycle clears m and keeps it for reuse.
-func (a *agg) recycle(m *minuteAgg) {
+// clearEntry clears m for reuse, keeping its maps.
+func clearEntry(m *minuteAgg) {
 	if m.tuples != nil {
 		clear(m.tuples)
 	}
@@ -402,23 +426,16 @@ func (a *agg) recycle(m *minuteAgg) {
 		clear(m.visitors)
 	}
 	m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
-	if len(a.free) < maxFree {
-		a.free = append(a.free, m)
-	}
 }
 
-// maxFree bounds the cleared entries a shard keeps for reuse.
-const maxFree = 1 << 14
-
-// reset clears a for reuse, keeping its maps' capacity and its entries on
-// the free list.
+// reset clears a for reuse, keeping its maps' capacity and up to
+// maxSlabChunks chunks of cleared entries.
 func (a *agg) reset() {
-	for _, m := range a.codes {
-		for m != nil {
-			next := m.next
-			a.recycle(m)
-			m = next
-		}
+	a.eachEntry(clearEntry)
+	a.n = 0
+	if len(a.slab) > maxSlabChunks {
+		clear(a.slab[maxSlabChunks:])
+		a.slab = a.slab[:maxSlabChunks]
 	}
 	clear(a.codes)
 	clear(a.uaNew)
