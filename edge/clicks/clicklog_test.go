@@ -199,3 +199,22 @@ func TestClickLogTornRecord(t *testing.T) {
 		t.Fatalf("scanned %d records, %d bytes; want 2, %d", n, used, third)
 	}
 }
+
+// TestSealForgetKeepsClasses: the seal at which the shipper forgets what
+// it learnt (past maxKnownStrings) still classifies its own clicks: it
+// forgets before it learns the interval's strings, not after.
+func TestSealForgetKeepsClasses(t *testing.T) {
+	r, s := openLogShipper(t, t.TempDir(), Limits{})
+	recordMix(r, 50) // 10 bots
+	if err := s.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	recordMix(r, 50)
+	s.forgetNext = true
+	if err := s.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if clicks, bots, _, devices := journaled(t, s); clicks != 80 || bots != 20 || devices["bot"] != 20 {
+		t.Fatalf("clicks %d bots %d devices %v; want 80, 20", clicks, bots, devices)
+	}
+}

@@ -280,7 +280,15 @@ func (s *Shipper) Seal() error {
 	if through < s.through {
 		through = s.through // the clock went back: never lower the mark
 	}
-	forget := s.forgetNext
+	// What the builder knows is bounded: past maxKnownStrings it forgets
+	// it before it learns this interval's strings, which every shard kept
+	// in this interval's log (each string once per shard and interval), so
+	// nothing this seal needs is forgotten.
+	if s.forgetNext {
+		clear(s.b.uaClass)
+		clear(s.b.refStr)
+		s.forgetNext = false
+	}
 	for i := range s.rec.shards {
 		s.olds[i] = s.rec.take(i, s.spares[i])
 	}
@@ -300,11 +308,7 @@ func (s *Shipper) Seal() error {
 			s.spares[i] = a
 		}
 	}()
-	if forget {
-		clear(s.b.uaClass)
-		clear(s.b.refStr)
-		s.forgetNext = false
-	} else if len(s.b.uaClass)+len(s.b.refStr) > maxKnownStrings {
+	if len(s.b.uaClass)+len(s.b.refStr) > maxKnownStrings {
 		s.forgetNext = true
 	}
 	s.met.recorded.Add(int(st.recorded))
