@@ -217,8 +217,9 @@ type Config struct {
 	// replication.ClickStreamConfig's (LINKPOP_CLICKS).
 	ClickStream replication.ClickStreamConfig
 	// ClickFlush is how often recorded clicks are sealed into a batch,
-	// journaled in DataDir/clicks and published: the most a SIGKILL can
-	// lose. The default is 1s.
+	// journaled in DataDir/clicks and published: the usual delay before a
+	// click ships. Clicks not sealed yet are in DataDir/clicks/log, which
+	// a SIGKILL does not lose. The default is 1s.
 	ClickFlush time.Duration
 	// ClickSpillMaxBytes bounds the click journal, where batches wait
 	// while the stream is unreachable. At the bound a batch keeps only its

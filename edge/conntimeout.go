@@ -57,7 +57,7 @@ const (
 	phaseShift = 62
 	// closedBit: the connection is closed; a request read before it was
 	// closed is not answered, so the handler counts no click for it
-	// (connLost).
+	// (connInfo).
 	closedBit = 1 << 61
 	// closeLater: a Close came while a request was active; the connection
 	// closes once the request is answered (StateIdle) or fasthttp ends it
@@ -158,14 +158,6 @@ func (c *timedConn) enter(phase uint64) uint64 {
 	}
 }
 
-// connLost reports whether the connection of ctx was closed before its
-// request went active: fasthttp still runs the handler on a request it
-// had read, but its answer is never written.
-func connLost(ctx *fasthttp.RequestCtx) bool {
-	tc, ok := ctx.Conn().(*timedConn)
-	return ok && tc.phase.Load()&closedBit != 0
-}
-
 // peerAddr is the unmapped IP address of a connection's remote address
 // (the zero Addr for a non-IP one).
 func peerAddr(a net.Addr) netip.Addr {
@@ -179,11 +171,21 @@ func peerAddr(a net.Addr) netip.Addr {
 // connPeer returns the socket peer of ctx's connection: the address read
 // at accept for a timed connection.
 func connPeer(ctx *fasthttp.RequestCtx) netip.Addr {
+	peer, _ := connInfo(ctx)
+	return peer
+}
+
+// connInfo returns the socket peer of ctx's connection (connPeer) and
+// whether the connection was closed before its request went active:
+// fasthttp still runs the handler on a request it had read, but its
+// answer is never written, so no click is counted for it. One look at
+// the connection, as a click needs both.
+func connInfo(ctx *fasthttp.RequestCtx) (peer netip.Addr, lost bool) {
 	if tc, ok := ctx.Conn().(*timedConn); ok {
-		return tc.peer
+		return tc.peer, tc.phase.Load()&closedBit != 0
 	}
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	return peer.Unmap()
+	peer, _ = netip.AddrFromSlice(ctx.RemoteIP())
+	return peer.Unmap(), false
 }
 
 func (t *connTimeouts) forget(tc *timedConn) {
@@ -206,7 +208,7 @@ func (c *timedConn) Write(b []byte) (int, error) {
 // handled (a click counted) and never answered, and a client that sent it
 // on a kept-alive connection retries it, as Go's http.Transport does with
 // a GET. Either the close lands before the request goes active, and the
-// handler sees connLost, or after, and the answer is written first.
+// handler sees the connection lost (connInfo), or after, and the answer is written first.
 func (c *timedConn) Close() error {
 	for {
 		p := c.phase.Load()

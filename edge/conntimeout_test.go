@@ -154,7 +154,7 @@ func TestConnTimeoutsOverdue(t *testing.T) {
 // the second request of its one connection, closeAt closes it as
 // fasthttp's Shutdown does (closeIdleConns) either before or after the
 // request goes active. It returns the address and the count of requests
-// the handler would count a click for (not connLost).
+// the handler would count a click for (connInfo: not lost).
 func shutdownCloseServer(t *testing.T, closeBeforeActive bool) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,7 +165,7 @@ func shutdownCloseServer(t *testing.T, closeBeforeActive bool) (string, *atomic.
 	var counted, active atomic.Int64
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			if !connLost(ctx) {
+			if _, lost := connInfo(ctx); !lost {
 				counted.Add(1)
 			}
 			ctx.SetStatusCode(fasthttp.StatusFound)
@@ -242,7 +242,7 @@ func TestConnTimeoutsShutdownCloseWhileActive(t *testing.T) {
 }
 
 // A close that lands before the request goes active (fasthttp has read it
-// and still runs the handler) is connLost: no answer, and nothing counted.
+// and still runs the handler) is lost (connInfo): no answer, and nothing counted.
 func TestConnTimeoutsShutdownCloseBeforeActive(t *testing.T) {
 	leaktest.Check(t)
 	addr, counted := shutdownCloseServer(t, true)

@@ -111,7 +111,11 @@ func (s *Server) resolve(ctx *fasthttp.RequestCtx, now time.Time) int {
 // a trusted proxy the address its forwarding headers name
 // (clicks.Proxies.ClientAddr).
 func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
-	peer := connPeer(ctx)
+	return s.clientAddrOf(ctx, connPeer(ctx))
+}
+
+// clientAddrOf is clientAddr, the socket peer known.
+func (s *Server) clientAddrOf(ctx *fasthttp.RequestCtx, peer netip.Addr) netip.Addr {
 	if !s.proxies.Trusts(peer) {
 		return peer
 	}
@@ -125,16 +129,20 @@ func (s *Server) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 
 // recordClick records a click if the answer decided is a redirect to a
 // GET (HEAD, 404 and 410 are not clicks) that can still be written (the
-// connection was not closed under it: connLost) and analytics is on, and
+// connection was not closed under it: connInfo) and analytics is on, and
 // returns status.
 func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Time, status int) int {
-	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() || connLost(ctx) {
+	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
+		return status
+	}
+	peer, lost := connInfo(ctx)
+	if lost {
 		return status
 	}
 	c := clicks.Click{
 		Code:      code,
 		Time:      now,
-		Addr:      s.clientAddr(ctx),
+		Addr:      s.clientAddrOf(ctx, peer),
 		UserAgent: ctx.Request.Header.UserAgent(),
 		Referer:   ctx.Request.Header.Referer(),
 		Stripe:    ctx.ConnID(),

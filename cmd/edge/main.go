@@ -66,7 +66,7 @@ func run(args []string) error {
 		trusted       = fs.String("trusted-proxies", "", "`CIDRs` of proxies whose X-Forwarded-For / Forwarded name the client, comma separated")
 		clickStream   = fs.String("click-stream", "LINKPOP_CLICKS", "click stream `name`")
 		clickSubject  = fs.String("click-subject", "linkpop.clicks", "subject `prefix` of this edge's click batches (<prefix>.<node>); in a region with its own JetStream domain, linkpop.clicks.<domain>")
-		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the most a SIGKILL can lose)")
+		clickFlush    = fs.Duration("click-flush", edge.DefaultClickFlush, "`interval` between two click batches (the usual delay before a click ships)")
 		clickSpill    = fs.Int64("click-spill-max-bytes", edge.DefaultClickSpillMaxBytes, "`bytes` of click batches kept on disk while the stream is unreachable")
 		clickEntries  = fs.Int("click-max-entries", edge.DefaultClickMaxEntries, "click aggregate `entries` held in memory per flush interval")
 		nfRate        = fs.Float64("notfound-rate", edge.DefaultNotFoundRate, "enumeration limiter: unknown codes per `second` a client address may collect after its burst; beyond, 429")

@@ -186,6 +186,18 @@ func countryOneOf(c [2]byte) []byte {
 // the aggregates.
 func (b *builder) learn(aggs []*agg) {
 	for _, a := range aggs {
+		a.logStrings(func(kind byte, h uint64, s []byte) {
+			switch kind {
+			case recUAString:
+				if _, ok := b.uaClass[h]; !ok {
+					b.uaClass[h] = newUAInfo(b.cls.Classify(string(s)))
+				}
+			case recRefString:
+				if _, ok := b.refStr[h]; !ok {
+					b.refStr[h] = newRefInfo(string(s))
+				}
+			}
+		})
 		for h, s := range a.uaNew {
 			if _, ok := b.uaClass[h]; !ok {
 				b.uaClass[h] = newUAInfo(b.cls.Classify(s))
@@ -231,30 +243,28 @@ func (b *builder) gather(aggs []*agg) sealStats {
 		st.recorded += a.recorded
 		st.dropped += a.dropped
 		st.degraded += a.degraded
-		b.entries += len(a.codes)
+		b.entries += a.n
 	}
 	return st
 }
 
-// encode appends every gathered (code, minute) entry to e and recycles
-// it (one pass over the entries: they are not touched again). A code
+// encode appends every gathered (code, minute) entry to e and clears it
+// (one pass over the entries, in the order they were made: they are not
+// touched again). A code
 // clicked through connections of different shards has one entry per
 // shard: the collector adds them up, and merging them here would cost a
 // lookup per entry on every seal.
 func (b *builder) encode(e *batchEnc) {
 	for _, a := range b.aggs {
-		for _, m := range a.codes {
-			for m != nil {
-				if len(m.tuples) == 0 && m.plain == 0 {
-					b.encodeSingle(e, m)
-				} else {
-					b.encodeMerged(e, m)
-				}
-				next := m.next
-				a.recycle(m)
-				m = next
+		a.eachEntry(func(m *minuteAgg) {
+			if len(m.tuples) == 0 && m.plain == 0 {
+				b.encodeSingle(e, m)
+			} else {
+				b.encodeMerged(e, m)
 			}
-		}
+			clearEntry(m)
+		})
+		a.n = 0
 		clear(a.codes)
 	}
 }

@@ -328,6 +328,26 @@ func (j *journal) append(batches [][]byte, clicks []uint64, sealedAt time.Time) 
 	return err
 }
 
+// removeFrom removes the pending batches of this instance from seq on
+// and makes seq the next: the batches of a seal journaled in part before
+// a crash, which were never published (see clickLog).
+func (j *journal) removeFrom(seq uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	kept := j.pending[:0]
+	for _, e := range j.pending {
+		if e.instance == j.instance && e.seq >= seq {
+			_ = os.Remove(e.path)
+			j.bytes -= e.size
+			continue
+		}
+		kept = append(kept, e)
+	}
+	j.pending = kept
+	j.next = min(j.next, seq)
+	_ = j.writeMeta()
+}
+
 // oldest returns the first unacknowledged batch, or nil.
 func (j *journal) oldest() *entry {
 	j.mu.Lock()

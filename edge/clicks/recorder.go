@@ -66,16 +66,34 @@ type minuteAgg struct {
 
 // agg is one shard's aggregate of one flush interval.
 type agg struct {
-	codes map[uint64]*minuteAgg // by the code's hash; a list of entries each
+	// log holds the interval's clicks as Record wrote them (clickLog):
+	// they are added into the maps below when the interval is sealed, by
+	// the shipper, not on the redirect path. Past its capacity Record adds
+	// clicks into the maps itself.
+	log      []byte
+	tag      uint32  // the log's generation, in each of its records (clickLog)
+	recorded uint64  // clicks and bots recorded
+	reg      *region // the file region log is in; nil: the heap
+	// uaStrings and refStrings count the distinct User-Agents and
+	// referrer hosts first seen in the interval, against Limits.Strings.
+	uaStrings, refStrings int
+	codes                 map[uint64]*minuteAgg // by the code's hash; a list of entries each
 	// entries counts (code, minute) entries, tuples and visitors, against
 	// the shard's bound.
-	entries  int
-	uaNew    map[uint64]string // User-Agents first seen in this interval
-	refNew   map[uint64]string // referrer hosts first seen
-	recorded uint64            // clicks and bots recorded
-	dropped  uint64            // clicks not kept at all (bound hit on a new entry)
-	degraded uint64            // clicks kept without some detail
-	free     []*minuteAgg      // cleared entries to reuse
+	entries int
+	// uaNew and refNew hold the strings first seen in the interval that
+	// the log had no room for.
+	uaNew    map[uint64]string
+	refNew   map[uint64]string
+	dropped  uint64 // clicks not kept at all (bound hit on a new entry)
+	degraded uint64 // clicks kept without some detail
+	// slab holds the interval's entries in the order they were made, in
+	// chunks (pointers into them stay valid); the first n are in use, the
+	// rest cleared. Made one after the other and encoded in that order,
+	// entries are neighbours in memory, where entries from a free list
+	// were scattered.
+	slab [][]minuteAgg
+	n    int
 	// codeBuf holds the codes of the interval's entries, which are
 	// strings into it: one buffer reused from interval to interval
 	// instead of a string allocated per (code, minute), most clicks' own
@@ -92,12 +110,13 @@ func newAgg() *agg {
 // shard is a lock and its aggregate; clicks of different connections
 // mostly take different shards.
 type shard struct {
-	mu  sync.Mutex
-	cur *agg
-	// uaKnown and refKnown hold the hashes the shipper has (or will have
-	// from this interval's uaNew/refNew) the strings of.
+	mu              sync.Mutex
+	cur             *agg
+	lastUA, lastRef uint64 // the last hashes found known (0: none)
+	// uaKnown and refKnown hold the hashes whose strings the interval's
+	// aggregate holds (in its log, or uaNew/refNew); cleared at each
+	// swap.
 	uaKnown, refKnown map[uint64]struct{}
-	lastUA, lastRef   uint64    // the last hashes found known (0: none)
 	hostBuf           [253]byte // a referrer host lower-cased, under mu
 	_                 [64]byte  // keep shards on separate cache lines
 }
@@ -112,9 +131,16 @@ type Limits struct {
 	// 1,048,576 (about 64 MiB at most).
 	Entries int
 	// Strings bounds, per shard and interval, the distinct User-Agents and
-	// referrer hosts first seen; past it they count as unknown ("other").
-	// The default is 4096.
+	// referrer hosts seen (each is kept once per shard and interval, in
+	// the log); past it they count as unknown ("other"). The default is
+	// 16,384.
 	Strings int
+	// LogBytes is the room, per shard and interval, for clicks written as
+	// they come (about 48 bytes each) and added up when the interval is
+	// sealed; past it a shard adds its clicks up as they come, which
+	// costs the redirect more. The default is 2 MiB (with 4 shards per
+	// core, about 170,000 clicks per core and interval).
+	LogBytes int
 }
 
 // Recorder counts clicks into sharded in-memory aggregates. Record is safe
@@ -126,6 +152,7 @@ type Recorder struct {
 	mask       uint64
 	perShard   int
 	maxStrings int
+	logBytes   int
 	collide    bool // tests: every code hashes alike
 }
 
@@ -135,16 +162,21 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 		lim.Entries = 1 << 20
 	}
 	if lim.Strings <= 0 {
-		lim.Strings = 4096
+		lim.Strings = 16 << 10
+	}
+	if lim.LogBytes <= 0 {
+		lim.LogBytes = 2 << 20
 	}
 	n := 1
 	for n < 4*runtime.GOMAXPROCS(0) {
 		n <<= 1
 	}
 	r := &Recorder{key: key, seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1),
-		perShard: max(lim.Entries/n, 16), maxStrings: lim.Strings}
+		perShard: max(lim.Entries/n, 16), maxStrings: lim.Strings, logBytes: lim.LogBytes}
 	for i := range r.shards {
 		r.shards[i].cur = newAgg()
+		r.shards[i].cur.log = make([]byte, 0, r.logBytes)
+		r.shards[i].cur.tag = 1
 		r.shards[i].uaKnown = make(map[uint64]struct{})
 		r.shards[i].refKnown = make(map[uint64]struct{})
 	}
@@ -152,8 +184,11 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 }
 
 // Record counts one click. It takes one shard's lock (not shared by all
-// connections), does no I/O and, once the code, visitor and dimensions
-// have been seen in the interval, does not allocate.
+// connections), does no I/O and does not allocate once the User-Agent and
+// referrer have been seen. The click is appended to the shard's log
+// (appendClick: a few sequential bytes, where adding it up would touch a
+// map and an entry per click, cache misses on every request under spread
+// traffic); the shipper adds the log up when it seals the interval.
 func (r *Recorder) Record(c *Click) {
 	minute := c.Time.Unix()
 	minute -= minute % 60
@@ -167,10 +202,6 @@ func (r *Recorder) Record(c *Click) {
 		ua = ua[:maxUALen]
 	}
 	host, upper := refererHostIn(c.Referer)
-	codeHash := maphash.Bytes(r.seed, c.Code)
-	if r.collide {
-		codeHash = 7
-	}
 	country := Country(c.Addr)
 
 	sh := &r.shards[c.Stripe&r.mask]
@@ -184,48 +215,27 @@ func (r *Recorder) Record(c *Click) {
 		}
 		refHash = r.hash(host)
 	}
+	r.recordLocked(sh, c.Code, minute, visitor, uaHash, ua, refHash, host, country)
+	sh.mu.Unlock()
+}
+
+// recordLocked records one click, its hashes computed, into sh (whose
+// lock is held).
+func (r *Recorder) recordLocked(sh *shard, code []byte, minute int64, visitor, uaHash uint64, ua []byte, refHash uint64, host []byte, country [2]byte) {
 	a := sh.cur
 	a.recorded++
-	// The entries whose code hashes to codeHash: the code's minutes, and
-	// other codes on a collision.
-	head := a.codes[codeHash]
-	var same *minuteAgg // an entry of this code, for its string
-	m := head
-	for ; m != nil; m = m.next {
-		if m.code == string(c.Code) {
-			if m.minute == minute {
-				break
-			}
-			same = m
-		}
-	}
-	if m == nil {
-		if a.entries >= r.perShard {
-			a.dropped++
-			sh.mu.Unlock()
-			return
-		}
-		a.entries++
-		m = a.newMinute(minute)
-		if same != nil {
-			m.code = same.code
-		} else {
-			m.code = a.internCode(c.Code)
-		}
-		if head != nil {
-			m.next = head.next
-			head.next = m
-		} else {
-			a.codes[codeHash] = m
-		}
-	}
 	// lastUA and lastRef spare the map lookups while a shard's clicks
 	// keep the same User-Agent and referrer (one browser's connection).
-	if uaHash != sh.lastUA {
+	// A string is kept once per shard and interval: in the log, so a
+	// crash loses neither the clicks nor what they refer to.
+	if uaHash != sh.lastUA && uaHash >= reservedHash {
 		if _, ok := sh.uaKnown[uaHash]; ok {
 			sh.lastUA = uaHash
-		} else if len(a.uaNew) < r.maxStrings {
-			a.uaNew[uaHash] = string(ua)
+		} else if a.uaStrings < r.maxStrings {
+			a.uaStrings++
+			if !a.appendString(recUAString, uaHash, ua) {
+				a.uaNew[uaHash] = string(ua)
+			}
 			sh.uaKnown[uaHash] = struct{}{}
 			sh.lastUA = uaHash
 		} else {
@@ -235,8 +245,11 @@ func (r *Recorder) Record(c *Click) {
 	if refHash >= reservedHash && refHash != sh.lastRef {
 		if _, ok := sh.refKnown[refHash]; ok {
 			sh.lastRef = refHash
-		} else if len(a.refNew) < r.maxStrings {
-			a.refNew[refHash] = string(host)
+		} else if a.refStrings < r.maxStrings {
+			a.refStrings++
+			if !a.appendString(recRefString, refHash, host) {
+				a.refNew[refHash] = string(host)
+			}
 			sh.refKnown[refHash] = struct{}{}
 			sh.lastRef = refHash
 		} else {
@@ -244,6 +257,50 @@ func (r *Recorder) Record(c *Click) {
 		}
 	}
 	t := tuple{ua: uaHash, ref: refHash, country: country}
+	if !a.appendClick(code, minute, visitor, t) {
+		r.add(a, code, minute, visitor, t)
+	}
+}
+
+// add adds one click into a's entries (the click is already counted in
+// a.recorded).
+func (r *Recorder) add(a *agg, code []byte, minute int64, visitor uint64, t tuple) {
+	codeHash := maphash.Bytes(r.seed, code)
+	if r.collide {
+		codeHash = 7
+	}
+	// The entries whose code hashes to codeHash: the code's minutes, and
+	// other codes on a collision.
+	head := a.codes[codeHash]
+	var same *minuteAgg // an entry of this code, for its string
+	m := head
+	for ; m != nil; m = m.next {
+		if m.code == string(code) {
+			if m.minute == minute {
+				break
+			}
+			same = m
+		}
+	}
+	if m == nil {
+		if a.entries >= r.perShard {
+			a.dropped++
+			return
+		}
+		a.entries++
+		m = a.newMinute(minute)
+		if same != nil {
+			m.code = same.code
+		} else {
+			m.code = a.internCode(code)
+		}
+		if head != nil {
+			m.next = head.next
+			head.next = m
+		} else {
+			a.codes[codeHash] = m
+		}
+	}
 	switch {
 	case m.t0n > 0 && m.t0 == t:
 		m.t0n++
@@ -267,7 +324,7 @@ func (r *Recorder) Record(c *Click) {
 	switch {
 	case m.hasV0 && m.v0 == visitor:
 	case !m.hasV0:
-		m.v0, m.v0ua, m.hasV0 = visitor, uaHash, true
+		m.v0, m.v0ua, m.hasV0 = visitor, t.ua, true
 	default:
 		if _, ok := m.visitors[visitor]; !ok {
 			if a.entries < r.perShard {
@@ -275,13 +332,23 @@ func (r *Recorder) Record(c *Click) {
 				if m.visitors == nil {
 					m.visitors = make(map[uint64]uint64)
 				}
-				m.visitors[visitor] = uaHash
+				m.visitors[visitor] = t.ua
 			} else {
 				a.degraded++
 			}
 		}
 	}
-	sh.mu.Unlock()
+}
+
+// take hands shard i's aggregate to the caller, its log added up, and
+// installs spare (a cleared aggregate) in its place.
+func (r *Recorder) take(i int, spare *agg) *agg {
+	if spare.reg == nil && cap(spare.log) < r.logBytes {
+		spare.log, spare.tag = make([]byte, 0, r.logBytes), 1
+	}
+	a := r.shards[i].swap(spare)
+	r.addLog(a)
+	return a
 }
 
 func (r *Recorder) hash(b []byte) uint64 {
@@ -293,13 +360,31 @@ func (r *Recorder) hash(b []byte) uint64 {
 }
 
 func (a *agg) newMinute(minute int64) *minuteAgg {
-	if n := len(a.free); n > 0 {
-		m := a.free[n-1]
-		a.free = a.free[:n-1]
-		m.minute = minute
-		return m
+	c, i := a.n/slabChunk, a.n%slabChunk
+	if c == len(a.slab) {
+		a.slab = append(a.slab, make([]minuteAgg, slabChunk))
 	}
-	return &minuteAgg{minute: minute}
+	a.n++
+	m := &a.slab[c][i]
+	m.minute = minute
+	return m
+}
+
+// slabChunk is the entries of one slab chunk; maxSlabChunks bounds the
+// chunks an aggregate keeps between intervals.
+const (
+	slabChunk     = 1024
+	maxSlabChunks = 16
+)
+
+// eachEntry calls f with every entry in use, in the order they were made.
+func (a *agg) eachEntry(f func(m *minuteAgg)) {
+	for c := 0; c*slabChunk < a.n; c++ {
+		chunk := a.slab[c][:min(slabChunk, a.n-c*slabChunk)]
+		for i := range chunk {
+			f(&chunk[i])
+		}
+	}
 }
 
 // internCode returns code as a string held in a's code buffer.
@@ -317,25 +402,23 @@ func (a *agg) internCode(code []byte) string {
 const minCodeBuf = 4 << 10
 
 // swap hands the shard's aggregate to the caller and installs spare (a
-// cleared aggregate), under the shard's lock. With forget the shard also
-// forgets which strings the shipper knows, so they are sent again.
-func (sh *shard) swap(spare *agg, forget bool) *agg {
+// cleared aggregate), under the shard's lock. The shard forgets which
+// strings it has kept: the new interval keeps them again, in its own log.
+// Each aggregate keeps its own entries: most are made when the log is
+// added up, after the swap, in the taken aggregate's slab.
+func (sh *shard) swap(spare *agg) *agg {
 	sh.mu.Lock()
 	old := sh.cur
-	spare.free = append(spare.free, old.free...)
-	old.free = old.free[:0]
 	sh.cur = spare
-	if forget {
-		clear(sh.uaKnown)
-		clear(sh.refKnown)
-		sh.lastUA, sh.lastRef = 0, 0
-	}
+	clear(sh.uaKnown)
+	clear(sh.refKnown)
+	sh.lastUA, sh.lastRef = 0, 0
 	sh.mu.Unlock()
 	return old
 }
 
-// recycle clears m and keeps it for reuse.
-func (a *agg) recycle(m *minuteAgg) {
+// clearEntry clears m for reuse, keeping its maps.
+func clearEntry(m *minuteAgg) {
 	if m.tuples != nil {
 		clear(m.tuples)
 	}
@@ -343,28 +426,23 @@ func (a *agg) recycle(m *minuteAgg) {
 		clear(m.visitors)
 	}
 	m.code, m.plain, m.next, m.t0n, m.hasV0 = "", 0, nil, 0, false
-	if len(a.free) < maxFree {
-		a.free = append(a.free, m)
-	}
 }
 
-// maxFree bounds the cleared entries a shard keeps for reuse.
-const maxFree = 1 << 14
-
-// reset clears a for reuse, keeping its maps' capacity and its entries on
-// the free list.
+// reset clears a for reuse, keeping its maps' capacity and up to
+// maxSlabChunks chunks of cleared entries.
 func (a *agg) reset() {
-	for _, m := range a.codes {
-		for m != nil {
-			next := m.next
-			a.recycle(m)
-			m = next
-		}
+	a.eachEntry(clearEntry)
+	a.n = 0
+	if len(a.slab) > maxSlabChunks {
+		clear(a.slab[maxSlabChunks:])
+		a.slab = a.slab[:maxSlabChunks]
 	}
 	clear(a.codes)
 	clear(a.uaNew)
 	clear(a.refNew)
 	a.entries, a.recorded, a.dropped, a.degraded = 0, 0, 0, 0
+	a.uaStrings, a.refStrings = 0, 0
+	a.log = a.log[:0]
 	// Every entry's code was cleared above: the buffer's bytes are free.
 	a.codeBuf = a.codeBuf[:0]
 }

@@ -36,7 +36,7 @@ func sealAll(b *builder, r *Recorder) ([]*linkpb.LinkMinute, sealStats) {
 func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealStats) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.shards[i].swap(newAgg(), forget)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	st := b.gather(olds)
@@ -285,7 +285,7 @@ func TestSplit(t *testing.T) {
 	b := newBuilder()
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.shards[i].swap(newAgg(), false)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	b.gather(olds)
@@ -334,8 +334,9 @@ func TestSplit(t *testing.T) {
 // TestSealModel records random clicks (codes, minutes, User-Agents,
 // referrers, addresses and stripes drawn from small sets, so entries are
 // single and merged, in one shard and in several, and in some rounds all
-// codes on one hash) and compares the decoded seal with a plain count per
-// (code, minute).
+// codes on one hash, and in some a log so small that most clicks are added
+// up as they come instead of at the seal) and compares the decoded seal
+// with a plain count per (code, minute).
 func TestSealModel(t *testing.T) {
 	uas := []string{uaChrome, uaIPhone, uaSlack, uaGoogle, uaFirefox, ""}
 	refs := []string{"", "https://a.example/x", "https://B.example:8080/", "junk"}
@@ -357,7 +358,11 @@ func TestSealModel(t *testing.T) {
 	b := newBuilder()
 	for round := range 20 {
 		rng := rand.New(rand.NewPCG(uint64(round), 7))
-		r := NewRecorder(testKey, Limits{})
+		lim := Limits{}
+		if round%3 == 1 {
+			lim.LogBytes = 200 // a few clicks per shard, then added up at once
+		}
+		r := NewRecorder(testKey, lim)
 		// Every fourth round, every code hashes alike: one list per shard.
 		r.collide = round%4 == 3
 		want := map[key]*model{}
@@ -466,7 +471,7 @@ func TestReduce(t *testing.T) {
 	b := newBuilder()
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
-		olds[i] = r.shards[i].swap(newAgg(), false)
+		olds[i] = r.take(i, newAgg())
 	}
 	b.learn(olds)
 	b.gather(olds)

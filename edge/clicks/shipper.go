@@ -38,9 +38,9 @@ type ShipperConfig struct {
 	Recorder *Recorder
 	// Publisher publishes batches. Required.
 	Publisher Publisher
-	// Flush is the interval between two sealed batches: the most clicks a
-	// SIGKILL can lose, and the usual delay before a click ships. The
-	// default is 1s.
+	// Flush is the interval between two sealed batches: the usual delay
+	// before a click ships. The clicks of the interval not sealed are in
+	// the click log (DIR/log), so a SIGKILL loses none. The default is 1s.
 	Flush time.Duration
 	// SpillMaxBytes bounds the journal. A batch that does not fit is
 	// shrunk to its counts (no visitors, no breakdowns); if that does not
@@ -100,9 +100,10 @@ type Shipper struct {
 
 	spares     []*agg
 	olds       []*agg
-	enc, enc2  batchEnc // a seal's LinkMinutes; their counts only
-	out        [][]byte // the batches of the last encode
-	clicks     []uint64 // their clicks
+	enc, enc2  batchEnc  // a seal's LinkMinutes; their counts only
+	out        [][]byte  // the batches of the last encode
+	clicks     []uint64  // their clicks
+	cl         *clickLog // nil: the logs are on the heap
 	forgetNext bool
 	through    int64 // through mark of the last sealed batch
 	ran        bool
@@ -112,6 +113,8 @@ type Shipper struct {
 type shipperMetrics struct {
 	recorded, dropped, detailDropped, shipped, spilled *metrics.Counter
 	published, publishedBytes, publishErrors, reduced  *metrics.Counter
+	restored                                           *metrics.Counter
+	sealDur                                            *metrics.Histogram
 }
 
 // NewShipper opens the journal. Nothing runs until Run.
@@ -145,10 +148,12 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 		cfg.Logger.Error("click journal: undecodable batch set aside", "file", name+".corrupt")
 	}
 	s := &Shipper{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, j: j, b: newBuilder(), through: time.Now().UnixMilli()}
-	for range cfg.Recorder.shards {
+	rec := cfg.Recorder
+	n := len(rec.shards)
+	for range n {
 		s.spares = append(s.spares, newAgg())
 	}
-	s.olds = make([]*agg, len(s.spares))
+	s.olds = make([]*agg, n)
 	set := cfg.Metrics
 	s.met = shipperMetrics{
 		recorded:      set.NewCounter("linkpop_edge_clicks_recorded_total"),
@@ -162,10 +167,37 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 		publishedBytes: set.NewCounter("linkpop_edge_click_batch_bytes_published_total"),
 		publishErrors:  set.NewCounter("linkpop_edge_click_publish_errors_total"),
 		reduced:        set.NewCounter("linkpop_edge_click_batches_reduced_total"),
+		// Clicks found in the log at start that no batch held: recorded
+		// before a crash, shipped in the first seal.
+		restored: set.NewCounter("linkpop_edge_clicks_restored_total"),
+		// How long a seal takes, from the swap of the shards to the
+		// batch journaled: the edge's part of click → visible after
+		// the flush interval (publishing follows).
+		sealDur: set.NewHistogram("linkpop_edge_click_seal_duration_seconds"),
 	}
 	set.NewGauge("linkpop_edge_clicks_spill_bytes", func() float64 { _, b, _ := j.state(); return float64(b) })
 	set.NewGauge("linkpop_edge_clicks_spill_batches", func() float64 { n, _, _ := j.state(); return float64(n) })
 	set.NewGauge("linkpop_edge_clicks_shipping_lag_seconds", func() float64 { return s.State().Lag.Seconds() })
+	cl, lost, err := openClickLog(cfg.Dir, 2*n, rec.logBytes, j)
+	if err != nil {
+		cfg.Logger.Warn("click log not mapped: a crash loses the clicks of the interval not sealed", "err", err)
+	} else {
+		s.cl = cl
+		for i := range rec.shards {
+			cl.arm(s.spares[i], &cl.regions[n+i])
+			sh := &rec.shards[i]
+			sh.mu.Lock()
+			heap, tag := sh.cur.log, sh.cur.tag
+			cl.arm(sh.cur, &cl.regions[i])
+			adopt(sh.cur, heap, tag)
+			sh.mu.Unlock()
+		}
+	}
+	if len(lost) > 0 {
+		k := rec.restore(lost)
+		cfg.Logger.Info("click log: clicks of the last run not sealed before it ended, recorded again", "clicks", k)
+		s.met.restored.Add(k)
+	}
 	return s, nil
 }
 
@@ -242,28 +274,41 @@ loop:
 func (s *Shipper) Seal() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
+	defer func() { s.met.sealDur.UpdateDuration(start) }()
 	through := time.Now().UnixMilli()
 	if through < s.through {
 		through = s.through // the clock went back: never lower the mark
 	}
-	forget := s.forgetNext
+	// What the builder knows is bounded: past maxKnownStrings it forgets
+	// it before it learns this interval's strings, which every shard kept
+	// in this interval's log (each string once per shard and interval), so
+	// nothing this seal needs is forgotten.
+	if s.forgetNext {
+		clear(s.b.uaClass)
+		clear(s.b.refStr)
+		s.forgetNext = false
+	}
 	for i := range s.rec.shards {
-		s.olds[i] = s.rec.shards[i].swap(s.spares[i], forget)
+		s.olds[i] = s.rec.take(i, s.spares[i])
 	}
 	s.b.learn(s.olds)
 	st := s.b.gather(s.olds)
 	defer func() {
 		s.b.aggs = nil
 		for i, a := range s.olds {
+			if a.reg != nil {
+				// Journaled, or counted as dropped: not to be added back.
+				a.reg.setDone()
+			}
 			a.reset()
+			if s.cl != nil && a.reg != nil {
+				s.cl.arm(a, a.reg) // the next interval but one
+			}
 			s.spares[i] = a
 		}
 	}()
-	if forget {
-		clear(s.b.uaClass)
-		clear(s.b.refStr)
-		s.forgetNext = false
-	} else if len(s.b.uaClass)+len(s.b.refStr) > maxKnownStrings {
+	if len(s.b.uaClass)+len(s.b.refStr) > maxKnownStrings {
 		s.forgetNext = true
 	}
 	s.met.recorded.Add(int(st.recorded))
@@ -302,6 +347,14 @@ func (s *Shipper) Seal() error {
 				return err
 			}
 			return fmt.Errorf("%w: %d clicks dropped", ErrSpillFull, n)
+		}
+	}
+	if s.cl != nil {
+		from := s.j.nextSeq()
+		for _, a := range s.olds {
+			if a.reg != nil {
+				a.reg.setRange(from, from+uint64(len(batches))-1)
+			}
 		}
 	}
 	if err := s.j.append(batches, clicks, time.UnixMilli(through)); errors.Is(err, errMetaNotSaved) {
