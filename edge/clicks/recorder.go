@@ -71,13 +71,10 @@ type agg struct {
 	// the shipper, not on the redirect path. Past its capacity Record adds
 	// clicks into the maps itself.
 	log      []byte
-	tag      uint32  // the log's generation, in each of its records (clickLog)
-	recorded uint64  // clicks and bots recorded
-	reg      *region // the file region log is in; nil: the heap
-	// uaStrings and refStrings count the distinct User-Agents and
-	// referrer hosts first seen in the interval, against Limits.Strings.
-	uaStrings, refStrings int
-	codes                 map[uint64]*minuteAgg // by the code's hash; a list of entries each
+	tag      uint32                // the log's generation, in each of its records (clickLog)
+	recorded uint64                // clicks and bots recorded
+	reg      *region               // the file region log is in; nil: the heap
+	codes    map[uint64]*minuteAgg // by the code's hash; a list of entries each
 	// entries counts (code, minute) entries, tuples and visitors, against
 	// the shard's bound.
 	entries int
@@ -110,15 +107,49 @@ func newAgg() *agg {
 // shard is a lock and its aggregate; clicks of different connections
 // mostly take different shards.
 type shard struct {
-	mu              sync.Mutex
-	cur             *agg
-	lastUA, lastRef uint64 // the last hashes found known (0: none)
-	// uaKnown and refKnown hold the hashes whose strings the interval's
-	// aggregate holds (in its log, or uaNew/refNew); cleared at each
-	// swap.
-	uaKnown, refKnown map[uint64]struct{}
-	hostBuf           [253]byte // a referrer host lower-cased, under mu
-	_                 [64]byte  // keep shards on separate cache lines
+	mu  sync.Mutex
+	cur *agg
+	// ua and ref are the User-Agents and referrer hosts whose strings the
+	// interval's aggregate holds (in its log, or uaNew/refNew); cleared
+	// at each swap.
+	ua, ref knownStrings
+	hostBuf [253]byte // a referrer host lower-cased, under mu
+	_       [64]byte  // keep shards on separate cache lines
+}
+
+// knownStrings is the hashes of one kind of string (User-Agents or
+// referrer hosts) that a shard's interval holds the strings of.
+type knownStrings struct {
+	set  map[uint64]struct{}
+	last uint64 // the last hash found in set (0: none)
+}
+
+// keep returns h once the interval holds its string s: found in k, or
+// kept now, once per shard and interval, in a's log (in overflow when the
+// log is full), so a crash loses neither the clicks nor what they refer
+// to. Past max distinct strings it returns past instead. last spares the
+// map lookup while a shard's clicks keep the same string (one browser's
+// connection). Reserved hashes carry no string.
+func (k *knownStrings) keep(a *agg, kind byte, h uint64, s []byte, overflow map[uint64]string, max int, past uint64) uint64 {
+	if h == k.last || h < reservedHash {
+		return h
+	}
+	if _, ok := k.set[h]; !ok {
+		if len(k.set) >= max {
+			return past
+		}
+		if !a.appendString(kind, h, s) {
+			overflow[h] = string(s)
+		}
+		k.set[h] = struct{}{}
+	}
+	k.last = h
+	return h
+}
+
+func (k *knownStrings) reset() {
+	clear(k.set)
+	k.last = 0
 }
 
 // Limits bound the recorder's memory.
@@ -177,8 +208,8 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 		r.shards[i].cur = newAgg()
 		r.shards[i].cur.log = make([]byte, 0, r.logBytes)
 		r.shards[i].cur.tag = 1
-		r.shards[i].uaKnown = make(map[uint64]struct{})
-		r.shards[i].refKnown = make(map[uint64]struct{})
+		r.shards[i].ua.set = make(map[uint64]struct{})
+		r.shards[i].ref.set = make(map[uint64]struct{})
 	}
 	return r
 }
@@ -224,38 +255,8 @@ func (r *Recorder) Record(c *Click) {
 func (r *Recorder) recordLocked(sh *shard, code []byte, minute int64, visitor, uaHash uint64, ua []byte, refHash uint64, host []byte, country [2]byte) {
 	a := sh.cur
 	a.recorded++
-	// lastUA and lastRef spare the map lookups while a shard's clicks
-	// keep the same User-Agent and referrer (one browser's connection).
-	// A string is kept once per shard and interval: in the log, so a
-	// crash loses neither the clicks nor what they refer to.
-	if uaHash != sh.lastUA && uaHash >= reservedHash {
-		if _, ok := sh.uaKnown[uaHash]; ok {
-			sh.lastUA = uaHash
-		} else if a.uaStrings < r.maxStrings {
-			a.uaStrings++
-			if !a.appendString(recUAString, uaHash, ua) {
-				a.uaNew[uaHash] = string(ua)
-			}
-			sh.uaKnown[uaHash] = struct{}{}
-			sh.lastUA = uaHash
-		} else {
-			uaHash = uaUnknown
-		}
-	}
-	if refHash >= reservedHash && refHash != sh.lastRef {
-		if _, ok := sh.refKnown[refHash]; ok {
-			sh.lastRef = refHash
-		} else if a.refStrings < r.maxStrings {
-			a.refStrings++
-			if !a.appendString(recRefString, refHash, host) {
-				a.refNew[refHash] = string(host)
-			}
-			sh.refKnown[refHash] = struct{}{}
-			sh.lastRef = refHash
-		} else {
-			refHash = refOther
-		}
-	}
+	uaHash = sh.ua.keep(a, recUAString, uaHash, ua, a.uaNew, r.maxStrings, uaUnknown)
+	refHash = sh.ref.keep(a, recRefString, refHash, host, a.refNew, r.maxStrings, refOther)
 	t := tuple{ua: uaHash, ref: refHash, country: country}
 	if !a.appendClick(code, minute, visitor, t) {
 		r.add(a, code, minute, visitor, t)
@@ -410,9 +411,8 @@ func (sh *shard) swap(spare *agg) *agg {
 	sh.mu.Lock()
 	old := sh.cur
 	sh.cur = spare
-	clear(sh.uaKnown)
-	clear(sh.refKnown)
-	sh.lastUA, sh.lastRef = 0, 0
+	sh.ua.reset()
+	sh.ref.reset()
 	sh.mu.Unlock()
 	return old
 }
@@ -441,7 +441,6 @@ func (a *agg) reset() {
 	clear(a.uaNew)
 	clear(a.refNew)
 	a.entries, a.recorded, a.dropped, a.degraded = 0, 0, 0, 0
-	a.uaStrings, a.refStrings = 0, 0
 	a.log = a.log[:0]
 	// Every entry's code was cleared above: the buffer's bytes are free.
 	a.codeBuf = a.codeBuf[:0]
