@@ -56,6 +56,28 @@ func startHub(t *testing.T, dir string, leafPort int) *server.Server {
 	})
 }
 
+// startLeaf starts an in-process JetStream server of domain "eu" on
+// client port (-1: any), its store in dir, connected as a leaf node to
+// the hub's leafnode listener on leafPort.
+func startLeaf(t *testing.T, port int, dir string, leafPort int) *server.Server {
+	t.Helper()
+	return startServer(t, &server.Options{
+		ServerName: "eu", Host: "127.0.0.1", Port: port, JetStream: true, JetStreamDomain: "eu", StoreDir: dir,
+		LeafNode: server.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", leafPort)}}}}},
+	})
+}
+
+// dialServer connects to url, closed when the test ends.
+func dialServer(ctx context.Context, t *testing.T, url string) *replication.Conn {
+	t.Helper()
+	nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{url}, ReconnectWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func startServer(t *testing.T, o *server.Options) *server.Server {
 	t.Helper()
 	o.NoLog, o.NoSigs = true, true
@@ -109,21 +131,10 @@ func TestRegionMirror(t *testing.T) {
 	leafPort := freePort(t)
 	hubDir := t.TempDir()
 	hub := startHub(t, hubDir, leafPort)
-	leaf := startServer(t, &server.Options{
-		ServerName: "eu", Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: "eu", StoreDir: t.TempDir(),
-		LeafNode: server.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", leafPort)}}}}},
-	})
+	leaf := startLeaf(t, -1, t.TempDir(), leafPort)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dial := func(url string) *replication.Conn {
-		nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{url}, ReconnectWait: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	hubNC, leafNC := dial(hub.ClientURL()), dial(leaf.ClientURL())
+	hubNC, leafNC := dialServer(ctx, t, hub.ClientURL()), dialServer(ctx, t, leaf.ClientURL())
 	links := replication.StreamConfig{}
 	if err := replication.EnsureStreams(ctx, hubNC, links, replication.OriginStream(links, time.Hour), replication.ClickStreamConfig{}); err != nil {
 		t.Fatal(err)
@@ -204,7 +215,7 @@ func TestRegionMirror(t *testing.T) {
 
 	// The hub is back: the mirror catches up, and the proof follows.
 	hub = startHub(t, hubDir, leafPort)
-	hubNC2 := dial(hub.ClientURL())
+	hubNC2 := dialServer(ctx, t, hub.ClientURL())
 	pub2, err := replication.NewPublisher(hubNC2, links)
 	if err != nil {
 		t.Fatal(err)
@@ -229,24 +240,10 @@ func TestConsumerFallback(t *testing.T) {
 	leafPort, leafClient := freePort(t), freePort(t)
 	hub := startHub(t, t.TempDir(), leafPort)
 	leafDir := t.TempDir()
-	startLeaf := func() *server.Server {
-		return startServer(t, &server.Options{
-			ServerName: "eu", Host: "127.0.0.1", Port: leafClient, JetStream: true, JetStreamDomain: "eu", StoreDir: leafDir,
-			LeafNode: server.LeafNodeOpts{ReconnectInterval: 100 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", leafPort)}}}}},
-		})
-	}
-	leaf := startLeaf()
+	leaf := startLeaf(t, leafClient, leafDir, leafPort)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dial := func(url string) *replication.Conn {
-		nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: []string{url}, ReconnectWait: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	hubNC, leafNC := dial(hub.ClientURL()), dial(leaf.ClientURL())
+	hubNC, leafNC := dialServer(ctx, t, hub.ClientURL()), dialServer(ctx, t, leaf.ClientURL())
 	links := replication.StreamConfig{}
 	if err := replication.EnsureStreams(ctx, hubNC, links, replication.OriginStream(links, time.Hour), replication.ClickStreamConfig{}); err != nil {
 		t.Fatal(err)
@@ -263,7 +260,7 @@ func TestConsumerFallback(t *testing.T) {
 		last = publishChange(t, pub, fmt.Sprintf("a-%d", i))
 	}
 	a := newPebbleApplier(t)
-	edgeNC, edgeHubNC := dial(leaf.ClientURL()), dial(hub.ClientURL())
+	edgeNC, edgeHubNC := dialServer(ctx, t, leaf.ClientURL()), dialServer(ctx, t, hub.ClientURL())
 	con, err := replication.NewConsumer(edgeNC, replication.ConsumerConfig{
 		Stream: links, Applier: a, PollInterval: 100 * time.Millisecond, Heartbeat: 500 * time.Millisecond, Fallback: edgeHubNC,
 	})
@@ -295,7 +292,7 @@ func TestConsumerFallback(t *testing.T) {
 	}
 	caughtUp("the consumer follows the hub's stream while the region's server is down", true)
 
-	leaf = startLeaf()
+	leaf = startLeaf(t, leafClient, leafDir, leafPort)
 	for i := range 5 {
 		last = publishChange(t, pub, fmt.Sprintf("c-%d", i))
 	}
@@ -313,7 +310,7 @@ func TestConsumerFallback(t *testing.T) {
 	caughtUp("the consumer is on the hub's stream again", true)
 	hub.Shutdown()
 	hub.WaitForShutdown()
-	startLeaf()
+	startLeaf(t, leafClient, leafDir, leafPort)
 	wait.For(t, 30*time.Second, "the consumer leaves the unreachable hub for the region's mirror", func() bool {
 		s := con.Status()
 		return !s.Fallback && s.Connected && s.Applied == last

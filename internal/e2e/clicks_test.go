@@ -188,6 +188,60 @@ func send(s *system, r clickReq) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// backgroundTraffic is traffic running in a goroutine (startTraffic),
+// for tests that apply a fault part of the way through it.
+type backgroundTraffic struct {
+	t        *testing.T
+	done     atomic.Int64
+	finished chan struct{}
+	err      error // traffic's, once finished is closed
+}
+
+// startTraffic sends reqs through traffic with 4 workers in the
+// background.
+func startTraffic(t *testing.T, s *system, m *clickModel, reqs []clickReq, refusedOK bool) *backgroundTraffic {
+	b := &backgroundTraffic{t: t, finished: make(chan struct{})}
+	go func() {
+		defer close(b.finished)
+		b.err = traffic(s, m, reqs, 4, &b.done, refusedOK)
+	}()
+	return b
+}
+
+// reach waits until n requests were sent or the traffic ended.
+func (b *backgroundTraffic) reach(n int) {
+	b.t.Helper()
+	wait.For(b.t, convergeTimeout, fmt.Sprintf("%d requests sent", n), func() bool {
+		select {
+		case <-b.finished:
+			return true
+		default:
+		}
+		return b.done.Load() >= int64(n)
+	})
+}
+
+// reachBefore is reach, failing the test if the traffic ended before
+// what (the fault the caller applies next) could be applied.
+func (b *backgroundTraffic) reachBefore(n int, what string) {
+	b.t.Helper()
+	b.reach(n)
+	select {
+	case <-b.finished:
+		b.t.Fatalf("the traffic ended before %s: %v", what, b.err)
+	default:
+	}
+}
+
+// wait waits for the end of the traffic and fails the test on its error.
+func (b *backgroundTraffic) wait() {
+	b.t.Helper()
+	<-b.finished
+	if b.err != nil {
+		b.t.Fatal(b.err)
+	}
+}
+
 // traffic sends reqs from workers goroutines, records every answer in m
 // and checks it against the request's want. progress counts the requests
 // done. With refusedOK, a refused connection (an edge that is stopped: the
@@ -536,36 +590,12 @@ func TestClicksExactThroughFaults(t *testing.T) {
 			m := newClickModel()
 			m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
 			reqs := sc.script(2, 3000)
-			var done atomic.Int64
-			finished := make(chan struct{})
-			var terr error
-			go func() {
-				defer close(finished)
-				terr = traffic(sc.s, m, reqs, 4, &done, f.tolerate)
-			}()
-			waitProgress := func(n int) {
-				wait.For(t, convergeTimeout, fmt.Sprintf("%d requests sent", n), func() bool {
-					select {
-					case <-finished:
-						return true
-					default:
-					}
-					return done.Load() >= int64(n)
-				})
-			}
-			waitProgress(len(reqs) / 3)
-			select {
-			case <-finished:
-				t.Fatalf("the traffic ended before the fault: %v", terr)
-			default:
-			}
+			tr := startTraffic(t, sc.s, m, reqs, f.tolerate)
+			tr.reachBefore(len(reqs)/3, "the fault")
 			f.apply(sc.s)
-			waitProgress(2 * len(reqs) / 3)
+			tr.reach(2 * len(reqs) / 3)
 			f.undo(sc.s)
-			<-finished
-			if terr != nil {
-				t.Fatal(terr)
-			}
+			tr.wait()
 			end := time.Now()
 			t.Logf("%d redirects served, %d requests without an answer", m.served, m.ambiguous)
 			if m.ambiguous > 0 {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,45 +179,21 @@ func TestCollectorProcesses(t *testing.T) {
 	m := newClickModel()
 	m.baseline(t, sc.s, append(sc.active, sc.disabled)...)
 	reqs := sc.script(3, 3000)
-	var done atomic.Int64
-	finished := make(chan struct{})
-	var terr error
-	go func() {
-		defer close(finished)
-		terr = traffic(sc.s, m, reqs, 4, &done, false)
-	}()
-	waitProgress := func(n int) {
-		wait.For(t, convergeTimeout, fmt.Sprintf("%d requests sent", n), func() bool {
-			select {
-			case <-finished:
-				return true
-			default:
-			}
-			return done.Load() >= int64(n)
-		})
-	}
+	tr := startTraffic(t, sc.s, m, reqs, false)
 	// Mid-ingest: a third of the traffic is sent, the edges ship a batch
 	// every 200 ms and partition 0 applies them as they come.
-	waitProgress(len(reqs) / 3)
-	select {
-	case <-finished:
-		t.Fatalf("the traffic ended before the kill: %v", terr)
-	default:
-	}
+	tr.reachBefore(len(reqs)/3, "the kill")
 	batches := fleet.metric(0, "linkpop_collector_batches_total")
 	fleet.procs[0].p.Kill()
-	t.Logf("partition 0 SIGKILLed after %d of %d requests, having applied %v batches", done.Load(), len(reqs), batches)
+	t.Logf("partition 0 SIGKILLed after %d of %d requests, having applied %v batches", tr.done.Load(), len(reqs), batches)
 	// While it is down its links' stats are 503, never someone else's.
 	_, err := sc.s.client.Stats(context.Background(), firstOf(sc.active, 0), client.StatsQuery{})
 	if !isAPIError(err, http.StatusServiceUnavailable, "unavailable") {
 		t.Errorf("stats of a partition-0 link while it is down: %v, want 503 unavailable", err)
 	}
-	waitProgress(2 * len(reqs) / 3)
+	tr.reach(2 * len(reqs) / 3)
 	fleet.start(sc.s, 0)
-	<-finished
-	if terr != nil {
-		t.Fatal(terr)
-	}
+	tr.wait()
 	end := time.Now()
 	t.Logf("%d redirects served", m.served)
 	checkStats(t, sc.s, m, end, sc.disabled)
