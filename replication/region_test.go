@@ -3,7 +3,6 @@ package replication_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/linkpop/linkpop/internal/proctest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -109,16 +109,6 @@ func publishChange(t *testing.T, pub *replication.Publisher, code string) uint64
 	return seq
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestRegionMirror runs a hub and a region's leaf server (domain "eu")
 // in-process: the region's mirror (EnsureRegion) follows the hub's
 // change stream and a consumer reading the mirror proves its freshness;
@@ -128,7 +118,7 @@ func freePort(t *testing.T) int {
 // reach the hub's click stream under the hub's subjects. The netns test
 // (internal/regions) runs the same topology across network namespaces.
 func TestRegionMirror(t *testing.T) {
-	leafPort := freePort(t)
+	leafPort := proctest.FreePort(t)
 	hubDir := t.TempDir()
 	hub := startHub(t, hubDir, leafPort)
 	leaf := startLeaf(t, -1, t.TempDir(), leafPort)
@@ -237,7 +227,7 @@ func TestRegionMirror(t *testing.T) {
 // With the hub gone while the consumer reads it, it returns to the
 // region's mirror.
 func TestConsumerFallback(t *testing.T) {
-	leafPort, leafClient := freePort(t), freePort(t)
+	leafPort, leafClient := proctest.FreePort(t), proctest.FreePort(t)
 	hub := startHub(t, t.TempDir(), leafPort)
 	leafDir := t.TempDir()
 	leaf := startLeaf(t, leafClient, leafDir, leafPort)

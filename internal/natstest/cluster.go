@@ -3,7 +3,6 @@ package natstest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,7 +101,10 @@ func StartClusterProcesses(t testing.TB, n int) *Cluster {
 
 func newCluster(t testing.TB, n int) *Cluster {
 	c := &Cluster{t: t, name: "linkpop-test", members: make([]member, n), auth: newAuth()}
-	ports := reservePorts(t, 3*n)
+	ports := make([]int, 3*n)
+	for i := range ports {
+		ports[i] = proctest.FreePort(t)
+	}
 	for i := range n {
 		c.dirs = append(c.dirs, t.TempDir())
 		c.ports = append(c.ports, ports[3*i])
@@ -121,29 +123,6 @@ func (c *Cluster) startAll() {
 		c.start(c.t, i)
 	}
 	c.WaitReady(c.t)
-}
-
-// reservePorts returns n distinct free loopback ports. The listeners are
-// closed again, so another process could take a port before the server
-// binds it; on loopback in a test run that has not been seen.
-func reservePorts(t testing.TB, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("natstest: reserve port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }
 
 // options builds server i's options afresh (the server keeps and changes

@@ -7,10 +7,12 @@ package proctest
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,19 +35,63 @@ func Build(t testing.TB, pkg string) string {
 }
 
 // FreeAddr returns a loopback host:port that had no listener a moment ago,
-// for a child process whose flags need a fixed address. Another process
-// may take the port in between; on a test machine that is rare enough.
+// for a child process whose flags need a fixed address.
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (ip_local_port_range), not asked of the kernel with port 0: a port the
+// kernel handed out and this function released at once is the kind it
+// hands out next, to another test's listener or to any outgoing
+// connection's local end, so the child could find it taken before it
+// binds. Below the range only another FreeAddr can pick it, and this
+// process never hands out the same port twice.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+// FreePort is FreeAddr's port, for configurations that take a port alone.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	lo := ephemeralLow()
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for range 200 {
+		port := lo/2 + rand.IntN(lo-lo/2)
+		if handedOut[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		handedOut[port] = true
+		return port
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("find a free port: %v", err)
+	t.Fatalf("find a free port: 200 random ports below %d were all taken", lo)
+	return 0
+}
+
+var (
+	freeMu    sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or
+// 32768 (Linux's default) where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if lo, err := strconv.Atoi(f[0]); err == nil && lo >= 2048 {
+				return lo
+			}
+		}
 	}
-	return addr
+	return 32768
 }
 
 // Spec describes a child process.

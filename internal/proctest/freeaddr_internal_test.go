@@ -1,0 +1,35 @@
+package proctest
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+// TestFreeAddrBelowEphemeral: the ports handed out are never ones the
+// kernel gives to port-0 listeners or outgoing connections, never the same
+// twice, and free to bind.
+func TestFreeAddrBelowEphemeral(t *testing.T) {
+	lo := ephemeralLow()
+	seen := map[string]bool{}
+	for range 50 {
+		addr := FreeAddr(t)
+		if seen[addr] {
+			t.Fatalf("FreeAddr handed out %s twice", addr)
+		}
+		seen[addr] = true
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, _ := strconv.Atoi(p)
+		if port <= 0 || port >= lo {
+			t.Fatalf("FreeAddr gave port %d, inside the ephemeral range starting at %d", port, lo)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("FreeAddr gave %s, which cannot be bound: %v", addr, err)
+		}
+		l.Close()
+	}
+}
