@@ -47,10 +47,18 @@ type SendFunc func(code string, revision uint64, data []byte, lastSeq uint64) (*
 //
 // With a lease (Publisher.SetEpoch), every event carries the leader's
 // epoch and the anchor is also the fence: a new leader appends an epoch
-// barrier (Publisher.AppendBarrier), so the old leader's events in flight
-// are refused, and its next anchor finds the higher epoch and fails with
-// ErrFenced instead of anchoring on the new leader's messages. Only
-// chains of one epoch ever append after each other.
+// barrier (Publisher.AppendBarrier), so the old leader's event in flight
+// that expected the barrier's place is refused, and its next anchor finds
+// the higher epoch and fails with ErrFenced instead of anchoring on the
+// new leader's messages; nothing it sent after the barrier is ever counted
+// as stored, so nothing it sent after the barrier is acknowledged. The
+// old leader's events already in flight behind the refused one can still
+// land after the barrier, each at the place after its predecessor's (the
+// barrier took one place); no JetStream header can refuse them without
+// refusing a pipelined window too. The new leader's store does not hold
+// them: its chain counts them (StaleTails) when it anchors on one, so the
+// operator can repair the replicas (origin verify, the edges' POST
+// /repair).
 //
 // A Chain is not safe for concurrent use; one writer owns it.
 type Chain struct {
@@ -60,7 +68,18 @@ type Chain struct {
 	// known says whether it may trust it.
 	tail  uint64
 	known atomic.Bool
+	// staleTails counts the anchors that found a message of an older
+	// epoch last (see StaleTails).
+	staleTails atomic.Uint64
 }
+
+// StaleTails is how many times the chain, with a lease, anchored on a
+// message of an older epoch than its own: an event a deposed leader had in
+// flight when this leader's barrier landed, stored after the barrier
+// although never acknowledged (see Chain). The store of the leader that
+// owns this chain does not hold it; replicas that applied it differ from
+// the origin until repaired.
+func (c *Chain) StaleTails() uint64 { return c.staleTails.Load() }
 
 // NewChain returns a chain publishing through p. send replaces
 // p.PublishRawAsyncAt if not nil: tests use it to make single publishes
@@ -147,13 +166,26 @@ func (c *Chain) Publish(ctx context.Context, events []Event, done func(i int)) (
 
 // resync anchors the chain on the stream's last message: it returns how
 // many events, from the first, are in the stream (0 unless the last
-// message is one of events, then up to and including it).
+// message is one of events, then up to the first not stored).
 //
-// It is also the fence of an origin with a lease: if the last message
-// carries a higher epoch than the publisher's, a newer leader has
-// appended its barrier (and maybe events after it), and anchoring on it
-// would land this deposed leader's events after the new leader's.
-// resync returns ErrFenced instead, and keeps returning it.
+// The events before the last message are not all stored just because it
+// is: if another writer's message landed while a window was in flight, the
+// window's event in its place was refused and the ones after it landed
+// one place further on (each expects the position after its
+// predecessor's). An event of the window can only land at its own
+// position (the anchor's tail + its index + 1), so resync reads the
+// messages at those positions and counts only the events found there; the
+// first one missing is sent again, and the duplicates after it absorbed.
+//
+// It is also the fence of an origin with a lease: if the stream holds a
+// barrier of a higher epoch than the publisher's, a newer leader has taken
+// over, and anchoring would land this deposed leader's events after the
+// new leader's. resync returns ErrFenced instead, and keeps returning it.
+// The last message alone does not tell: a window in flight when the
+// barrier landed has its first event refused and the rest landed after
+// the barrier, so the last message may be the deposed leader's own.
+// Those events are never counted as stored (they are not answered as
+// acknowledged); the new leader's store does not hold them.
 func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
 	t, err := c.pub.Tail(ctx)
 	if err != nil {
@@ -161,21 +193,61 @@ func (c *Chain) resync(ctx context.Context, events []Event) (int, error) {
 	}
 	// A publisher without an epoch (an origin without a lease, the sole
 	// writer by configuration) is never fenced.
-	if epoch := c.pub.Epoch(); epoch > 0 && t.Epoch > epoch {
-		return 0, fmt.Errorf("resync: stream %s's last message %d has epoch %d, ours is %d: %w", c.pub.cfg.Name, t.Seq, t.Epoch, epoch, ErrFenced)
+	if epoch := c.pub.Epoch(); epoch > 0 {
+		top := t.Epoch
+		if b, found, err := c.pub.lastMsg(ctx, c.pub.cfg.BarrierSubject()); err != nil {
+			return 0, fmt.Errorf("resync: stream %s's barrier: %w", c.pub.cfg.Name, err)
+		} else if found {
+			top = max(top, b.epoch)
+		}
+		if top > epoch {
+			return 0, fmt.Errorf("resync: stream %s holds epoch %d, ours is %d: %w", c.pub.cfg.Name, top, epoch, ErrFenced)
+		}
+		if t.MsgID != "" && t.Epoch > 0 && t.Epoch < epoch {
+			// Our barrier precedes every message this chain anchors on.
+			c.staleTails.Add(1)
+		}
 	}
 	skip := 0
 	if t.MsgID != "" {
 		for i := len(events) - 1; i >= 0; i-- {
 			if c.pub.msgID(events[i].Code, events[i].Revision) == t.MsgID {
-				skip = i + 1
+				skip, err = c.stored(ctx, events[:i+1], t.Seq-uint64(i))
 				break
 			}
 		}
 	}
+	if err != nil {
+		return 0, fmt.Errorf("resync: %w", err)
+	}
 	c.tail = t.Seq
 	c.known.Store(true)
 	return skip, nil
+}
+
+// stored counts how many of events, from the first, are in the stream at
+// their positions from first on. The last of events is the stream's last
+// message. An event whose position no longer holds a message was
+// superseded by a later event of its code, if one follows it in events: a
+// code's event is sent only once its predecessor is acknowledged, so that
+// one was stored.
+func (c *Chain) stored(ctx context.Context, events []Event, first uint64) (int, error) {
+	last := make(map[string]int, len(events))
+	for i, e := range events {
+		last[e.Code] = i
+	}
+	for i, e := range events[:len(events)-1] {
+		m, found, err := c.pub.msgAt(ctx, first+uint64(i))
+		switch {
+		case err != nil:
+			return i, fmt.Errorf("stream %s message %d: %w", c.pub.cfg.Name, first+uint64(i), err)
+		case found && m.msgID == c.pub.msgID(e.Code, e.Revision):
+		case !found && last[e.Code] > i:
+		default:
+			return i, nil
+		}
+	}
+	return len(events), nil
 }
 
 // The pipelined form of Publish, for a writer that keeps sending while

@@ -359,9 +359,23 @@ type storedMsg struct {
 
 // lastMsg reads the last message matching subject from the stream leader.
 func (p *Publisher) lastMsg(ctx context.Context, subject string) (storedMsg, bool, error) {
-	req, err := json.Marshal(struct {
+	return p.getMsg(ctx, struct {
 		LastFor string `json:"last_by_subj"`
 	}{subject})
+}
+
+// msgAt reads the message at seq from the stream leader; found is false
+// if the stream does not hold it (never stored, or superseded by a newer
+// message on its subject).
+func (p *Publisher) msgAt(ctx context.Context, seq uint64) (storedMsg, bool, error) {
+	return p.getMsg(ctx, struct {
+		Seq uint64 `json:"seq"`
+	}{seq})
+}
+
+// getMsg asks the stream leader for one message (a STREAM.MSG.GET request).
+func (p *Publisher) getMsg(ctx context.Context, request any) (storedMsg, bool, error) {
+	req, err := json.Marshal(request)
 	if err != nil {
 		return storedMsg{}, false, err
 	}

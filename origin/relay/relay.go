@@ -183,6 +183,9 @@ func New(cfg Config) (*Relay, error) {
 	r.mErrors = set.NewCounter("linkpop_relay_errors_total")
 	r.mRepub = set.NewCounter("linkpop_relay_republished_total")
 	r.mPublish = set.NewHistogram("linkpop_relay_publish_duration_seconds")
+	set.NewGauge("linkpop_relay_stale_epoch_tails_total", func() float64 {
+		return float64(r.chain.StaleTails())
+	})
 	r.mLag = set.NewHistogram("linkpop_relay_lag_seconds")
 	st := cfg.Store
 	set.NewGauge("linkpop_outbox_depth", func() float64 {
@@ -398,11 +401,15 @@ func (r *Relay) send(ctx context.Context, a *acker) error {
 			for i, e := range entries {
 				events[i] = replication.Event{Code: e.Code, Revision: e.Revision, Data: e.Data}
 			}
+			stale := chain.StaleTails()
 			actx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 			skip, err := chain.Anchor(actx, events)
 			cancel()
 			if err != nil {
 				return err
+			}
+			if chain.StaleTails() > stale {
+				r.log.Warn("relay: the stream's last message is a deposed leader's event, stored after this leader's barrier and never acknowledged; replicas that applied it differ from this origin until repaired (origin verify, edge POST /repair)")
 			}
 			// The first skip are in the stream already: the acker takes
 			// them as answered.

@@ -259,9 +259,14 @@ func TestRelayKeepsOrderWhenAPublishFails(t *testing.T) {
 	wantRevisions(t, e.wholeStream(t), n)
 	mu.Lock()
 	defer mu.Unlock()
-	if attempts[30] != 2 || attempts[31] != 2 || attempts[64] != 2 {
-		t.Fatalf("attempts at 30, 31, 64: %d %d %d; the events after a failed one must be sent again",
-			attempts[30], attempts[31], attempts[64])
+	// Each refused event was sent again. Which of the events after it were
+	// already sent (and refused) when its refusal came back depends on
+	// timing; that none of them overtook it is the revision order checked
+	// above.
+	for _, rev := range []uint64{30, 100, 101, 200} {
+		if attempts[rev] != 2 {
+			t.Fatalf("revision %d was sent %d times; a refused event is sent once more", rev, attempts[rev])
+		}
 	}
 }
 
