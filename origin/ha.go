@@ -360,11 +360,14 @@ func (s *Server) takeover(ctx context.Context, epoch uint64) error {
 			}
 		}
 		err = call(func(ctx context.Context) (err error) {
-			barO, err = s.opub.AppendBarrier(ctx, epoch, to.Seq)
+			barO, err = s.notAtomic(s.opub.AppendBarrier(ctx, epoch, to.Seq))
 			return err
 		})
 		if err == nil {
-			err = call(func(ctx context.Context) (err error) { barL, err = s.pub.AppendBarrier(ctx, epoch, tl.Seq); return err })
+			err = call(func(ctx context.Context) (err error) {
+				barL, err = s.notAtomic(s.pub.AppendBarrier(ctx, epoch, tl.Seq))
+				return err
+			})
 		}
 		if err != nil {
 			// 10071: something landed since the tails were read; any
@@ -399,6 +402,18 @@ func (s *Server) takeover(ctx context.Context, epoch uint64) error {
 	s.ha.leader.Store(true)
 	s.ha.takeovers.Add(1)
 	return nil
+}
+
+// notAtomic passes AppendBarrier's answer on, taking a barrier appended
+// as one message on a stream without atomic batches for appended, with a
+// warning: a deposed leader's events in flight can land after such a
+// barrier (replication.ErrBarrierNotAtomic).
+func (s *Server) notAtomic(seq uint64, err error) (uint64, error) {
+	if errors.Is(err, replication.ErrBarrierNotAtomic) {
+		s.log.Warn("ha: takeover: the barrier is a single message; events the former leader had in flight may land after it until the operator re-runs `origin streams`", "err", err)
+		return seq, nil
+	}
+	return seq, err
 }
 
 // renew keeps the lease until ctx ends; it closes lost when the lease is

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/replication"
 )
@@ -55,7 +57,7 @@ func TestFence(t *testing.T) {
 		t.Fatalf("barrier on a stale tail: %v, want ErrWrongLastSequence", err)
 	}
 	bar, err := newP.AppendBarrier(ctx, 2, tail.Seq)
-	if err != nil || bar != 3 {
+	if err != nil || bar != 2+replication.BarrierSpan {
 		t.Fatalf("barrier: %d, %v", bar, err)
 	}
 	newP.SetEpoch(2)
@@ -74,8 +76,8 @@ func TestFence(t *testing.T) {
 			t.Fatalf("deposed leader after re-reading the tail: %d, %v; want 0 and ErrFenced", n, err)
 		}
 	}
-	if tail, err := newP.Tail(ctx); err != nil || tail.Seq != 4 || tail.Epoch != 2 || tail.MsgID != "c:3@2" {
-		t.Fatalf("tail after the deposed leader's tries: %+v, %v (want c from epoch 2 at 4)", tail, err)
+	if tail, err := newP.Tail(ctx); err != nil || tail.Seq != bar+1 || tail.Epoch != 2 || tail.MsgID != "c:3@2" {
+		t.Fatalf("tail after the deposed leader's tries: %+v, %v (want c from epoch 2 at %d)", tail, err, bar+1)
 	}
 	// Without an epoch (a single origin), the same tail is no fence.
 	plain := dial()
@@ -85,24 +87,31 @@ func TestFence(t *testing.T) {
 }
 
 // TestFencePipelinedWindow: a message of another writer lands while a
-// chain's window is in flight, so the window's first event is refused and
-// the ones after it, each expecting the position after its predecessor's,
-// land one place further on. With a lease that message is a new leader's
-// barrier: the deposed chain's next anchor must fail with ErrFenced
-// although the stream's last message is its own (epoch 1), and must never
-// count the refused event as stored. Without a lease (a stray writer), the
-// anchor must skip only the events that are in the stream, so the refused
-// one is sent again and nothing is lost.
+// chain's window is in flight, taking the place the window's first event
+// expected. With a lease that is a new leader's barrier, an atomic batch
+// of BarrierSpan messages: every event of the deposed leader's window is
+// refused, its next anchor fails with ErrFenced and counts nothing as
+// stored. On a stream without atomic batches the barrier is one message:
+// the events behind the refused one land after it, one place further on;
+// the deposed chain must still be fenced (the last message is its own,
+// the barrier subject says epoch 2) and never count them, and the new
+// leader counts anchoring on one (StaleTails). Without a lease (a stray
+// writer), the anchor must skip only the events that are in the stream,
+// so the refused one is sent again and nothing is lost.
 func TestFencePipelinedWindow(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	var js jetstream.JetStream
 	dial := func(name, prefix string) *replication.Publisher {
 		nc, err := replication.Dial(ctx, replication.ConnConfig{URLs: c.URLs()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
+		if js, err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
 		p, err := replication.NewPublisher(nc, replication.StreamConfig{Name: name, SubjectPrefix: prefix, Replicas: 3})
 		if err != nil {
 			t.Fatal(err)
@@ -112,10 +121,9 @@ func TestFencePipelinedWindow(t *testing.T) {
 	ev := func(code string, rev uint64) replication.Event {
 		return replication.Event{Code: code, Revision: rev, Data: encoded(t, code, rev)}
 	}
-	// sendWindow sends events pipelined on an anchored chain after
-	// intrude has appended to the stream, and takes the answers: the
-	// first is refused, the rest land.
-	sendWindow := func(ch *replication.Chain, events []replication.Event, intrude func()) {
+	// sendWindow anchors ch, lets intrude append to the stream, sends
+	// events pipelined and returns each one's answer.
+	sendWindow := func(ch *replication.Chain, events []replication.Event, intrude func()) []error {
 		t.Helper()
 		if _, err := ch.Anchor(ctx, events); err != nil {
 			t.Fatal(err)
@@ -129,56 +137,81 @@ func TestFencePipelinedWindow(t *testing.T) {
 			}
 			sent = append(sent, s)
 		}
+		errs := make([]error, len(sent))
 		for i, s := range sent {
-			err := s.Wait(ctx)
-			if i == 0 && !errors.Is(err, replication.ErrWrongLastSequence) {
-				t.Fatalf("first event of the window: %v, want ErrWrongLastSequence", err)
-			}
-			if i > 0 && err != nil {
-				t.Fatalf("event %d of the window: %v (it lands after the intruder)", i, err)
-			}
+			errs[i] = s.Wait(ctx)
 		}
+		return errs
 	}
-
-	t.Run("lease", func(t *testing.T) {
-		oldP, newP := dial("FENCEW", "fencew"), dial("FENCEW", "fencew")
+	window := []replication.Event{ev("b", 2), ev("c", 3), ev("d", 4)}
+	deposed := func(t *testing.T, name, prefix string, atomic bool) {
+		oldP, newP := dial(name, prefix), dial(name, prefix)
 		if err := oldP.EnsureStream(ctx); err != nil {
 			t.Fatal(err)
+		}
+		if !atomic {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := s.CachedInfo().Config
+			cfg.AllowAtomicPublish = false
+			if _, err := js.UpdateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
 		}
 		oldP.SetEpoch(1)
 		oldC := replication.NewChain(oldP, nil)
 		if n, err := oldC.Publish(ctx, []replication.Event{ev("a", 1)}, nil); n != 1 || err != nil {
 			t.Fatalf("old leader: %d, %v", n, err)
 		}
-		window := []replication.Event{ev("b", 2), ev("c", 3), ev("d", 4)}
-		sendWindow(oldC, window, func() {
-			if _, err := newP.AppendBarrier(ctx, 2, 1); err != nil {
-				t.Fatal(err)
+		var bar uint64
+		errs := sendWindow(oldC, window, func() {
+			var err error
+			bar, err = newP.AppendBarrier(ctx, 2, 1)
+			if atomic && err != nil || !atomic && !errors.Is(err, replication.ErrBarrierNotAtomic) {
+				t.Fatalf("barrier (atomic %v): %d, %v", atomic, bar, err)
 			}
 		})
-		for range 2 {
-			n, err := oldC.Publish(ctx, window, nil)
-			if !errors.Is(err, replication.ErrFenced) {
-				t.Fatalf("deposed leader re-anchoring after the barrier: %d stored, %v; want ErrFenced", n, err)
+		if want := uint64(1 + replication.BarrierSpan); atomic && bar != want {
+			t.Fatalf("atomic barrier ends at %d, want %d", bar, want)
+		}
+		for i, err := range errs {
+			if (atomic || i == 0) && !errors.Is(err, replication.ErrWrongLastSequence) {
+				t.Fatalf("deposed leader's event %d after the barrier: %v, want ErrWrongLastSequence", i, err)
 			}
-			if n != 0 {
-				t.Fatalf("deposed leader counted %d events as stored after the barrier", n)
+			if !atomic && i > 0 && err != nil {
+				t.Fatalf("event %d after a one-message barrier: %v (it lands one place on)", i, err)
 			}
 		}
-		// c and d landed after the barrier, never acknowledged: the new
-		// leader anchors on d (epoch 1) and counts it.
+		for range 2 {
+			n, err := oldC.Publish(ctx, window, nil)
+			if !errors.Is(err, replication.ErrFenced) || n != 0 {
+				t.Fatalf("deposed leader re-anchoring after the barrier: %d stored, %v; want 0 and ErrFenced", n, err)
+			}
+		}
 		newP.SetEpoch(2)
 		newC := replication.NewChain(newP, nil)
 		if n, err := newC.Publish(ctx, []replication.Event{ev("e", 2)}, nil); n != 1 || err != nil {
 			t.Fatalf("new leader: %d, %v", n, err)
 		}
-		if got := newC.StaleTails(); got != 1 {
-			t.Fatalf("new leader's StaleTails = %d, want 1 (it anchored on the deposed leader's d)", got)
+		want := uint64(0)
+		if !atomic {
+			want = 1 // it anchored on the deposed leader's d
 		}
-		if got := oldC.StaleTails(); got != 0 {
-			t.Fatalf("deposed leader's StaleTails = %d, want 0", got)
+		if got := newC.StaleTails(); got != want {
+			t.Fatalf("new leader's StaleTails = %d, want %d", got, want)
 		}
-	})
+		tail, err := newP.Tail(ctx)
+		if err != nil || tail.Epoch != 2 || tail.MsgID != "e:2@2" {
+			t.Fatalf("tail %+v, %v; want e from epoch 2", tail, err)
+		}
+		if atomic && tail.Seq != bar+1 {
+			t.Fatalf("new leader's first event at %d, want right after the barrier (%d): something landed in between", tail.Seq, bar)
+		}
+	}
+	t.Run("lease", func(t *testing.T) { deposed(t, "FENCEW", "fencew", true) })
+	t.Run("lease, one-message barrier", func(t *testing.T) { deposed(t, "FENCE1", "fence1", false) })
 
 	t.Run("stray writer", func(t *testing.T) {
 		p, stray := dial("STRAY", "stray"), dial("STRAY", "stray")
@@ -189,14 +222,15 @@ func TestFencePipelinedWindow(t *testing.T) {
 		if n, err := ch.Publish(ctx, []replication.Event{ev("a", 1)}, nil); n != 1 || err != nil {
 			t.Fatalf("first: %d, %v", n, err)
 		}
-		window := []replication.Event{ev("b", 2), ev("c", 3), ev("d", 4)}
-		sendWindow(ch, window, func() {
+		errs := sendWindow(ch, window, func() {
 			if _, _, err := stray.PublishRaw(ctx, "x", 1, encoded(t, "x", 1)); err != nil {
 				t.Fatal(err)
 			}
 		})
-		var done []int
-		n, err := ch.Publish(ctx, window, func(i int) { done = append(done, i) })
+		if !errors.Is(errs[0], replication.ErrWrongLastSequence) || errs[1] != nil || errs[2] != nil {
+			t.Fatalf("window after a stray message: %v; want the first refused, the others landed", errs)
+		}
+		n, err := ch.Publish(ctx, window, nil)
 		if n != len(window) || err != nil {
 			t.Fatalf("after the stray message: %d, %v", n, err)
 		}

@@ -418,22 +418,86 @@ func (p *Publisher) getMsg(ctx context.Context, request any) (storedMsg, bool, e
 	return m, true, nil
 }
 
+// BarrierSpan is how many messages an epoch barrier takes in the stream,
+// appended as one atomic batch (nats-server's default largest batch). A
+// deposed leader's chain has at most BarrierSpan events in flight (the
+// relay's MaxInFlight is bounded by it), each expecting a place before the
+// barrier's end, so none of them can land after it: the one expecting the
+// barrier's first place is refused, and so is every later one, which
+// expects a place the barrier took.
+const BarrierSpan = 1000
+
+// ErrBarrierNotAtomic is what AppendBarrier reports (wrapped, with the
+// barrier's sequence) when the stream does not take atomic batches and the
+// barrier was appended as a single message: events a deposed leader had in
+// flight behind the one it displaced can then land after it (see Chain).
+var ErrBarrierNotAtomic = errors.New("the stream refuses atomic batches (allow_atomic: run `origin streams`): the barrier is one message")
+
 // AppendBarrier appends the epoch barrier of a new leader (epoch) to the
 // stream, expecting its last sequence to be lastSeq, and returns the
-// barrier's sequence. After it, any event sent expecting an older tail is
-// refused, and a chain that re-reads the tail finds the higher epoch and
-// stops (ErrFenced). ErrWrongLastSequence if something landed after
-// lastSeq: catch up and try again.
+// barrier's sequence (its last message). The barrier is BarrierSpan
+// messages on the barrier subject, committed as one atomic batch: after
+// it, every event sent expecting an older tail is refused, and a chain
+// that re-reads the tail finds the higher epoch and stops (ErrFenced).
+// ErrWrongLastSequence if something landed after lastSeq: catch up and try
+// again. On a stream without atomic batches (created before them, or a
+// server older than 2.12) it appends one message and says so with
+// ErrBarrierNotAtomic alongside the sequence.
 func (p *Publisher) AppendBarrier(ctx context.Context, epoch, lastSeq uint64) (uint64, error) {
-	msg := &nats.Msg{
-		Subject: p.cfg.BarrierSubject(),
-		Data:    []byte(`{"epoch":` + strconv.FormatUint(epoch, 10) + `}`),
-		Header:  nats.Header{EpochHeader: []string{strconv.FormatUint(epoch, 10)}},
+	seq, err := p.appendBarrierBatch(ctx, epoch, lastSeq)
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrCodeAtomicPublishDisabled {
+		return seq, err
 	}
+	msg := p.barrierMsg(epoch)
 	ack, err := p.js.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(epochMsgID(barrierToken, 0, epoch)),
 		jetstream.WithExpectStream(p.cfg.Name),
 		jetstream.WithExpectLastSequence(lastSeq))
+	if err != nil {
+		return 0, publishErr(barrierToken, epoch, err)
+	}
+	return ack.Sequence, fmt.Errorf("stream %s barrier at %d: %w", p.cfg.Name, ack.Sequence, ErrBarrierNotAtomic)
+}
+
+// jsErrCodeAtomicPublishDisabled is JetStream's "atomic publish is
+// disabled" (the stream lacks allow_atomic).
+const jsErrCodeAtomicPublishDisabled jetstream.ErrorCode = 10174
+
+func (p *Publisher) barrierMsg(epoch uint64) *nats.Msg {
+	e := strconv.FormatUint(epoch, 10)
+	return &nats.Msg{
+		Subject: p.cfg.BarrierSubject(),
+		Data:    []byte(`{"epoch":` + e + `}`),
+		Header:  nats.Header{EpochHeader: []string{e}},
+	}
+}
+
+// appendBarrierBatch sends the barrier's BarrierSpan messages as one
+// atomic batch: the first carries the expectations (the only place a batch
+// may), the last the commit and the barrier's Nats-Msg-Id; the server
+// checks and stores them together at the commit, or none of them.
+func (p *Publisher) appendBarrierBatch(ctx context.Context, epoch, lastSeq uint64) (uint64, error) {
+	nc := p.js.Conn()
+	id := fmt.Sprintf("linkpop-epoch-%d-%d", epoch, time.Now().UnixNano())
+	for i := 1; i < BarrierSpan; i++ {
+		m := p.barrierMsg(epoch)
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i))
+		if i == 1 {
+			m.Header.Set(jetstream.ExpectedStreamHeader, p.cfg.Name)
+			m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(lastSeq, 10))
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			return 0, publishErr(barrierToken, epoch, err)
+		}
+	}
+	m := p.barrierMsg(epoch)
+	m.Header.Set("Nats-Batch-Id", id)
+	m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(BarrierSpan))
+	m.Header.Set("Nats-Batch-Commit", "1")
+	m.Header.Set(jetstream.MsgIDHeader, epochMsgID(barrierToken, 0, epoch))
+	ack, err := p.js.PublishMsg(ctx, m)
 	if err != nil {
 		return 0, publishErr(barrierToken, epoch, err)
 	}

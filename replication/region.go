@@ -114,6 +114,7 @@ func (c RegionConfig) mirrorConfig() jetstream.StreamConfig {
 	sc.Description = "linkpop change stream, mirrored from domain " + c.HubDomain
 	sc.Subjects = nil
 	sc.Duplicates = 0
+	sc.AllowAtomicPublish = false // a mirror takes no publishes
 	sc.Replicas = c.Replicas
 	sc.Mirror = &jetstream.StreamSource{Name: c.Links.Name, Domain: c.HubDomain}
 	return sc

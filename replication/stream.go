@@ -157,6 +157,8 @@ func (c StreamConfig) jsConfig() jetstream.StreamConfig {
 			// SubjectDeleteMarkerTTL: a server-written marker would
 			// move the last sequence under the relay's chain.
 			AllowMsgTTL: true,
+			// The epoch barrier is an atomic batch (AppendBarrier).
+			AllowAtomicPublish: true,
 		}
 	}
 	return jetstream.StreamConfig{
@@ -172,6 +174,8 @@ func (c StreamConfig) jsConfig() jetstream.StreamConfig {
 		MaxMsgSize:        64 << 10,
 		DenyDelete:        true,
 		AllowDirect:       true,
+		// The epoch barrier is an atomic batch (AppendBarrier).
+		AllowAtomicPublish: true,
 	}
 }
 

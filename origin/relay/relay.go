@@ -40,8 +40,11 @@ const (
 	DefaultMaxBackoff = 5 * time.Second
 	DefaultAckTimeout = 5 * time.Second
 	// DefaultMaxInFlight bounds the events sent and not yet answered;
-	// the NATS client's own bound for asynchronous publishes is 4096.
-	DefaultMaxInFlight = 1024
+	// the NATS client's own bound for asynchronous publishes is 4096. It
+	// is also the most allowed: an epoch barrier refuses a deposed
+	// leader's window only if it is no longer than the barrier
+	// (replication.BarrierSpan).
+	DefaultMaxInFlight = replication.BarrierSpan
 	// idlePoll is how often the relay looks at the outbox without being
 	// notified: a safety net, the notification is the fast path.
 	idlePoll = time.Second
@@ -69,7 +72,8 @@ type Config struct {
 	// The default is 512.
 	BatchSize int
 	// MaxInFlight is how many link events may be sent and not yet
-	// answered by the stream. The default is 1024.
+	// answered by the stream, at most replication.BarrierSpan (1000, the
+	// default).
 	MaxInFlight int
 	// MinBackoff and MaxBackoff bound the exponential pause between
 	// passes while publishing fails. The defaults are 100ms and 5s.
@@ -91,8 +95,8 @@ func (c *Config) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("batch size: %d is negative", c.BatchSize))
 	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("max in flight: %d is negative", c.MaxInFlight))
+	if c.MaxInFlight < 0 || c.MaxInFlight > replication.BarrierSpan {
+		errs = append(errs, fmt.Errorf("max in flight: %d is outside [0, %d] (an epoch barrier fences at most that many events in flight)", c.MaxInFlight, replication.BarrierSpan))
 	}
 	if c.MinBackoff < 0 {
 		errs = append(errs, fmt.Errorf("min backoff: %v is negative", c.MinBackoff))
