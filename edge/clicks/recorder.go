@@ -341,15 +341,13 @@ func (r *Recorder) add(a *agg, code []byte, minute int64, visitor uint64, t tupl
 	}
 }
 
-// take hands shard i's aggregate to the caller, its log added up, and
-// installs spare (a cleared aggregate) in its place.
+// take hands shard i's aggregate to the caller and installs spare (a
+// cleared aggregate) in its place. The caller adds its log up (addLog).
 func (r *Recorder) take(i int, spare *agg) *agg {
 	if spare.reg == nil && cap(spare.log) < r.logBytes {
 		spare.log, spare.tag = make([]byte, 0, r.logBytes), 1
 	}
-	a := r.shards[i].swap(spare)
-	r.addLog(a)
-	return a
+	return r.shards[i].swap(spare)
 }
 
 func (r *Recorder) hash(b []byte) uint64 {

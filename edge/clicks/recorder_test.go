@@ -37,12 +37,13 @@ func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealS
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	st := b.gather(olds)
 	var e batchEnc
 	e.reset(link.MaxClickBatchLen - batchOverhead)
-	b.encode(&e)
+	b.encode(&e, nil)
 	e.flush()
 	return decodeSections(&e), st
 }
@@ -286,12 +287,13 @@ func TestSplit(t *testing.T) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	b.gather(olds)
 	var e batchEnc
 	e.reset(limit - batchOverhead)
-	b.encode(&e)
+	b.encode(&e, nil)
 	e.flush()
 	var clicks, bots, visitors, sections uint64
 	e.sections(func(sec []byte, n uint64) {
@@ -472,12 +474,13 @@ func TestReduce(t *testing.T) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	b.gather(olds)
 	var full, red batchEnc
 	full.reset(2 << 10)
-	b.encode(&full)
+	b.encode(&full, nil)
 	full.flush()
 	red.reset(2 << 10)
 	b.reduce(&full, &red)
