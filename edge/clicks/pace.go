@@ -71,7 +71,8 @@ func (p *pacer) step(n int) {
 	now := time.Now()
 	ran := now.Sub(p.began)
 	pause := pauseFactor * ran
-	if slices := p.left/p.slice + 1; pause > ran {
+	// The work left, past the estimate, is at least this slice.
+	if slices := max(p.left, 0)/p.slice + 1; pause > ran {
 		pause = max(min(pause, p.deadline.Sub(now)/time.Duration(slices)), ran)
 	}
 	p.pauses++
