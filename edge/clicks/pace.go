@@ -18,12 +18,13 @@ import "time"
 // scheduler polls the network and serves the requests that came in.
 //
 // Work is counted in units, about 100-250 ns each (a log record added up,
-// an entry encoded or cleared); every slice units the pacer pauses, for
-// pauseFactor times as long as the slice ran, so under load a seal takes
-// about a tenth of the core for ten times its CPU time, and less once
-// pauses would end it after its deadline: they shrink so that the work
-// left, as estimated, ends by then (never below the slice's own run, so
-// the seal never takes more than half of a contended core). An idle
+// an entry encoded); every slice units the pacer pauses, for pauseFactor
+// times as long as the slice ran, so under load a seal takes about a
+// twentieth of the core for twenty times its CPU time: the redirects
+// served meanwhile lose 5 % of the core, not all of it for 10 ms. Pauses
+// shrink when they would end the seal after its deadline, so that the
+// work left, as estimated, ends by then (never below the slice's own run:
+// a seal never takes more than half of a contended core). An idle
 // process sleeps at least a millisecond per pause (the poller's
 // resolution); a seal with little work has few slices.
 type pacer struct {
@@ -42,7 +43,7 @@ const (
 	// sealSlice is the units of one slice: about 50-130 µs.
 	sealSlice = 512
 	// pauseFactor: a pause lasts this many times its slice's run.
-	pauseFactor = 9
+	pauseFactor = 19
 	// classifyUnits is the work of classifying a User-Agent (about
 	// 150 µs: BenchmarkClassify), a slice of its own.
 	classifyUnits = sealSlice
