@@ -444,25 +444,8 @@ func TestSealPaced(t *testing.T) {
 	if p.longest >= sealSlice+classifyUnits {
 		t.Fatalf("%d units of work without a pause, want under %d", p.longest, sealSlice+classifyUnits)
 	}
-	var clicks uint64
-	for e := sh.j.oldest(); e != nil; e = sh.j.oldest() {
-		data, err := batchData(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := link.UnmarshalClickBatch(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, lm := range b.Links {
-			clicks += lm.Clicks
-		}
-		if err := sh.j.ack(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if clicks != n {
-		t.Fatalf("paced seal shipped %d clicks, want %d", clicks, n)
+	if clicks, _, _, _ := journaled(t, sh); clicks != n {
+		t.Fatalf("paced seal journaled %d clicks, want %d", clicks, n)
 	}
 
 	pauses = 0
