@@ -277,7 +277,7 @@ loop:
 func (s *Shipper) Seal() error { return s.seal(false) }
 
 // sealSpread is the share of the flush interval a paced seal may take.
-const sealSpread = 3
+const sealSpread = 4
 
 // seal seals the clicks recorded so far; paced, in slices with pauses
 // between them, spread over at most 1/sealSpread of the flush interval.
