@@ -28,12 +28,13 @@ import "time"
 // process sleeps at least a millisecond per pause (the poller's
 // resolution); a seal with little work has few slices.
 type pacer struct {
-	slice    int       // units between two pauses; 0: no pauses
-	deadline time.Time // when the seal should be done
-	left     int       // units estimated to remain
-	units    int       // units since the last pause
-	began    time.Time // when the current slice began
-	sleep    func(time.Duration)
+	slice    int                 // units between two pauses; 0: no pauses
+	deadline time.Time           // when the seal should be done
+	left     int                 // units estimated to remain
+	units    int                 // units since the last pause
+	began    time.Time           // when the current slice began
+	sleep    func(time.Duration) // nil: a timer, cut short by done
+	done     <-chan struct{}     // closed: pause no more (the shipper stops)
 	// pauses counts the pauses and longest the most units run between two
 	// (tests).
 	pauses, longest int
@@ -50,9 +51,10 @@ const (
 )
 
 // newPacer returns a pacer for a seal of about units units of work, to be
-// done by deadline, that pauses with sleep (time.Sleep).
-func newPacer(units int, deadline time.Time, sleep func(time.Duration)) *pacer {
-	return &pacer{slice: sealSlice, deadline: deadline, left: units, began: time.Now(), sleep: sleep}
+// done by deadline, that pauses with sleep (nil: a timer) until done is
+// closed.
+func newPacer(units int, deadline time.Time, sleep func(time.Duration), done <-chan struct{}) *pacer {
+	return &pacer{slice: sealSlice, deadline: deadline, left: units, began: time.Now(), sleep: sleep, done: done}
 }
 
 // step counts n units of work done, and pauses if they end a slice. A nil
@@ -69,6 +71,12 @@ func (p *pacer) step(n int) {
 	}
 	p.longest = max(p.longest, p.units)
 	p.units = 0
+	select {
+	case <-p.done:
+		p.slice = 0 // stopping: the rest of the seal at full speed
+		return
+	default:
+	}
 	now := time.Now()
 	ran := now.Sub(p.began)
 	pause := pauseFactor * ran
@@ -77,6 +85,15 @@ func (p *pacer) step(n int) {
 		pause = max(min(pause, p.deadline.Sub(now)/time.Duration(slices)), ran)
 	}
 	p.pauses++
-	p.sleep(pause)
+	if p.sleep != nil {
+		p.sleep(pause)
+	} else {
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-p.done:
+			t.Stop()
+		}
+	}
 	p.began = time.Now()
 }

@@ -107,7 +107,7 @@ type Shipper struct {
 	forgetNext bool
 	through    int64 // through mark of the last sealed batch
 	ran        bool
-	pause      func(time.Duration) // a paced seal's pause: time.Sleep (tests count them)
+	pause      func(time.Duration) // a paced seal's pause: nil, a timer (tests count them)
 	lastPacer  *pacer              // the last paced seal's (tests)
 	mu         sync.Mutex          // serialises seal (Run's sealer and Seal)
 }
@@ -149,7 +149,7 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 	for _, name := range j.corrupt {
 		cfg.Logger.Error("click journal: undecodable batch set aside", "file", name+".corrupt")
 	}
-	s := &Shipper{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, j: j, b: newBuilder(), through: time.Now().UnixMilli(), pause: time.Sleep}
+	s := &Shipper{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, j: j, b: newBuilder(), through: time.Now().UnixMilli()}
 	rec := cfg.Recorder
 	n := len(rec.shards)
 	for range n {
@@ -252,7 +252,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-tick.C:
-			if serr := s.seal(true); serr != nil {
+			if serr := s.seal(true, ctx.Done()); serr != nil {
 				s.log.Error("seal click batch", "err", serr)
 			}
 		}
@@ -274,14 +274,15 @@ loop:
 // Seal seals the clicks recorded so far into the journal now, as quickly
 // as it can. Run seals every flush interval, paced (see pacer), and once
 // more, quickly, when it stops; tests call Seal to make batches.
-func (s *Shipper) Seal() error { return s.seal(false) }
+func (s *Shipper) Seal() error { return s.seal(false, nil) }
 
 // sealSpread is the share of the flush interval a paced seal may take.
 const sealSpread = 4
 
 // seal seals the clicks recorded so far; paced, in slices with pauses
-// between them, spread over at most 1/sealSpread of the flush interval.
-func (s *Shipper) seal(paced bool) error {
+// between them, spread over at most 1/sealSpread of the flush interval,
+// until stop is closed (Run's context is done: the rest at full speed).
+func (s *Shipper) seal(paced bool, stop <-chan struct{}) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
@@ -308,7 +309,7 @@ func (s *Shipper) seal(paced bool) error {
 	if paced {
 		// A unit per click added up and per entry encoded: at most two
 		// per click.
-		p = newPacer(2*recorded, start.Add(s.cfg.Flush/sealSpread), s.pause)
+		p = newPacer(2*recorded, start.Add(s.cfg.Flush/sealSpread), s.pause, stop)
 		s.lastPacer = p
 	}
 	for _, a := range s.olds {

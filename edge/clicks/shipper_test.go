@@ -432,7 +432,7 @@ func TestSealPaced(t *testing.T) {
 	for i := range n {
 		rec.Record(clickFrom(fmt.Sprintf("paced%05d", i), i))
 	}
-	if err := sh.seal(true); err != nil {
+	if err := sh.seal(true, nil); err != nil {
 		t.Fatal(err)
 	}
 	p := sh.lastPacer
