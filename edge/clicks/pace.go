@@ -14,7 +14,7 @@ import "time"
 // does not help: the scheduler takes the global run queue, where the
 // yielder goes, before it polls the network, so the connections whose
 // requests came in meanwhile stay unseen until sysmon polls, up to 10 ms
-// later. A pause (time.Sleep) parks the seal; with nothing runnable the
+// later. A pause (a timer) parks the seal; with nothing runnable the
 // scheduler polls the network and serves the requests that came in.
 //
 // Work is counted in units, about 100-250 ns each (a log record added up,
