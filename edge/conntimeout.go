@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/linkpop/linkpop/edge/clicks"
 )
 
 // connTimeouts enforces the redirect listener's read, write and idle
@@ -80,6 +82,10 @@ type timedConn struct {
 	// for the enumeration limiter), and asking the connection each time
 	// was an interface call chain and a net.IP conversion per request.
 	peer netip.Addr
+	// sender caches the hashes and country of the connection's last
+	// click (clicks.Sender); only its handler, one request at a time,
+	// uses it.
+	sender clicks.Sender
 }
 
 // newConnTimeouts starts the sweeper; stopSweeper ends it.
@@ -171,21 +177,22 @@ func peerAddr(a net.Addr) netip.Addr {
 // connPeer returns the socket peer of ctx's connection: the address read
 // at accept for a timed connection.
 func connPeer(ctx *fasthttp.RequestCtx) netip.Addr {
-	peer, _ := connInfo(ctx)
+	peer, _, _ := connInfo(ctx)
 	return peer
 }
 
-// connInfo returns the socket peer of ctx's connection (connPeer) and
-// whether the connection was closed before its request went active:
-// fasthttp still runs the handler on a request it had read, but its
-// answer is never written, so no click is counted for it. One look at
-// the connection, as a click needs both.
-func connInfo(ctx *fasthttp.RequestCtx) (peer netip.Addr, lost bool) {
+// connInfo returns the socket peer of ctx's connection (connPeer),
+// whether the connection was closed before its request went active
+// (fasthttp still runs the handler on a request it had read, but its
+// answer is never written, so no click is counted for it) and its click
+// cache (nil for a connection that is not timed). One look at the
+// connection, as a click needs all three.
+func connInfo(ctx *fasthttp.RequestCtx) (peer netip.Addr, lost bool, sender *clicks.Sender) {
 	if tc, ok := ctx.Conn().(*timedConn); ok {
-		return tc.peer, tc.phase.Load()&closedBit != 0
+		return tc.peer, tc.phase.Load()&closedBit != 0, &tc.sender
 	}
 	peer, _ = netip.AddrFromSlice(ctx.RemoteIP())
-	return peer.Unmap(), false
+	return peer.Unmap(), false, nil
 }
 
 func (t *connTimeouts) forget(tc *timedConn) {

@@ -165,7 +165,7 @@ func shutdownCloseServer(t *testing.T, closeBeforeActive bool) (string, *atomic.
 	var counted, active atomic.Int64
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			if _, lost := connInfo(ctx); !lost {
+			if _, lost, _ := connInfo(ctx); !lost {
 				counted.Add(1)
 			}
 			ctx.SetStatusCode(fasthttp.StatusFound)

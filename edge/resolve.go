@@ -135,7 +135,7 @@ func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Tim
 	if s.clk == nil || status == fasthttp.StatusGone || !ctx.IsGet() {
 		return status
 	}
-	peer, lost := connInfo(ctx)
+	peer, lost, sender := connInfo(ctx)
 	if lost {
 		return status
 	}
@@ -146,6 +146,7 @@ func (s *Server) recordClick(ctx *fasthttp.RequestCtx, code []byte, now time.Tim
 		UserAgent: ctx.Request.Header.UserAgent(),
 		Referer:   ctx.Request.Header.Referer(),
 		Stripe:    ctx.ConnID(),
+		Sender:    sender,
 	}
 	s.clk.Record(&c)
 	return status

@@ -183,24 +183,27 @@ func countryOneOf(c [2]byte) []byte {
 }
 
 // learn classifies the User-Agents and keeps the referrers first seen in
-// the aggregates.
-func (b *builder) learn(aggs []*agg) {
+// the aggregates; a classification is classifyUnits of p's work.
+func (b *builder) learn(aggs []*agg, p *pacer) {
 	for _, a := range aggs {
 		a.logStrings(func(kind byte, h uint64, s []byte) {
 			switch kind {
 			case recUAString:
 				if _, ok := b.uaClass[h]; !ok {
 					b.uaClass[h] = newUAInfo(b.cls.Classify(string(s)))
+					p.step(classifyUnits)
 				}
 			case recRefString:
 				if _, ok := b.refStr[h]; !ok {
 					b.refStr[h] = newRefInfo(string(s))
+					p.step(1)
 				}
 			}
 		})
 		for h, s := range a.uaNew {
 			if _, ok := b.uaClass[h]; !ok {
 				b.uaClass[h] = newUAInfo(b.cls.Classify(s))
+				p.step(classifyUnits)
 			}
 		}
 		for h, s := range a.refNew {
@@ -250,11 +253,11 @@ func (b *builder) gather(aggs []*agg) sealStats {
 
 // encode appends every gathered (code, minute) entry to e and clears it
 // (one pass over the entries, in the order they were made: they are not
-// touched again). A code
-// clicked through connections of different shards has one entry per
-// shard: the collector adds them up, and merging them here would cost a
-// lookup per entry on every seal.
-func (b *builder) encode(e *batchEnc) {
+// touched again), a unit of p's work each. A code clicked through
+// connections of different shards has one entry per shard: the collector
+// adds them up, and merging them here would cost a lookup per entry on
+// every seal.
+func (b *builder) encode(e *batchEnc, p *pacer) {
 	for _, a := range b.aggs {
 		a.eachEntry(func(m *minuteAgg) {
 			if len(m.tuples) == 0 && m.plain == 0 {
@@ -263,6 +266,7 @@ func (b *builder) encode(e *batchEnc) {
 				b.encodeMerged(e, m)
 			}
 			clearEntry(m)
+			p.step(1)
 		})
 		a.n = 0
 		clear(a.codes)

@@ -29,6 +29,43 @@ func BenchmarkRecord(b *testing.B) {
 	})
 }
 
+// BenchmarkRecordConn is the per-click cost of one keep-alive connection
+// (one address, one User-Agent) over spread codes, with the connection's
+// Sender and without.
+func BenchmarkRecordConn(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		sender *Sender
+	}{{"sender", &Sender{}}, {"none", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := NewRecorder(testKey, Limits{})
+			codes := make([][]byte, 1024)
+			for i := range codes {
+				codes[i] = []byte(fmt.Sprintf("c%06d", i))
+			}
+			c := &Click{Time: time.Now(), Addr: netip.MustParseAddr("81.2.69.160"), UserAgent: []byte(uaChrome), Referer: []byte("https://t.co/abc"), Sender: bc.sender}
+			bl := newBuilder()
+			n := 0
+			var sealCPU time.Duration
+			cpu := cpuTime()
+			for b.Loop() {
+				c.Code = codes[n%len(codes)]
+				r.Record(c)
+				n++
+				if n%20_000 == 0 {
+					// Keep the logs from filling; not counted.
+					b.StopTimer()
+					s := cpuTime()
+					sealAll(bl, r)
+					sealCPU += cpuTime() - s
+					b.StartTimer()
+				}
+			}
+			b.ReportMetric(float64((cpuTime()-cpu-sealCPU).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 // The enrichment steps, to decide which run per click and which once per
 // distinct value when the batch is built.
 

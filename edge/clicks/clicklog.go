@@ -113,16 +113,18 @@ func recTuple(b []byte) tuple {
 	return tuple{ua: binary.LittleEndian.Uint64(b[recUA:]), ref: binary.LittleEndian.Uint64(b[recRef:]), country: [2]byte{b[recCountry], b[recCountry+1]}}
 }
 
-// addLog adds the clicks of a's log into its entries. The shipper calls
-// it on an aggregate it has taken from its shard; the log's strings are
-// read by the builder (learnLog) and the log is emptied by reset.
-func (r *Recorder) addLog(a *agg) {
+// addLog adds the clicks of a's log into its entries, a unit of p's work
+// each. The shipper calls it on an aggregate it has taken from its shard;
+// the log's strings are read by the builder (learn) and the log is
+// emptied by reset.
+func (r *Recorder) addLog(a *agg, p *pacer) {
 	scanLog(a.log, a.tag, func(b []byte, kind byte) {
 		if kind != recClick {
 			return
 		}
 		r.add(a, b[recBody:recBody+int(b[recCodeLen])], int64(binary.LittleEndian.Uint32(b[recMinute:]))*60,
 			binary.LittleEndian.Uint64(b[recVisitor:]), recTuple(b))
+		p.step(1)
 	})
 }
 

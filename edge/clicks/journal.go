@@ -223,7 +223,8 @@ func (j *journal) writeMeta() error {
 }
 
 // writeFileAtomic writes data to path through a synced temporary file and
-// a rename, then syncs the directory.
+// a rename, then syncs the directory (syncFile: without holding the
+// runtime's P while the disk works).
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
@@ -232,7 +233,7 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Sync()
+		err = syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -245,7 +246,7 @@ func writeFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("click journal: %w", err)
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
+		_ = syncFile(d)
 		_ = d.Close()
 	}
 	return nil

@@ -1,6 +1,7 @@
 package clicks
 
 import (
+	"bytes"
 	"hash/maphash"
 	"net/netip"
 	"runtime"
@@ -25,6 +26,39 @@ type Click struct {
 	// connection id, so the requests of one connection (served one at a
 	// time) share a shard and different connections rarely do.
 	Stripe uint64
+	// Sender is the connection's, or nil.
+	Sender *Sender
+}
+
+// Sender holds what Record derived from the last click of a connection:
+// the client address, the User-Agent, and their visitor hash,
+// User-Agent hash and country. The requests of a keep-alive connection
+// mostly come from one address with one User-Agent; when a click's are
+// the same, Record takes them from here instead of hashing twice and
+// looking the country up. One per connection (its clicks are recorded one
+// at a time), used with one Recorder.
+type Sender struct {
+	addr            netip.Addr
+	ua              []byte
+	uaHash, visitor uint64
+	country         [2]byte
+	set             bool
+}
+
+// derive returns c's User-Agent hash, visitor hash and country, from its
+// Sender when the address and User-Agent are the last click's.
+func (r *Recorder) derive(c *Click) (uaHash, visitor uint64, country [2]byte) {
+	s := c.Sender
+	if s != nil && s.set && s.addr == c.Addr && bytes.Equal(s.ua, c.UserAgent) {
+		return s.uaHash, s.visitor, s.country
+	}
+	uaHash = UAHash(c.UserAgent)
+	visitor = r.key.Visitor(c.Addr, uaHash)
+	country = Country(c.Addr)
+	if s != nil && len(c.UserAgent) <= maxUALen {
+		s.addr, s.ua, s.uaHash, s.visitor, s.country, s.set = c.Addr, append(s.ua[:0], c.UserAgent...), uaHash, visitor, country, true
+	}
+	return uaHash, visitor, country
 }
 
 // Hash sentinels: the hashes of real strings are never below reservedHash.
@@ -223,8 +257,7 @@ func NewRecorder(key VisitorKey, lim Limits) *Recorder {
 func (r *Recorder) Record(c *Click) {
 	minute := c.Time.Unix()
 	minute -= minute % 60
-	uaHash := UAHash(c.UserAgent)
-	visitor := r.key.Visitor(c.Addr, uaHash)
+	uaHash, visitor, country := r.derive(c)
 	if uaHash < reservedHash {
 		uaHash += reservedHash
 	}
@@ -233,7 +266,6 @@ func (r *Recorder) Record(c *Click) {
 		ua = ua[:maxUALen]
 	}
 	host, upper := refererHostIn(c.Referer)
-	country := Country(c.Addr)
 
 	sh := &r.shards[c.Stripe&r.mask]
 	sh.mu.Lock()
@@ -341,15 +373,13 @@ func (r *Recorder) add(a *agg, code []byte, minute int64, visitor uint64, t tupl
 	}
 }
 
-// take hands shard i's aggregate to the caller, its log added up, and
-// installs spare (a cleared aggregate) in its place.
+// take hands shard i's aggregate to the caller and installs spare (a
+// cleared aggregate) in its place. The caller adds its log up (addLog).
 func (r *Recorder) take(i int, spare *agg) *agg {
 	if spare.reg == nil && cap(spare.log) < r.logBytes {
 		spare.log, spare.tag = make([]byte, 0, r.logBytes), 1
 	}
-	a := r.shards[i].swap(spare)
-	r.addLog(a)
-	return a
+	return r.shards[i].swap(spare)
 }
 
 func (r *Recorder) hash(b []byte) uint64 {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,12 +38,13 @@ func sealWith(b *builder, r *Recorder, forget bool) ([]*linkpb.LinkMinute, sealS
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	st := b.gather(olds)
 	var e batchEnc
 	e.reset(link.MaxClickBatchLen - batchOverhead)
-	b.encode(&e)
+	b.encode(&e, nil)
 	e.flush()
 	return decodeSections(&e), st
 }
@@ -249,13 +251,38 @@ func TestRecorderForget(t *testing.T) {
 	}
 }
 
-// TestRecordAllocs: steady-state recording does not allocate.
+// TestRecordAllocs: steady-state recording does not allocate, with a
+// connection's Sender or without.
 func TestRecordAllocs(t *testing.T) {
 	r := NewRecorder(testKey, Limits{})
-	c := &Click{Code: []byte("abc"), Time: time.Now(), Addr: netip.MustParseAddr("8.8.8.8"), UserAgent: []byte(uaChrome), Referer: []byte("https://t.co/x")}
-	r.Record(c)
-	if n := testing.AllocsPerRun(1000, func() { r.Record(c) }); n != 0 {
-		t.Fatalf("Record allocates %v times", n)
+	for _, sender := range []*Sender{nil, {}} {
+		c := &Click{Code: []byte("abc"), Time: time.Now(), Addr: netip.MustParseAddr("8.8.8.8"), UserAgent: []byte(uaChrome), Referer: []byte("https://t.co/x"), Sender: sender}
+		r.Record(c)
+		if n := testing.AllocsPerRun(1000, func() { r.Record(c) }); n != 0 {
+			t.Fatalf("Record (sender %v) allocates %v times", sender != nil, n)
+		}
+	}
+}
+
+// TestRecordSender: clicks recorded through a connection's Sender, whose
+// address and User-Agent change between requests (a proxy's connection,
+// a long User-Agent past the cache), seal to exactly what the same
+// clicks seal to without one.
+func TestRecordSender(t *testing.T) {
+	long := strings.Repeat("Mozilla/5.0 ", 60)
+	uas := []string{uaChrome, uaChrome, uaIPhone, uaGoogle, uaChrome, long, long, uaFirefox, uaFirefox}
+	addrs := []string{"81.2.69.160", "81.2.69.160", "81.2.69.160", "2001:db8::1", "8.8.8.8", "8.8.8.8", "81.2.69.160", "81.2.69.160", "8.8.8.8"}
+	seal := func(sender *Sender) *linkpb.LinkMinute {
+		r := NewRecorder(testKey, Limits{})
+		now := time.Now()
+		for i := range 3 * len(uas) {
+			r.Record(&Click{Code: []byte("snd"), Time: now, Addr: netip.MustParseAddr(addrs[i%len(addrs)]), UserAgent: []byte(uas[i%len(uas)]), Sender: sender})
+		}
+		links, _ := sealAll(newBuilder(), r)
+		return find(t, links, "snd")
+	}
+	if with, without := seal(&Sender{}), seal(nil); !proto.Equal(with, without) {
+		t.Fatalf("with a Sender:\n%v\nwithout:\n%v", with, without)
 	}
 }
 
@@ -286,12 +313,13 @@ func TestSplit(t *testing.T) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	b.gather(olds)
 	var e batchEnc
 	e.reset(limit - batchOverhead)
-	b.encode(&e)
+	b.encode(&e, nil)
 	e.flush()
 	var clicks, bots, visitors, sections uint64
 	e.sections(func(sec []byte, n uint64) {
@@ -472,12 +500,13 @@ func TestReduce(t *testing.T) {
 	olds := make([]*agg, len(r.shards))
 	for i := range r.shards {
 		olds[i] = r.take(i, newAgg())
+		r.addLog(olds[i], nil)
 	}
-	b.learn(olds)
+	b.learn(olds, nil)
 	b.gather(olds)
 	var full, red batchEnc
 	full.reset(2 << 10)
-	b.encode(&full)
+	b.encode(&full, nil)
 	full.flush()
 	red.reset(2 << 10)
 	b.reduce(&full, &red)

@@ -107,7 +107,9 @@ type Shipper struct {
 	forgetNext bool
 	through    int64 // through mark of the last sealed batch
 	ran        bool
-	mu         sync.Mutex // serialises seal (Run's sealer and Seal)
+	pause      func(time.Duration) // a paced seal's pause: nil, a timer (tests count them)
+	lastPacer  *pacer              // the last paced seal's (tests)
+	mu         sync.Mutex          // serialises seal (Run's sealer and Seal)
 }
 
 type shipperMetrics struct {
@@ -250,7 +252,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-tick.C:
-			if serr := s.Seal(); serr != nil {
+			if serr := s.seal(true, ctx.Done()); serr != nil {
 				s.log.Error("seal click batch", "err", serr)
 			}
 		}
@@ -269,9 +271,18 @@ loop:
 	return err
 }
 
-// Seal seals the clicks recorded so far into the journal now. Run calls
-// it every flush interval; tests call it to make batches.
-func (s *Shipper) Seal() error {
+// Seal seals the clicks recorded so far into the journal now, as quickly
+// as it can. Run seals every flush interval, paced (see pacer), and once
+// more, quickly, when it stops; tests call Seal to make batches.
+func (s *Shipper) Seal() error { return s.seal(false, nil) }
+
+// sealSpread is the share of the flush interval a paced seal may take.
+const sealSpread = 4
+
+// seal seals the clicks recorded so far; paced, in slices with pauses
+// between them, spread over at most 1/sealSpread of the flush interval,
+// until stop is closed (Run's context is done: the rest at full speed).
+func (s *Shipper) seal(paced bool, stop <-chan struct{}) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
@@ -289,10 +300,22 @@ func (s *Shipper) Seal() error {
 		clear(s.b.refStr)
 		s.forgetNext = false
 	}
+	var recorded int
 	for i := range s.rec.shards {
 		s.olds[i] = s.rec.take(i, s.spares[i])
+		recorded += int(s.olds[i].recorded)
 	}
-	s.b.learn(s.olds)
+	var p *pacer
+	if paced {
+		// A unit per click added up and per entry encoded: at most two
+		// per click.
+		p = newPacer(2*recorded, start.Add(s.cfg.Flush/sealSpread), s.pause, stop)
+		s.lastPacer = p
+	}
+	for _, a := range s.olds {
+		s.rec.addLog(a, p)
+	}
+	s.b.learn(s.olds, p)
 	st := s.b.gather(s.olds)
 	defer func() {
 		s.b.aggs = nil
@@ -326,7 +349,7 @@ func (s *Shipper) Seal() error {
 		return nil
 	}
 	s.enc.reset(s.cfg.maxBatchLen - batchOverhead)
-	s.b.encode(&s.enc)
+	s.b.encode(&s.enc, p)
 	s.enc.flush()
 	batches, clicks := s.batches(&s.enc, through)
 	if !s.j.fits(int64(size(batches))) {

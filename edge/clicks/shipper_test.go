@@ -414,3 +414,48 @@ func TestShipperSpillBound(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSealPaced: a paced seal (Run's, every flush interval) pauses at
+// least every sealSlice units of work (plus one User-Agent's
+// classification), so with GOMAXPROCS=1 it never holds the core for the
+// whole interval's clicks; its batch still counts every click. Seal, the
+// quick one, does not pause.
+func TestSealPaced(t *testing.T) {
+	rec := NewRecorder(testKey, Limits{})
+	sh, err := NewShipper(ShipperConfig{Edge: "edge-1", Dir: t.TempDir(), Recorder: rec, Publisher: failingPublisher{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pauses int
+	sh.pause = func(time.Duration) { pauses++ }
+	const n = 20_000
+	for i := range n {
+		rec.Record(clickFrom(fmt.Sprintf("paced%05d", i), i))
+	}
+	if err := sh.seal(true, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := sh.lastPacer
+	// Every click is a unit when its log is added up and another when
+	// its entry is encoded.
+	if min := 2 * n / (sealSlice + classifyUnits); pauses != p.pauses || pauses < min {
+		t.Fatalf("%d pauses (pacer counted %d) for %d clicks, want at least %d", pauses, p.pauses, n, min)
+	}
+	if p.longest >= sealSlice+classifyUnits {
+		t.Fatalf("%d units of work without a pause, want under %d", p.longest, sealSlice+classifyUnits)
+	}
+	if clicks, _, _, _ := journaled(t, sh); clicks != n {
+		t.Fatalf("paced seal journaled %d clicks, want %d", clicks, n)
+	}
+
+	pauses = 0
+	for i := range n {
+		rec.Record(clickFrom(fmt.Sprintf("quick%05d", i), i))
+	}
+	if err := sh.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if pauses != 0 {
+		t.Fatalf("Seal paused %d times", pauses)
+	}
+}
