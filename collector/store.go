@@ -425,7 +425,9 @@ func newDelta(msgs []replication.ClickMsg, now time.Time) *delta {
 	for _, m := range msgs {
 		n += len(m.Batch.Links)
 	}
-	return &delta{entries: make([]entry, 0, n), now: now}
+	// About 100 bytes per single entry's rollup (values), one growth at
+	// most for the rest.
+	return &delta{entries: make([]entry, 0, n), values: make([]byte, 0, 128*n), now: now}
 }
 
 // ApplyClicks merges a group of click batches in one synced Pebble batch,
