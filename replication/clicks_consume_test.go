@@ -40,21 +40,29 @@ func (a *slowApplier) ApplyClicks(msgs []replication.ClickMsg) error {
 	return nil
 }
 
-// TestClickConsumerSlowApply: a group that takes longer than StallTimeout
-// to apply while more batches wait is work, not a stall: the session is
-// not rebuilt; and GroupMaxBytes bounds a group.
-func TestClickConsumerSlowApply(t *testing.T) {
+// clickStream starts an embedded JetStream server with the click stream
+// and returns a connection to it and a context of a minute.
+func clickStream(t *testing.T) (*nats.Conn, context.Context) {
+	t.Helper()
 	ns := natstest.Start(t)
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := replication.EnsureClickStreamConn(ctx, nc, replication.ClickStreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
+	return nc, ctx
+}
+
+// TestClickConsumerSlowApply: a group that takes longer than StallTimeout
+// to apply while more batches wait is work, not a stall: the session is
+// not rebuilt; and GroupMaxBytes bounds a group.
+func TestClickConsumerSlowApply(t *testing.T) {
+	nc, ctx := clickStream(t)
 	const n = 20
 	visitors := make([]uint64, 1000) // about 8 KB a batch
 	for i := range visitors {
@@ -144,17 +152,7 @@ func (a *pipeApplier) PrepareClicks(msgs []replication.ClickMsg) (func() error, 
 // the next group while the previous one commits, and commits them all,
 // once each, in the order of the prepares.
 func TestClickConsumerPipelines(t *testing.T) {
-	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := replication.EnsureClickStreamConn(ctx, nc, replication.ClickStreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	nc, ctx := clickStream(t)
 	const n = 6
 	for i := 1; i <= n; i++ {
 		b := &linkpb.ClickBatch{Edge: "e1", Instance: "i1", Seq: uint64(i), ThroughUnixMs: int64(i) * 1000,
