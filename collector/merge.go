@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -34,36 +35,52 @@ func newMerger(limit int) *pebble.Merger {
 				// The first operand is kept as it is: a key with one
 				// operand (most of them, once compacted) is answered
 				// without decoding it.
-				return &rollupMerger{limit: limit, first: append([]byte(nil), value...)}, nil
+				m := rollupMergers.Get().(*rollupMerger)
+				m.limit, m.sum = limit, nil
+				m.first = append(m.first[:0], value...)
+				return m, nil
 			case pfxIndex, pfxTotal:
 				c, err := decodeCounts(value)
-				return &countsMerger{c: c}, err
+				m := countsMergers.Get().(*countsMerger)
+				m.c = c
+				return m, err
 			}
 			return nil, fmt.Errorf("%w: merge of key %q", errBadRollup, key)
 		},
 	}
 }
 
+// The mergers are reused: a flush or compaction merges every rollup,
+// index and totals key it writes (nearly all of them one operand), and
+// a merger and its copy of the operand for each was most of what the
+// store's compactions allocated. Finish hands the merger out as the
+// Closer of its result, and its Close puts it back.
+var (
+	rollupMergers = sync.Pool{New: func() any { return new(rollupMerger) }}
+	countsMergers = sync.Pool{New: func() any { return new(countsMerger) }}
+)
+
+// mergerKeep bounds the buffers a pooled merger keeps.
+const mergerKeep = 64 << 10
+
 // rollupMerger adds rollup operands.
 type rollupMerger struct {
 	limit int
-	first []byte  // the only operand so far, undecoded
+	first []byte  // the only operand so far, undecoded (a copy)
 	sum   *rollup // the sum, once a second operand came
+	out   []byte  // Finish's encoding of sum
 }
 
 func (m *rollupMerger) add(v []byte) error {
 	if m.sum == nil {
-		r, err := decodeRollup(m.first, true, true)
-		if err != nil {
+		m.sum = &rollup{}
+		if _, err := m.sum.addEncoded(m.first, true, true); err != nil {
 			return err
 		}
-		m.sum, m.first = r, nil
+		m.first = nil
 	}
-	r, err := decodeRollup(v, true, true)
-	if err != nil {
-		return err
-	}
-	return m.sum.merge(r)
+	_, err := m.sum.addEncoded(v, true, true)
+	return err
 }
 
 func (m *rollupMerger) MergeNewer(v []byte) error { return m.add(v) }
@@ -71,15 +88,30 @@ func (m *rollupMerger) MergeOlder(v []byte) error { return m.add(v) }
 
 func (m *rollupMerger) Finish(bool) ([]byte, io.Closer, error) {
 	if m.sum == nil {
-		return m.first, nil, nil
+		return m.first, m, nil
 	}
 	m.sum.bound(m.limit)
-	b, err := m.sum.encode(nil)
-	return b, nil, err
+	b, err := m.sum.encode(m.out[:0])
+	if err != nil {
+		return nil, nil, err
+	}
+	m.out, m.sum = b, nil
+	return b, m, nil
+}
+
+// Close returns m to the pool once its result has been used.
+func (m *rollupMerger) Close() error {
+	if cap(m.first) <= mergerKeep && cap(m.out) <= mergerKeep {
+		rollupMergers.Put(m)
+	}
+	return nil
 }
 
 // countsMerger adds counts operands (index and totals keys).
-type countsMerger struct{ c counts }
+type countsMerger struct {
+	c   counts
+	out []byte
+}
 
 func (m *countsMerger) add(v []byte) error {
 	c, err := decodeCounts(v)
@@ -92,7 +124,14 @@ func (m *countsMerger) MergeNewer(v []byte) error { return m.add(v) }
 func (m *countsMerger) MergeOlder(v []byte) error { return m.add(v) }
 
 func (m *countsMerger) Finish(bool) ([]byte, io.Closer, error) {
-	return m.c.encode(nil), nil, nil
+	m.out = m.c.encode(m.out[:0])
+	return m.out, m, nil
+}
+
+// Close returns m to the pool once its result has been used.
+func (m *countsMerger) Close() error {
+	countsMergers.Put(m)
+	return nil
 }
 
 // adoptSetOnlyStore handles a store written before the merge operator:

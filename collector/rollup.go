@@ -175,13 +175,26 @@ func (r *rollup) encode(dst []byte) ([]byte, error) {
 }
 
 // decodeRollup reads what encode wrote. withSketch false skips the
-// sketch (a query that needs only counts).
+// sketch (a query that needs only counts), withDims false the
+// breakdowns.
 func decodeRollup(b []byte, withSketch, withDims bool) (*rollup, error) {
+	var r rollup
+	est, err := r.addEncoded(b, withSketch, withDims)
+	if err != nil {
+		return nil, err
+	}
+	r.est = est
+	return &r, nil
+}
+
+// addEncoded adds the rollup encode wrote in b into r (as decodeRollup
+// and merge would, without a rollup and maps of its own for b) and
+// returns the estimate stored in b.
+func (r *rollup) addEncoded(b []byte, withSketch, withDims bool) (est uint64, err error) {
 	if len(b) == 0 || b[0] != rollupVersion {
-		return nil, errBadRollup
+		return 0, errBadRollup
 	}
 	b = b[1:]
-	var r rollup
 	var ok bool
 	uv := func() uint64 {
 		v, n := binary.Uvarint(b)
@@ -193,44 +206,51 @@ func decodeRollup(b []byte, withSketch, withDims bool) (*rollup, error) {
 		return v
 	}
 	ok = true
-	r.clicks, r.bots, r.est = uv(), uv(), uv()
+	clicks, bots, est := uv(), uv(), uv()
 	hl := uv()
 	if !ok || hl > uint64(len(b)) {
-		return nil, errBadRollup
+		return 0, errBadRollup
 	}
+	r.clicks += clicks
+	r.bots += bots
 	if hl > 0 && withSketch {
-		r.hll = newSketch()
-		if err := r.hll.UnmarshalBinary(b[:hl]); err != nil {
-			return nil, errBadRollup
+		sk := newSketch()
+		if err := sk.UnmarshalBinary(b[:hl]); err != nil {
+			return 0, errBadRollup
+		}
+		if r.hll == nil {
+			r.hll = sk
+		} else if err := r.hll.Merge(sk); err != nil {
+			return 0, err
 		}
 	}
 	b = b[hl:]
 	if !withDims {
-		return &r, nil
+		return est, nil
 	}
 	for d := range r.dims {
 		n := uv()
 		if !ok || n > uint64(len(b)) {
-			return nil, errBadRollup
+			return 0, errBadRollup
 		}
-		if n > 0 {
+		if n > 0 && r.dims[d] == nil {
 			r.dims[d] = make(map[string]uint64, n)
 		}
 		for range n {
 			kl := uv()
 			if !ok || kl > uint64(len(b)) {
-				return nil, errBadRollup
+				return 0, errBadRollup
 			}
-			k := string(b[:kl])
+			k := b[:kl]
 			b = b[kl:]
 			c := uv()
 			if !ok {
-				return nil, errBadRollup
+				return 0, errBadRollup
 			}
-			r.dims[d][k] += c
+			r.dims[d][string(k)] += c
 		}
 	}
-	return &r, nil
+	return est, nil
 }
 
 // counts is the value of a totals key: clicks and bots.

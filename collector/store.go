@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -193,12 +195,25 @@ type Store struct {
 	o   StoreOptions
 	log *slog.Logger
 
-	// mu serialises writers (Apply, Prune) and guards the state below.
-	mu   sync.Mutex
-	seqs map[string]uint64    // seqKey -> last applied seq
-	gaps map[string]time.Time // seqKey -> when a gap after it was first seen
-	// emu guards edges, so queries read the marks without waiting for a
-	// commit (Apply holds mu through its fsync).
+	// mu serialises the writers' preparing (PrepareClicks, Prune) and
+	// guards the prepared state below: what the groups prepared so far
+	// (committed or not) leave.
+	mu        sync.Mutex
+	seqs      map[string]uint64    // seqKey -> last applied seq
+	gaps      map[string]time.Time // seqKey -> when a gap after it was first seen
+	prepEdges map[string]edgeState // edge name -> state
+	prepared  uint64               // groups prepared
+	// cmu serialises the commits of prepared groups and guards the
+	// committed state: committed (groups committed) and cseqs (seqKey ->
+	// last committed seq).
+	cmu       sync.Mutex
+	committed uint64
+	cseqs     map[string]uint64
+	// broken is set when a commit failed or came out of order: the
+	// prepared state is ahead of the disk (see PrepareClicks).
+	broken atomic.Pointer[brokenErr]
+	// emu guards edges, the committed marks, so queries read them
+	// without waiting for a commit.
 	emu   sync.RWMutex
 	edges map[string]edgeState // edge name -> state
 	// closed is set by Close, under mu.
@@ -214,7 +229,7 @@ type Store struct {
 
 	mClicks, mBots, mBatches, mEmpty, mDuplicates *metrics.Counter
 	mRetries, mGaps, mGapBatches, mDropped        *metrics.Counter
-	mCommitDur, mGroup                            *metrics.Histogram
+	mPrepareDur, mCommitDur, mGroup               *metrics.Histogram
 }
 
 // OpenStore opens (creating if needed) the rollup store and loads the
@@ -251,11 +266,13 @@ func OpenStore(opts StoreOptions) (*Store, error) {
 	}
 	s := &Store{
 		db: db, o: o, log: o.Logger,
-		seqs:     map[string]uint64{},
-		gaps:     map[string]time.Time{},
-		edges:    map[string]edgeState{},
-		watchers: map[string]map[chan struct{}]struct{}{},
-		feed:     newClickFeed(),
+		seqs:      map[string]uint64{},
+		cseqs:     map[string]uint64{},
+		gaps:      map[string]time.Time{},
+		edges:     map[string]edgeState{},
+		prepEdges: map[string]edgeState{},
+		watchers:  map[string]map[chan struct{}]struct{}{},
+		feed:      newClickFeed(),
 	}
 	if err := s.checkPartition(); err != nil {
 		return nil, errors.Join(err, db.Close())
@@ -301,6 +318,7 @@ func (s *Store) load() error {
 			return fmt.Errorf("bad seq under %q", it.Key())
 		}
 		s.seqs[string(it.Key())] = v
+		s.cseqs[string(it.Key())] = v
 	}
 	if err := it.Close(); err != nil {
 		return err
@@ -316,6 +334,7 @@ func (s *Store) load() error {
 			return fmt.Errorf("edge %q: %w", it.Key()[1:], err)
 		}
 		s.edges[string(it.Key()[1:])] = es
+		s.prepEdges[string(it.Key()[1:])] = es
 	}
 	return it.Error()
 }
@@ -348,6 +367,7 @@ func (s *Store) registerMetrics() {
 	s.mGaps = set.GetOrCreateCounter("linkpop_collector_gaps_total")
 	s.mGapBatches = set.GetOrCreateCounter("linkpop_collector_gap_batches_lost_total")
 	s.mDropped = set.GetOrCreateCounter("linkpop_collector_edge_dropped_total")
+	s.mPrepareDur = set.GetOrCreateHistogram("linkpop_collector_prepare_duration_seconds")
 	s.mCommitDur = set.GetOrCreateHistogram("linkpop_collector_commit_duration_seconds")
 	s.mGroup = set.GetOrCreateHistogram("linkpop_collector_commit_batches")
 	set.NewGauge("linkpop_collector_store_bytes", func() float64 {
@@ -373,15 +393,41 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// delta accumulates one group commit in memory: every key is summed
-// once per group, however many clicks and batches touched it, and
-// written as one merge operand (a viral link costs three rollup operands
-// per commit, not one per click).
+// delta is one group commit being summed: the LinkMinutes of its
+// applied batches, each with the edge that shipped it. writeDelta sorts
+// them once by code and minute and writes every key of the group once,
+// as one merge operand, however many clicks and batches touched it (a
+// viral link costs three rollup operands per commit, not one per click).
 type delta struct {
-	rollups map[string]*pendingRollup
-	index   map[string]counts
-	totals  map[string]counts
-	kbuf    []byte
+	entries []entry
+	// values holds the stored rollups of single entries (delta.single).
+	values []byte
+	// touched are the codes of the group, clicked those with clicks (for
+	// the watchers and the feed); set by writeDelta.
+	touched, clicked []string
+	kbuf, vbuf       []byte
+	now              time.Time
+}
+
+// entry is one LinkMinute of a group.
+type entry struct {
+	lm   *linkpb.LinkMinute
+	edge string
+	// Its stored rollup alone, once built: values[off:end] (end 0: it
+	// must be summed).
+	off, end int
+	built    bool
+}
+
+// newDelta returns an empty delta sized for msgs.
+func newDelta(msgs []replication.ClickMsg, now time.Time) *delta {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Batch.Links)
+	}
+	// About 100 bytes per single entry's rollup (values), one growth at
+	// most for the rest.
+	return &delta{entries: make([]entry, 0, n), values: make([]byte, 0, 128*n), now: now}
 }
 
 // ApplyClicks merges a group of click batches in one synced Pebble batch,
@@ -389,12 +435,36 @@ type delta struct {
 // came from, and sets each message's verdict: applied, duplicate (its
 // seq is at most the instance's last applied one: acknowledge, count
 // nothing), or retry (it follows a gap younger than GapTimeout: send it
-// back). It implements replication.ClickApplier.
+// back). It implements replication.ClickApplier; it is PrepareClicks
+// and the commit it returns.
 func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
+	commit, err := s.PrepareClicks(msgs)
+	if err != nil {
+		return err
+	}
+	return commit()
+}
+
+// PrepareClicks is the first half of ApplyClicks: it sets the verdicts
+// and sums the group into its Pebble batch, and returns the commit (the
+// synced write, then the new state published to the queries). It
+// implements replication.ClickPreparer, so the consumer decodes and
+// prepares the next group while this one commits.
+//
+// Verdicts are decided against the groups prepared before, committed or
+// not, so every prepared commit must be called, in the order of the
+// prepares. One that fails, or comes out of order, breaks the store:
+// every later prepare and commit returns the error, and nothing it
+// prepared is acknowledged (the store must be reopened, which reads the
+// sequences from disk again).
+func (s *Store) PrepareClicks(msgs []replication.ClickMsg) (commit func() error, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return nil, ErrClosed
+	}
+	if b := s.broken.Load(); b != nil {
+		return nil, b.err
 	}
 	start := time.Now()
 	now := s.o.Now()
@@ -420,24 +490,21 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 		}
 		return 0
 	})
-	seqs := map[string]uint64{}
-	edges := map[string]edgeState{}
-	d := delta{rollups: map[string]*pendingRollup{}, index: map[string]counts{}, totals: map[string]counts{}}
-	var clicks, bots, applied, empty, dups, retries, dropped uint64
-	var gaps []string
+	g := &group{s: s, seqs: map[string]uint64{}, edges: map[string]edgeState{}, msgs: len(msgs)}
+	d := newDelta(msgs, now)
 	waiting := map[string]bool{} // instances with a batch sent back
 	for _, i := range order {
 		m := &msgs[i]
 		b := m.Batch
 		sk := string(seqKey(b.Edge, b.Instance))
-		last, ok := seqs[sk]
+		last, ok := g.seqs[sk]
 		if !ok {
 			last = s.seqs[sk]
 		}
 		switch {
 		case b.Seq <= last:
 			m.Verdict = replication.ClickDuplicate
-			dups++
+			g.dups++
 			continue
 		case b.Seq > last+1:
 			first, seen := s.gaps[sk]
@@ -447,166 +514,199 @@ func (s *Store) ApplyClicks(msgs []replication.ClickMsg) error {
 			}
 			if now.Sub(first) < s.o.GapTimeout {
 				m.Verdict = replication.ClickRetry
-				retries++
+				g.retries++
 				waiting[sk] = true
 				continue
 			}
-			gaps = append(gaps, sk)
+			g.gaps = append(g.gaps, sk)
 			s.mGapBatches.Add(int(b.Seq - last - 1))
 			s.log.Error("click batches missing: accepting the batch after a gap that outlived the gap timeout",
 				"edge", b.Edge, "instance", b.Instance, "last_applied", last, "seq", b.Seq, "lost_batches", b.Seq-last-1)
 		}
 		m.Verdict = replication.ClickApplied
-		seqs[sk] = b.Seq
-		applied++
-		es, ok := edges[b.Edge]
+		g.seqs[sk] = b.Seq
+		g.applied++
+		es, ok := g.edges[b.Edge]
 		if !ok {
-			s.emu.RLock()
-			es = s.edges[b.Edge]
-			s.emu.RUnlock()
+			es = s.prepEdges[b.Edge]
 		}
 		es.through = max(es.through, b.ThroughUnixMs)
 		es.dropped += b.Dropped
-		dropped += b.Dropped
-		edges[b.Edge] = es
+		g.dropped += b.Dropped
+		g.edges[b.Edge] = es
 		if len(b.Links) == 0 {
-			empty++
+			g.empty++
 		}
 		for _, lm := range b.Links {
 			if s.o.Partitions > 1 && PartitionOf(lm.Code, s.o.Partitions) != s.o.Partition {
 				continue // another collector's code
 			}
-			clicks += lm.Clicks
-			bots += lm.Bots
-			s.addMinute(&d, b.Edge, lm, now)
+			g.clicks += lm.Clicks
+			g.bots += lm.Bots
+			d.addMinute(b.Edge, lm)
 		}
 	}
-	if applied > 0 {
-		wb := s.db.NewBatch()
-		defer wb.Close()
-		if err := s.writeDelta(wb, &d); err != nil {
-			return err
+	if g.applied > 0 {
+		g.wb = s.db.NewBatchWithSize(batchSizeHint(len(d.entries)))
+		if err := s.writeDelta(g.wb, d); err != nil {
+			g.wb.Close()
+			return nil, err
 		}
 		var buf []byte
-		for sk, seq := range seqs {
+		for sk, seq := range g.seqs {
 			buf = binary.AppendUvarint(buf[:0], seq)
-			if err := wb.Set([]byte(sk), buf, nil); err != nil {
-				return err
+			if err := g.wb.Set([]byte(sk), buf, nil); err != nil {
+				g.wb.Close()
+				return nil, err
 			}
 		}
-		for name, es := range edges {
-			if err := wb.Set(edgeKey(name), es.encode(), nil); err != nil {
-				return err
+		for name, es := range g.edges {
+			if err := g.wb.Set(edgeKey(name), es.encode(), nil); err != nil {
+				g.wb.Close()
+				return nil, err
 			}
 		}
-		if err := wb.Commit(pebble.Sync); err != nil {
-			return fmt.Errorf("commit clicks: %w", err)
+	}
+	// The prepared state: what the next group is decided against.
+	for sk, seq := range g.seqs {
+		s.seqs[sk] = seq
+		if !waiting[sk] {
+			delete(s.gaps, sk)
 		}
-		for sk, seq := range seqs {
-			s.seqs[sk] = seq
-			if !waiting[sk] {
-				delete(s.gaps, sk)
+	}
+	for name, es := range g.edges {
+		s.prepEdges[name] = es
+	}
+	for _, sk := range g.gaps {
+		delete(s.gaps, sk)
+	}
+	g.touched, g.clicked = d.touched, d.clicked
+	s.prepared++
+	g.n = s.prepared
+	s.mPrepareDur.Update(time.Since(start).Seconds())
+	return g.commit, nil
+}
+
+// group is one prepared group commit.
+type group struct {
+	s     *Store
+	n     uint64        // its place in the order of prepares
+	wb    *pebble.Batch // nil: nothing applied
+	seqs  map[string]uint64
+	edges map[string]edgeState
+	gaps  []string
+	// touched and clicked: the codes the group counted clicks or bots
+	// of, and clicks of.
+	touched, clicked []string
+	msgs             int
+
+	clicks, bots, applied, empty, dups, retries, dropped uint64
+}
+
+// brokenErr is why the store refuses to prepare and commit (see
+// PrepareClicks).
+type brokenErr struct{ err error }
+
+// commit writes the group (synced) and publishes it: the committed
+// sequences, the edges' marks, the metrics, the watchers and the feed.
+func (g *group) commit() error {
+	s := g.s
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	start := time.Now()
+	if g.wb != nil {
+		defer g.wb.Close()
+	}
+	if b := s.broken.Load(); b != nil {
+		return b.err
+	}
+	if g.n != s.committed+1 {
+		err := fmt.Errorf("collector: commit %d of the prepared groups after %d: out of order", g.n, s.committed)
+		s.broken.Store(&brokenErr{err})
+		return err
+	}
+	if g.wb != nil {
+		s.rmu.RLock()
+		err := ErrClosed
+		if !s.closed {
+			err = g.wb.Commit(pebble.Sync)
+		}
+		s.rmu.RUnlock()
+		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				err = fmt.Errorf("commit clicks: %w", err)
 			}
+			s.broken.Store(&brokenErr{err})
+			return err
 		}
+	}
+	s.committed = g.n
+	for sk, seq := range g.seqs {
+		s.cseqs[sk] = seq
+	}
+	if len(g.edges) > 0 {
 		s.emu.Lock()
-		for name, es := range edges {
+		for name, es := range g.edges {
 			s.edges[name] = es
 		}
 		s.emu.Unlock()
 	}
-	for _, sk := range gaps {
-		delete(s.gaps, sk)
-		s.mGaps.Inc()
-	}
-	s.mBatches.Add(int(applied))
-	s.mEmpty.Add(int(empty))
-	s.mDuplicates.Add(int(dups))
-	s.mRetries.Add(int(retries))
-	s.mClicks.AddInt64(int64(clicks))
-	s.mBots.AddInt64(int64(bots))
-	s.mDropped.AddInt64(int64(dropped))
-	s.mGroup.Update(float64(len(msgs)))
+	s.mGaps.Add(len(g.gaps))
+	s.mBatches.Add(int(g.applied))
+	s.mEmpty.Add(int(g.empty))
+	s.mDuplicates.Add(int(g.dups))
+	s.mRetries.Add(int(g.retries))
+	s.mClicks.AddInt64(int64(g.clicks))
+	s.mBots.AddInt64(int64(g.bots))
+	s.mDropped.AddInt64(int64(g.dropped))
+	s.mGroup.Update(float64(g.msgs))
 	s.mCommitDur.Update(time.Since(start).Seconds())
-	if len(d.totals) > 0 {
-		s.notify(d.totals)
-		codes := make([]string, 0, len(d.totals))
-		for code, c := range d.totals {
-			if c.clicks > 0 {
-				codes = append(codes, code)
-			}
-		}
-		s.feed.add(codes)
-	}
+	s.notify(g.touched)
+	s.feed.add(g.clicked)
 	return nil
 }
 
-// addMinute adds one LinkMinute of a batch from edge to the delta, at
-// every level whose retention still holds its bucket. A rollup key that
-// only this LinkMinute touches in the group (spread traffic: nearly
-// every one) is encoded straight from it by writeDelta, with its
-// visitors' sketch built once for the three levels; a second
-// contribution turns the key into a rollup sum.
-func (s *Store) addMinute(d *delta, edge string, lm *linkpb.LinkMinute, now time.Time) {
-	var sk *minuteSketch
-	for lvl := Minute; lvl < numLevels; lvl++ {
-		bucket := lvl.floor(lm.MinuteUnix)
-		if !s.retained(lvl, bucket, now) {
-			continue
-		}
-		d.kbuf = rollupKey(d.kbuf[:0], lvl, lm.Code, bucket)
-		e, ok := d.rollups[string(d.kbuf)]
-		switch {
-		case !ok:
-			if sk == nil && len(lm.Visitors) > 0 {
-				sk = sketchOf(lm.Visitors)
+// batchSizeHint is the initial size of the Pebble batch of a group of
+// entries LinkMinutes: about 7 keys each (three rollups, three index
+// entries, the total), so the batch does not grow by copying itself.
+func batchSizeHint(entries int) int { return min(64<<10+entries*512, 64<<20) }
+
+// addMinute adds one LinkMinute of a batch from edge to the delta.
+func (d *delta) addMinute(edge string, lm *linkpb.LinkMinute) {
+	d.entries = append(d.entries, entry{lm: lm, edge: edge})
+}
+
+// single returns the stored rollup of e alone (encodeMinute), or nil if
+// it must be summed as a rollup to be bounded. It is encoded once, for
+// the three levels: under spread traffic the rollup of nearly every
+// key is one LinkMinute, the same at every level.
+func (d *delta) single(e *entry, limit int) []byte {
+	if !e.built {
+		e.built = true
+		var sk []byte
+		var est uint64
+		if len(e.lm.Visitors) > 0 {
+			h := newSketch()
+			for _, v := range e.lm.Visitors {
+				h.InsertHash(v)
 			}
-			e = &pendingRollup{lm: lm, edge: edge, sketch: sk}
-			d.rollups[string(d.kbuf)] = e
-		case e.sum == nil:
-			e.sum = &rollup{}
-			e.sum.add(e.lm, e.edge)
-			e.lm, e.sketch = nil, nil
-			fallthrough
-		default:
-			e.sum.add(lm, edge)
+			est = h.Estimate()
+			b, err := h.MarshalBinary()
+			if err != nil {
+				panic(err) // a sketch of a valid precision always encodes
+			}
+			sk = b
 		}
-		d.kbuf = indexKey(d.kbuf[:0], lvl, bucket, lm.Code)
-		c := d.index[string(d.kbuf)]
-		c.clicks += lm.Clicks
-		c.bots += lm.Bots
-		d.index[string(d.kbuf)] = c
+		off := len(d.values)
+		var ok bool
+		if d.values, ok = encodeMinute(d.values, e.lm, e.edge, sk, est, limit); ok {
+			e.off, e.end = off, len(d.values)
+		}
 	}
-	t := d.totals[lm.Code]
-	t.clicks += lm.Clicks
-	t.bots += lm.Bots
-	d.totals[lm.Code] = t
-}
-
-// pendingRollup is one rollup key of a group: a single LinkMinute (lm,
-// from edge, with its sketch) or, once a second one came, their sum.
-type pendingRollup struct {
-	lm     *linkpb.LinkMinute
-	edge   string
-	sketch *minuteSketch
-	sum    *rollup
-}
-
-// minuteSketch is the encoded sketch of one LinkMinute's visitors.
-type minuteSketch struct {
-	enc []byte
-	est uint64
-}
-
-func sketchOf(visitors []uint64) *minuteSketch {
-	sk := newSketch()
-	for _, v := range visitors {
-		sk.InsertHash(v)
+	if e.end == 0 {
+		return nil
 	}
-	enc, err := sk.MarshalBinary()
-	if err != nil {
-		panic(err) // a sketch always marshals
-	}
-	return &minuteSketch{enc: enc, est: sk.Estimate()}
+	return d.values[e.off:e.end]
 }
 
 // add adds one LinkMinute from edge.
@@ -647,10 +747,11 @@ func dimKey(dim int, key string) string {
 }
 
 // encodeMinute appends to dst the stored rollup of one LinkMinute from
-// edge, as rollup.encode would write it after rollup.add (a key listed
-// twice is summed when read). ok is false if a breakdown has more than
-// limit entries: the caller then sums it as a rollup, which bounds it.
-func encodeMinute(dst []byte, lm *linkpb.LinkMinute, edge string, sk *minuteSketch, limit int) (_ []byte, ok bool) {
+// edge with its encoded sketch sk (nil: no visitors) and estimate est, as
+// rollup.encode would write it after rollup.add (a key listed twice is
+// summed when read). ok is false if a breakdown has more than limit
+// entries: the caller then sums it as a rollup, which bounds it.
+func encodeMinute(dst []byte, lm *linkpb.LinkMinute, edge string, sk []byte, est uint64, limit int) (_ []byte, ok bool) {
 	dims := minuteDims(lm)
 	for _, kcs := range dims {
 		if len(kcs) > limit {
@@ -660,14 +761,9 @@ func encodeMinute(dst []byte, lm *linkpb.LinkMinute, edge string, sk *minuteSket
 	dst = append(dst, rollupVersion)
 	dst = binary.AppendUvarint(dst, lm.Clicks)
 	dst = binary.AppendUvarint(dst, lm.Bots)
-	if sk == nil {
-		dst = binary.AppendUvarint(dst, 0)
-		dst = binary.AppendUvarint(dst, 0)
-	} else {
-		dst = binary.AppendUvarint(dst, sk.est)
-		dst = binary.AppendUvarint(dst, uint64(len(sk.enc)))
-		dst = append(dst, sk.enc...)
-	}
+	dst = binary.AppendUvarint(dst, est)
+	dst = binary.AppendUvarint(dst, uint64(len(sk)))
+	dst = append(dst, sk...)
 	for dim, kcs := range dims {
 		dst = binary.AppendUvarint(dst, uint64(len(kcs)))
 		for _, kc := range kcs {
@@ -702,49 +798,100 @@ func (s *Store) retained(lvl Interval, bucket int64, now time.Time) bool {
 	return time.Unix(bucket, 0).Add(lvl.Duration()).After(now.Add(-keep))
 }
 
+// run is the entries d.entries[i:j] of one code that fall in one
+// bucket of a level: one rollup key and one index key.
+type run struct {
+	bucket int64
+	i, j   int
+	c      counts
+}
+
 // writeDelta writes every key of d into wb as a merge operand, in key
 // order: the memtable's skiplist inserts a run of ascending keys from
 // where the previous one went, instead of searching from the top for
 // each (a large group of spread traffic is a hundred thousand keys).
+// One sort of the entries by code and minute gives the order of the
+// totals and, level by level, of the rollups; the index orders a level's
+// rollups by bucket first.
 func (s *Store) writeDelta(wb *pebble.Batch, d *delta) error {
-	keys := make([]string, 0, len(d.rollups)+len(d.index)+len(d.totals))
-	for k := range d.rollups {
-		keys = append(keys, k)
+	es := d.entries
+	slices.SortFunc(es, func(a, b entry) int {
+		if c := strings.Compare(a.lm.Code, b.lm.Code); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.lm.MinuteUnix, b.lm.MinuteUnix)
+	})
+	// Totals: c <code> sorts before g and r.
+	for i := 0; i < len(es); {
+		code := es[i].lm.Code
+		var c counts
+		for ; i < len(es) && es[i].lm.Code == code; i++ {
+			c.clicks += es[i].lm.Clicks
+			c.bots += es[i].lm.Bots
+		}
+		d.touched = append(d.touched, code)
+		if c.clicks > 0 {
+			d.clicked = append(d.clicked, code)
+		}
+		d.kbuf = append(append(d.kbuf[:0], pfxTotal), code...)
+		if err := wb.Merge(d.kbuf, c.encode(d.vbuf[:0]), nil); err != nil {
+			return err
+		}
 	}
-	for k := range d.index {
-		keys = append(keys, k)
-	}
-	for code := range d.totals {
-		keys = append(keys, string(totalKey(code)))
-	}
-	slices.Sort(keys)
-	var buf []byte
-	var err error
-	for _, k := range keys {
-		switch k[0] {
-		case pfxRollup:
-			e := d.rollups[k]
-			ok := false
-			if e.sum == nil {
-				buf, ok = encodeMinute(buf[:0], e.lm, e.edge, e.sketch, s.o.BreakdownLimit)
-				if !ok {
-					e.sum = &rollup{}
-					e.sum.add(e.lm, e.edge)
-				}
+	// The levels in key order: the level letters sort d < h < m.
+	levels := [numLevels]Interval{Day, Hour, Minute}
+	var runs [numLevels][]run
+	for li, lvl := range levels {
+		rs := make([]run, 0, len(es))
+		for i := 0; i < len(es); {
+			code, bucket := es[i].lm.Code, lvl.floor(es[i].lm.MinuteUnix)
+			r := run{bucket: bucket, i: i}
+			for ; i < len(es) && es[i].lm.Code == code && lvl.floor(es[i].lm.MinuteUnix) == bucket; i++ {
+				r.c.clicks += es[i].lm.Clicks
+				r.c.bots += es[i].lm.Bots
 			}
-			if !ok {
-				e.sum.bound(s.o.BreakdownLimit)
-				if buf, err = e.sum.encode(buf[:0]); err != nil {
+			r.j = i
+			if s.retained(lvl, bucket, d.now) {
+				rs = append(rs, r)
+			}
+		}
+		runs[li] = rs
+	}
+	// Index: g <level> <bucket> <code>, a level's runs by bucket (stable:
+	// by code within one).
+	for li, lvl := range levels {
+		byBucket := slices.Clone(runs[li])
+		slices.SortStableFunc(byBucket, func(a, b run) int { return cmp.Compare(a.bucket, b.bucket) })
+		for _, r := range byBucket {
+			d.kbuf = indexKey(d.kbuf[:0], lvl, r.bucket, es[r.i].lm.Code)
+			if err := wb.Merge(d.kbuf, r.c.encode(d.vbuf[:0]), nil); err != nil {
+				return err
+			}
+		}
+	}
+	// Rollups: r <level> <code> 0 <bucket>, in the runs' order.
+	for li, lvl := range levels {
+		for _, r := range runs[li] {
+			var v []byte
+			if r.j-r.i == 1 {
+				v = d.single(&es[r.i], s.o.BreakdownLimit)
+			}
+			if v == nil {
+				sum := &rollup{}
+				for k := r.i; k < r.j; k++ {
+					sum.add(es[k].lm, es[k].edge)
+				}
+				sum.bound(s.o.BreakdownLimit)
+				var err error
+				if d.vbuf, err = sum.encode(d.vbuf[:0]); err != nil {
 					return err
 				}
+				v = d.vbuf
 			}
-		case pfxIndex:
-			buf = d.index[k].encode(buf[:0])
-		default:
-			buf = d.totals[k[1:]].encode(buf[:0])
-		}
-		if err := wb.Merge([]byte(k), buf, nil); err != nil {
-			return err
+			d.kbuf = rollupKey(d.kbuf[:0], lvl, es[r.i].lm.Code, r.bucket)
+			if err := wb.Merge(d.kbuf, v, nil); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -819,13 +966,13 @@ func (s *Store) Watch(code string) (<-chan struct{}, func()) {
 	}
 }
 
-func (s *Store) notify(codes map[string]counts) {
+func (s *Store) notify(codes []string) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if len(s.watchers) == 0 {
 		return
 	}
-	for code := range codes {
+	for _, code := range codes {
 		for ch := range s.watchers[code] {
 			select {
 			case ch <- struct{}{}:
@@ -854,11 +1001,12 @@ func (s *Store) Edges() []EdgeMark {
 	return out
 }
 
-// LastSeq is the last applied seq of an edge instance, 0 if none.
+// LastSeq is the last applied (committed) seq of an edge instance, 0 if
+// none.
 func (s *Store) LastSeq(edge, instance string) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.seqs[string(seqKey(edge, instance))]
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return s.cseqs[string(seqKey(edge, instance))]
 }
 
 // scan calls fn for every key in [lo, hi) under the read lock.

@@ -71,8 +71,6 @@ type Server struct {
 	// mFeedErrors the failed reads and sweeps of a feed, mFeedSweeps the
 	// sweeps of every limited link (after a feed could not be followed).
 	mMaxVisits, mFeedErrors, mFeedSweeps *metrics.Counter
-	// limitedScans shares the feeds' scans for the limited links.
-	limitedScans sharedScan
 	// quit is closed when Run begins to stop: long-lived answers (the
 	// live stats stream) end on it.
 	quit chan struct{}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/linkpop/linkpop/collector"
@@ -239,8 +238,8 @@ const feedWait = 5 * time.Second
 
 // followClicks enforces max_visits from one collector's feed until ctx
 // ends: every code the collector counted clicks of is checked against
-// the store (only links with a max_visits cost more than a lookup), and
-// one whose clicks reached its limit is disabled through the ordinary
+// the store's limited set (only the links with a max_visits are read),
+// and one whose clicks reached its limit is disabled through the ordinary
 // store and change stream. Only the leader follows (the origin is the
 // one writer); a reader that may have missed commits (its first read,
 // after it became leader, or after the collector restarted or the feed
@@ -296,8 +295,12 @@ func (s *Server) followClicks(ctx context.Context, f clickFeed) {
 }
 
 // checkMaxVisits disables code if it is an active link whose clicks in
-// src reached its max_visits.
+// src reached its max_visits. A code the store's limited set does not
+// name costs no read.
 func (s *Server) checkMaxVisits(ctx context.Context, src collector.Source, code string) error {
+	if !s.store.MayBeLimited(code) {
+		return nil
+	}
 	rec, err := s.store.Get(code)
 	if err != nil || rec.MaxVisits == 0 || rec.Status != link.StatusActive {
 		return nil
@@ -307,88 +310,33 @@ func (s *Server) checkMaxVisits(ctx context.Context, src collector.Source, code 
 }
 
 // sweepMaxVisits checks every active link with a max_visits in f's
-// partition and returns how many it disabled.
+// partition (the store's limited set) and returns how many it disabled.
 func (s *Server) sweepMaxVisits(ctx context.Context, f clickFeed) (int, error) {
-	limited, err := s.limitedScans.scan(ctx, s.scanLimited)
+	codes, err := s.store.LimitedCodes(ctx)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, rec := range limited {
-		if collector.PartitionOf(rec.Code, f.parts) != f.part {
+	for _, code := range codes {
+		if collector.PartitionOf(code, f.parts) != f.part {
 			continue
+		}
+		rec, err := s.store.Get(code)
+		if errors.Is(err, link.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("link %s: %w", code, err)
 		}
 		next, err := s.enforceFrom(ctx, f.Source, rec)
 		if err != nil {
-			return n, fmt.Errorf("link %s: %w", rec.Code, err)
+			return n, fmt.Errorf("link %s: %w", code, err)
 		}
-		if next.Status != link.StatusActive {
+		if rec.Status == link.StatusActive && next.Status != link.StatusActive {
 			n++
 		}
 	}
 	return n, nil
-}
-
-// scanLimited returns every active link with a max_visits, from one scan
-// of the store.
-func (s *Server) scanLimited(ctx context.Context) ([]link.Record, error) {
-	var limited []link.Record
-	err := s.store.ScanAll(func(r link.Record) error {
-		if r.MaxVisits > 0 && r.Status == link.StatusActive {
-			limited = append(limited, r)
-		}
-		return ctx.Err()
-	})
-	return limited, err
-}
-
-// sharedScan shares one scan of the link table among the partitions'
-// sweeps: a caller gets the result of a scan that began after it asked,
-// and one scan serves every caller waiting for it, so the partitions of
-// Collectors that all sweep at start or at a takeover cost one or two
-// scans, not one each. One scan runs at a time.
-type sharedScan struct {
-	mu      sync.Mutex
-	running bool
-	next    *scanRound // the round the next scan serves; nil: none asked for
-}
-
-type scanRound struct {
-	done chan struct{}
-	recs []link.Record
-	err  error
-}
-
-// scan returns the result of a run of fn that began after the call. The
-// caller that finds no scan running runs fn, for its round and for the
-// rounds asked for meanwhile, until none is waiting.
-func (l *sharedScan) scan(ctx context.Context, fn func(context.Context) ([]link.Record, error)) ([]link.Record, error) {
-	l.mu.Lock()
-	if l.next == nil {
-		l.next = &scanRound{done: make(chan struct{})}
-	}
-	mine := l.next
-	if l.running {
-		l.mu.Unlock()
-		select {
-		case <-mine.done:
-			return mine.recs, mine.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	l.running = true
-	for l.next != nil {
-		r := l.next
-		l.next = nil
-		l.mu.Unlock()
-		r.recs, r.err = fn(ctx)
-		close(r.done)
-		l.mu.Lock()
-	}
-	l.running = false
-	l.mu.Unlock()
-	return mine.recs, mine.err
 }
 
 // enforceMaxVisits disables rec, through the ordinary store and change

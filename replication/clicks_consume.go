@@ -55,6 +55,19 @@ type ClickApplier interface {
 	ApplyClicks(msgs []ClickMsg) error
 }
 
+// ClickPreparer is a ClickApplier that splits ApplyClicks in two, so the
+// consumer decodes and prepares the next group while the previous one
+// commits. ClickConsumer uses it when its Applier implements it.
+type ClickPreparer interface {
+	ClickApplier
+	// PrepareClicks sets each message's Verdict and returns the commit
+	// of the group (all of it or none); the consumer acknowledges the
+	// messages only after the commit returned nil. The consumer calls
+	// every commit PrepareClicks returned, one at a time, in the order of
+	// the prepares (a session that ends commits what it prepared first).
+	PrepareClicks(msgs []ClickMsg) (commit func() error, err error)
+}
+
 // ClickConsumerConfig configures a ClickConsumer.
 type ClickConsumerConfig struct {
 	// Stream names the click stream. The defaults are ClickStreamConfig's.
@@ -207,7 +220,7 @@ type ClickConsumer struct {
 	groups, poison, rebuil atomic.Uint64
 	lastContact            atomic.Int64
 	lastRecv               atomic.Int64
-	applying               atomic.Bool // a group is being applied: not a stall
+	applying               atomic.Int32 // groups being prepared or committed: not a stall
 
 	slot sessionSlot // the running session, for the watchdog
 
@@ -330,26 +343,60 @@ func (c *ClickConsumer) session(ctx context.Context) error {
 	defer it.Stop()
 	sctx, _, end := c.slot.begin(ctx)
 	defer end()
+	// The committer commits and acknowledges the prepared groups in
+	// order while this loop receives, decodes and prepares the next
+	// one; a failed commit ends the session through gctx.
+	gctx, gcancel := context.WithCancel(sctx)
+	defer gcancel()
+	groups := make(chan preparedGroup)
+	failed := make(chan error, 1)
+	var cwg sync.WaitGroup
+	cwg.Go(func() {
+		for g := range groups {
+			if err := c.commitGroup(g); err != nil {
+				failed <- err
+				gcancel()
+				for range groups {
+					// Prepared after the failure: never committed, never
+					// acknowledged; the applier refuses them anyway.
+				}
+				return
+			}
+		}
+	})
+	// Every group handed over is committed before the session returns.
+	defer cwg.Wait()
+	defer close(groups)
 	c.lastRecv.Store(time.Now().UnixNano())
 	prefix := c.cfg.Stream.SubjectPrefix + "."
-	var (
-		group []ClickMsg
-		raw   []jetstream.Msg
-	)
+	applyFailed := func() error {
+		select {
+		case err := <-failed:
+			return err
+		default:
+			return nil
+		}
+	}
 	for {
-		group, raw = group[:0], raw[:0]
-		msg, err := it.Next(jetstream.NextContext(sctx))
+		var (
+			group []ClickMsg
+			raw   []jetstream.Msg
+		)
+		msg, err := it.Next(jetstream.NextContext(gctx))
 		if err != nil {
+			if ferr := applyFailed(); ferr != nil {
+				return ferr
+			}
 			return nextErr(sctx, err)
 		}
 		group, raw = c.take(group, raw, msg, prefix)
 		size := len(msg.Data())
-		fill, cancel := context.WithTimeout(sctx, c.cfg.BatchWait)
+		fill, cancel := context.WithTimeout(gctx, c.cfg.BatchWait)
 		var stop error
 		for len(raw) < c.cfg.BatchSize && size < c.cfg.GroupMaxBytes {
 			msg, err := it.Next(jetstream.NextContext(fill))
 			if err != nil {
-				if sctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+				if gctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 					stop = nextErr(sctx, err)
 				}
 				break
@@ -361,31 +408,69 @@ func (c *ClickConsumer) session(ctx context.Context) error {
 		c.contact()
 		c.lastRecv.Store(time.Now().UnixNano())
 		if len(group) > 0 {
-			// A long apply (a big group on a loaded machine) is work, not
-			// a stall: the watcher leaves the session alone meanwhile.
-			c.applying.Store(true)
-			err := c.cfg.Applier.ApplyClicks(group)
-			c.lastRecv.Store(time.Now().UnixNano())
-			c.applying.Store(false)
+			// A long prepare or commit (a big group on a loaded
+			// machine) is work, not a stall: the watcher leaves the
+			// session alone meanwhile.
+			c.applying.Add(1)
+			commit, err := c.prepare(group)
+			c.applying.Add(-1)
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrClickApply, err)
 			}
-			c.groups.Add(1)
-			c.mGroups.Inc()
-			c.mMsgs.Add(len(group))
-			for i := range group {
-				m := raw[i]
-				if group[i].Verdict == ClickRetry {
-					_ = m.NakWithDelay(c.cfg.RetryDelay)
-				} else {
-					_ = m.Ack()
-				}
+			select {
+			case groups <- preparedGroup{group: group, raw: raw, commit: commit}:
+			case err := <-failed:
+				return err
 			}
+		}
+		if ferr := applyFailed(); ferr != nil {
+			return ferr
 		}
 		if stop != nil {
 			return stop
 		}
 	}
+}
+
+// preparedGroup is a group handed to the committer: the decoded
+// batches, their messages (raw[i] is group[i]'s) and its commit.
+type preparedGroup struct {
+	group  []ClickMsg
+	raw    []jetstream.Msg
+	commit func() error
+}
+
+// prepare returns the commit of group: the applier's own prepared commit
+// if it is a ClickPreparer, else its ApplyClicks.
+func (c *ClickConsumer) prepare(group []ClickMsg) (func() error, error) {
+	if p, ok := c.cfg.Applier.(ClickPreparer); ok {
+		return p.PrepareClicks(group)
+	}
+	return func() error { return c.cfg.Applier.ApplyClicks(group) }, nil
+}
+
+// commitGroup commits g and then acknowledges its messages (or sends
+// back those the applier asked to retry).
+func (c *ClickConsumer) commitGroup(g preparedGroup) error {
+	c.applying.Add(1)
+	err := g.commit()
+	c.lastRecv.Store(time.Now().UnixNano())
+	c.applying.Add(-1)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrClickApply, err)
+	}
+	c.groups.Add(1)
+	c.mGroups.Inc()
+	c.mMsgs.Add(len(g.group))
+	for i := range g.group {
+		m := g.raw[i]
+		if g.group[i].Verdict == ClickRetry {
+			_ = m.NakWithDelay(c.cfg.RetryDelay)
+		} else {
+			_ = m.Ack()
+		}
+	}
+	return nil
 }
 
 // take decodes msg into the group; an undecodable batch, or one whose
@@ -440,7 +525,7 @@ func (c *ClickConsumer) watch(ctx context.Context) {
 		c.pending.Store(info.NumPending)
 		c.ackPending.Store(uint64(info.NumAckPending))
 		since := time.Since(unixTime(c.lastRecv.Load()))
-		if info.NumPending > 0 && since >= c.cfg.StallTimeout && !c.applying.Load() && c.slot.end(errStalled) {
+		if info.NumPending > 0 && since >= c.cfg.StallTimeout && c.applying.Load() == 0 && c.slot.end(errStalled) {
 			c.log.Warn("click consumer stalled, rebuilding", "pending", info.NumPending, "since_receive", since)
 		}
 	}

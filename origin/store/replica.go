@@ -282,6 +282,7 @@ func (t *txn) applyLinks(through uint64, changes []link.Change) result {
 			return result{err: err}
 		}
 		t.s.noteCode(rec.Code)
+		t.s.noteLimited(&rec)
 		if t.recs == nil {
 			t.recs = map[string]link.Record{}
 		}

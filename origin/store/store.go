@@ -87,6 +87,9 @@ type Store struct {
 	filters     codeFilters
 	filterBytes atomic.Uint64
 
+	// lim is the limited set (limited.go).
+	lim limitedSet
+
 	// hookBatch, when set by tests, is called by the writer with the
 	// first request of a batch before it drains the rest.
 	hookBatch func()
@@ -139,6 +142,9 @@ func Open(opts Options) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("open store: %w", err), db.Close())
 	}
 	if _, err := s.sweepIdempotency(); err != nil {
+		return nil, errors.Join(fmt.Errorf("open store: %w", err), db.Close())
+	}
+	if err := s.startLimited(); err != nil {
 		return nil, errors.Join(fmt.Errorf("open store: %w", err), db.Close())
 	}
 	s.registerMetrics()

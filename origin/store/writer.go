@@ -654,6 +654,7 @@ func (t *txn) writeLink(op link.Op, rec link.Record, id string, idem *idemRecord
 		return nil, err
 	}
 	t.s.noteCode(rec.Code)
+	t.s.noteLimited(&rec)
 	if err := t.set(outboxKey(rec.Revision), encodeOutbox(t.now, rec.Code, change)); err != nil {
 		return nil, err
 	}
@@ -764,6 +765,9 @@ func (t *txn) commit() error {
 	}
 	s.mCommitDuration.UpdateDuration(start)
 	s.commits.Add(1)
+	if len(t.recs) > 0 {
+		s.unnoteLimited(t.recs)
+	}
 	s.outbox.mu.Lock()
 	for _, m := range t.added {
 		s.outbox.add(m.rev, m.at)
