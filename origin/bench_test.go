@@ -178,12 +178,7 @@ func benchRawBursts(b *testing.B, c *natstest.Cluster, burst int, atomic bool) {
 	if err := <-acked; err != nil {
 		b.Fatal(err)
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cpu1, ncpu1 := benchCPU(b, c)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "client-cpu-us/op")
-	b.ReportMetric(float64((ncpu1-ncpu0).Microseconds())/float64(b.N), "nats-cpu-us/op")
+	benchRawReport(b, c, start, cpu0, ncpu0)
 }
 
 // benchRawR3 publishes b.N 200-byte events into a fresh R3 stream on c:
@@ -242,17 +237,24 @@ func benchRawR3(b *testing.B, c *natstest.Cluster, conc int) {
 		wg.Wait()
 		lat = slices.Concat(lats...)
 	}
+	benchRawReport(b, c, start, cpu0, ncpu0)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(benchQuantile(lat, 0.50).Seconds()*1e3, "p50-ms")
+		b.ReportMetric(benchQuantile(lat, 0.99).Seconds()*1e3, "p99-ms")
+	}
+}
+
+// benchRawReport stops b's timer and reports the events per second since
+// start and the CPU per event of this process and of c's servers since
+// cpu0 and ncpu0 (benchCPU).
+func benchRawReport(b *testing.B, c *natstest.Cluster, start time.Time, cpu0, ncpu0 time.Duration) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu1, ncpu1 := benchCPU(b, c)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "client-cpu-us/op")
 	b.ReportMetric(float64((ncpu1-ncpu0).Microseconds())/float64(b.N), "nats-cpu-us/op")
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		b.ReportMetric(benchQuantile(lat, 0.50).Seconds()*1e3, "p50-ms")
-		b.ReportMetric(benchQuantile(lat, 0.99).Seconds()*1e3, "p99-ms")
-	}
 }
 
 // benchCPU returns this process's CPU time and the sum of c's server
