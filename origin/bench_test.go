@@ -2,6 +2,7 @@ package origin_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -16,12 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/linkpop/linkpop/internal/natstest"
 	"github.com/linkpop/linkpop/internal/wait"
 	"github.com/linkpop/linkpop/origin"
 	"github.com/linkpop/linkpop/replication"
+	"github.com/linkpop/linkpop/replication/natsauth"
 )
 
 // BenchmarkCreate measures POST /v1/links over real HTTP against an
@@ -65,7 +68,10 @@ func BenchmarkCreateAck(b *testing.B) {
 // cluster in the same run: raw JetStream publishes into an R3 stream, by
 // 64 goroutines each waiting for its ack (the most 64 clients that each
 // wait for a replicated write can get from this cluster), and through one
-// pipelined Chain (the most one relay can get). Besides BenchmarkCreate's
+// pipelined Chain (the most one relay can get); and bursts of 1, 4 and 16
+// fenced events, each event on its own or each burst as one atomic batch
+// (what a Raft round and an event cost the servers; benchRawBursts).
+// Besides BenchmarkCreate's
 // figures it reports the CPU of this process (the origin and its HTTP
 // clients) and of the servers (their /proc stat) per create or publish,
 // in µs:
@@ -78,6 +84,101 @@ func BenchmarkCreateAckProcs(b *testing.B) {
 	}
 	b.Run("raw-r3-publish/conc=64", func(b *testing.B) { benchRawR3(b, c, 64) })
 	b.Run("raw-r3-chain", func(b *testing.B) { benchRawR3(b, c, 0) })
+	for _, atomic := range []bool{false, true} {
+		for _, burst := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("raw-r3-bursts/atomic=%v/burst=%d", atomic, burst), func(b *testing.B) { benchRawBursts(b, c, burst, atomic) })
+		}
+	}
+}
+
+// benchRawBursts publishes b.N 300-byte events into a fresh R3 stream on
+// c in bursts of burst events, four bursts in flight, each event fenced
+// as the relay fences it (Nats-Expected-Last-Sequence): each event on
+// its own, or each burst as one atomic batch (Nats-Batch-Id, only its
+// first event fenced, one ack for the burst). The servers' CPU per event
+// against the burst size tells what a Raft round costs them and what an
+// event does; atomic=true shows what JetStream's atomic batch publish
+// would save the relay.
+func benchRawBursts(b *testing.B, c *natstest.Cluster, burst int, atomic bool) {
+	ctx := context.Background()
+	nc, err := replication.Dial(ctx, c.Conn(natsauth.Operator))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := fmt.Sprintf("BURSTS_%d", time.Now().UnixNano())
+	prefix := "bursts." + strings.ToLower(name)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{prefix + ".*"},
+		MaxMsgsPerSubject: 1, Discard: jetstream.DiscardOld, Replicas: 3, AllowAtomicPublish: true}); err != nil {
+		b.Fatal(err)
+	}
+	c.WaitStreamLeader(b, name)
+	data := bytes.Repeat([]byte("x"), 300)
+	queue := make(chan []jetstream.PubAckFuture, 4)
+	acked := make(chan error, 1)
+	go func() {
+		var err error
+		for futs := range queue {
+			for _, f := range futs {
+				select {
+				case <-f.Ok():
+				case e := <-f.Err():
+					err = cmp.Or(err, e)
+				}
+			}
+		}
+		acked <- err
+	}()
+	cpu0, ncpu0 := benchCPU(b, c)
+	b.ResetTimer()
+	start := time.Now()
+	var tail uint64
+	for i, batch := 0, 0; i < b.N; batch++ {
+		n := min(burst, b.N-i)
+		var futs []jetstream.PubAckFuture
+		for j := range n {
+			m := nats.NewMsg(prefix + ".c" + strconv.Itoa(i+j))
+			m.Data = data
+			m.Header.Set(jetstream.MsgIDHeader, "c"+strconv.Itoa(i+j)+":1@1")
+			m.Header.Set(replication.EpochHeader, "1")
+			m.Header.Set(jetstream.ExpectedStreamHeader, name)
+			if !atomic || j == 0 {
+				m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(tail, 10))
+			}
+			if !atomic {
+				tail++
+			} else {
+				m.Header.Set("Nats-Batch-Id", "b"+strconv.Itoa(batch))
+				m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(j+1))
+				if j < n-1 {
+					// Without a reply subject the server does not
+					// answer an event inside a batch.
+					if err := nc.PublishMsg(m); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				m.Header.Set("Nats-Batch-Commit", "1")
+				tail += uint64(n)
+			}
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			futs = append(futs, f)
+		}
+		queue <- futs
+		i += n
+	}
+	close(queue)
+	if err := <-acked; err != nil {
+		b.Fatal(err)
+	}
+	benchRawReport(b, c, start, cpu0, ncpu0)
 }
 
 // benchRawR3 publishes b.N 200-byte events into a fresh R3 stream on c:
@@ -136,17 +237,24 @@ func benchRawR3(b *testing.B, c *natstest.Cluster, conc int) {
 		wg.Wait()
 		lat = slices.Concat(lats...)
 	}
+	benchRawReport(b, c, start, cpu0, ncpu0)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(benchQuantile(lat, 0.50).Seconds()*1e3, "p50-ms")
+		b.ReportMetric(benchQuantile(lat, 0.99).Seconds()*1e3, "p99-ms")
+	}
+}
+
+// benchRawReport stops b's timer and reports the events per second since
+// start and the CPU per event of this process and of c's servers since
+// cpu0 and ncpu0 (benchCPU).
+func benchRawReport(b *testing.B, c *natstest.Cluster, start time.Time, cpu0, ncpu0 time.Duration) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu1, ncpu1 := benchCPU(b, c)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "client-cpu-us/op")
 	b.ReportMetric(float64((ncpu1-ncpu0).Microseconds())/float64(b.N), "nats-cpu-us/op")
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		b.ReportMetric(benchQuantile(lat, 0.50).Seconds()*1e3, "p50-ms")
-		b.ReportMetric(benchQuantile(lat, 0.99).Seconds()*1e3, "p99-ms")
-	}
 }
 
 // benchCPU returns this process's CPU time and the sum of c's server

@@ -169,10 +169,7 @@ func (s *Server) replicatedThrough(ctx context.Context, rev uint64) error {
 	if s.cfg.Ack != AckReplicated {
 		return nil
 	}
-	oseq := s.store.OriginSeq()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
-	defer cancel()
-	err := s.store.WaitPublished(ctx, rev, oseq)
+	err := s.store.WaitPublishedWithin(ctx, rev, s.store.OriginSeq(), s.cfg.AckTimeout)
 	switch {
 	case err == nil:
 		return nil

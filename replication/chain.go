@@ -300,6 +300,9 @@ func (c *Chain) Send(e Event) (*Sent, error) {
 // Ready reports, without blocking, whether the answer has come.
 func (s *Sent) Ready() bool { return s.ack.Ready() }
 
+// Done is closed once the answer has come (Wait then returns at once).
+func (s *Sent) Done() <-chan struct{} { return s.ack.done }
+
 // Wait takes the answer: nil if the event is in the stream, stored now or
 // before (a duplicate, after which the chain no longer trusts its tail:
 // the events sent after it expected the tail to move).

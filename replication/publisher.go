@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,11 +24,8 @@ type Publisher struct {
 	cfg StreamConfig
 	js  jetstream.JetStream
 
-	// ajs is the JetStream context for PublishRawAsync, made on first
-	// use with a bounded ack timeout.
-	asyncOnce sync.Once
-	ajs       jetstream.JetStream
-	ajsErr    error
+	// acks takes the answers to PublishRawAsync and PublishRawAsyncAt.
+	acks asyncAcks
 
 	// epoch is the origin leader's epoch stamped on every event (see
 	// SetEpoch); 0 for an origin without a lease.
@@ -132,63 +130,241 @@ func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
 }
 
 // asyncAckTimeout bounds how long an asynchronous publish waits for the
-// stream's ack before the client fails it, so futures abandoned during an
-// outage do not pile up against the client's pending limit.
+// stream's ack before the publisher fails it, so acks abandoned during an
+// outage do not pile up.
 const asyncAckTimeout = 10 * time.Second
+
+// maxAsyncPending bounds the asynchronous publishes awaiting their ack
+// (nats.go's bound for its own is 4096).
+const maxAsyncPending = 4096
+
+// ErrTooManyPending is what an asynchronous publish returns while
+// maxAsyncPending publishes are awaiting their ack.
+var ErrTooManyPending = errors.New("too many asynchronous publishes awaiting their ack")
 
 // PendingAck is the stream's answer to an asynchronous publish. Wait and
 // Ready are for one goroutine at a time.
+//
+// The publisher takes the answers itself (asyncAcks) rather than through
+// jetstream.PublishMsgAsync: that costs 24 allocations, a timer and a
+// reflection-based JSON decode per event, and a create with -ack
+// replicated pays them on the relay's path. The message and its header
+// values are allocated with the answer, in one object.
 type PendingAck struct {
-	f        jetstream.PubAckFuture
 	code     string
 	revision uint64
+	id       uint64
+	sent     time.Time
+	done     chan struct{} // closed once seq, dup and err are set
 
-	// the answer, once Ready took it
-	have bool
-	seq  uint64
-	dup  bool
-	err  error
+	seq uint64
+	dup bool
+	err error
+
+	msg  nats.Msg
+	vals [5]string // the header values, one slice each
 }
 
-// Wait waits for the ack, ctx's end, or the client's ack timeout. It
+// Wait waits for the ack, ctx's end, or the publisher's ack timeout. It
 // returns what PublishRaw would have.
 func (a *PendingAck) Wait(ctx context.Context) (seq uint64, dup bool, err error) {
-	if a.have {
-		return a.seq, a.dup, a.err
-	}
 	select {
-	case ack := <-a.f.Ok():
-		a.take(ack, nil)
-	case err := <-a.f.Err():
-		a.take(nil, err)
+	case <-a.done:
+		return a.seq, a.dup, a.err
 	case <-ctx.Done():
 		return 0, false, fmt.Errorf("publish %s rev %d: %w", a.code, a.revision, ctx.Err())
 	}
-	return a.seq, a.dup, a.err
 }
 
 // Ready reports, without blocking, whether the answer has come (Wait
 // would return at once).
 func (a *PendingAck) Ready() bool {
-	if !a.have {
-		select {
-		case ack := <-a.f.Ok():
-			a.take(ack, nil)
-		case err := <-a.f.Err():
-			a.take(nil, err)
-		default:
-		}
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
 	}
-	return a.have
 }
 
-func (a *PendingAck) take(ack *jetstream.PubAck, err error) {
-	a.have = true
+// asyncAcks takes the stream's answers to a publisher's asynchronous
+// publishes: each carries a reply subject of its own under one wildcard
+// subscription, and the subscription's handler answers the PendingAck
+// the subject names. A publish not answered within asyncAckTimeout is
+// failed by the next publish that looks (every sweepEvery publishes);
+// when the connection is lost, every pending publish is failed at once
+// (as nats.go does: their acks may never come).
+type asyncAcks struct {
+	once sync.Once
+	err  error
+
+	prefix string // the reply subjects' prefix, ending in "."
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]*PendingAck
+}
+
+// start subscribes to the reply subjects once.
+func (x *asyncAcks) start(nc *nats.Conn) error {
+	x.once.Do(func() {
+		x.pending = make(map[uint64]*PendingAck)
+		x.prefix = nc.NewInbox() + "."
+		if _, err := nc.Subscribe(x.prefix+"*", x.answer); err != nil {
+			x.err = fmt.Errorf("subscribe to publish acks: %w", err)
+			return
+		}
+		status := nc.StatusChanged(nats.RECONNECTING, nats.CLOSED)
+		go func() {
+			tick := time.NewTicker(asyncAckTimeout / 4)
+			defer tick.Stop()
+			for {
+				select {
+				case st, ok := <-status:
+					x.failAll(nats.ErrDisconnected)
+					if !ok || st == nats.CLOSED {
+						return
+					}
+				case now := <-tick.C:
+					x.mu.Lock()
+					x.sweepLocked(now)
+					x.mu.Unlock()
+				}
+			}
+		}()
+	})
+	return x.err
+}
+
+// add registers a and returns its reply subject.
+func (x *asyncAcks) add(a *PendingAck) (string, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.pending) >= maxAsyncPending {
+		x.sweepLocked(a.sent)
+		if len(x.pending) >= maxAsyncPending {
+			return "", ErrTooManyPending
+		}
+	}
+	x.next++
+	a.id = x.next
+	x.pending[a.id] = a
+	return x.prefix + strconv.FormatUint(a.id, 10), nil
+}
+
+// remove forgets a publish that was never sent.
+func (x *asyncAcks) remove(a *PendingAck) {
+	x.mu.Lock()
+	delete(x.pending, a.id)
+	x.mu.Unlock()
+}
+
+// sweepLocked fails the publishes sent more than asyncAckTimeout before
+// now; the caller holds mu.
+func (x *asyncAcks) sweepLocked(now time.Time) {
+	for id, a := range x.pending {
+		if now.Sub(a.sent) > asyncAckTimeout {
+			delete(x.pending, id)
+			a.resolve(0, false, jetstream.ErrAsyncPublishTimeout)
+		}
+	}
+}
+
+func (x *asyncAcks) failAll(err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for id, a := range x.pending {
+		delete(x.pending, id)
+		a.resolve(0, false, err)
+	}
+}
+
+// answer is the reply subscription's handler.
+func (x *asyncAcks) answer(m *nats.Msg) {
+	id, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, x.prefix), 10, 64)
 	if err != nil {
-		a.err = publishErr(a.code, a.revision, err)
 		return
 	}
-	a.seq, a.dup = ack.Sequence, ack.Duplicate
+	x.mu.Lock()
+	a := x.pending[id]
+	delete(x.pending, id)
+	x.mu.Unlock()
+	if a == nil {
+		return // failed already (timed out, disconnected)
+	}
+	seq, dup, err := parsePubAck(m)
+	a.resolve(seq, dup, err)
+}
+
+func (a *PendingAck) resolve(seq uint64, dup bool, err error) {
+	a.seq, a.dup = seq, dup
+	if err != nil {
+		a.err = publishErr(a.code, a.revision, err)
+	}
+	close(a.done)
+}
+
+// parsePubAck reads a stream's answer to a publish. The common answer,
+// {"stream":"NAME","seq":N} (with "domain" when the stream has one), is
+// read without a JSON decoder; anything else (an error, a duplicate) is
+// decoded.
+func parsePubAck(m *nats.Msg) (seq uint64, dup bool, err error) {
+	data := m.Data
+	if len(data) == 0 {
+		if m.Header.Get("Status") == "503" {
+			return 0, false, jetstream.ErrNoStreamResponse
+		}
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	if seq, ok := quickPubAck(data); ok {
+		return seq, false, nil
+	}
+	var resp struct {
+		Error     *jetstream.APIError `json:"error"`
+		Stream    string              `json:"stream"`
+		Seq       uint64              `json:"seq"`
+		Duplicate bool                `json:"duplicate"`
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	switch {
+	case resp.Error != nil:
+		return 0, false, resp.Error
+	case resp.Stream == "":
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	return resp.Seq, resp.Duplicate, nil
+}
+
+var (
+	ackStream    = []byte(`{"stream":`)
+	ackSeq       = []byte(`"seq":`)
+	ackError     = []byte(`"error"`)
+	ackDuplicate = []byte(`"duplicate"`)
+)
+
+// quickPubAck reads the sequence of a plain ack: one that names a stream,
+// has a sequence followed by the end of the object, and holds neither an
+// error nor a duplicate flag. ok is false for anything else.
+func quickPubAck(data []byte) (seq uint64, ok bool) {
+	if !bytes.HasPrefix(data, ackStream) || bytes.Contains(data, ackError) || bytes.Contains(data, ackDuplicate) {
+		return 0, false
+	}
+	i := bytes.LastIndex(data, ackSeq)
+	if i < 0 {
+		return 0, false
+	}
+	digits := data[i+len(ackSeq):]
+	n := 0
+	for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
+		n++
+	}
+	if n == 0 || n >= len(digits) || digits[n] != '}' || n+1 != len(digits) {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(string(digits[:n]), 10, 64)
+	return seq, err == nil
 }
 
 // PublishRawAsync sends an encoded change event like PublishRaw but
@@ -252,30 +428,37 @@ func (p *Publisher) PublishRawAsyncAt(code string, revision uint64, data []byte,
 }
 
 func (p *Publisher) publishAsync(code string, revision uint64, data []byte, lastSeq *uint64) (*PendingAck, error) {
-	p.asyncOnce.Do(func() {
-		p.ajs, p.ajsErr = jetstream.New(p.js.Conn(),
-			jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
-			jetstream.WithPublishAsyncMaxPending(4096))
-	})
-	if p.ajsErr != nil {
-		return nil, fmt.Errorf("jetstream: %w", p.ajsErr)
+	nc := p.js.Conn()
+	if err := p.acks.start(nc); err != nil {
+		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(p.msgID(code, revision)), jetstream.WithExpectStream(p.cfg.Name)}
+	a := &PendingAck{code: code, revision: revision, sent: time.Now(), done: make(chan struct{})}
+	h := make(nats.Header, 5)
+	set := func(i int, k, v string) {
+		a.vals[i] = v
+		h[k] = a.vals[i : i+1 : i+1]
+	}
+	set(0, jetstream.MsgIDHeader, p.msgID(code, revision))
+	set(1, jetstream.ExpectedStreamHeader, p.cfg.Name)
 	if lastSeq != nil {
-		opts = append(opts, jetstream.WithExpectLastSequence(*lastSeq))
+		set(2, jetstream.ExpectedLastSeqHeader, strconv.FormatUint(*lastSeq, 10))
 	}
 	if p.cfg.origin && strings.HasPrefix(code, originIdemToken) {
-		opts = append(opts, jetstream.WithMsgTTL(p.cfg.IdemTTL))
+		set(3, jetstream.MsgTTLHeader, p.cfg.IdemTTL.String())
 	}
-	msg := &nats.Msg{Subject: p.cfg.Subject(code), Data: data}
 	if e := p.epoch.Load(); e > 0 {
-		msg.Header = nats.Header{EpochHeader: []string{strconv.FormatUint(e, 10)}}
+		set(4, EpochHeader, strconv.FormatUint(e, 10))
 	}
-	f, err := p.ajs.PublishMsgAsync(msg, opts...)
+	reply, err := p.acks.add(a)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
 	}
-	return &PendingAck{f: f, code: code, revision: revision}, nil
+	a.msg = nats.Msg{Subject: p.cfg.Subject(code), Reply: reply, Header: h, Data: data}
+	if err := nc.PublishMsg(&a.msg); err != nil {
+		p.acks.remove(a)
+		return nil, fmt.Errorf("publish %s rev %d: %w", code, revision, err)
+	}
+	return a, nil
 }
 
 // Tail is the stream's last message as a Chain anchors on it.

@@ -494,6 +494,9 @@ type acker struct {
 	codes map[string]*flight // code → its event in flight
 	sent  int                // events given to fly, not yet answered
 
+	// timer bounds await (made on first use; run's goroutine only)
+	timer *time.Timer
+
 	// acked is the last revision answered; marked the last one marked
 	// published. n counts the answers.
 	acked, marked uint64
@@ -557,17 +560,23 @@ func (a *acker) run(ctx context.Context) {
 		}
 		// A flight without sent was found in the stream by the anchor.
 		if f.sent != nil {
-			var err error
-			if f.sent.Ready() {
-				err = f.sent.Wait(ctx) // answered: returns at once
-			} else {
+			if !f.sent.Ready() {
 				// Answer what came before it while it is on its way.
 				a.flush()
-				wctx, cancel := context.WithDeadline(ctx, f.at.Add(r.cfg.AckTimeout))
-				err = f.sent.Wait(wctx)
-				cancel()
+				if !a.await(ctx, f) {
+					// Events still in flight may land after this one:
+					// the tail has to be read again.
+					a.flush()
+					r.chain.Reset()
+					err := ctx.Err()
+					if err == nil {
+						err = fmt.Errorf("publish %s rev %d: no ack within %v: %w", f.entry.Code, f.entry.Revision, r.cfg.AckTimeout, context.DeadlineExceeded)
+					}
+					a.fail(err)
+					return
+				}
 			}
-			if err != nil {
+			if err := f.sent.Wait(ctx); err != nil { // answered: returns at once
 				a.flush()
 				a.fail(err)
 				return
@@ -588,6 +597,26 @@ func (a *acker) run(ctx context.Context) {
 		a.delMu.Lock()
 		a.dels = append(a.dels, f.entry.Revision)
 		a.delMu.Unlock()
+	}
+}
+
+// await waits for f's answer until AckTimeout after it was sent, and
+// reports whether it came (false: the time is up or the session ended).
+// One timer serves every wait.
+func (a *acker) await(ctx context.Context, f *flight) bool {
+	if a.timer == nil {
+		a.timer = time.NewTimer(time.Until(f.at.Add(a.r.cfg.AckTimeout)))
+	} else {
+		a.timer.Reset(time.Until(f.at.Add(a.r.cfg.AckTimeout)))
+	}
+	defer a.timer.Stop()
+	select {
+	case <-f.sent.Done():
+		return true
+	case <-a.timer.C:
+		return f.sent.Ready()
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -136,3 +136,38 @@ func TestWaitPublishedWakesOnlyTheAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitPublishedWithin: a wait that runs out of time returns
+// context.DeadlineExceeded and leaves no waiter behind; one already
+// answered returns at once whatever the time given; a later mark still
+// answers a new waiter.
+func TestWaitPublishedWithin(t *testing.T) {
+	s := openMem(t, Options{})
+	ctx := context.Background()
+	r1 := mustCreate(t, s, CreateRequest{URL: "https://example.com/a"}).Revision
+	r2 := mustCreate(t, s, CreateRequest{URL: "https://example.com/b"}).Revision
+	s.MarkPublished(r1, 0)
+	if err := s.WaitPublishedWithin(ctx, r1, 0, time.Nanosecond); err != nil {
+		t.Fatalf("published already: %v", err)
+	}
+	if err := s.WaitPublishedWithin(ctx, r2, 0, time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("not published: %v, want DeadlineExceeded", err)
+	}
+	s.pubMu.Lock()
+	left := len(s.waiters)
+	s.pubMu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d waiters left after the timeout", left)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.WaitPublishedWithin(ctx, r2, 0, time.Hour) }()
+	wait.For(t, 10*time.Second, "the waiter registered", func() bool {
+		s.pubMu.Lock()
+		defer s.pubMu.Unlock()
+		return len(s.waiters) == 1
+	})
+	s.MarkPublished(r2, 0)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -131,6 +131,15 @@ type discardSpan struct {
 // client's create waits here, and waking them all at each mark cost more
 // CPU than the marks.
 func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
+	return s.WaitPublishedWithin(ctx, rev, oseq, 0)
+}
+
+// WaitPublishedWithin is WaitPublished giving up after d (0: never) with
+// context.DeadlineExceeded. A create with -ack replicated waits this way:
+// a context with a timeout per create cost six allocations, a timer and
+// a registration with the request's context.
+func (s *Store) WaitPublishedWithin(ctx context.Context, rev, oseq uint64, d time.Duration) error {
+	var timeout <-chan time.Time
 	for {
 		s.pubMu.Lock()
 		if done, err := s.published(rev, oseq); done {
@@ -140,12 +149,20 @@ func (s *Store) WaitPublished(ctx context.Context, rev, oseq uint64) error {
 		w := &pubWaiter{rev: rev, oseq: oseq, ch: make(chan struct{})}
 		s.waiters = append(s.waiters, w)
 		s.pubMu.Unlock()
+		if d > 0 && timeout == nil {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case <-w.ch:
 			// Answered (wakePublished forgot w): take the answer.
 		case <-ctx.Done():
 			s.dropWaiter(w)
 			return ctx.Err()
+		case <-timeout:
+			s.dropWaiter(w)
+			return context.DeadlineExceeded
 		case <-s.done:
 			s.dropWaiter(w)
 			return ErrClosed
