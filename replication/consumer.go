@@ -775,6 +775,7 @@ func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) er
 		// durable.
 		more := pending > 0 || carry != nil || len(chunks) > 0
 		b.NoSync = more && time.Since(syncedAt) < c.cfg.MaxUnsynced
+		b.Pending = pending
 		if err = c.apply(&b, pending); err == nil && !b.NoSync {
 			syncedAt = time.Now()
 		}
@@ -892,7 +893,8 @@ func (c *Consumer) take(b *Batch, msg jetstream.Msg, prefix string, lastCon, pen
 		b.Poison = append(b.Poison, Poison{Seq: seq, Subject: subject, Data: data, Err: err})
 		return nil
 	}
-	b.Changes = append(b.Changes, Entry{Seq: seq, Change: ch})
+	rec, _ := link.ChangeRecordBytes(data) // nil if the record is not one field
+	b.Changes = append(b.Changes, Entry{Seq: seq, Change: ch, Record: rec})
 	return nil
 }
 

@@ -314,9 +314,12 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func (r *running) metric(name string) string {
+func (r *running) metric(name string) string { return metricValue(r.set, name) }
+
+// metricValue is the value of the metric called name in set, "" if none.
+func metricValue(set *metrics.Set, name string) string {
 	var buf bytes.Buffer
-	r.set.WritePrometheus(&buf)
+	set.WritePrometheus(&buf)
 	for line := range strings.Lines(buf.String()) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strings.TrimSpace(v)
