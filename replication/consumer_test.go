@@ -881,7 +881,8 @@ func BenchmarkConsumerReplay(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-// syncRecorder records the NoSync flag and Through of every Apply.
+// syncRecorder records the NoSync flag, Through and Pending of every
+// Apply.
 type syncRecorder struct {
 	*pebbleApplier
 	mu    sync.Mutex
@@ -893,7 +894,7 @@ func (s *syncRecorder) Apply(b replication.Batch) error {
 		return err
 	}
 	s.mu.Lock()
-	s.calls = append(s.calls, replication.Batch{Through: b.Through, NoSync: b.NoSync})
+	s.calls = append(s.calls, replication.Batch{Through: b.Through, NoSync: b.NoSync, Pending: b.Pending})
 	s.mu.Unlock()
 	return nil
 }
@@ -933,6 +934,13 @@ func TestConsumerLaggingBatchesUnsyncedUntilCaughtUp(t *testing.T) {
 	}
 	if calls[0].NoSync {
 		t.Fatal("the first batch of the session was not durable")
+	}
+	// Pending counts what the stream held past each batch: the
+	// messages of the batches that followed, none after the last.
+	for i, c := range calls {
+		if want := last - c.Through; c.Pending != want {
+			t.Errorf("apply %d through %d: Pending %d, want %d", i, c.Through, c.Pending, want)
+		}
 	}
 }
 
