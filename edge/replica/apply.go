@@ -119,6 +119,7 @@ func (r *Replica) apply(b replication.Batch) error {
 	})
 	batch := r.db.NewBatchWithSize(batchSizeHint(len(order), len(poison)))
 	defer batch.Close()
+	var key []byte // Set copies it into the batch
 	for _, i := range order {
 		rec := &b.Changes[i].Change.Record
 		// The bytes the message carried are the record's encoding: stored
@@ -130,7 +131,8 @@ func (r *Replica) apply(b replication.Batch) error {
 				return fmt.Errorf("apply %q: %w", rec.Code, err)
 			}
 		}
-		if err := batch.Set(linkKey(rec.Code), v, nil); err != nil {
+		key = append(append(key[:0], linkPrefix...), rec.Code...)
+		if err := batch.Set(key, v, nil); err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
 	}

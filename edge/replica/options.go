@@ -29,8 +29,9 @@ type Options struct {
 	// FS is the file system the store lives on. Tests may use
 	// vfs.NewMem(). The default (nil) is the local disk.
 	FS vfs.FS
-	// BlockCacheBytes is the size of Pebble's block cache. The default is
-	// 64 MiB.
+	// BlockCacheBytes is the size of Pebble's block cache: bytes for
+	// blocks, the memtables are not charged to it (see pebbledb.Shared).
+	// The default is 64 MiB.
 	BlockCacheBytes int64
 	// HotCacheEntries bounds the in-memory cache of decoded entries that
 	// answers most redirects without touching Pebble. The default is
