@@ -283,6 +283,9 @@ func openDB(o *Options, bulk bool) (*pebble.DB, error) {
 // cache, the negative cache and the bloom filter are kept. If the open
 // fails the replica is closed.
 func (r *Replica) setBulk(on bool) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
 	if r.bulk == on {
 		return nil
 	}

@@ -261,6 +261,12 @@ func TestPositionDurableAndResettable(t *testing.T) {
 	if err := r.Apply(batchOf(30, record("abc", 9))); !errors.Is(err, ErrClosed) {
 		t.Errorf("apply after close: %v, want ErrClosed", err)
 	}
+	// One that would switch to the bulk-load settings too.
+	long := batchOf(30, record("abc", 9))
+	long.Pending = 1 << 40
+	if err := r.Apply(long); !errors.Is(err, ErrClosed) {
+		t.Errorf("apply of a long replay's batch after close: %v, want ErrClosed", err)
+	}
 
 	r = open(t, Options{Dir: dir, Metrics: set})
 	if pos, err := r.Position(); err != nil || pos != 25 {
