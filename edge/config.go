@@ -139,8 +139,9 @@ type Config struct {
 	// WarmSaveInterval is how often the hot set is saved. The default
 	// is 1m.
 	WarmSaveInterval time.Duration
-	// BlockCacheBytes is the size of the replica's Pebble block cache. The
-	// default is 64 MiB.
+	// BlockCacheBytes is the size of the replica's Pebble block cache:
+	// bytes for blocks, the memtables are not charged to it (see
+	// pebbledb.Shared). The default is 64 MiB.
 	BlockCacheBytes int64
 
 	// FallbackBudget is how many origin requests per second the edge may

@@ -157,8 +157,15 @@ const recordRevisionTag = protowire.Number(9)
 
 // RecordRevision reads the revision of a record encoded by MarshalRecord
 // without decoding the rest of it: digests read every record and need
-// nothing else. It checks the framing, not the fields.
+// nothing else. It checks the framing, not the fields. Like protobuf, it
+// takes the last revision field if a record has several: a replica stores
+// the record bytes the change stream carried (ChangeRecordBytes), and its
+// digest must see the revision UnmarshalRecord decodes from them.
 func RecordRevision(b []byte) (uint64, error) {
+	var (
+		rev   uint64
+		found bool
+	)
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -170,7 +177,8 @@ func RecordRevision(b []byte) (uint64, error) {
 			if n < 0 {
 				return 0, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
 			}
-			return v, nil
+			rev, found, b = v, true, b[n:]
+			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
@@ -178,5 +186,8 @@ func RecordRevision(b []byte) (uint64, error) {
 		}
 		b = b[n:]
 	}
-	return 0, fmt.Errorf("%w: record without revision", ErrCorrupt)
+	if !found {
+		return 0, fmt.Errorf("%w: record without revision", ErrCorrupt)
+	}
+	return rev, nil
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 func TestDigestOrderIndependentAndBucketed(t *testing.T) {
@@ -130,6 +132,14 @@ func TestRecordRevision(t *testing.T) {
 	if rev, err := RecordRevision(b); err != nil || rev != rec.Revision {
 		t.Fatalf("RecordRevision = %d, %v; want %d", rev, err, rec.Revision)
 	}
+	// A second revision field wins, as it does for protobuf.
+	twice := protowire.AppendVarint(protowire.AppendTag(slices.Clone(b), recordRevisionTag, protowire.VarintType), 7)
+	if rev, err := RecordRevision(twice); err != nil || rev != 7 {
+		t.Errorf("RecordRevision of a record with two revisions = %d, %v; want 7", rev, err)
+	}
+	if got, err := UnmarshalRecord(twice); err != nil || got.Revision != 7 {
+		t.Errorf("UnmarshalRecord of a record with two revisions = %d, %v; want 7", got.Revision, err)
+	}
 	f := func(in []byte) {
 		t.Helper()
 		if _, err := RecordRevision(in); !errors.Is(err, ErrCorrupt) {
@@ -137,10 +147,11 @@ func TestRecordRevision(t *testing.T) {
 		}
 	}
 	f(nil)
-	f([]byte{0x0a, 0x05, 'a'})  // truncated code field
-	f([]byte{0x48})             // revision tag without its varint
-	f([]byte{0x0a, 0x01, 'a'})  // no revision at all
-	f([]byte{0x48, 0xff, 0xff}) // unterminated varint
+	f([]byte{0x0a, 0x05, 'a'})             // truncated code field
+	f([]byte{0x48})                        // revision tag without its varint
+	f([]byte{0x0a, 0x01, 'a'})             // no revision at all
+	f([]byte{0x48, 0xff, 0xff})            // unterminated varint
+	f(append(slices.Clone(b), 0x0a, 0x05)) // a valid record, then a cut field
 }
 
 func BenchmarkDigestAdd(b *testing.B) {

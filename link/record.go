@@ -290,6 +290,38 @@ func MarshalChangeOf(op Op, record []byte, committedAt time.Time) []byte {
 	return AppendVarintField(b, changeCommittedTag, uint64(committedAt.UnixNano()))
 }
 
+// ChangeRecordBytes returns the record of an encoded change as the change
+// carries it: for a change made by MarshalChange or MarshalChangeOf, the
+// bytes MarshalRecord makes of its record, so a replica can store them
+// without encoding the record again (FuzzChangeRecordBytes compares the
+// two). It checks the framing only; call it on a change UnmarshalChange
+// accepted. ok is false when b is not well framed or does not carry its
+// record as exactly one field (protobuf merges a repeated message field,
+// so no single field's bytes would be the record UnmarshalChange decoded).
+func ChangeRecordBytes(b []byte) (record []byte, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+		if num == changeRecordTag && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || record != nil {
+				return nil, false
+			}
+			record, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	return record, record != nil
+}
+
 // UnmarshalChange decodes and validates a change event. Every event from
 // the stream goes through here before it is applied.
 func UnmarshalChange(b []byte) (Change, error) {

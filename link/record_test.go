@@ -3,9 +3,11 @@ package link_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/linkpop/linkpop/link"
@@ -162,6 +164,41 @@ func FuzzMarshalChangeOf(f *testing.F) {
 		}
 		if got := link.MarshalChangeOf(c.Op, rec, c.CommittedAt); string(got) != string(want) {
 			t.Fatalf("MarshalChangeOf\n got %x\nwant %x", got, want)
+		}
+	})
+}
+
+// FuzzChangeRecordBytes checks that the record bytes a change carries are
+// what MarshalRecord writes for its record, and that a change carrying
+// its record in two fields (which protobuf merges) gives none.
+func FuzzChangeRecordBytes(f *testing.F) {
+	f.Add("abc123", "https://example.com/a?b=c", uint8(1), int64(1_700_000_000_123_456_789), uint64(42), "x")
+	f.Add("z", "https://example.com/", uint8(3), int64(0), uint64(1), "")
+	f.Fuzz(func(t *testing.T, code, url string, op uint8, committed int64, rev uint64, tag string) {
+		r := sampleRecord()
+		r.Code, r.URL, r.Revision = code, url, rev
+		r.Tags = nil
+		if tag != "" {
+			r.Tags = []string{tag}
+		}
+		c := link.Change{Op: link.Op(op%3 + 1), Record: r, CommittedAt: time.Unix(0, committed)}
+		data, err := link.MarshalChange(&c)
+		if err != nil {
+			t.Skip()
+		}
+		want, err := link.MarshalRecord(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := link.ChangeRecordBytes(data)
+		if !ok || string(got) != string(want) {
+			t.Fatalf("ChangeRecordBytes = %x, %v; want %x", got, ok, want)
+		}
+		// The record twice: protobuf merges the two, so neither is it.
+		recordTag := (&linkpb.Change{}).ProtoReflect().Descriptor().Fields().ByName("record").Number()
+		twice := protowire.AppendBytes(protowire.AppendTag(slices.Clone(data), recordTag, protowire.BytesType), want)
+		if got, ok := link.ChangeRecordBytes(twice); ok {
+			t.Fatalf("a change with two record fields gave %x", got)
 		}
 	})
 }

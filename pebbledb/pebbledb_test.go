@@ -2,7 +2,9 @@ package pebbledb
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -67,4 +69,63 @@ func TestLogger(t *testing.T) {
 		}
 	}()
 	Logger(nil, slog.LevelInfo).Fatalf("corrupt")
+}
+
+// TestBlockCacheHoldsBlocks: the cache Open makes holds CacheBytes of
+// blocks once the memtables reached their full size. Pebble reserves
+// each memtable's size in the cache and keeps the reservation of the
+// memtable it holds for reuse; a cache of CacheBytes alone, with two
+// memtables of that size, held no block at all.
+func TestBlockCacheHoldsBlocks(t *testing.T) {
+	const mem, blocks = 1 << 20, 1 << 20
+	opts := &pebble.Options{FS: vfs.NewMem(), MemTableSize: mem}
+	db, err := Open("db", opts, Shared{CacheBytes: blocks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// 8 MiB of incompressible values: many memtables of the full size,
+	// and more blocks than the cache holds.
+	rng := rand.New(rand.NewPCG(1, 2))
+	val := make([]byte, 1000)
+	const n = 8 << 10
+	for i := range n {
+		for j := range val {
+			val[j] = byte(rng.Uint32())
+		}
+		if err := db.Set(fmt.Appendf(nil, "k%06d", i), val, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the memtable again up to the full size: the steady state.
+	for i := range mem / 1100 {
+		if err := db.Set(fmt.Appendf(nil, "m%06d", i), val, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		for i := range n {
+			_, c, err := db.Get(fmt.Appendf(nil, "k%06d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	m := db.Metrics()
+	t.Logf("block cache: %d bytes, %d blocks, %d hits, %d misses; memtables %d + %d bytes",
+		m.BlockCache.Size, m.BlockCache.Count, m.BlockCache.Hits, m.BlockCache.Misses, m.MemTable.Size, m.MemTable.ZombieSize)
+	if m.MemTable.Size+m.MemTable.ZombieSize < mem {
+		t.Fatalf("memtables hold %d + %d bytes, want at least %d: not the steady state", m.MemTable.Size, m.MemTable.ZombieSize, mem)
+	}
+	if m.BlockCache.Size < blocks*3/4 {
+		t.Errorf("block cache holds %d bytes of blocks (%d blocks, %d hits, %d misses), want about %d",
+			m.BlockCache.Size, m.BlockCache.Count, m.BlockCache.Hits, m.BlockCache.Misses, blocks)
+	}
+	if got := opts.Cache.MaxSize(); got != blocks+MemTableReserve(opts) {
+		t.Errorf("cache size %d, want %d", got, blocks+MemTableReserve(opts))
+	}
 }

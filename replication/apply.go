@@ -42,12 +42,23 @@ type Batch struct {
 	// catches up: see ConsumerConfig.MaxUnsynced. An Applier may ignore
 	// it and always commit durably.
 	NoSync bool
+	// Pending is how many messages the stream still held after Through
+	// when the consumer received the last message of the batch (the
+	// server's count): 0 when the batch catches up. An Applier may use it
+	// to prepare for a long replay (a bulk load) and end that
+	// preparation when caught up.
+	Pending uint64
 }
 
 // Entry is one valid change event with its stream sequence.
 type Entry struct {
 	Seq    uint64
 	Change link.Change
+	// Record is Change.Record as the message encoded it
+	// (link.ChangeRecordBytes: link.MarshalRecord's encoding for a change
+	// the origin made), or nil: an Applier may store these bytes instead
+	// of encoding the record again.
+	Record []byte
 }
 
 // Poison is a message that could not be applied.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -24,6 +25,8 @@ import (
 // process (the embedded server's included). The figure of issue 3 is taken
 // with LINKPOP_BOOTSTRAP_N=1000000 -benchtime=1x; LINKPOP_BOOTSTRAP_SYNC=1
 // makes every batch durable (MaxUnsynced 1ns), for comparison.
+// LINKPOP_BOOTSTRAP_CPUPROFILE=file writes a CPU profile of the replays
+// alone (-cpuprofile would include the publishing).
 func BenchmarkBootstrap(b *testing.B) {
 	n := 200_000
 	if s := os.Getenv("LINKPOP_BOOTSTRAP_N"); s != "" {
@@ -77,6 +80,19 @@ func BenchmarkBootstrap(b *testing.B) {
 		con, err := replication.NewConsumer(nc, cfg)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if prof := os.Getenv("LINKPOP_BOOTSTRAP_CPUPROFILE"); prof != "" && i == 0 {
+			f, err := os.Create(prof)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
 		}
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()

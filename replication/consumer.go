@@ -295,9 +295,9 @@ type Consumer struct {
 	// Applier.
 	resyncPending atomic.Bool
 	// unsynced is the sequence of the last batch applied without sync
-	// since the last durable one, 0 if none. Only the applying goroutine
-	// uses it.
-	unsynced uint64
+	// since the last durable one, 0 if none, and unsyncedPending that
+	// batch's Pending. Only the applying goroutine uses them.
+	unsynced, unsyncedPending uint64
 
 	mu         sync.Mutex
 	bootKnown  bool   // bootTarget was observed
@@ -775,6 +775,7 @@ func (c *Consumer) consume(ctx context.Context, it jetstream.MessagesContext) er
 		// durable.
 		more := pending > 0 || carry != nil || len(chunks) > 0
 		b.NoSync = more && time.Since(syncedAt) < c.cfg.MaxUnsynced
+		b.Pending = pending
 		if err = c.apply(&b, pending); err == nil && !b.NoSync {
 			syncedAt = time.Now()
 		}
@@ -801,7 +802,9 @@ func (c *Consumer) syncApplied() error {
 	if through == 0 {
 		return nil
 	}
-	if err := c.cfg.Applier.Apply(Batch{Through: through}); err != nil {
+	// Pending as of the batch it syncs: a session ended mid-replay is
+	// still mid-replay.
+	if err := c.cfg.Applier.Apply(Batch{Through: through, Pending: c.unsyncedPending}); err != nil {
 		return fmt.Errorf("%w: sync through %d: %w", ErrReplica, through, err)
 	}
 	c.unsynced = 0
@@ -892,7 +895,8 @@ func (c *Consumer) take(b *Batch, msg jetstream.Msg, prefix string, lastCon, pen
 		b.Poison = append(b.Poison, Poison{Seq: seq, Subject: subject, Data: data, Err: err})
 		return nil
 	}
-	b.Changes = append(b.Changes, Entry{Seq: seq, Change: ch})
+	rec, _ := link.ChangeRecordBytes(data) // nil if the record is not one field
+	b.Changes = append(b.Changes, Entry{Seq: seq, Change: ch, Record: rec})
 	return nil
 }
 
@@ -924,7 +928,7 @@ func (c *Consumer) apply(b *Batch, pending uint64) error {
 	// Applied and the end of a reset replay count only what is durable;
 	// a later synced batch, or syncApplied, makes this one durable.
 	if b.NoSync {
-		c.unsynced = b.Through
+		c.unsynced, c.unsyncedPending = b.Through, b.Pending
 	} else {
 		c.unsynced = 0
 		c.applied.Store(b.Through)

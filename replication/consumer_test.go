@@ -314,9 +314,12 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func (r *running) metric(name string) string {
+func (r *running) metric(name string) string { return metricValue(r.set, name) }
+
+// metricValue is the value of the metric called name in set, "" if none.
+func metricValue(set *metrics.Set, name string) string {
 	var buf bytes.Buffer
-	r.set.WritePrometheus(&buf)
+	set.WritePrometheus(&buf)
 	for line := range strings.Lines(buf.String()) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strings.TrimSpace(v)
@@ -878,7 +881,8 @@ func BenchmarkConsumerReplay(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-// syncRecorder records the NoSync flag and Through of every Apply.
+// syncRecorder records the NoSync flag, Through and Pending of every
+// Apply.
 type syncRecorder struct {
 	*pebbleApplier
 	mu    sync.Mutex
@@ -890,7 +894,7 @@ func (s *syncRecorder) Apply(b replication.Batch) error {
 		return err
 	}
 	s.mu.Lock()
-	s.calls = append(s.calls, replication.Batch{Through: b.Through, NoSync: b.NoSync})
+	s.calls = append(s.calls, replication.Batch{Through: b.Through, NoSync: b.NoSync, Pending: b.Pending})
 	s.mu.Unlock()
 	return nil
 }
@@ -930,6 +934,13 @@ func TestConsumerLaggingBatchesUnsyncedUntilCaughtUp(t *testing.T) {
 	}
 	if calls[0].NoSync {
 		t.Fatal("the first batch of the session was not durable")
+	}
+	// Pending counts what the stream held past each batch: the
+	// messages of the batches that followed, none after the last.
+	for i, c := range calls {
+		if want := last - c.Through; c.Pending != want {
+			t.Errorf("apply %d through %d: Pending %d, want %d", i, c.Through, c.Pending, want)
+		}
 	}
 }
 

@@ -33,9 +33,37 @@ var _ replication.Applier = (*Replica)(nil)
 // whole, with the position of the last batch kept, and the next synced
 // commit makes every earlier one durable too. When Apply returns, Lookup
 // sees the new values.
+//
+// A batch after which at least Options.BulkPending messages are pending
+// first reopens the store with bulk-load settings; the first batch after
+// which none are reopens it with the steady-state ones once applied (see
+// Options.BulkPending). The WAL stays on in bulk-load settings: without
+// it a batch would be durable only once its memtable is flushed, so a
+// synced Apply could not be durable when it returns (the consumer's
+// Applied and proofs of freshness count on it) unless every synced batch
+// flushed a memtable; with it, writing the WAL unsynced costs a
+// sequential write of each batch, and a crash mid-replay leaves the
+// position of the last batch the WAL kept whole, with its data.
 func (r *Replica) Apply(b replication.Batch) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	if p := r.opts.BulkPending; p > 0 && b.Pending >= uint64(p) {
+		if err := r.setBulk(true); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	if err := r.apply(b); err != nil {
+		return err
+	}
+	if b.Pending == 0 {
+		if err := r.setBulk(false); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Replica) apply(b replication.Batch) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed.Load() {
@@ -91,13 +119,20 @@ func (r *Replica) Apply(b replication.Batch) error {
 	})
 	batch := r.db.NewBatchWithSize(batchSizeHint(len(order), len(poison)))
 	defer batch.Close()
+	var key []byte // Set copies it into the batch
 	for _, i := range order {
 		rec := &b.Changes[i].Change.Record
-		v, err := link.MarshalRecord(rec)
-		if err != nil {
-			return fmt.Errorf("apply %q: %w", rec.Code, err)
+		// The bytes the message carried are the record's encoding: stored
+		// as they are, as the origin stores them.
+		v := b.Changes[i].Record
+		if v == nil {
+			var err error
+			if v, err = link.MarshalRecord(rec); err != nil {
+				return fmt.Errorf("apply %q: %w", rec.Code, err)
+			}
 		}
-		if err := batch.Set(linkKey(rec.Code), v, nil); err != nil {
+		key = append(append(key[:0], linkPrefix...), rec.Code...)
+		if err := batch.Set(key, v, nil); err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
 	}

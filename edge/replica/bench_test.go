@@ -208,13 +208,18 @@ func BenchmarkBootstrap1M(b *testing.B) {
 
 // BenchmarkReplay applies LINKPOP_REPLAY_N (default 1,000,000) created
 // links to a fresh replica in batches of 8192 without syncing, then one
-// synced batch, as the consumer applies a fresh edge's replay (it syncs
-// once a second), and reports the wall and CPU seconds (Pebble's
-// background flushes and compactions included). Then it looks up twice
-// as many distinct codes as the hot cache holds (at most every code), so
-// the hot cache is full, and reports the process's RSS per million links
-// held: the records are made batch by batch, so the process holds little
-// else than the replica.
+// synced batch, each with the count of the messages still pending, as
+// the consumer applies a fresh edge's replay (it syncs once a second),
+// and reports the wall and CPU seconds (Pebble's background flushes and
+// compactions included; the reopen out of the bulk-load settings after
+// the last batch too), then waits until Pebble has no compaction debt
+// left and reports that too (settle-s; cpu-ns/link-settled counts the
+// replay's CPU and the settling's). Then it looks up twice as many distinct codes as
+// the hot cache holds (at most every code), so the hot cache is full,
+// and reports their time, CPU per lookup (each a first touch: a Pebble
+// read) and the block cache's hit ratio, and the process's RSS per
+// million links held: the records are made batch by batch, so the
+// process holds little else than the replica.
 func BenchmarkReplay(b *testing.B) {
 	n := 1_000_000
 	if s := os.Getenv("LINKPOP_REPLAY_N"); s != "" {
@@ -224,8 +229,21 @@ func BenchmarkReplay(b *testing.B) {
 		}
 		n = v
 	}
+	// LINKPOP_REPLAY_BULK_PENDING and LINKPOP_REPLAY_BULK_MEMTABLE set
+	// Options.BulkPending and BulkMemTableBytes, to compare settings.
+	var o Options
+	for env, dst := range map[string]*int64{"LINKPOP_REPLAY_BULK_PENDING": &o.BulkPending, "LINKPOP_REPLAY_BULK_MEMTABLE": &o.BulkMemTableBytes} {
+		if s := os.Getenv(env); s != "" {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				b.Fatalf("%s=%q: %v", env, s, err)
+			}
+			*dst = v
+		}
+	}
 	for b.Loop() {
-		r, err := Open(Options{Dir: b.TempDir()})
+		o.Dir = b.TempDir()
+		r, err := Open(o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -233,7 +251,7 @@ func BenchmarkReplay(b *testing.B) {
 		const size = 8192
 		for i := 0; i < n; i += size {
 			end := min(i+size, n)
-			bt := replication.Batch{Through: uint64(end), NoSync: end < n}
+			bt := replication.Batch{Through: uint64(end), NoSync: end < n, Pending: uint64(n - end)}
 			for j, rec := range benchRecords(end-i, uint64(i+1)) {
 				bt.Changes = append(bt.Changes, change(uint64(i+j+1), rec))
 			}
@@ -241,6 +259,20 @@ func BenchmarkReplay(b *testing.B) {
 		}
 		spent, cpu := time.Since(start), cpuTime()-cpu
 		rssReplayed := rssBytes()
+		// What the replay left to compact (bulk-load settings defer
+		// it) is done after it, while the edge serves: measured until
+		// Pebble has no compaction debt and none running.
+		m := r.db.Metrics()
+		sublevels, debt := m.Levels[0].Sublevels, m.Compact.EstimatedDebt
+		settleCPU, settleStart := cpuTime(), time.Now()
+		for time.Since(settleStart) < 10*time.Minute {
+			if m := r.db.Metrics(); m.Compact.EstimatedDebt == 0 && m.Compact.NumInProgress == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		settleSpent, settleCPU := time.Since(settleStart), cpuTime()-settleCPU
+		lookupCPU, lookupStart := cpuTime(), time.Now()
 		code := make([]byte, link.DefaultCodeLen)
 		for i := range min(n, 2*DefaultHotCacheEntries) {
 			v := uint64(i) + 1
@@ -252,6 +284,9 @@ func BenchmarkReplay(b *testing.B) {
 				b.Fatalf("lookup %s: %v %v", code, ok, err)
 			}
 		}
+		lookupSpent, lookupCPU := time.Since(lookupStart), cpuTime()-lookupCPU
+		looked := min(n, 2*DefaultHotCacheEntries)
+		bc := r.db.Metrics().BlockCache
 		st := r.Stats()
 		rssFull := rssBytes()
 		if err := r.Close(); err != nil {
@@ -260,7 +295,14 @@ func BenchmarkReplay(b *testing.B) {
 		b.ReportMetric(spent.Seconds(), "apply-s")
 		b.ReportMetric(cpu.Seconds(), "cpu-s")
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/link")
+		b.ReportMetric(float64(sublevels), "l0-sublevels")
+		b.ReportMetric(float64(debt)/(1<<20), "compact-debt-MiB")
+		b.ReportMetric(settleSpent.Seconds(), "settle-s")
+		b.ReportMetric(float64((cpu+settleCPU).Nanoseconds())/float64(n), "cpu-ns/link-settled")
 		b.ReportMetric(float64(st.HotEntries), "hot-entries")
+		b.ReportMetric(lookupSpent.Seconds(), "lookup-s")
+		b.ReportMetric(float64(lookupCPU.Nanoseconds())/float64(looked), "lookup-cpu-ns/op")
+		b.ReportMetric(float64(bc.Hits)/float64(max(1, bc.Hits+bc.Misses)), "block-cache-hit-ratio")
 		b.ReportMetric(float64(rssReplayed)/float64(n), "rss-MB/Mlinks-replayed")
 		b.ReportMetric(float64(rssFull)/float64(n), "rss-MB/Mlinks-hot-full")
 	}

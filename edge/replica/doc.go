@@ -6,6 +6,7 @@
 // # Key layout
 //
 //	"l/" + code           link.MarshalRecord bytes of the link's latest state
+//	                      (as the change stream's message carried them)
 //	"m/position"          uint64 big endian: stream sequence of the last
 //	                      applied message (the Applier position)
 //	"m/links"             uint64 big endian: number of "l/" keys
@@ -20,8 +21,19 @@
 // for this store and for the current link count (see bloomfile.go).
 //
 // Every Apply writes its changes, its quarantined messages, the counters
-// and the position in one Pebble batch committed with pebble.Sync, so a
-// restart resumes exactly after the last applied batch. The stream never
+// and the position in one Pebble batch committed with pebble.Sync (or
+// unsynced, while the consumer lags: Batch.NoSync), so a restart resumes
+// exactly after the last applied batch the WAL kept.
+//
+// # Bulk load
+//
+// A replay (a fresh edge, a resync, a long outage: a batch after which
+// Options.BulkPending messages are still pending) runs the store with
+// bulk-load settings (large memtables, L0 compactions deferred), and the
+// batch that catches up returns it to the steady-state settings; each
+// switch flushes the memtable and reopens the store (Replica.setBulk).
+// The WAL stays on in both, so the batches' atomicity and durability are
+// the same in both. The stream never
 // deletes a code (a disabled link keeps its record); only a repair
 // (Overwrite) removes a code the origin does not hold, and its code stays
 // in the bloom filter as a harmless false positive.

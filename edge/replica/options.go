@@ -14,7 +14,9 @@ const (
 	DefaultBlockCacheBytes      = 64 << 20
 	DefaultHotCacheEntries      = 1_000_000
 	DefaultNegativeCacheEntries = 100_000
-	DefaultMemTableBytes        = 64 << 20
+	DefaultMemTableBytes        = 16 << 20
+	DefaultBulkMemTableBytes    = 64 << 20
+	DefaultBulkPending          = 100_000
 	DefaultBloomMinCapacity     = 1 << 20
 )
 
@@ -27,8 +29,9 @@ type Options struct {
 	// FS is the file system the store lives on. Tests may use
 	// vfs.NewMem(). The default (nil) is the local disk.
 	FS vfs.FS
-	// BlockCacheBytes is the size of Pebble's block cache. The default is
-	// 64 MiB.
+	// BlockCacheBytes is the size of Pebble's block cache: bytes for
+	// blocks, the memtables are not charged to it (see pebbledb.Shared).
+	// The default is 64 MiB.
 	BlockCacheBytes int64
 	// HotCacheEntries bounds the in-memory cache of decoded entries that
 	// answers most redirects without touching Pebble. The default is
@@ -37,10 +40,23 @@ type Options struct {
 	// NegativeCacheEntries bounds the cache of codes known to be absent
 	// that the bloom filter could not rule out. The default is 100,000.
 	NegativeCacheEntries int
-	// MemTableBytes is the size of each Pebble memtable. Large memtables
-	// let a bulk replay (bootstrap) write without stalling on flushes. The
-	// default is 64 MiB.
+	// MemTableBytes is the size of each Pebble memtable in steady state
+	// (a replica following the stream; a replay uses BulkMemTableBytes).
+	// The block cache is not charged for it (see pebbledb.Shared). The
+	// default is 16 MiB.
 	MemTableBytes int64
+	// BulkPending and BulkMemTableBytes shape a replay: when Apply gets a
+	// batch after which at least BulkPending messages are still pending
+	// (replication.Batch.Pending: a fresh edge's replay, a resync, an
+	// edge that was offline for long), the replica reopens its store with
+	// memtables of BulkMemTableBytes and compactions of L0 deferred
+	// until L0 holds many flushes (bulk-load settings), and it reopens
+	// it with the steady-state settings after the first batch with
+	// nothing pending, so the memory of the bulk memtables ends with the
+	// replay. The WAL stays on in both (see Apply). BulkPending -1 never
+	// uses bulk-load settings. The defaults are 100,000 and 64 MiB.
+	BulkPending       int64
+	BulkMemTableBytes int64
 	// BloomMinCapacity is the number of codes the bloom filter is sized for
 	// at least. The filter is sized for twice the held codes (at about 1%
 	// false positives) and rebuilt at twice the size when it fills. The
@@ -69,10 +85,18 @@ func (o *Options) Validate() error {
 	if o.NegativeCacheEntries < 0 {
 		errs = append(errs, fmt.Errorf("negative cache entries: %d is negative", o.NegativeCacheEntries))
 	}
-	if o.MemTableBytes < 0 {
-		errs = append(errs, fmt.Errorf("memtable bytes: %d is negative", o.MemTableBytes))
-	} else if o.MemTableBytes >= 4<<30 {
-		errs = append(errs, fmt.Errorf("memtable bytes: %d is not below 4 GiB", o.MemTableBytes))
+	for _, m := range []struct {
+		name string
+		v    int64
+	}{{"memtable bytes", o.MemTableBytes}, {"bulk memtable bytes", o.BulkMemTableBytes}} {
+		if m.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", m.name, m.v))
+		} else if m.v >= 4<<30 {
+			errs = append(errs, fmt.Errorf("%s: %d is not below 4 GiB", m.name, m.v))
+		}
+	}
+	if o.BulkPending < -1 {
+		errs = append(errs, fmt.Errorf("bulk pending: %d is below -1", o.BulkPending))
 	}
 	if o.BloomMinCapacity < 0 {
 		errs = append(errs, fmt.Errorf("bloom min capacity: %d is negative", o.BloomMinCapacity))
@@ -99,6 +123,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MemTableBytes == 0 {
 		o.MemTableBytes = DefaultMemTableBytes
+	}
+	if o.BulkMemTableBytes == 0 {
+		o.BulkMemTableBytes = DefaultBulkMemTableBytes
+	}
+	if o.BulkPending == 0 {
+		o.BulkPending = DefaultBulkPending
 	}
 	if o.BloomMinCapacity == 0 {
 		o.BloomMinCapacity = DefaultBloomMinCapacity

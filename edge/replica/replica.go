@@ -164,6 +164,7 @@ type Stats struct {
 // concurrent use; writes (Apply, Put) are serialized.
 type Replica struct {
 	db     *pebble.DB
+	opts   Options // with defaults
 	fs     vfs.FS
 	dir    string
 	id     []byte // random store id, "m/id"
@@ -190,6 +191,9 @@ type Replica struct {
 	closed atomic.Bool
 	// wmu serializes writers.
 	wmu sync.Mutex
+	// bulk: db runs with the bulk-load settings (see Options.BulkPending).
+	// Writers only.
+	bulk bool
 
 	keyBufs sync.Pool
 
@@ -203,6 +207,7 @@ type Replica struct {
 
 	mHot, mNegative, mBloom, mDiskHit, mDiskMiss *metrics.Counter
 	mApplied, mSkipped, mQuarantined             *metrics.Counter
+	mBulk                                        *metrics.Gauge
 }
 
 // Open opens (creating if needed) the replica's store, reads its position
@@ -214,20 +219,14 @@ func Open(opts Options) (*Replica, error) {
 	}
 	o := opts.withDefaults()
 
-	popts := &pebble.Options{
-		FS:           o.FS,
-		MemTableSize: uint64(o.MemTableBytes),
-		// Four memtables absorb a bulk replay while one flushes; the
-		// rest are Pebble's defaults.
-		MemTableStopWritesThreshold: 4,
-	}
 	start := time.Now()
-	db, err := pebbledb.Open(o.Dir, popts, pebbledb.Shared{Logger: o.Logger, CacheBytes: o.BlockCacheBytes})
+	db, err := openDB(&o, false)
 	if err != nil {
 		return nil, fmt.Errorf("open replica: %w", err)
 	}
 	r := &Replica{
 		db:       db,
+		opts:     o,
 		fs:       o.FS,
 		dir:      o.Dir,
 		log:      o.Logger,
@@ -247,6 +246,79 @@ func Open(opts Options) (*Replica, error) {
 		"quarantined", r.quarantined.Load(), "bloom_bits", r.bloom.Load().bits(), "bloom_from", r.bloomSource,
 		"open_took", opened.Sub(start), "load_took", time.Since(opened))
 	return r, nil
+}
+
+// openDB opens the replica's Pebble store with its steady-state or, bulk,
+// its bulk-load settings. Both keep the WAL: every Apply is atomic, and a
+// synced one durable, in either (see Apply).
+func openDB(o *Options, bulk bool) (*pebble.DB, error) {
+	popts := &pebble.Options{
+		FS:           o.FS,
+		MemTableSize: uint64(o.MemTableBytes),
+		// Four memtables absorb a burst while one flushes.
+		MemTableStopWritesThreshold: 4,
+		// Writes stall only far above where L0 compactions start, in
+		// both settings: the first minutes after a bulk load leave
+		// many flushes in L0 to compact, and the stream must keep
+		// applying meanwhile.
+		L0StopWritesThreshold: 64,
+	}
+	if bulk {
+		// A replay writes the whole table once: large memtables flushed
+		// as sorted runs into L0, compacted only once L0 holds many, so
+		// each compaction merges much at once and the table is
+		// rewritten fewer times on its way down the levels.
+		popts.MemTableSize = uint64(o.BulkMemTableBytes)
+		popts.MemTableStopWritesThreshold = 2
+		popts.L0CompactionThreshold = 16
+	}
+	return pebbledb.Open(o.Dir, popts, pebbledb.Shared{Logger: o.Logger, CacheBytes: o.BlockCacheBytes})
+}
+
+// setBulk reopens the store with the bulk-load settings (on) or the
+// steady-state ones, if it does not run with them already. Its caller
+// holds wmu. The memtable is flushed first, while readers go on, so the
+// reopen need not replay it from the WAL; readers then wait for the
+// close and open (milliseconds: the memtable is empty), and the hot
+// cache, the negative cache and the bloom filter are kept. If the open
+// fails the replica is closed.
+func (r *Replica) setBulk(on bool) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if r.bulk == on {
+		return nil
+	}
+	start := time.Now()
+	if err := r.db.Flush(); err != nil {
+		return fmt.Errorf("flush for reopen: %w", err)
+	}
+	flushed := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := r.db.Close(); err != nil {
+		r.closed.Store(true)
+		r.neg.StopAllGoroutines()
+		return fmt.Errorf("close for reopen: %w", err)
+	}
+	db, err := openDB(&r.opts, on)
+	if err != nil {
+		r.closed.Store(true)
+		r.neg.StopAllGoroutines()
+		return fmt.Errorf("reopen: %w", err)
+	}
+	r.db, r.bulk = db, on
+	if on {
+		r.mBulk.Set(1)
+	} else {
+		r.mBulk.Set(0)
+	}
+	r.log.Info("replica reopened", "bulk_load", on, "flush_took", flushed.Sub(start), "reopen_took", time.Since(flushed),
+		"links", r.links.Load(), "position", r.position.Load())
+	return nil
 }
 
 // load reads the position and counters and builds the bloom filter.
@@ -347,6 +419,8 @@ func (r *Replica) registerMetrics() {
 	r.mApplied = s.GetOrCreateCounter("linkpop_replica_applied_total")
 	r.mSkipped = s.GetOrCreateCounter("linkpop_replica_skipped_stale_total")
 	r.mQuarantined = s.GetOrCreateCounter("linkpop_replica_quarantined_total")
+	r.mBulk = s.GetOrCreateGauge("linkpop_replica_bulk_load", nil)
+	r.mBulk.Set(0)
 	gauge := func(name string, f func() float64) {
 		// A replica reopened on the same set takes the gauges over.
 		s.UnregisterMetric(name)

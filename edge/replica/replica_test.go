@@ -1,14 +1,17 @@
 package replica
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/linkpop/linkpop/internal/leaktest"
 	"github.com/linkpop/linkpop/link"
@@ -258,6 +261,12 @@ func TestPositionDurableAndResettable(t *testing.T) {
 	if err := r.Apply(batchOf(30, record("abc", 9))); !errors.Is(err, ErrClosed) {
 		t.Errorf("apply after close: %v, want ErrClosed", err)
 	}
+	// One that would switch to the bulk-load settings too.
+	long := batchOf(30, record("abc", 9))
+	long.Pending = 1 << 40
+	if err := r.Apply(long); !errors.Is(err, ErrClosed) {
+		t.Errorf("apply of a long replay's batch after close: %v, want ErrClosed", err)
+	}
 
 	r = open(t, Options{Dir: dir, Metrics: set})
 	if pos, err := r.Position(); err != nil || pos != 25 {
@@ -451,5 +460,45 @@ func TestDigest(t *testing.T) {
 	sum, n, err := r.Digest()
 	if err != nil || sum != wantSum || n != 50 {
 		t.Errorf("digest = %x, %d, %v; want %x, 50", sum, n, err, wantSum)
+	}
+}
+
+// TestApplyStoresMessageBytes: a change that carries its record's bytes
+// (Entry.Record, as the consumer passes them) is stored as those bytes,
+// not as an encoding of the decoded record; one without is encoded.
+func TestApplyStoresMessageBytes(t *testing.T) {
+	leaktest.Check(t)
+	r := open(t, Options{FS: vfs.NewMem()})
+	a, b := record("abc", 1), record("def", 2)
+	raw, err := link.MarshalRecord(&a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A field this build does not know: kept by the bytes, dropped by an
+	// encoding of the decoded record.
+	raw = protowire.AppendString(protowire.AppendTag(raw, 99, protowire.BytesType), "future")
+	ea := change(1, a)
+	ea.Record = raw
+	mustApply(t, r, replication.Batch{Changes: []replication.Entry{ea, change(2, b)}, Through: 2})
+	stored := func(code string) []byte {
+		t.Helper()
+		v, closer, err := r.db.Get(linkKey(code))
+		if err != nil {
+			t.Fatalf("get %s: %v", code, err)
+		}
+		defer closer.Close()
+		return slices.Clone(v)
+	}
+	if got := stored("abc"); !bytes.Equal(got, raw) {
+		t.Errorf("abc stored as %x, want the message's bytes %x", got, raw)
+	}
+	if want, _ := link.MarshalRecord(&b); !bytes.Equal(stored("def"), want) {
+		t.Errorf("def stored as %x, want %x", stored("def"), want)
+	}
+	if got, ok, err := r.Get("abc"); err != nil || !ok || got.URL != a.URL || got.Revision != 1 {
+		t.Errorf("get abc = %+v, %v, %v", got, ok, err)
+	}
+	if e, ok, err := r.Lookup([]byte("abc")); err != nil || !ok || e.URL != a.URL {
+		t.Errorf("lookup abc = %+v, %v, %v", e, ok, err)
 	}
 }
