@@ -209,6 +209,11 @@ func TestFencePipelinedWindow(t *testing.T) {
 		if atomic && tail.Seq != bar+1 {
 			t.Fatalf("new leader's first event at %d, want right after the barrier (%d): something landed in between", tail.Seq, bar)
 		}
+		// A second barrier of the same epoch (a takeover whose first
+		// answer was lost appends another after it) lands.
+		if bar2, err := newP.AppendBarrier(ctx, 2, tail.Seq); atomic && (err != nil || bar2 != tail.Seq+replication.BarrierSpan) {
+			t.Fatalf("second barrier of epoch 2: %d, %v; want %d", bar2, err, tail.Seq+replication.BarrierSpan)
+		}
 	}
 	t.Run("lease", func(t *testing.T) { deposed(t, "FENCEW", "fencew", true) })
 	t.Run("lease, one-message barrier", func(t *testing.T) { deposed(t, "FENCE1", "fence1", false) })

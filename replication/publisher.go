@@ -662,7 +662,8 @@ func (p *Publisher) barrierMsg(epoch uint64) *nats.Msg {
 // checks and stores them together at the commit, or none of them.
 func (p *Publisher) appendBarrierBatch(ctx context.Context, epoch, lastSeq uint64) (uint64, error) {
 	nc := p.js.Conn()
-	id := fmt.Sprintf("linkpop-epoch-%d-%d", epoch, time.Now().UnixNano())
+	nanos := time.Now().UnixNano()
+	id := fmt.Sprintf("linkpop-epoch-%d-%d", epoch, nanos)
 	for i := 1; i < BarrierSpan; i++ {
 		m := p.barrierMsg(epoch)
 		m.Header.Set("Nats-Batch-Id", id)
@@ -679,7 +680,12 @@ func (p *Publisher) appendBarrierBatch(ctx context.Context, epoch, lastSeq uint6
 	m.Header.Set("Nats-Batch-Id", id)
 	m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(BarrierSpan))
 	m.Header.Set("Nats-Batch-Commit", "1")
-	m.Header.Set(jetstream.MsgIDHeader, epochMsgID(barrierToken, 0, epoch))
+	// A Nats-Msg-Id of its own: a batch holding one the stream has seen
+	// within its dedup window fails whole, so a takeover appending a
+	// second barrier of its epoch (after a lost answer: the first is then
+	// the tail) must not reuse the first one's. A retry of a batch that
+	// landed is refused by its first message's expectation instead.
+	m.Header.Set(jetstream.MsgIDHeader, epochMsgID(barrierToken, uint64(nanos), epoch))
 	ack, err := p.js.PublishMsg(ctx, m)
 	if err != nil {
 		return 0, publishErr(barrierToken, epoch, err)
