@@ -58,6 +58,10 @@ type member interface {
 	metaLeader() bool
 	// current: JetStream is current with the meta leader.
 	current() bool
+	// peersOnline: as the meta leader, how many servers (itself
+	// included) it sees online with JetStream, which is what stream
+	// placement asks; -1 if it is not the leader.
+	peersOnline() int
 	streamLeader(stream string) bool
 	// streamCurrent: the replica of stream it holds, if any, is current
 	// with the stream's leader; up lists the running servers by name.
@@ -307,12 +311,20 @@ func (c *Cluster) WaitReady(t testing.TB) {
 	t.Helper()
 	wait.For(t, ClusterReadyTimeout, "natstest: meta leader and every server current", func() bool {
 		leaders := 0
-		for _, s := range c.running() {
+		running := c.running()
+		for _, s := range running {
 			if !s.current() {
 				return false
 			}
 			if s.metaLeader() {
 				leaders++
+				// Without this a stream create right after start can
+				// find "no suitable peers for placement, peer offline":
+				// the leader marks a peer online only once it has that
+				// peer's statistics.
+				if s.peersOnline() < len(running) {
+					return false
+				}
 			}
 		}
 		return leaders == 1
@@ -376,6 +388,13 @@ type inProcess struct{ s *server.Server }
 func (m inProcess) metaLeader() bool { return m.s.JetStreamIsLeader() }
 
 func (m inProcess) current() bool { return m.s.JetStreamIsCurrent() }
+
+func (m inProcess) peersOnline() int {
+	if !m.s.JetStreamIsLeader() {
+		return -1
+	}
+	return len(m.s.JetStreamClusterPeers())
+}
 
 func (m inProcess) streamLeader(stream string) bool {
 	return m.s.JetStreamIsStreamLeader(account, stream)
@@ -474,6 +493,20 @@ func (m *process) current() bool {
 	var info server.JSInfo
 	return m.get("/healthz?js-server-only=true", nil) && m.get("/jsz", &info) &&
 		info.Meta != nil && info.Meta.Leader != "" && info.Meta.Size == m.size
+}
+
+func (m *process) peersOnline() int {
+	var info server.JSInfo
+	if !m.get("/jsz", &info) || info.Meta == nil || info.Meta.Leader != m.name {
+		return -1
+	}
+	n := 1 // the leader itself
+	for _, p := range info.Meta.Replicas {
+		if !p.Offline {
+			n++
+		}
+	}
+	return n
 }
 
 // streamDetail is stream as this server sees it.
