@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/linkpop/linkpop/internal/freeport"
 )
 
 // proc is a child process the harness started. It is stopped by its PID
@@ -108,15 +110,10 @@ func (p *proc) tail() string {
 	return string(b)
 }
 
-// freeAddr returns a loopback address that had no listener a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
-}
+// freeAddr returns a loopback address that had no listener a moment ago
+// (freeport: drawn from below the kernel's ephemeral range, so no port-0
+// listener or outgoing connection takes it before the child binds).
+func freeAddr() (string, error) { return freeport.Addr() }
 
 // waitFor polls cond every interval until it is true, p exits, ctx ends
 // or timeout passes.

@@ -7,17 +7,16 @@ package proctest
 import (
 	"bytes"
 	"errors"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linkpop/linkpop/internal/freeport"
 )
 
 // Build compiles the main package pkg (an import path such as
@@ -35,63 +34,25 @@ func Build(t testing.TB, pkg string) string {
 }
 
 // FreeAddr returns a loopback host:port that had no listener a moment ago,
-// for a child process whose flags need a fixed address.
-//
-// The port is drawn at random from below the kernel's ephemeral range
-// (ip_local_port_range), not asked of the kernel with port 0: a port the
-// kernel handed out and this function released at once is the kind it
-// hands out next, to another test's listener or to any outgoing
-// connection's local end, so the child could find it taken before it
-// binds. Below the range only another FreeAddr can pick it, and this
-// process never hands out the same port twice.
+// for a child process whose flags need a fixed address (see freeport:
+// drawn from below the kernel's ephemeral range).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }
 
 // FreePort is FreeAddr's port, for configurations that take a port alone.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	lo := ephemeralLow()
-	freeMu.Lock()
-	defer freeMu.Unlock()
-	for range 200 {
-		port := lo/2 + rand.IntN(lo-lo/2)
-		if handedOut[port] {
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken
-		}
-		if err := l.Close(); err != nil {
-			t.Fatalf("find a free port: %v", err)
-		}
-		handedOut[port] = true
-		return port
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("find a free port: 200 random ports below %d were all taken", lo)
-	return 0
-}
-
-var (
-	freeMu    sync.Mutex
-	handedOut = map[int]bool{}
-)
-
-// ephemeralLow is the first port of the kernel's ephemeral range, or
-// 32768 (Linux's default) where it cannot be read.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if lo, err := strconv.Atoi(f[0]); err == nil && lo >= 2048 {
-				return lo
-			}
-		}
-	}
-	return 32768
+	return port
 }
 
 // Spec describes a child process.

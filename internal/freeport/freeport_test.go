@@ -1,4 +1,4 @@
-package proctest
+package freeport
 
 import (
 	"net"
@@ -6,16 +6,19 @@ import (
 	"testing"
 )
 
-// TestFreeAddrBelowEphemeral: the ports handed out are never ones the
+// TestAddrBelowEphemeral: the ports handed out are never ones the
 // kernel gives to port-0 listeners or outgoing connections, never the same
 // twice, and free to bind.
-func TestFreeAddrBelowEphemeral(t *testing.T) {
-	lo := ephemeralLow()
+func TestAddrBelowEphemeral(t *testing.T) {
+	lo := EphemeralLow()
 	seen := map[string]bool{}
 	for range 50 {
-		addr := FreeAddr(t)
+		addr, err := Addr()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if seen[addr] {
-			t.Fatalf("FreeAddr handed out %s twice", addr)
+			t.Fatalf("Addr handed out %s twice", addr)
 		}
 		seen[addr] = true
 		_, p, err := net.SplitHostPort(addr)
@@ -24,11 +27,11 @@ func TestFreeAddrBelowEphemeral(t *testing.T) {
 		}
 		port, _ := strconv.Atoi(p)
 		if port <= 0 || port >= lo {
-			t.Fatalf("FreeAddr gave port %d, inside the ephemeral range starting at %d", port, lo)
+			t.Fatalf("Addr gave port %d, inside the ephemeral range starting at %d", port, lo)
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatalf("FreeAddr gave %s, which cannot be bound: %v", addr, err)
+			t.Fatalf("Addr gave %s, which cannot be bound: %v", addr, err)
 		}
 		l.Close()
 	}
