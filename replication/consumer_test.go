@@ -332,10 +332,16 @@ func metricValue(set *metrics.Set, name string) string {
 // sequence and the replica holds want.
 func (e *env) converge(r *running, a *pebbleApplier, want map[string]uint64) {
 	e.t.Helper()
-	last, err := e.pub.LastSequence(context.Background())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	// Right after a server restart the client may not have reconnected
+	// yet: ask until the stream answers.
+	var last uint64
+	var lastErr error
+	wait.For(e.t, 15*time.Second, "the stream's last sequence", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		last, lastErr = e.pub.LastSequence(ctx)
+		return lastErr == nil
+	})
 	wait.For(e.t, 15*time.Second, fmt.Sprintf("applied through %d", last), func() bool {
 		s := r.Status()
 		return s.Applied == last && s.StreamLast == last && s.Lag == 0
