@@ -7,9 +7,11 @@ package proctest
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,11 +40,7 @@ func Build(t testing.TB, pkg string) string {
 // drawn from below the kernel's ephemeral range).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := freeport.Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
 // FreePort is FreeAddr's port, for configurations that take a port alone.
