@@ -190,7 +190,7 @@ func (h *harness) clicks() error {
 		var wg sync.WaitGroup
 		wg.Go(func() { lat = h.sample(ctx, o, e, codes, -1) })
 		t0 := time.Now()
-		res, err := h.runWrk(wrkJob{url: e.url(), paths: h.paths[dist], offset: 0, conns: conns, duration: h.cfg.Duration})
+		res, err := h.runWrk(wrkJob{url: e.url(), paths: h.paths[dist], offset: 0, conns: conns, duration: h.cfg.ClickLoadDuration})
 		cancel()
 		wg.Wait()
 		if err != nil {
@@ -450,7 +450,7 @@ func clicksMarkdown(b *strings.Builder, r *ClicksReport) {
 	}
 	row("idle", r.Idle)
 	for _, l := range r.Loads {
-		row(fmt.Sprintf("wrk %s, %d conns, %s req/s", l.Distribution, l.Connections, num(int(l.RPS))), l.Latency)
+		row(fmt.Sprintf("wrk %s, %d conns, %s req/s, %.0f s", l.Distribution, l.Connections, num(int(l.RPS)), l.Seconds), l.Latency)
 	}
 	b.WriteString("\n")
 	if len(r.Loads) > 0 {

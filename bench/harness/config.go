@@ -153,6 +153,12 @@ type Config struct {
 	// ClickSamples is how many click → stats samples the clicks section
 	// takes with no other traffic. The default is 200.
 	ClickSamples int
+	// ClickLoadDuration is the length of each wrk run of the clicks
+	// section, during which the click → stats samples are taken (eight
+	// workers, about one sample each a second with the default flush):
+	// long enough for a p99 of more than a few dozen samples. The default
+	// is 4 × Duration.
+	ClickLoadDuration time.Duration
 	// CatchupChanges is how many changes are published while an edge is
 	// down. The default is Links/10, at most 100,000.
 	CatchupChanges int
@@ -218,7 +224,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("connection count %d must be positive", n))
 		}
 	}
-	for name, d := range map[string]time.Duration{"Duration": c.Duration, "WriteDuration": c.WriteDuration, "FloodDuration": c.FloodDuration} {
+	for name, d := range map[string]time.Duration{"Duration": c.Duration, "WriteDuration": c.WriteDuration, "FloodDuration": c.FloodDuration, "ClickLoadDuration": c.ClickLoadDuration} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
@@ -303,6 +309,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FloodDuration == 0 {
 		c.FloodDuration = 2 * c.Duration
+	}
+	if c.ClickLoadDuration == 0 {
+		c.ClickLoadDuration = 4 * c.Duration
 	}
 	if c.FloodConnections == 0 {
 		c.FloodConnections = 128

@@ -68,6 +68,7 @@ func TestSmoke(t *testing.T) {
 		CatchupChanges:             50,
 		ClickSamples:               10,
 		FloodDuration:              time.Second,
+		ClickLoadDuration:          time.Second,
 		FloodConnections:           8,
 		FloodKnownConnections:      2,
 		Mode:                       "smoke",
